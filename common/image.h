@@ -1,0 +1,49 @@
+// Images as the service sees them: 8-bit pixels, rows of columns of channels
+// (H x W x C, C = 1 grey, 3 RGB, 4 RGBA), and the preprocessing of
+// compat.md: to RGB, Pillow-exact bilinear resize to the model's input size,
+// scale to [0, 1], normalize per channel, channels first.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace intgrads {
+
+struct Image {
+  int height = 0;
+  int width = 0;
+  int channels = 3;
+  std::vector<uint8_t> pixels;  // height * width * channels, row-major HWC
+
+  uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<size_t>(y) * width + x) * channels + c];
+  }
+};
+
+struct Normalization {
+  std::array<float, 3> mean{};
+  std::array<float, 3> std{};
+};
+
+// Grey is replicated to three channels, alpha is dropped.
+Image ToRgb(const Image& image);
+
+// Pillow's Image.resize(size, Image.BILINEAR) on 8-bit images, to the pixel:
+// an antialiasing triangle filter widened by the scale factor when shrinking,
+// fixed-point coefficients, horizontal pass then vertical, with rounding to
+// uint8 between the passes.
+Image ResizeBilinear(const Image& image, int out_width, int out_height);
+
+// RGB image -> 3 x H x W floats, (pixel / 255 - mean) / std.
+std::vector<float> NormalizeChw(const Image& rgb, const Normalization& norm);
+
+// PNG and JPEG decoding (libpng, libjpeg) to 8-bit RGB, RGBA or grey.
+StatusOr<Image> DecodeImage(std::string_view bytes);
+StatusOr<Image> ReadImageFile(const std::string& path);
+
+}  // namespace intgrads

@@ -1,0 +1,142 @@
+#include "common/protocol.h"
+
+#include <nlohmann/json.hpp>
+
+namespace intgrads {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kTypeNames[] = {"ready", "heartbeat", "request", "reply", "disconnect"};
+
+json Header(MessageType type) {
+  return json{{"v", kProtocolVersion}, {"type", kTypeNames[static_cast<int>(type)]}};
+}
+
+// Reads header[key] as T, or explains what is wrong.
+template <typename T>
+Status Field(const json& header, const char* key, T* out) {
+  const auto it = header.find(key);
+  if (it == header.end()) return InvalidError(std::string("protocol: header lacks '") + key + "'");
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) return InvalidError(std::string("protocol: '") + key + "' is not a string");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number()) return InvalidError(std::string("protocol: '") + key + "' is not a number");
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
+    for (const auto& e : *it) {
+      if (!e.is_string()) return InvalidError(std::string("protocol: '") + key + "' holds a non-string");
+    }
+  } else {
+    if (!it->is_number_integer()) return InvalidError(std::string("protocol: '") + key + "' is not an integer");
+  }
+  *out = it->get<T>();
+  return Status::Ok();
+}
+
+Status ExpectFrames(const Frames& frames, size_t count, const char* type) {
+  if (frames.size() != count) {
+    return InvalidError(std::string("protocol: a ") + type + " message has " + std::to_string(count) +
+                        " frames, got " + std::to_string(frames.size()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Frames EncodeReady(const WorkerInfo& info) {
+  json h = Header(MessageType::kReady);
+  h["model"] = info.model;
+  h["family"] = info.family;
+  h["variant"] = info.variant;
+  h["device"] = info.device;
+  h["classes"] = info.classes;
+  h["input_size"] = info.input_size;
+  return {h.dump()};
+}
+
+Frames EncodeHeartbeat() { return {Header(MessageType::kHeartbeat).dump()}; }
+Frames EncodeDisconnect() { return {Header(MessageType::kDisconnect).dump()}; }
+
+Frames EncodeRequest(const JobRequest& r) {
+  json h = Header(MessageType::kRequest);
+  h["id"] = r.id;
+  h["target"] = r.target;
+  h["n_steps"] = r.n_steps;
+  h["method"] = r.method;
+  h["height"] = r.height;
+  h["width"] = r.width;
+  h["channels"] = r.channels;
+  return {h.dump(), r.pixels};
+}
+
+Frames EncodeReply(const JobReply& r) {
+  json h = Header(MessageType::kReply);
+  h["id"] = r.id;
+  h["status"] = r.status;
+  h["error"] = r.error;
+  h["convergence_delta"] = r.convergence_delta;
+  return {h.dump(), r.payload};
+}
+
+StatusOr<Message> DecodeMessage(const Frames& frames) {
+  if (frames.empty()) return InvalidError("protocol: empty message");
+  const json h = json::parse(frames[0], nullptr, /*allow_exceptions=*/false);
+  if (h.is_discarded() || !h.is_object()) return InvalidError("protocol: header is not a JSON object");
+  int version = 0;
+  RETURN_IF_ERROR(Field(h, "v", &version));
+  if (version != kProtocolVersion) {
+    return InvalidError("protocol: version " + std::to_string(version) + " is not ours (" +
+                        std::to_string(kProtocolVersion) + "); upgrade gateway and workers together");
+  }
+  std::string type;
+  RETURN_IF_ERROR(Field(h, "type", &type));
+  Message m;
+  if (type == "ready") {
+    m.type = MessageType::kReady;
+    RETURN_IF_ERROR(ExpectFrames(frames, 1, "ready"));
+    RETURN_IF_ERROR(Field(h, "model", &m.ready.model));
+    RETURN_IF_ERROR(Field(h, "family", &m.ready.family));
+    RETURN_IF_ERROR(Field(h, "variant", &m.ready.variant));
+    RETURN_IF_ERROR(Field(h, "device", &m.ready.device));
+    RETURN_IF_ERROR(Field(h, "classes", &m.ready.classes));
+    RETURN_IF_ERROR(Field(h, "input_size", &m.ready.input_size));
+    if (m.ready.classes.empty()) return InvalidError("protocol: a ready message with no classes");
+  } else if (type == "heartbeat" || type == "disconnect") {
+    m.type = type == "heartbeat" ? MessageType::kHeartbeat : MessageType::kDisconnect;
+    RETURN_IF_ERROR(ExpectFrames(frames, 1, type.c_str()));
+  } else if (type == "request") {
+    m.type = MessageType::kRequest;
+    RETURN_IF_ERROR(ExpectFrames(frames, 2, "request"));
+    JobRequest& r = m.request;
+    RETURN_IF_ERROR(Field(h, "id", &r.id));
+    RETURN_IF_ERROR(Field(h, "target", &r.target));
+    RETURN_IF_ERROR(Field(h, "n_steps", &r.n_steps));
+    RETURN_IF_ERROR(Field(h, "method", &r.method));
+    RETURN_IF_ERROR(Field(h, "height", &r.height));
+    RETURN_IF_ERROR(Field(h, "width", &r.width));
+    RETURN_IF_ERROR(Field(h, "channels", &r.channels));
+    if (r.height <= 0 || r.width <= 0 || (r.channels != 1 && r.channels != 3 && r.channels != 4) ||
+        static_cast<uint64_t>(r.height) * static_cast<uint64_t>(r.width) * static_cast<uint64_t>(r.channels) !=
+            frames[1].size()) {
+      return InvalidError("protocol: pixel frame of " + std::to_string(frames[1].size()) +
+                          " bytes does not match the header's image shape");
+    }
+    r.pixels = frames[1];
+  } else if (type == "reply") {
+    m.type = MessageType::kReply;
+    RETURN_IF_ERROR(ExpectFrames(frames, 2, "reply"));
+    JobReply& r = m.reply;
+    RETURN_IF_ERROR(Field(h, "id", &r.id));
+    RETURN_IF_ERROR(Field(h, "status", &r.status));
+    RETURN_IF_ERROR(Field(h, "error", &r.error));
+    RETURN_IF_ERROR(Field(h, "convergence_delta", &r.convergence_delta));
+    r.payload = frames[1];
+  } else {
+    return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");
+  }
+  return m;
+}
+
+}  // namespace intgrads

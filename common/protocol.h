@@ -1,0 +1,74 @@
+// The messages between gateway and workers (docs/PROTOCOL.md). Workers hold
+// a ZeroMQ DEALER socket connected to the gateway's ROUTER. Every message is
+// a header frame (a small JSON object with the protocol version and the
+// message type) and, for requests and replies, one binary frame:
+//
+//   ready      worker -> gateway  [header{model}]
+//   heartbeat  both ways          [header]
+//   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels}, pixels]
+//   reply      worker -> gateway  [header{id,status,error,convergence_delta}, payload]
+//   disconnect both ways          [header]
+//
+// (The ROUTER sees the worker's identity as an extra first frame.) Decoding
+// never throws: a malformed or foreign message is a Status.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace intgrads {
+
+constexpr int kProtocolVersion = 1;
+
+enum class MessageType { kReady, kHeartbeat, kRequest, kReply, kDisconnect };
+
+// What a worker serves, announced in its ready message.
+struct WorkerInfo {
+  std::string model;    // the name requests use to pick it ("default", "bit", ...)
+  std::string family;   // "bit" | "lanet"
+  std::string variant;  // "R50x1", "C128-L24-aux"
+  std::string device;   // "cpu", "cuda:0"
+  std::vector<std::string> classes;
+  int input_size = 32;
+};
+
+struct JobRequest {
+  uint64_t id = 0;
+  int target = 0;
+  int n_steps = 50;
+  std::string method = "gausslegendre";
+  int height = 0;
+  int width = 0;
+  int channels = 3;
+  std::string pixels;  // height * width * channels bytes, HWC
+};
+
+struct JobReply {
+  uint64_t id = 0;
+  int status = 200;  // an HTTP status: 200, or the error's
+  std::string error;
+  double convergence_delta = 0.0;
+  std::string payload;  // gzip'd torch.save bytes when status is 200
+};
+
+struct Message {
+  MessageType type = MessageType::kHeartbeat;
+  WorkerInfo ready;
+  JobRequest request;
+  JobReply reply;
+};
+
+using Frames = std::vector<std::string>;
+
+Frames EncodeReady(const WorkerInfo& info);
+Frames EncodeHeartbeat();
+Frames EncodeDisconnect();
+Frames EncodeRequest(const JobRequest& request);
+Frames EncodeReply(const JobReply& reply);
+
+StatusOr<Message> DecodeMessage(const Frames& frames);
+
+}  // namespace intgrads

@@ -1,0 +1,174 @@
+#include "common/request.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace intgrads {
+
+using nlohmann::json;
+
+const std::vector<std::string>& Cifar10Classes() {
+  static const std::vector<std::string> kClasses = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                                    "dog",      "frog",       "horse", "ship", "truck"};
+  return kClasses;
+}
+
+const std::vector<std::string>& AttributionMethods() {
+  static const std::vector<std::string> kMethods = {"gausslegendre", "riemann_left", "riemann_right",
+                                                    "riemann_middle", "riemann_trapezoid"};
+  return kMethods;
+}
+
+bool IsAttributionMethod(std::string_view method) {
+  const auto& methods = AttributionMethods();
+  return std::find(methods.begin(), methods.end(), method) != methods.end();
+}
+
+Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits) {
+  if (!IsAttributionMethod(method)) {
+    std::string names;
+    for (const auto& m : AttributionMethods()) names += (names.empty() ? "" : ", ") + m;
+    return InvalidError("method: unknown method '" + method + "'; expected one of " + names);
+  }
+  const int lowest = method == "gausslegendre" ? 1 : 2;
+  if (n_steps < lowest || n_steps > limits.max_n_steps) {
+    return InvalidError("n_steps: expected an integer from " + std::to_string(lowest) + " to " +
+                        std::to_string(limits.max_n_steps) + " for method " + method + ", got " +
+                        std::to_string(n_steps) + " (the upper limit is set by --max-n-steps)");
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+std::string TypeName(const json& v) { return v.type_name(); }
+
+// One pixel value: an integer 0..255.
+Status ReadChannel(const json& v, uint8_t* out, const char* where) {
+  if (!v.is_number_integer()) {
+    return InvalidError(std::string("img_data: expected integers 0..255, found ") +
+                        (v.is_number() ? "a non-integer number" : "a " + TypeName(v)) + " at " + where);
+  }
+  const auto value = v.get<int64_t>();
+  if (value < 0 || value > 255) {
+    return InvalidError("img_data: value " + std::to_string(value) + " at " + where + " is outside 0..255");
+  }
+  *out = static_cast<uint8_t>(value);
+  return Status::Ok();
+}
+
+StatusOr<Image> ReadImage(const json& rows, const RequestLimits& limits) {
+  if (!rows.is_array()) return InvalidError("img_data: expected a list of rows (H x W x 3), found a " + TypeName(rows));
+  if (rows.empty()) return InvalidError("img_data: the image is empty (no rows)");
+  const json& first_row = rows.front();
+  if (!first_row.is_array()) {
+    return InvalidError("img_data: expected rows to be lists (H x W x 3), found a " + TypeName(first_row) +
+                        " in row 0");
+  }
+  if (first_row.empty()) return InvalidError("img_data: the image is empty (row 0 has no pixels)");
+  Image image;
+  image.height = static_cast<int>(std::min<size_t>(rows.size(), INT32_MAX));
+  image.width = static_cast<int>(std::min<size_t>(first_row.size(), INT32_MAX));
+  const json& first_pixel = first_row.front();
+  if (first_pixel.is_array()) {
+    image.channels = static_cast<int>(first_pixel.size());
+    if (image.channels != 3 && image.channels != 4) {
+      return InvalidError("img_data: pixels must have 3 (RGB) or 4 (RGBA) values, pixel [0][0] has " +
+                          std::to_string(first_pixel.size()));
+    }
+  } else {
+    image.channels = 1;  // a greyscale H x W array
+  }
+  if (image.height > limits.max_side || image.width > limits.max_side ||
+      static_cast<int64_t>(image.height) * image.width > limits.max_pixels) {
+    return TooLargeError("img_data: image of " + std::to_string(rows.size()) + " x " +
+                         std::to_string(first_row.size()) + " pixels is over the limit of " +
+                         std::to_string(limits.max_side) + " per side and " + std::to_string(limits.max_pixels) +
+                         " in all (raise with --max-image-side / --max-pixels)");
+  }
+  image.pixels.resize(static_cast<size_t>(image.height) * image.width * image.channels);
+  size_t at = 0;
+  for (int y = 0; y < image.height; ++y) {
+    const json& row = rows[static_cast<size_t>(y)];
+    if (!row.is_array() || row.size() != static_cast<size_t>(image.width)) {
+      return InvalidError("img_data: ragged image: row " + std::to_string(y) + " has " +
+                          (row.is_array() ? std::to_string(row.size()) + " pixels" : "type " + TypeName(row)) +
+                          ", row 0 has " + std::to_string(image.width));
+    }
+    for (int x = 0; x < image.width; ++x) {
+      const json& pixel = row[static_cast<size_t>(x)];
+      const std::string where = "[" + std::to_string(y) + "][" + std::to_string(x) + "]";
+      if (image.channels == 1) {
+        RETURN_IF_ERROR(ReadChannel(pixel, &image.pixels[at++], where.c_str()));
+        continue;
+      }
+      if (!pixel.is_array() || pixel.size() != static_cast<size_t>(image.channels)) {
+        return InvalidError("img_data: pixel " + where + " should be a list of " + std::to_string(image.channels) +
+                            " values like pixel [0][0], found " +
+                            (pixel.is_array() ? "one of " + std::to_string(pixel.size()) : "a " + TypeName(pixel)));
+      }
+      for (const json& channel : pixel) RETURN_IF_ERROR(ReadChannel(channel, &image.pixels[at++], where.c_str()));
+    }
+  }
+  return image;
+}
+
+StatusOr<int> ReadTarget(const json& target, const std::vector<std::string>& classes) {
+  if (target.is_string()) {
+    const auto& name = target.get_ref<const std::string&>();
+    const auto found = std::find(classes.begin(), classes.end(), name);
+    if (found != classes.end()) return static_cast<int>(found - classes.begin());
+    std::string names;
+    for (const auto& c : classes) names += (names.empty() ? "" : ", ") + c;
+    std::string shown = name.size() > 64 ? name.substr(0, 64) + "..." : name;
+    return InvalidError("target_class: unknown class '" + json(shown).get<std::string>() + "'; expected one of " +
+                        names + " or an index 0.." + std::to_string(classes.size() - 1));
+  }
+  if (target.is_number_integer()) {
+    const auto index = target.get<int64_t>();
+    if (index >= 0 && index < static_cast<int64_t>(classes.size())) return static_cast<int>(index);
+    return InvalidError("target_class: index " + std::to_string(index) + " is outside 0.." +
+                        std::to_string(classes.size() - 1));
+  }
+  return InvalidError("target_class: expected a class name or an integer index, found a " + TypeName(target));
+}
+
+}  // namespace
+
+StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std::vector<std::string>& classes,
+                                               const RequestLimits& limits) {
+  // Depth-limited, exception-free parse: a deeply nested body is refused, not recursed into.
+  bool too_deep = false;
+  json::parser_callback_t guard = [&too_deep](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::array_start || event == json::parse_event_t::object_start) && depth > 8) {
+      too_deep = true;
+    }
+    return !too_deep;
+  };
+  json doc = json::parse(body.begin(), body.end(), guard, /*allow_exceptions=*/false);
+  if (too_deep) return InvalidError("body: JSON nested deeper than 8 levels; expected {\"img_data\": H x W x 3, ...}");
+  if (doc.is_discarded()) return InvalidError("body: not valid JSON");
+  if (!doc.is_object()) return InvalidError("body: expected a JSON object, found a " + TypeName(doc));
+  AttributionRequest request;
+  const auto img = doc.find("img_data");
+  if (img == doc.end()) return InvalidError("img_data: missing (expected H x W x 3 integers 0..255)");
+  ASSIGN_OR_RETURN(request.image, ReadImage(*img, limits));
+  const auto target = doc.find("target_class");
+  if (target == doc.end()) return InvalidError("target_class: missing (expected a class name such as 'cat')");
+  ASSIGN_OR_RETURN(request.target, ReadTarget(*target, classes));
+  if (const auto n = doc.find("n_steps"); n != doc.end() && !n->is_null()) {
+    if (!n->is_number_integer()) return InvalidError("n_steps: expected an integer, found a " + TypeName(*n));
+    const auto value = n->get<int64_t>();
+    request.n_steps = static_cast<int>(std::clamp<int64_t>(value, -1, INT32_MAX));
+    if (value != request.n_steps) request.n_steps = -1;
+  }
+  if (const auto m = doc.find("method"); m != doc.end() && !m->is_null()) {
+    if (!m->is_string()) return InvalidError("method: expected a string, found a " + TypeName(*m));
+    request.method = m->get<std::string>();
+    if (request.method.size() > 64) request.method = request.method.substr(0, 64) + "...";
+  }
+  RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits));
+  return request;
+}
+
+}  // namespace intgrads

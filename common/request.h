@@ -1,0 +1,45 @@
+// The original request body of POST /model/ and its validation:
+//   {"img_data": H x W x 3 (or H x W, H x W x 4) integers 0..255,
+//    "target_class": "cat", "n_steps": 50, "method": "gausslegendre"}
+// Every way a body can be wrong becomes a Status naming the field and what
+// was expected; nothing here throws.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/image.h"
+#include "common/status.h"
+
+namespace intgrads {
+
+// CIFAR-10 in index order: the classes of the original server.
+const std::vector<std::string>& Cifar10Classes();
+
+// The integration rules of compat.md, as Captum names them.
+const std::vector<std::string>& AttributionMethods();
+bool IsAttributionMethod(std::string_view method);
+
+struct RequestLimits {
+  int max_side = 4096;                  // pixels per image side
+  int64_t max_pixels = 16 * 1024 * 1024;  // height * width
+  int max_n_steps = 1024;
+};
+
+struct AttributionRequest {
+  Image image;  // as sent: any size, 1, 3 or 4 channels
+  int target = 0;
+  int n_steps = 50;
+  std::string method = "gausslegendre";
+};
+
+// `classes` are the served model's class names; target_class may be one of
+// them or an integer index.
+StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std::vector<std::string>& classes,
+                                               const RequestLimits& limits);
+
+// Checks n_steps and method together (Riemann rules need n_steps >= 2).
+Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits);
+
+}  // namespace intgrads

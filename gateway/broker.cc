@@ -1,0 +1,278 @@
+#include "gateway/broker.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <zmq_addon.hpp>
+
+namespace intgrads {
+
+JobReply ErrorReply(uint64_t id, int status, const std::string& message) {
+  JobReply reply;
+  reply.id = id;
+  reply.status = status;
+  reply.error = message;
+  return reply;
+}
+
+Broker::Broker(const BrokerOptions& options) : options_(options), router_(context_, zmq::socket_type::router) {}
+
+StatusOr<std::unique_ptr<Broker>> Broker::Create(const BrokerOptions& options) {
+  std::unique_ptr<Broker> broker(new Broker(options));
+  try {
+    broker->router_.set(zmq::sockopt::linger, 0);
+    broker->router_.set(zmq::sockopt::router_mandatory, 1);
+    broker->router_.bind(options.bind);
+  } catch (const zmq::error_t& e) {
+    return InvalidError("cannot bind the worker endpoint " + options.bind + ": " + e.what());
+  }
+  broker->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (broker->wake_fd_ < 0) return InternalError("eventfd failed");
+  broker->thread_ = std::thread([b = broker.get()] { b->Run(); });
+  return broker;
+}
+
+Broker::~Broker() {
+  Stop();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Broker::Stop() {
+  if (stop_.exchange(true)) return;
+  const uint64_t one = 1;
+  (void)write(wake_fd_, &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+}
+
+Status Broker::Submit(Job job) {
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    if (stop_.load()) return UnavailableError("the gateway is shutting down");
+    if (inbox_.size() + published_depth_ >= options_.max_queued) {
+      return UnavailableError("the request queue is full (" + std::to_string(options_.max_queued) +
+                              " waiting); retry shortly");
+    }
+    job.request.id = next_id_++;
+    inbox_.push_back(std::move(job));
+  }
+  const uint64_t one = 1;
+  (void)write(wake_fd_, &one, sizeof(one));
+  return Status::Ok();
+}
+
+std::vector<WorkerSnapshot> Broker::Workers() const {
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  return published_workers_;
+}
+
+size_t Broker::QueueDepth() const {
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  return published_depth_ + inbox_.size();
+}
+
+std::optional<std::vector<std::string>> Broker::Classes(const std::string& model) const {
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  for (const WorkerSnapshot& w : published_workers_) {
+    if (model.empty() || w.info.model == model) return w.info.classes;
+  }
+  return std::nullopt;
+}
+
+void Broker::Publish() {
+  std::vector<WorkerSnapshot> snapshot;
+  for (const auto& [identity, w] : workers_) {
+    std::string hex;
+    for (unsigned char c : identity) {
+      char buf[3];
+      std::snprintf(buf, sizeof(buf), "%02x", c);
+      hex += buf;
+    }
+    snapshot.push_back({hex, w.info, w.job ? "busy" : "idle", w.served});
+  }
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  published_workers_ = std::move(snapshot);
+  published_depth_ = pending_.size();
+}
+
+void Broker::SendTo(const std::string& identity, const Frames& frames) {
+  std::vector<zmq::const_buffer> buffers;
+  buffers.emplace_back(identity.data(), identity.size());
+  for (const std::string& f : frames) buffers.emplace_back(f.data(), f.size());
+  try {
+    zmq::send_multipart(router_, buffers, zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    // EHOSTUNREACH: the worker is gone; its expiry will drop it.
+    std::fprintf(stderr, "intgrads-gateway: send to a worker failed: %s\n", e.what());
+  }
+}
+
+void Broker::Requeue(InFlight in_flight, const std::string& why) {
+  const int attempts = in_flight.attempts;
+  if (attempts >= options_.max_attempts || Clock::now() >= in_flight.job.deadline) {
+    in_flight.job.done(ErrorReply(in_flight.job.request.id, 503,
+                                  "the request failed on " + std::to_string(attempts) + " worker(s) (" + why +
+                                      "); retry later"));
+    return;
+  }
+  std::fprintf(stderr, "intgrads-gateway: retrying request %llu on another worker (%s)\n",
+               static_cast<unsigned long long>(in_flight.job.request.id), why.c_str());
+  pending_.push_front({std::move(in_flight.job), attempts});
+}
+
+void Broker::DropWorker(const std::string& identity, const std::string& why) {
+  auto it = workers_.find(identity);
+  if (it == workers_.end()) return;
+  std::fprintf(stderr, "intgrads-gateway: worker %s (%s %s) dropped: %s\n", it->second.info.device.c_str(),
+               it->second.info.family.c_str(), it->second.info.variant.c_str(), why.c_str());
+  if (it->second.job) {
+    auto job = in_flight_.find(*it->second.job);
+    if (job != in_flight_.end()) {
+      InFlight moved = std::move(job->second);
+      in_flight_.erase(job);
+      Requeue(std::move(moved), "its worker was lost: " + why);
+    }
+  }
+  workers_.erase(it);
+}
+
+void Broker::HandleWorkerMessage(const std::string& identity, const Frames& frames) {
+  auto message = DecodeMessage(frames);
+  if (!message.ok()) {
+    std::fprintf(stderr, "intgrads-gateway: bad message from a worker: %s\n", message.status().message().c_str());
+    return;
+  }
+  const auto expiry = Clock::now() + std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
+  auto it = workers_.find(identity);
+  switch (message->type) {
+    case MessageType::kReady: {
+      if (it != workers_.end()) DropWorker(identity, "announced itself again");
+      WorkerState w;
+      w.identity = identity;
+      w.info = message->ready;
+      w.expiry = expiry;
+      workers_.emplace(identity, std::move(w));
+      std::fprintf(stderr, "intgrads-gateway: worker ready: model '%s', %s %s on %s\n", message->ready.model.c_str(),
+                   message->ready.family.c_str(), message->ready.variant.c_str(), message->ready.device.c_str());
+      return;
+    }
+    case MessageType::kDisconnect:
+      DropWorker(identity, "it is shutting down");
+      return;
+    case MessageType::kRequest:
+      return;  // workers do not send requests
+    case MessageType::kHeartbeat:
+    case MessageType::kReply:
+      break;
+  }
+  if (it == workers_.end()) {
+    // A worker we do not know (the gateway restarted): ask it to announce itself again.
+    SendTo(identity, EncodeDisconnect());
+    return;
+  }
+  it->second.expiry = expiry;
+  if (message->type != MessageType::kReply) return;
+  const JobReply& reply = message->reply;
+  auto job = in_flight_.find(reply.id);
+  if (job == in_flight_.end() || job->second.worker != identity) return;  // a late answer to a retried job
+  job->second.job.done(reply);
+  in_flight_.erase(job);
+  it->second.job.reset();
+  ++it->second.served;
+}
+
+void Broker::ExpireDeadlines() {
+  const auto now = Clock::now();
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now >= it->job.deadline) {
+      it->job.done(ErrorReply(it->job.request.id, 503,
+                              it->job.model.empty() || workers_.empty()
+                                  ? "no worker could take the request before its deadline; retry later"
+                                  : "no worker serving model '" + it->job.model +
+                                        "' could take the request before its deadline; retry later"));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    auto next = std::next(it);
+    if (now >= it->second.expiry) DropWorker(it->first, "no heartbeat");
+    it = next;
+  }
+}
+
+void Broker::Dispatch() {
+  for (auto job = pending_.begin(); job != pending_.end();) {
+    WorkerState* chosen = nullptr;
+    for (auto& [identity, w] : workers_) {
+      // The idle worker that has served least: spreads work over the pool.
+      if (!w.job && (job->job.model.empty() || w.info.model == job->job.model) &&
+          (chosen == nullptr || w.served < chosen->served)) {
+        chosen = &w;
+      }
+    }
+    if (chosen == nullptr) {
+      ++job;
+      continue;
+    }
+    chosen->job = job->job.request.id;
+    SendTo(chosen->identity, EncodeRequest(job->job.request));
+    InFlight in_flight{std::move(job->job), chosen->identity, job->attempts + 1};
+    in_flight_.emplace(in_flight.job.request.id, std::move(in_flight));
+    job = pending_.erase(job);
+  }
+}
+
+void Broker::Run() {
+  const auto interval = std::chrono::milliseconds(options_.heartbeat_ms);
+  auto next_heartbeat = Clock::now() + interval;
+  while (!stop_.load()) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(std::min(options_.heartbeat_ms, 100)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      uint64_t count = 0;
+      (void)read(wake_fd_, &count, sizeof(count));
+      std::vector<Job> arrived;
+      {
+        std::lock_guard<std::mutex> lock(inbox_mutex_);
+        arrived.swap(inbox_);
+      }
+      for (Job& job : arrived) pending_.push_back({std::move(job), 0});
+    }
+    while (items[0].revents & ZMQ_POLLIN) {
+      std::vector<zmq::message_t> parts;
+      const auto received = zmq::recv_multipart(router_, std::back_inserter(parts), zmq::recv_flags::dontwait);
+      if (!received) break;
+      if (parts.size() < 2) continue;
+      Frames frames;
+      for (size_t i = 1; i < parts.size(); ++i) frames.emplace_back(parts[i].to_string());
+      HandleWorkerMessage(parts[0].to_string(), frames);
+    }
+    ExpireDeadlines();
+    Dispatch();
+    if (Clock::now() >= next_heartbeat) {
+      for (const auto& [identity, w] : workers_) SendTo(identity, EncodeHeartbeat());
+      next_heartbeat = Clock::now() + interval;
+    }
+    Publish();
+  }
+  // Shutdown: every job still here gets its one answer.
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    for (Job& job : inbox_) pending_.push_back({std::move(job), 0});
+    inbox_.clear();
+  }
+  for (Pending& p : pending_) p.job.done(ErrorReply(p.job.request.id, 503, "the gateway is shutting down"));
+  for (auto& [id, f] : in_flight_) f.job.done(ErrorReply(id, 503, "the gateway is shutting down"));
+  pending_.clear();
+  in_flight_.clear();
+  for (const auto& [identity, w] : workers_) SendTo(identity, EncodeDisconnect());
+}
+
+}  // namespace intgrads

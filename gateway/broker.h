@@ -1,0 +1,125 @@
+// The gateway's broker: one thread owns the ROUTER socket that workers
+// connect to (the Majordomo pattern of the ZeroMQ guide, our own code).
+// Workers announce what they serve (ready), the broker keeps a queue of
+// ready workers, gives each request to one ready worker serving its model,
+// and relays the reply to the request's callback. Heartbeats run both ways;
+// a worker silent for `liveness` intervals is dropped and its request
+// retried on another worker within the request's deadline. Every submitted
+// job gets exactly one call of its `done`.
+//
+//   ASSIGN_OR_RETURN(auto broker, Broker::Create(options));
+//   broker->Submit(std::move(job));  // from any thread; done() runs on the broker thread
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "common/protocol.h"
+#include "common/status.h"
+
+namespace intgrads {
+
+struct BrokerOptions {
+  std::string bind = "tcp://127.0.0.1:5555";
+  int heartbeat_ms = 1000;
+  int liveness = 3;
+  int max_attempts = 3;         // workers a request may be tried on
+  size_t max_queued = 1024;     // jobs waiting for a worker; more get 503
+};
+
+using Clock = std::chrono::steady_clock;
+
+struct Job {
+  JobRequest request;  // request.id is assigned by Submit
+  std::string model;   // the model name; empty: any worker
+  Clock::time_point deadline;
+  std::function<void(const JobReply&)> done;
+};
+
+struct WorkerSnapshot {
+  std::string id;
+  WorkerInfo info;
+  std::string state;  // "idle" | "busy"
+  uint64_t served = 0;
+};
+
+class Broker {
+ public:
+  static StatusOr<std::unique_ptr<Broker>> Create(const BrokerOptions& options);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // Queues a job; fails (kUnavailable) when the queue is full, and then
+  // `done` is not called.
+  Status Submit(Job job);
+  std::vector<WorkerSnapshot> Workers() const;
+  // The class names of a model's workers (any worker's for ""), if one is known.
+  std::optional<std::vector<std::string>> Classes(const std::string& model) const;
+  size_t QueueDepth() const;
+  // Stops the broker thread; jobs still queued or in flight get a 503.
+  void Stop();
+
+ private:
+  struct WorkerState {
+    std::string identity;
+    WorkerInfo info;
+    Clock::time_point expiry;
+    std::optional<uint64_t> job;  // in flight
+    uint64_t served = 0;
+  };
+  struct InFlight {
+    Job job;
+    std::string worker;
+    int attempts = 0;
+  };
+  struct Pending {
+    Job job;
+    int attempts = 0;
+  };
+
+  explicit Broker(const BrokerOptions& options);
+  void Run();
+  void HandleWorkerMessage(const std::string& identity, const Frames& frames);
+  void DropWorker(const std::string& identity, const std::string& why);
+  void Requeue(InFlight in_flight, const std::string& why);
+  void Dispatch();
+  void ExpireDeadlines();
+  void SendTo(const std::string& identity, const Frames& frames);
+  void Publish();  // copies worker state for other threads
+
+  BrokerOptions options_;
+  zmq::context_t context_{1};
+  zmq::socket_t router_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  // Shared with submitting threads.
+  mutable std::mutex inbox_mutex_;
+  std::vector<Job> inbox_;
+  uint64_t next_id_ = 1;
+  std::vector<WorkerSnapshot> published_workers_;
+  size_t published_depth_ = 0;
+
+  // Owned by the broker thread.
+  std::map<std::string, WorkerState> workers_;
+  std::deque<Pending> pending_;
+  std::map<uint64_t, InFlight> in_flight_;
+};
+
+// A reply for a job the service could not serve.
+JobReply ErrorReply(uint64_t id, int status, const std::string& message);
+
+}  // namespace intgrads

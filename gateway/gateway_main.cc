@@ -1,0 +1,112 @@
+// intgrads-gateway: the HTTP front and the ZeroMQ broker.
+//   intgrads-gateway --host H --port P --bind-workers tcp://*:5555
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway/broker.h"
+#include "gateway/http_api.h"
+
+namespace {
+
+void PrintHelp() {
+  std::printf(
+      "usage: intgrads-gateway [--host H] [--port P] [--bind-workers ENDPOINT] [options]\n\n"
+      "Accepts attribution requests over HTTP and hands them to intgrads-worker processes over ZeroMQ.\n\n"
+      "  -h, --host H             HTTP bind address (default localhost)\n"
+      "  -p, --port P             HTTP port (default 8888; 0 picks a free one)\n"
+      "  --bind-workers ENDPOINT  where workers connect (default tcp://127.0.0.1:5555)\n"
+      "  --threads N              HTTP threads (default 2)\n"
+      "  --max-body-bytes N       largest request body (default 33554432)\n"
+      "  --max-image-side N       largest image side in pixels (default 4096)\n"
+      "  --max-pixels N           largest image area in pixels (default 16777216)\n"
+      "  --max-n-steps N          largest n_steps (default 1024)\n"
+      "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000)\n"
+      "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
+      "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
+      "  --help                   this text\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace intgrads;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  BrokerOptions broker_options;
+  HttpOptions http_options;
+  std::string port_file;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help") {
+      PrintHelp();
+      return 0;
+    }
+    if (i + 1 >= args.size()) {
+      std::fprintf(stderr, "intgrads-gateway: unknown flag or missing value: %s (see --help)\n", a.c_str());
+      return 2;
+    }
+    const std::string& v = args[++i];
+    try {
+      if (a == "-h" || a == "--host") http_options.host = v;
+      else if (a == "-p" || a == "--port") http_options.port = static_cast<uint16_t>(std::stoi(v));
+      else if (a == "--bind-workers") broker_options.bind = v;
+      else if (a == "--threads") http_options.threads = std::max(1, std::stoi(v));
+      else if (a == "--max-body-bytes") http_options.max_body_bytes = std::stoull(v);
+      else if (a == "--max-image-side") http_options.limits.max_side = std::stoi(v);
+      else if (a == "--max-pixels") http_options.limits.max_pixels = std::stoll(v);
+      else if (a == "--max-n-steps") http_options.limits.max_n_steps = std::stoi(v);
+      else if (a == "--request-timeout-ms") http_options.request_timeout_ms = std::stoi(v);
+      else if (a == "--heartbeat-ms") broker_options.heartbeat_ms = std::max(10, std::stoi(v));
+      else if (a == "--port-file") port_file = v;
+      else {
+        std::fprintf(stderr, "intgrads-gateway: unknown flag %s (see --help)\n", a.c_str());
+        return 2;
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "intgrads-gateway: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
+      return 2;
+    }
+  }
+  // Block the signals in every thread; this thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto broker = Broker::Create(broker_options);
+  if (!broker.ok()) {
+    std::fprintf(stderr, "intgrads-gateway: %s\n", broker.status().message().c_str());
+    return 2;
+  }
+  HttpApi api(**broker, http_options);
+  auto port = api.Start();
+  if (!port.ok()) {
+    std::fprintf(stderr, "intgrads-gateway: %s\n", port.status().message().c_str());
+    return 2;
+  }
+  if (http_options.host == "0.0.0.0" || http_options.host == "::") {
+    std::fprintf(stderr, "intgrads-gateway: warning: serving on all interfaces without authentication\n");
+  }
+  std::fprintf(stderr, "intgrads-gateway: serving http://%s:%u/model/, workers connect to %s\n",
+               http_options.host.c_str(), static_cast<unsigned>(*port), broker_options.bind.c_str());
+  if (!port_file.empty()) {
+    FILE* f = std::fopen(port_file.c_str(), "w");
+    if (f != nullptr) {
+      std::fprintf(f, "%u\n", static_cast<unsigned>(*port));
+      std::fclose(f);
+    }
+  }
+  int received = 0;
+  sigwait(&signals, &received);
+  std::fprintf(stderr, "intgrads-gateway: stopping\n");
+  (*broker)->Stop();
+  api.Shutdown();
+  return 0;
+}

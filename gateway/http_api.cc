@@ -1,0 +1,145 @@
+#include "gateway/http_api.h"
+
+#include <nlohmann/json.hpp>
+
+namespace intgrads {
+
+using nlohmann::json;
+using Pistache::Http::Code;
+using Pistache::Http::ResponseWriter;
+
+namespace {
+
+const Pistache::Http::Mime::MediaType kJson = Pistache::Http::Mime::MediaType::fromString("application/json");
+const Pistache::Http::Mime::MediaType kGzip = Pistache::Http::Mime::MediaType::fromString("application/gzip");
+
+void SendJson(ResponseWriter& response, int status, const json& body) {
+  response.send(static_cast<Code>(status), body.dump(), kJson);
+}
+
+void SendError(ResponseWriter& response, int status, const std::string& message) {
+  if (status == 503) response.headers().addRaw(Pistache::Http::Header::Raw("Retry-After", "1"));
+  SendJson(response, status, json{{"error", message}});
+}
+
+}  // namespace
+
+int HttpStatusOf(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk: return 200;
+    case StatusCode::kInvalid: return 422;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kTooLarge: return 413;
+    case StatusCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options_(std::move(options)) {
+  using Pistache::Rest::Routes::bind;
+  Pistache::Rest::Routes::Post(router_, "/model", bind(&HttpApi::PostModel, this));
+  Pistache::Rest::Routes::Post(router_, "/model/", bind(&HttpApi::PostModel, this));
+  Pistache::Rest::Routes::Get(router_, "/healthz", bind(&HttpApi::GetHealth, this));
+  Pistache::Rest::Routes::Get(router_, "/readyz", bind(&HttpApi::GetReady, this));
+  Pistache::Rest::Routes::Get(router_, "/v1/workers", bind(&HttpApi::GetWorkers, this));
+  router_.addNotFoundHandler(bind(&HttpApi::NotFound, this));
+}
+
+StatusOr<uint16_t> HttpApi::Start() {
+  try {
+    Pistache::Address address(options_.host == "localhost" ? "127.0.0.1" : options_.host,
+                              Pistache::Port(options_.port));
+    endpoint_ = std::make_unique<Pistache::Http::Endpoint>(address);
+    endpoint_->init(Pistache::Http::Endpoint::options()
+                        .threads(options_.threads)
+                        .flags(Pistache::Tcp::Options::ReuseAddr)
+                        .maxRequestSize(options_.max_body_bytes + 64 * 1024)
+                        .headerTimeout(std::chrono::seconds(30))
+                        .bodyTimeout(std::chrono::seconds(60)));
+    endpoint_->setHandler(router_.handler());
+    endpoint_->serveThreaded();
+    return static_cast<uint16_t>(endpoint_->getPort());
+  } catch (const std::exception& e) {
+    return InvalidError("cannot serve HTTP on " + options_.host + ":" + std::to_string(options_.port) + ": " +
+                        e.what());
+  }
+}
+
+void HttpApi::Shutdown() {
+  if (endpoint_) endpoint_->shutdown();
+}
+
+void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter response) {
+  const std::string& body = request.body();
+  if (body.size() > options_.max_body_bytes) {
+    SendError(response, 413,
+              "body: " + std::to_string(body.size()) + " bytes is over the limit of " +
+                  std::to_string(options_.max_body_bytes) + " (raise with --max-body-bytes)");
+    return;
+  }
+  // Validate against the served model's classes (CIFAR-10 until a worker has announced).
+  const std::vector<std::string> classes = broker_.Classes("").value_or(Cifar10Classes());
+  auto parsed = ParseModelRequest(body, classes, options_.limits);
+  if (!parsed.ok()) {
+    SendError(response, HttpStatusOf(parsed.status()), parsed.status().message());
+    return;
+  }
+  Job job;
+  job.request.target = parsed->target;
+  job.request.n_steps = parsed->n_steps;
+  job.request.method = parsed->method;
+  job.request.height = parsed->image.height;
+  job.request.width = parsed->image.width;
+  job.request.channels = parsed->image.channels;
+  job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
+  job.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
+  auto writer = std::make_shared<ResponseWriter>(std::move(response));
+  job.done = [writer](const JobReply& reply) {
+    if (reply.status != 200) {
+      SendError(*writer, reply.status, reply.error);
+      return;
+    }
+    char delta[64];
+    std::snprintf(delta, sizeof(delta), "%.9g", reply.convergence_delta);
+    writer->headers()
+        .addRaw(Pistache::Http::Header::Raw("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\""))
+        .addRaw(Pistache::Http::Header::Raw("X-Convergence-Delta", delta));
+    writer->send(Code::Ok, reply.payload, kGzip);
+  };
+  Status submitted = broker_.Submit(std::move(job));
+  if (!submitted.ok()) SendError(*writer, 503, submitted.message());
+}
+
+void HttpApi::GetHealth(const Pistache::Rest::Request&, ResponseWriter response) {
+  SendJson(response, 200, json{{"status", "ok"}});
+}
+
+void HttpApi::GetReady(const Pistache::Rest::Request&, ResponseWriter response) {
+  const auto workers = broker_.Workers();
+  if (workers.empty()) {
+    SendError(response, 503, "no worker is ready yet");
+    return;
+  }
+  SendJson(response, 200, json{{"status", "ready"}, {"workers", workers.size()}});
+}
+
+void HttpApi::GetWorkers(const Pistache::Rest::Request&, ResponseWriter response) {
+  json list = json::array();
+  for (const WorkerSnapshot& w : broker_.Workers()) {
+    list.push_back({{"id", w.id},
+                    {"model", w.info.model},
+                    {"family", w.info.family},
+                    {"variant", w.info.variant},
+                    {"device", w.info.device},
+                    {"state", w.state},
+                    {"requests_served", w.served}});
+  }
+  SendJson(response, 200, json{{"workers", list}, {"queue_depth", broker_.QueueDepth()}});
+}
+
+void HttpApi::NotFound(const Pistache::Rest::Request& request, ResponseWriter response) {
+  SendError(response, 404, "no route " + request.resource() + "; see README (POST /model/, GET /healthz, /readyz, "
+                                                              "/v1/workers)");
+}
+
+}  // namespace intgrads

@@ -1,0 +1,129 @@
+// intgrads-images (also installed as `intgrads`): the original server's
+// command line, plus offline subcommands.
+//   intgrads-images -bp model.pth [-h HOST] [-p PORT] [--cpu|--cuda]   serve
+//   intgrads-images attribute --bit-path P --input in.json --output out.gzip
+//   intgrads-images prepare IMAGE CLASS OUT.json
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/image.h"
+#include "common/request.h"
+#include "tools/launcher.h"
+#include "worker/model_flags.h"
+#include "worker/worker_loop.h"
+
+namespace intgrads {
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "intgrads-images: %s\n", message.c_str());
+  return 2;
+}
+
+int RunAttribute(const std::vector<std::string>& args) {
+  ModelFlags model_flags;
+  WorkerOptions options;
+  std::string input_path, output_path;
+  int n_steps = 0;
+  std::string method;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
+    if (!consumed.ok()) return Fail(consumed.status().message());
+    if (*consumed) continue;
+    const std::string& a = args[i];
+    if (a == "--help") {
+      std::printf(
+          "usage: intgrads-images attribute (--bit-path P | --lanet-path P) --input in.json --output out.gzip\n"
+          "                                 [--n-steps N] [--method M] [--cpu | --cuda]\n\n"
+          "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
+          "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
+          "--method override its fields.\n\n%s"
+          "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
+          "  riemann_middle, riemann_trapezoid), --chunk-size N, --threads N, --gzip-level N\n",
+          ModelFlagsHelp());
+      return 0;
+    }
+    if (i + 1 >= args.size()) return Fail("attribute: unknown flag or missing value: " + a);
+    const std::string& v = args[++i];
+    try {
+      if (a == "--input") input_path = v;
+      else if (a == "--output") output_path = v;
+      else if (a == "--n-steps") n_steps = std::stoi(v);
+      else if (a == "--method") method = v;
+      else if (a == "--chunk-size") options.engine.chunk_size = std::stoi(v);
+      else if (a == "--threads") torch::set_num_threads(std::stoi(v));
+      else if (a == "--gzip-level") options.gzip_level = std::stoi(v);
+      else return Fail("attribute: unknown flag " + a);
+    } catch (const std::exception&) {
+      return Fail("attribute: " + a + " needs a number, got '" + v + "'");
+    }
+  }
+  if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
+  torch::Device device(torch::kCPU);
+  auto model = LoadFlaggedModel(model_flags, &device);
+  if (!model.ok()) return Fail(model.status().message());
+  std::ifstream in(input_path, std::ios::binary);
+  if (!in) return Fail("attribute: cannot read " + input_path);
+  std::stringstream body;
+  body << in.rdbuf();
+  auto request = ParseModelRequest(body.str(), (*model)->info().classes, options.limits);
+  if (!request.ok()) return Fail(input_path + ": " + request.status().message());
+  JobRequest job;
+  job.target = request->target;
+  job.n_steps = n_steps > 0 ? n_steps : request->n_steps;
+  job.method = method.empty() ? request->method : method;
+  job.height = request->image.height;
+  job.width = request->image.width;
+  job.channels = request->image.channels;
+  job.pixels.assign(request->image.pixels.begin(), request->image.pixels.end());
+  const auto started = std::chrono::steady_clock::now();
+  JobReply reply = ComputeReply(**model, device, job, options);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (reply.status != 200) return Fail(reply.error);
+  std::ofstream out(output_path, std::ios::binary);
+  out.write(reply.payload.data(), static_cast<std::streamsize>(reply.payload.size()));
+  if (!out) return Fail("attribute: cannot write " + output_path);
+  std::printf("wrote %s: target %d (%s), n_steps %d, %s, convergence delta %.6g, %.3f s\n", output_path.c_str(),
+              job.target, (*model)->info().classes[static_cast<size_t>(job.target)].c_str(), job.n_steps,
+              job.method.c_str(), reply.convergence_delta, seconds);
+  return 0;
+}
+
+int RunPrepare(const std::vector<std::string>& args) {
+  if (args.size() == 1 && args[0] == "--help") {
+    std::printf("usage: intgrads-images prepare IMAGE CLASS OUT.json\n\n"
+                "Writes the request body of POST /model/ for a PNG or JPEG image (converted to RGB),\n"
+                "as prepare_input.py does.\n");
+    return 0;
+  }
+  if (args.size() != 3) return Fail("prepare: usage: intgrads-images prepare IMAGE CLASS OUT.json");
+  auto image = ReadImageFile(args[0]);
+  if (!image.ok()) return Fail(image.status().message());
+  const Image rgb = ToRgb(*image);
+  nlohmann::json rows = nlohmann::json::array();
+  for (int y = 0; y < rgb.height; ++y) {
+    nlohmann::json row = nlohmann::json::array();
+    for (int x = 0; x < rgb.width; ++x) row.push_back({rgb.at(y, x, 0), rgb.at(y, x, 1), rgb.at(y, x, 2)});
+    rows.push_back(std::move(row));
+  }
+  std::ofstream out(args[2]);
+  out << nlohmann::json{{"img_data", rows}, {"target_class", args[1]}}.dump();
+  if (!out) return Fail("prepare: cannot write " + args[2]);
+  return 0;
+}
+
+}  // namespace
+}  // namespace intgrads
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "attribute") return intgrads::RunAttribute({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "prepare") return intgrads::RunPrepare({args.begin() + 1, args.end()});
+  return intgrads::RunLauncher(args);
+}

@@ -1,0 +1,212 @@
+#include "tools/launcher.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <torch/cuda.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "worker/model_flags.h"
+
+namespace intgrads {
+
+namespace {
+
+volatile sig_atomic_t g_signal = 0;
+void OnSignal(int signal) { g_signal = signal; }
+
+void PrintHelp() {
+  std::printf(
+      "usage: intgrads-images [-bp PATH | -lp PATH] [-h HOST] [-p PORT] [--cpu | --cuda] [options]\n"
+      "       intgrads-images attribute ...   (one attribution, no server; see 'attribute --help')\n"
+      "       intgrads-images prepare IMAGE CLASS OUT.json\n\n"
+      "Starts the attribution service: an HTTP gateway on HOST:PORT and local workers holding the model.\n\n"
+      "%s"
+      "  -h, --host HOST          HTTP bind address (default localhost; note: -h is not help)\n"
+      "  -p, --port PORT          HTTP port (default 8888)\n"
+      "  --workers N              local workers (default 1 on the CPU, one per GPU with --cuda)\n"
+      "  --threads N              CPU threads per worker (default: cores / workers)\n"
+      "  --help                   this text\n"
+      "Other flags are passed to intgrads-gateway (limits, timeouts); see its --help.\n",
+      ModelFlagsHelp());
+}
+
+std::string SelfDirectory() {
+  std::error_code error;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? std::string(".") : self.parent_path().string();
+}
+
+pid_t Spawn(const std::vector<std::string>& argv) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> c_argv;
+    for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));
+    c_argv.push_back(nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(c_argv[0], c_argv.data());
+    std::fprintf(stderr, "intgrads-images: cannot start %s: %s\n", c_argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+int RunLauncher(const std::vector<std::string>& args) {
+  ModelFlags model_flags;
+  std::string host = "localhost", port = "8888";
+  int workers = 0, threads = 0;
+  std::vector<std::string> gateway_extra;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
+    if (!consumed.ok()) {
+      std::fprintf(stderr, "intgrads-images: %s\n", consumed.status().message().c_str());
+      return 2;
+    }
+    if (*consumed) continue;
+    const std::string& a = args[i];
+    if (a == "--help") {
+      PrintHelp();
+      return 0;
+    }
+    if (a.rfind("-", 0) != 0 || i + 1 >= args.size()) {
+      std::fprintf(stderr, "intgrads-images: unknown argument or missing value: %s (see --help)\n", a.c_str());
+      return 2;
+    }
+    const std::string& v = args[++i];
+    if (a == "-h" || a == "--host") host = v;
+    else if (a == "-p" || a == "--port") port = v;
+    else if (a == "--workers" || a == "--threads") {
+      try {
+        (a == "--workers" ? workers : threads) = std::stoi(v);
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "intgrads-images: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
+        return 2;
+      }
+    } else {
+      gateway_extra.push_back(a);
+      gateway_extra.push_back(v);
+    }
+  }
+  // Fail at once, not at the first request.
+  if (model_flags.cuda && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "intgrads-images: --cuda was given but CUDA is not available on this machine; use --cpu\n");
+    return 2;
+  }
+  if (!model_flags.family) {
+    std::fprintf(stderr, "intgrads-images: no model given: pass -bp /path/to/bit_model.pth or -lb "
+                         "/path/to/lanet_model.pth (an embedded default model is not part of this build yet)\n");
+    return 2;
+  }
+  if (access(model_flags.path.c_str(), R_OK) != 0) {
+    std::fprintf(stderr, "intgrads-images: cannot read the checkpoint '%s': %s\n", model_flags.path.c_str(),
+                 std::strerror(errno));
+    return 2;
+  }
+  if (workers <= 0) workers = model_flags.cuda ? static_cast<int>(torch::cuda::device_count()) : 1;
+  if (threads <= 0) {
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / (model_flags.cuda ? 1 : workers));
+  }
+  char run_dir_template[] = "/tmp/intgrads-XXXXXX";
+  const char* run_dir = mkdtemp(run_dir_template);
+  if (run_dir == nullptr) {
+    std::fprintf(stderr, "intgrads-images: cannot create a run directory: %s\n", std::strerror(errno));
+    return 1;
+  }
+  const std::string endpoint = "ipc://" + std::string(run_dir) + "/workers";
+  const std::string bin = SelfDirectory();
+
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  std::vector<std::string> gateway_argv = {bin + "/intgrads-gateway", "--host", host, "--port", port,
+                                           "--bind-workers", endpoint};
+  gateway_argv.insert(gateway_argv.end(), gateway_extra.begin(), gateway_extra.end());
+  const pid_t gateway = Spawn(gateway_argv);
+  auto worker_argv = [&](int index) {
+    std::vector<std::string> argv = {bin + "/intgrads-worker", "--connect", endpoint,
+                                     model_flags.family == ModelFamily::kBit ? "--bit-path" : "--lanet-path",
+                                     model_flags.path, "--threads", std::to_string(threads)};
+    if (model_flags.cuda) {
+      argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});
+    } else {
+      argv.emplace_back("--cpu");
+    }
+    return argv;
+  };
+  std::vector<pid_t> worker_pids;
+  std::vector<std::chrono::steady_clock::time_point> started;
+  for (int i = 0; i < workers; ++i) {
+    worker_pids.push_back(Spawn(worker_argv(i)));
+    started.push_back(std::chrono::steady_clock::now());
+  }
+  int exit_code = 0;
+  while (g_signal == 0) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (pid == gateway) {
+      std::fprintf(stderr, "intgrads-images: the gateway exited (status %d); stopping\n", status);
+      exit_code = 1;
+      break;
+    }
+    for (size_t i = 0; i < worker_pids.size(); ++i) {
+      if (worker_pids[i] != pid) continue;
+      const bool load_failure = WIFEXITED(status) && WEXITSTATUS(status) == 2;
+      if (load_failure) {
+        std::fprintf(stderr, "intgrads-images: worker %zu could not start (see above); stopping\n", i);
+        exit_code = 2;
+        g_signal = SIGTERM;
+        break;
+      }
+      std::fprintf(stderr, "intgrads-images: worker %zu died (status %d); restarting it\n", i, status);
+      if (std::chrono::steady_clock::now() - started[i] < std::chrono::seconds(5)) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));  // do not spin on a crash loop
+      }
+      worker_pids[i] = Spawn(worker_argv(static_cast<int>(i)));
+      started[i] = std::chrono::steady_clock::now();
+    }
+  }
+  // Stop everything: workers first (they say goodbye), then the gateway.
+  for (pid_t pid : worker_pids) kill(pid, SIGTERM);
+  kill(gateway, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+  size_t alive = worker_pids.size() + 1;
+  while (alive > 0 && std::chrono::steady_clock::now() < deadline) {
+    const pid_t pid = waitpid(-1, nullptr, WNOHANG);
+    if (pid > 0) {
+      --alive;
+    } else if (pid < 0 && errno == ECHILD) {
+      break;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  if (alive > 0) {
+    for (pid_t pid : worker_pids) kill(pid, SIGKILL);
+    kill(gateway, SIGKILL);
+    while (waitpid(-1, nullptr, 0) > 0) {
+    }
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(run_dir, ignored);
+  std::fprintf(stderr, "intgrads-images: stopped\n");
+  return exit_code;
+}
+
+}  // namespace intgrads

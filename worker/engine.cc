@@ -1,0 +1,140 @@
+#include "worker/engine.h"
+
+#include <cmath>
+
+#include "common/request.h"
+#include "common/torch_file.h"
+
+namespace intgrads {
+
+namespace {
+
+// Gauss-Legendre nodes and weights on [-1, 1] by Newton's method on P_n,
+// symmetrized as numpy's leggauss does; exact to double precision.
+void GaussLegendre(int n, std::vector<double>* nodes, std::vector<double>* weights) {
+  nodes->assign(static_cast<size_t>(n), 0.0);
+  weights->assign(static_cast<size_t>(n), 0.0);
+  for (int i = 0; i < (n + 1) / 2; ++i) {
+    double x = std::cos(M_PI * (i + 0.75) / (n + 0.5));
+    double derivative = 0.0;
+    for (int iteration = 0; iteration < 100; ++iteration) {
+      double p0 = 1.0, p1 = x;
+      for (int k = 2; k <= n; ++k) {
+        const double p2 = ((2.0 * k - 1.0) * x * p1 - (k - 1.0) * p0) / k;
+        p0 = p1;
+        p1 = p2;
+      }
+      derivative = n * (x * p1 - p0) / (x * x - 1.0);
+      const double step = p1 / derivative;
+      x -= step;
+      if (std::fabs(step) < 1e-16) break;
+    }
+    const double w = 2.0 / ((1.0 - x * x) * derivative * derivative);
+    // Newton from cos(...) approaches the i-th largest root: store ascending.
+    (*nodes)[static_cast<size_t>(n - 1 - i)] = x;
+    (*nodes)[static_cast<size_t>(i)] = -x;
+    (*weights)[static_cast<size_t>(n - 1 - i)] = w;
+    (*weights)[static_cast<size_t>(i)] = w;
+  }
+  if (n % 2 == 1) (*nodes)[static_cast<size_t>(n / 2)] = 0.0;
+  double total = 0.0;
+  for (double w : *weights) total += w;
+  for (double& w : *weights) w *= 2.0 / total;
+}
+
+std::vector<double> Linspace32(double start, double end, int n) {
+  torch::Tensor t = torch::linspace(start, end, n, torch::TensorOptions().dtype(torch::kFloat32));
+  std::vector<double> out(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) out[static_cast<size_t>(i)] = t[i].item<float>();
+  return out;
+}
+
+}  // namespace
+
+StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps) {
+  if (n_steps < 1) return InvalidError("n_steps must be at least 1");
+  PathSchedule s;
+  if (method == "gausslegendre") {
+    std::vector<double> nodes, weights;
+    GaussLegendre(n_steps, &nodes, &weights);
+    for (int k = 0; k < n_steps; ++k) {
+      s.alphas.push_back(0.5 * (1.0 + nodes[static_cast<size_t>(k)]));
+      s.step_sizes.push_back(0.5 * weights[static_cast<size_t>(k)]);
+    }
+    return s;
+  }
+  if (!IsAttributionMethod(method)) return InvalidError("unknown method '" + method + "'");
+  if (n_steps < 2) return InvalidError("Riemann methods need n_steps >= 2");
+  const double n = n_steps;
+  if (method == "riemann_trapezoid") s.alphas = Linspace32(0.0, 1.0, n_steps);
+  else if (method == "riemann_left") s.alphas = Linspace32(0.0, 1.0 - 1.0 / n, n_steps);
+  else if (method == "riemann_middle") s.alphas = Linspace32(1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n), n_steps);
+  else s.alphas = Linspace32(1.0 / n, 1.0, n_steps);
+  s.step_sizes.assign(static_cast<size_t>(n_steps), 1.0 / n);
+  if (method == "riemann_trapezoid") {
+    s.step_sizes.front() /= 2.0;
+    s.step_sizes.back() /= 2.0;
+  }
+  return s;
+}
+
+Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
+                      const EngineOptions& options) {
+  const auto n = static_cast<int64_t>(schedule.alphas.size());
+  const auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(input.device());
+  Attribution result;
+  result.target = target;
+  torch::Tensor baseline = torch::zeros_like(input);
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor ends = model.Forward(torch::cat({input, baseline}));  // f(x), f(baseline)
+    result.logits = ends.slice(0, 0, 1).to(torch::kCPU).contiguous();
+    result.target_logit = ends[0][target].item<double>();
+    result.baseline_logit = ends[1][target].item<double>();
+  }
+  // Path points in float32 as Captum forms them: baseline + float(alpha) * (x - baseline).
+  torch::Tensor alphas = torch::tensor(schedule.alphas, torch::TensorOptions().dtype(torch::kFloat64))
+                             .to(float_options).view({n, 1, 1, 1});
+  torch::Tensor path_points = baseline + alphas * (input - baseline);
+  torch::Tensor gradients = torch::empty_like(path_points);
+  const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
+  for (int64_t first = 0; first < n; first += chunk) {
+    const int64_t count = std::min(chunk, n - first);
+    torch::Tensor points = path_points.slice(0, first, first + count).detach().requires_grad_(true);
+    torch::Tensor logits = model.Forward(points);
+    torch::Tensor objective = logits.select(1, target).sum();
+    gradients.slice(0, first, first + count).copy_(torch::autograd::grad({objective}, {points})[0]);
+  }
+  result.step_sizes = torch::tensor(schedule.step_sizes, torch::TensorOptions().dtype(torch::kFloat64))
+                          .to(torch::kFloat32).view({n, 1});
+  torch::Tensor steps = result.step_sizes.to(input.device());
+  torch::Tensor total = (gradients.reshape({n, -1}) * steps).reshape(gradients.sizes()).sum(0, true);
+  result.integrated_grads = (total * (input - baseline)).to(torch::kCPU);
+  result.path_gradients = gradients.to(torch::kCPU);
+  result.path_points = path_points.to(torch::kCPU);
+  result.convergence_delta =
+      result.integrated_grads.sum().item<double>() - (result.target_logit - result.baseline_logit);
+  return result;
+}
+
+std::string EncodeAttribution(const Attribution& a) {
+  return TorchSaveDict({
+      {"integrated_grads", a.integrated_grads, 0},
+      {"integrated_directional_grads", a.path_gradients, 0},
+      {"step_sizes", a.step_sizes, 0},
+      {"intermediates", a.path_points, 0},
+      {"output", a.logits, 0},
+      {"target_class", {}, a.target},
+  });
+}
+
+torch::Tensor PreprocessImage(const Image& image, const ModelInfo& info) {
+  Image rgb = ToRgb(image);
+  if (rgb.width != info.input_size || rgb.height != info.input_size) {
+    rgb = ResizeBilinear(rgb, info.input_size, info.input_size);
+  }
+  std::vector<float> chw = NormalizeChw(rgb, info.normalization);
+  return torch::tensor(chw).view({1, 3, info.input_size, info.input_size});
+}
+
+}  // namespace intgrads

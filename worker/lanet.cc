@@ -1,0 +1,323 @@
+// LaNet (Wang, Fonseca, Tian: LaNAS), the DARTS-style NetworkCIFAR with the
+// cell found by the LaNAS search, as the original server built it. Key names
+// follow the public LaMCTS code (compat.md). Eval mode only: BatchNorm uses
+// its running statistics and drop-path is off. The 1x1 convolutions of
+// ReLUConvBN and SepConv are weight-standardized; that is done once at load.
+#include <map>
+#include <set>
+
+#include "worker/model.h"
+
+namespace intgrads {
+
+namespace {
+
+enum class OpType { kSepConv3, kMaxPool3, kSkip, kSepConv5 };
+
+// The original server's architecture list: for node i, operations
+// (arch[2i], arch[2i+1]) read inputs (arch[14+2i], arch[15+2i]); operations
+// indexed in sep_conv_3x3, max_pool_3x3, skip_connect, sep_conv_5x5. The
+// same cell serves as normal and reduction cell.
+constexpr int kNodes = 7;
+constexpr int kArch[4 * kNodes] = {2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0,
+                                   0, 1, 1, 1, 2, 1, 1, 0, 3, 4, 3, 0, 3, 1};
+constexpr double kBatchNormEps = 1e-5;
+
+OpType OpAt(int i) { return static_cast<OpType>(kArch[i]); }
+int InputOf(int i) { return kArch[2 * kNodes + i]; }
+
+// States no node reads: the cell's output is their concatenation ([5, 6, 7, 8]).
+std::vector<int> ConcatStates() {
+  std::set<int> used;
+  for (int i = 0; i < 2 * kNodes; ++i) used.insert(InputOf(i));
+  std::vector<int> concat;
+  for (int s = 2; s < kNodes + 2; ++s) {
+    if (!used.count(s)) concat.push_back(s);
+  }
+  return concat;
+}
+
+struct BatchNorm {
+  torch::Tensor weight, bias, mean, var;
+  torch::Tensor operator()(const torch::Tensor& x) const {
+    return torch::batch_norm(x, weight, bias, mean, var, false, 0.0, kBatchNormEps, false);
+  }
+};
+
+// One operation: SepConv, FactorizedReduce, ReLUConvBN, max-pool or identity.
+struct Op {
+  enum class Kind { kIdentity, kMaxPool, kSepConv, kFactorizedReduce, kReluConvBn } kind = Kind::kIdentity;
+  int stride = 1;
+  int padding = 0;
+  torch::Tensor dw1, pw1, dw2, pw2;  // SepConv; pw1 also ReLUConvBN's conv, dw1/dw2 FactorizedReduce's conv_1/conv_2
+  BatchNorm bn1, bn2;
+
+  torch::Tensor operator()(const torch::Tensor& x) const {
+    switch (kind) {
+      case Kind::kIdentity: return x;
+      case Kind::kMaxPool: return torch::max_pool2d(x, 3, stride, 1);
+      case Kind::kReluConvBn: return bn1(torch::conv2d(torch::relu(x), pw1));
+      case Kind::kFactorizedReduce: {
+        torch::Tensor r = torch::relu(x);
+        using torch::indexing::None;
+        using torch::indexing::Slice;
+        torch::Tensor shifted = r.index({Slice(), Slice(), Slice(1, None), Slice(1, None)});
+        return bn1(torch::cat({torch::conv2d(r, dw1, {}, 2), torch::conv2d(shifted, dw2, {}, 2)}, 1));
+      }
+      case Kind::kSepConv: {
+        const int64_t c = x.size(1);
+        torch::Tensor y = torch::conv2d(torch::relu(x), dw1, {}, stride, padding, 1, c);
+        y = bn1(torch::conv2d(y, pw1));
+        y = torch::conv2d(torch::relu(y), dw2, {}, 1, padding, 1, c);
+        return bn2(torch::conv2d(y, pw2));
+      }
+    }
+    return x;
+  }
+
+  std::vector<torch::Tensor*> Tensors() {
+    return {&dw1, &pw1, &dw2, &pw2, &bn1.weight, &bn1.bias, &bn1.mean, &bn1.var,
+            &bn2.weight, &bn2.bias, &bn2.mean, &bn2.var};
+  }
+};
+
+struct Cell {
+  Op preprocess0, preprocess1;
+  std::vector<Op> ops;
+};
+
+// The module tree's own order of registration, as key prefixes and shapes.
+void AddBatchNormKeys(KeyShapes& keys, const std::string& p, int64_t c) {
+  keys.push_back({p + "weight", {c}});
+  keys.push_back({p + "bias", {c}});
+  keys.push_back({p + "running_mean", {c}});
+  keys.push_back({p + "running_var", {c}});
+  keys.push_back({p + "num_batches_tracked", {}});
+}
+
+void AddOpKeys(KeyShapes& keys, const std::string& p, OpType type, int64_t c, int stride) {
+  if (type == OpType::kSkip && stride == 2) {
+    keys.push_back({p + "conv_1.weight", {c / 2, c, 1, 1}});
+    keys.push_back({p + "conv_2.weight", {c / 2, c, 1, 1}});
+    AddBatchNormKeys(keys, p + "bn.", c);
+  } else if (type == OpType::kSepConv3 || type == OpType::kSepConv5) {
+    const int64_t k = type == OpType::kSepConv3 ? 3 : 5;
+    keys.push_back({p + "op.1.weight", {c, 1, k, k}});
+    keys.push_back({p + "op.2.weight", {c, c, 1, 1}});
+    AddBatchNormKeys(keys, p + "op.3.", c);
+    keys.push_back({p + "op.5.weight", {c, 1, k, k}});
+    keys.push_back({p + "op.6.weight", {c, c, 1, 1}});
+    AddBatchNormKeys(keys, p + "op.7.", c);
+  }
+}
+
+// Walks the network's cells in order: (index, C_prev_prev, C_prev, C, reduction, reduction_prev).
+template <typename Visit>
+int64_t ForEachCell(const LanetConfig& config, Visit visit, int64_t* c_auxiliary) {
+  int64_t c_curr = 3 * static_cast<int64_t>(config.channels);
+  int64_t c_prev_prev = c_curr, c_prev = c_curr;
+  c_curr = config.channels;
+  bool reduction_prev = false;
+  for (int i = 0; i < config.layers; ++i) {
+    const bool reduction = i == config.layers / 3 || i == 2 * config.layers / 3;
+    if (reduction) c_curr *= 2;
+    visit(i, c_prev_prev, c_prev, c_curr, reduction, reduction_prev);
+    reduction_prev = reduction;
+    c_prev_prev = c_prev;
+    c_prev = static_cast<int64_t>(ConcatStates().size()) * c_curr;
+    if (i == 2 * config.layers / 3 && c_auxiliary != nullptr) *c_auxiliary = c_prev;
+  }
+  return c_prev;
+}
+
+// LaNet's Conv2d: w - mean over (in, kh, kw), divided by the unbiased std of
+// the flattened weight plus 1e-5; the means are taken one dimension at a
+// time, as the original code does, to give the same float32 numbers.
+torch::Tensor StandardizeLanet(const torch::Tensor& w) {
+  torch::Tensor mean = w.mean(1, true).mean(2, true).mean(3, true);
+  torch::Tensor centered = w - mean;
+  torch::Tensor std = centered.view({centered.size(0), -1}).std(1).view({-1, 1, 1, 1}) + 1e-5;
+  return (centered / std.expand_as(centered)).contiguous();
+}
+
+class Lanet final : public Classifier {
+ public:
+  Lanet(const LanetConfig& config, const Weights& w) {
+    auto bn = [&w](const std::string& p) {
+      return BatchNorm{w.at(p + "weight"), w.at(p + "bias"), w.at(p + "running_mean"), w.at(p + "running_var")};
+    };
+    auto relu_conv_bn = [&](const std::string& p) {
+      Op op;
+      op.kind = Op::Kind::kReluConvBn;
+      op.pw1 = StandardizeLanet(w.at(p + "op.1.weight"));
+      op.bn1 = bn(p + "op.2.");
+      return op;
+    };
+    auto factorized_reduce = [&](const std::string& p) {
+      Op op;
+      op.kind = Op::Kind::kFactorizedReduce;
+      op.dw1 = w.at(p + "conv_1.weight");
+      op.dw2 = w.at(p + "conv_2.weight");
+      op.bn1 = bn(p + "bn.");
+      return op;
+    };
+    stem_conv_ = w.at("stem.0.weight");
+    stem_bn_ = bn("stem.1.");
+    ForEachCell(
+        config,
+        [&](int i, int64_t, int64_t, int64_t, bool reduction, bool reduction_prev) {
+          const std::string p = "cells." + std::to_string(i) + ".";
+          Cell cell;
+          cell.preprocess0 = reduction_prev ? factorized_reduce(p + "preprocess0.") : relu_conv_bn(p + "preprocess0.");
+          cell.preprocess1 = relu_conv_bn(p + "preprocess1.");
+          for (int k = 0; k < 2 * kNodes; ++k) {
+            const std::string q = p + "_ops." + std::to_string(k) + ".";
+            const int stride = reduction && InputOf(k) < 2 ? 2 : 1;
+            Op op;
+            op.stride = stride;
+            switch (OpAt(k)) {
+              case OpType::kSkip:
+                if (stride == 2) op = factorized_reduce(q);
+                break;
+              case OpType::kMaxPool3: op.kind = Op::Kind::kMaxPool; break;
+              case OpType::kSepConv3: case OpType::kSepConv5:
+                op.kind = Op::Kind::kSepConv;
+                op.padding = OpAt(k) == OpType::kSepConv3 ? 1 : 2;
+                op.dw1 = w.at(q + "op.1.weight");
+                op.pw1 = StandardizeLanet(w.at(q + "op.2.weight"));
+                op.bn1 = bn(q + "op.3.");
+                op.dw2 = w.at(q + "op.5.weight");
+                op.pw2 = StandardizeLanet(w.at(q + "op.6.weight"));
+                op.bn2 = bn(q + "op.7.");
+                break;
+            }
+            cell.ops.push_back(std::move(op));
+          }
+          cells_.push_back(std::move(cell));
+        },
+        nullptr);
+    classifier_w_ = w.at("classifier.weight");
+    classifier_b_ = w.at("classifier.bias");
+    concat_ = ConcatStates();
+    info_.family = ModelFamily::kLanet;
+    info_.variant = "C" + std::to_string(config.channels) + "-L" + std::to_string(config.layers) +
+                    (config.auxiliary ? "-aux" : "");
+    info_.normalization = FamilyNormalization(ModelFamily::kLanet);
+    info_.classes = DefaultClassNames(config.num_classes);
+    for (const auto& [key, t] : w) info_.num_parameters += t.numel();
+  }
+
+  torch::Tensor Forward(const torch::Tensor& x) const override {
+    torch::Tensor s0 = stem_bn_(torch::conv2d(x, stem_conv_, {}, 1, 1));
+    torch::Tensor s1 = s0;
+    std::vector<torch::Tensor> states;
+    for (const Cell& cell : cells_) {
+      states.clear();
+      states.push_back(cell.preprocess0(s0));
+      states.push_back(cell.preprocess1(s1));
+      for (int i = 0; i < kNodes; ++i) {
+        states.push_back(cell.ops[2 * i](states[InputOf(2 * i)]) + cell.ops[2 * i + 1](states[InputOf(2 * i + 1)]));
+      }
+      std::vector<torch::Tensor> outputs;
+      for (int s : concat_) outputs.push_back(states[s]);
+      s0 = s1;
+      s1 = torch::cat(outputs, 1);
+    }
+    torch::Tensor pooled = torch::adaptive_avg_pool2d(s1, {1, 1}).flatten(1);
+    return torch::linear(pooled, classifier_w_, classifier_b_);
+  }
+
+  void To(const torch::Device& device) override {
+    auto move = [&device](torch::Tensor* t) {
+      if (t->defined()) *t = t->to(device);
+    };
+    for (torch::Tensor* t : {&stem_conv_, &stem_bn_.weight, &stem_bn_.bias, &stem_bn_.mean, &stem_bn_.var,
+                             &classifier_w_, &classifier_b_}) {
+      move(t);
+    }
+    for (Cell& cell : cells_) {
+      for (torch::Tensor* t : cell.preprocess0.Tensors()) move(t);
+      for (torch::Tensor* t : cell.preprocess1.Tensors()) move(t);
+      for (Op& op : cell.ops) {
+        for (torch::Tensor* t : op.Tensors()) move(t);
+      }
+    }
+  }
+
+ private:
+  torch::Tensor stem_conv_;
+  BatchNorm stem_bn_;
+  std::vector<Cell> cells_;
+  std::vector<int> concat_;
+  torch::Tensor classifier_w_, classifier_b_;
+};
+
+}  // namespace
+
+KeyShapes LanetKeys(const LanetConfig& config) {
+  KeyShapes keys;
+  const int64_t stem = 3 * static_cast<int64_t>(config.channels);
+  keys.push_back({"stem.0.weight", {stem, 3, 3, 3}});
+  AddBatchNormKeys(keys, "stem.1.", stem);
+  int64_t c_auxiliary = 0;
+  const int64_t c_last = ForEachCell(
+      config,
+      [&keys](int i, int64_t c_pp, int64_t c_p, int64_t c, bool reduction, bool reduction_prev) {
+        const std::string p = "cells." + std::to_string(i) + ".";
+        if (reduction_prev) {
+          keys.push_back({p + "preprocess0.conv_1.weight", {c / 2, c_pp, 1, 1}});
+          keys.push_back({p + "preprocess0.conv_2.weight", {c / 2, c_pp, 1, 1}});
+          AddBatchNormKeys(keys, p + "preprocess0.bn.", c);
+        } else {
+          keys.push_back({p + "preprocess0.op.1.weight", {c, c_pp, 1, 1}});
+          AddBatchNormKeys(keys, p + "preprocess0.op.2.", c);
+        }
+        keys.push_back({p + "preprocess1.op.1.weight", {c, c_p, 1, 1}});
+        AddBatchNormKeys(keys, p + "preprocess1.op.2.", c);
+        for (int k = 0; k < 2 * kNodes; ++k) {
+          AddOpKeys(keys, p + "_ops." + std::to_string(k) + ".", OpAt(k), c, reduction && InputOf(k) < 2 ? 2 : 1);
+        }
+      },
+      &c_auxiliary);
+  if (config.auxiliary) {
+    keys.push_back({"auxiliary_head.features.2.weight", {128, c_auxiliary, 1, 1}});
+    AddBatchNormKeys(keys, "auxiliary_head.features.3.", 128);
+    keys.push_back({"auxiliary_head.features.5.weight", {768, 128, 2, 2}});
+    AddBatchNormKeys(keys, "auxiliary_head.features.6.", 768);
+    keys.push_back({"auxiliary_head.classifier.weight", {config.num_classes, 768}});
+    keys.push_back({"auxiliary_head.classifier.bias", {config.num_classes}});
+  }
+  keys.push_back({"classifier.weight", {config.num_classes, c_last}});
+  keys.push_back({"classifier.bias", {config.num_classes}});
+  return keys;
+}
+
+StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights) {
+  Weights w(weights.begin(), weights.end());
+  auto stem = w.find("stem.0.weight");
+  auto pre = w.find("cells.0.preprocess1.op.1.weight");
+  auto classifier = w.find("classifier.weight");
+  if (stem == w.end() || pre == w.end() || classifier == w.end() || pre->second.dim() != 4 ||
+      classifier->second.dim() != 2) {
+    return InvalidError("not a LaNet checkpoint: expected keys stem.0.weight, cells.0.preprocess1.op.1.weight and "
+                        "classifier.weight, found " + std::to_string(weights.size()) + " keys starting with '" +
+                        (weights.empty() ? std::string() : weights.front().first) + "'");
+  }
+  LanetConfig config;
+  config.channels = static_cast<int>(pre->second.size(0));
+  config.num_classes = static_cast<int>(classifier->second.size(0));
+  config.auxiliary = w.count("auxiliary_head.classifier.weight") > 0;
+  config.layers = 0;
+  while (w.count("cells." + std::to_string(config.layers) + ".preprocess1.op.1.weight")) ++config.layers;
+  RETURN_IF_ERROR(CheckKeys(LanetKeys(config), weights,
+                            "LaNet (C=" + std::to_string(config.channels) + ", " + std::to_string(config.layers) +
+                                " layers" + (config.auxiliary ? ", auxiliary head" : "") + ")"));
+  for (auto& [key, t] : w) {
+    if (key.size() > 19 && key.compare(key.size() - 19, 19, "num_batches_tracked") == 0) continue;
+    if (!t.is_floating_point()) return InvalidError("LaNet weight " + key + " is not floating point");
+    t = t.to(torch::kFloat32).contiguous();
+  }
+  return std::unique_ptr<Classifier>(std::make_unique<Lanet>(config, w));
+}
+
+}  // namespace intgrads

@@ -1,0 +1,85 @@
+#include "worker/model.h"
+
+#include <map>
+#include <set>
+
+#include "common/request.h"
+
+namespace intgrads {
+
+const char* FamilyName(ModelFamily family) { return family == ModelFamily::kBit ? "bit" : "lanet"; }
+
+Normalization FamilyNormalization(ModelFamily family) {
+  if (family == ModelFamily::kBit) return {{0.5F, 0.5F, 0.5F}, {0.5F, 0.5F, 0.5F}};
+  return {{0.49139968F, 0.48215827F, 0.44653124F}, {0.24703233F, 0.24348505F, 0.26158768F}};
+}
+
+std::vector<std::string> DefaultClassNames(int num_classes) {
+  if (num_classes == static_cast<int>(Cifar10Classes().size())) return Cifar10Classes();
+  std::vector<std::string> names;
+  for (int i = 0; i < num_classes; ++i) names.push_back("class_" + std::to_string(i));
+  return names;
+}
+
+namespace {
+
+std::string ShapeString(c10::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// "a, b, c and 12 more"
+std::string Summarize(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 5;
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) s += " and " + std::to_string(names.size() - kShown) + " more";
+  return s;
+}
+
+}  // namespace
+
+Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what) {
+  std::map<std::string, c10::IntArrayRef> found;
+  for (const auto& [key, tensor] : weights) found.emplace(key, tensor.sizes());
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::set<std::string> known;
+  for (const auto& [key, shape] : expected) {
+    known.insert(key);
+    auto it = found.find(key);
+    if (it == found.end()) {
+      missing.push_back(key);
+    } else if (it->second != c10::IntArrayRef(shape)) {
+      mismatched.push_back(key + " (expected " + ShapeString(shape) + ", found " + ShapeString(it->second) + ")");
+    }
+  }
+  for (const auto& [key, tensor] : weights) {
+    if (!known.count(key)) unexpected.push_back(key);
+  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) return Status::Ok();
+  std::string message = "checkpoint does not fit " + what + ":";
+  if (!missing.empty()) message += " " + std::to_string(missing.size()) + " missing keys (" + Summarize(missing) + ");";
+  if (!unexpected.empty()) {
+    message += " " + std::to_string(unexpected.size()) + " unexpected keys (" + Summarize(unexpected) + ");";
+  }
+  if (!mismatched.empty()) {
+    message += " " + std::to_string(mismatched.size()) + " shape mismatches (" + Summarize(mismatched) + ");";
+  }
+  message.pop_back();
+  return InvalidError(message);
+}
+
+StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights) {
+  return family == ModelFamily::kBit ? LoadBit(weights) : LoadLanet(weights);
+}
+
+StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path) {
+  ASSIGN_OR_RETURN(PickleValuePtr root, LoadTorchFile(path));
+  ASSIGN_OR_RETURN(StateDict weights, ExtractStateDict(*root, path));
+  auto model = LoadModel(family, weights);
+  if (!model.ok()) return Status(model.status().code(), path + ": " + model.status().message());
+  return model;
+}
+
+}  // namespace intgrads

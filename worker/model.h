@@ -1,0 +1,82 @@
+// The image classifiers a worker serves. A Classifier is immutable once
+// loaded: Forward never changes it, so requests cannot disturb each other
+// (the original left LaNet in training mode; compat.md, Fix).
+//
+//   ASSIGN_OR_RETURN(auto model, LoadModelFile(ModelFamily::kBit, "bit.pth"));
+//   torch::Tensor logits = model->Forward(batch);  // N x 3 x 32 x 32 -> N x classes
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/image.h"
+#include "common/status.h"
+#include "common/torch_file.h"
+
+namespace intgrads {
+
+enum class ModelFamily { kBit, kLanet };
+
+const char* FamilyName(ModelFamily family);
+Normalization FamilyNormalization(ModelFamily family);
+// CIFAR-10's names for 10 classes, else "class_0", "class_1", ...
+std::vector<std::string> DefaultClassNames(int num_classes);
+
+struct ModelInfo {
+  ModelFamily family = ModelFamily::kBit;
+  std::string variant;  // "R50x1", "C16-L8-aux", ...
+  std::vector<std::string> classes;
+  Normalization normalization;
+  int input_size = 32;
+  int64_t num_parameters = 0;
+};
+
+class Classifier {
+ public:
+  virtual ~Classifier() = default;
+  // x: N x 3 x S x S, normalized. Returns N x num_classes logits (eval mode).
+  virtual torch::Tensor Forward(const torch::Tensor& x) const = 0;
+  // Moves the weights to `device` (and dtype for reduced-precision runs).
+  virtual void To(const torch::Device& device) = 0;
+  const ModelInfo& info() const { return info_; }
+
+ protected:
+  ModelInfo info_;
+};
+
+// The keys and shapes a family's state dict must have.
+using KeyShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
+// Named weights, looked up by state-dict key.
+using Weights = std::unordered_map<std::string, torch::Tensor>;
+
+// Checks `weights` against `expected`: every key present with its shape and
+// nothing else. The error lists missing, unexpected and mismatched keys.
+Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what);
+
+StatusOr<std::unique_ptr<Classifier>> LoadBit(const StateDict& weights);
+StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights);
+StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights);
+StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path);
+
+struct BitConfig {
+  std::array<int, 4> units{3, 4, 6, 3};
+  int width = 1;
+  int num_classes = 10;
+};
+KeyShapes BitKeys(const BitConfig& config);
+
+struct LanetConfig {
+  int channels = 128;  // C
+  int layers = 24;
+  bool auxiliary = true;
+  int num_classes = 10;
+};
+KeyShapes LanetKeys(const LanetConfig& config);
+
+}  // namespace intgrads

@@ -1,0 +1,79 @@
+#include "worker/model_flags.h"
+
+#include <torch/cuda.h>
+
+namespace intgrads {
+
+StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags) {
+  const std::string& a = args[*i];
+  auto value = [&](std::string* out) -> Status {
+    if (*i + 1 >= args.size()) return InvalidError(a + " needs a value");
+    *out = args[++*i];
+    return Status::Ok();
+  };
+  std::optional<ModelFamily> family;
+  if (a == "-bp" || a == "--bit-path") family = ModelFamily::kBit;
+  if (a == "-lp" || a == "-lb" || a == "--lanet-path") family = ModelFamily::kLanet;
+  if (family) {
+    if (flags->family) {
+      return InvalidError("two model flags given (" + std::string(FamilyName(*flags->family)) + " " + flags->path +
+                          " and " + a + "): a server serves exactly one model; start another worker for a second");
+    }
+    flags->family = family;
+    RETURN_IF_ERROR(value(&flags->path));
+    return true;
+  }
+  if (a == "--cuda") {
+    flags->cuda = true;
+    return true;
+  }
+  if (a == "--cpu") {
+    flags->cuda = false;
+    return true;
+  }
+  if (a == "--device") {
+    std::string text;
+    RETURN_IF_ERROR(value(&text));
+    try {
+      flags->device_index = std::stoi(text);
+    } catch (const std::exception&) {
+      return InvalidError("--device needs a GPU index, got '" + text + "'");
+    }
+    return true;
+  }
+  return false;
+}
+
+StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device) {
+  if (flags.cuda) {
+    if (!torch::cuda::is_available()) {
+      return UnavailableError("--cuda was given but CUDA is not available here (this LibTorch " +
+                              std::string(TORCH_VERSION) + " sees no GPU); use --cpu");
+    }
+    if (flags.device_index < 0 || flags.device_index >= static_cast<int>(torch::cuda::device_count())) {
+      return InvalidError("--device " + std::to_string(flags.device_index) + ": there are " +
+                          std::to_string(torch::cuda::device_count()) + " GPUs");
+    }
+    *device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(flags.device_index));
+  } else {
+    *device = torch::Device(torch::kCPU);
+  }
+  if (!flags.family) {
+    return InvalidError("no model given: pass -bp /path/to/bit_model.pth or -lb /path/to/lanet_model.pth "
+                        "(an embedded default model is not part of this build yet)");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Classifier> model, LoadModelFile(*flags.family, flags.path));
+  model->To(*device);
+  return model;
+}
+
+const char* ModelFlagsHelp() {
+  return "  -bp, --bit-path PATH     serve a BiT checkpoint (torch.save state dict; 'module.' keys accepted)\n"
+         "  -lp, -lb, --lanet-path PATH\n"
+         "                           serve a LaNet checkpoint (dict with 'model_state_dict', or a state dict)\n"
+         "  --cpu                    compute on the CPU (default)\n"
+         "  --cuda                   compute on a GPU; fails at start when CUDA is not available\n"
+         "  --device N               the GPU index with --cuda (default 0)\n";
+}
+
+}  // namespace intgrads

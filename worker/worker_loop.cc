@@ -1,0 +1,204 @@
+#include "worker/worker_loop.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "common/gzip.h"
+
+namespace intgrads {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Send(zmq::socket_t& socket, const Frames& frames) {
+  std::vector<zmq::const_buffer> buffers;
+  buffers.reserve(frames.size());
+  for (const std::string& f : frames) buffers.emplace_back(f.data(), f.size());
+  zmq::send_multipart(socket, buffers);
+}
+
+Frames Receive(zmq::socket_t& socket) {
+  std::vector<zmq::message_t> parts;
+  (void)zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait);
+  Frames frames;
+  for (auto& p : parts) frames.emplace_back(p.to_string());
+  return frames;
+}
+
+}  // namespace
+
+WorkerInfo DescribeWorker(const Classifier& model, const torch::Device& device, const std::string& name) {
+  WorkerInfo info;
+  info.model = name;
+  info.family = FamilyName(model.info().family);
+  info.variant = model.info().variant;
+  info.device = device.str();
+  info.classes = model.info().classes;
+  info.input_size = model.info().input_size;
+  return info;
+}
+
+JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
+                      const WorkerOptions& options) {
+  JobReply reply;
+  reply.id = request.id;
+  const auto num_classes = static_cast<int>(model.info().classes.size());
+  Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
+  if (valid.ok() && (request.target < 0 || request.target >= num_classes)) {
+    valid = InvalidError("target_class: index " + std::to_string(request.target) + " is outside 0.." +
+                         std::to_string(num_classes - 1));
+  }
+  if (!valid.ok()) {
+    reply.status = 422;
+    reply.error = valid.message();
+    return reply;
+  }
+  try {
+    Image image;
+    image.height = request.height;
+    image.width = request.width;
+    image.channels = request.channels;
+    image.pixels.assign(request.pixels.begin(), request.pixels.end());
+    torch::Tensor input = PreprocessImage(image, model.info()).to(device);
+    auto schedule = MakeSchedule(request.method, request.n_steps);
+    if (!schedule.ok()) {
+      reply.status = 422;
+      reply.error = schedule.status().message();
+      return reply;
+    }
+    Attribution attribution = Attribute(model, input, request.target, *schedule, options.engine);
+    auto payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+    if (!payload.ok()) throw std::runtime_error(payload.status().message());
+    reply.payload = std::move(payload).value();
+    reply.convergence_delta = attribution.convergence_delta;
+  } catch (const std::bad_alloc&) {
+    reply.status = 503;
+    reply.error = "the worker ran out of memory for this request; retry later or with fewer n_steps";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    const bool out_of_memory = what.find("out of memory") != std::string::npos ||
+                               what.find("DefaultCPUAllocator") != std::string::npos;
+    std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(request.id),
+                 what.substr(0, 500).c_str());
+    reply.status = out_of_memory ? 503 : 500;
+    reply.error = out_of_memory ? "the worker ran out of memory for this request; retry later or with fewer n_steps"
+                                : "internal error while computing the attribution";
+  }
+  return reply;
+}
+
+int RunWorker(const Classifier& model, const torch::Device& device, const WorkerOptions& options,
+              const std::atomic<bool>& stop) {
+  zmq::context_t context(1);
+  // The compute thread hands replies back through this pair of inproc sockets.
+  zmq::socket_t results_in(context, zmq::socket_type::pair);
+  results_in.bind("inproc://results");
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<JobRequest> jobs;
+  bool busy = false;
+  bool quit = false;
+  std::thread compute([&] {
+    zmq::socket_t results_out(context, zmq::socket_type::pair);
+    results_out.connect("inproc://results");
+    while (true) {
+      JobRequest job;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        wake.wait(lock, [&] { return quit || !jobs.empty(); });
+        if (jobs.empty()) break;
+        job = std::move(jobs.front());
+        jobs.pop_front();
+        busy = true;
+      }
+      const auto started = Clock::now();
+      JobReply reply = ComputeReply(model, device, job, options);
+      const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s\n",
+                   static_cast<unsigned long long>(job.id), reply.status, job.n_steps, job.method.c_str(), seconds);
+      Send(results_out, EncodeReply(reply));
+      std::lock_guard<std::mutex> lock(mutex);
+      busy = false;
+    }
+  });
+
+  const WorkerInfo info = DescribeWorker(model, device, options.model_name);
+  auto connect = [&]() {
+    auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    socket->set(zmq::sockopt::linger, 0);
+    socket->connect(options.connect);
+    Send(*socket, EncodeReady(info));
+    return socket;
+  };
+  std::unique_ptr<zmq::socket_t> gateway = connect();
+  std::fprintf(stderr, "intgrads-worker: serving %s %s on %s, connected to %s\n", info.family.c_str(),
+               info.variant.c_str(), info.device.c_str(), options.connect.c_str());
+  const auto interval = std::chrono::milliseconds(options.heartbeat_ms);
+  auto gateway_expiry = Clock::now() + interval * options.liveness;
+  auto next_heartbeat = Clock::now() + interval;
+  std::optional<Clock::time_point> stop_deadline;
+  while (true) {
+    if (stop.load() && !stop_deadline) {
+      stop_deadline = Clock::now() + std::chrono::milliseconds(options.grace_ms);
+      std::fprintf(stderr, "intgrads-worker: stopping, finishing the request in flight\n");
+    }
+    if (stop_deadline) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if ((!busy && jobs.empty()) || Clock::now() > *stop_deadline) break;
+    }
+    zmq::pollitem_t items[] = {{static_cast<void*>(*gateway), 0, ZMQ_POLLIN, 0},
+                               {static_cast<void*>(results_in), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
+    if (items[0].revents & ZMQ_POLLIN) {
+      const Frames frames = Receive(*gateway);
+      gateway_expiry = Clock::now() + interval * options.liveness;
+      auto message = DecodeMessage(frames);
+      if (!message.ok()) {
+        std::fprintf(stderr, "intgrads-worker: dropped a bad message: %s\n", message.status().message().c_str());
+      } else if (message->type == MessageType::kRequest && !stop_deadline) {
+        std::lock_guard<std::mutex> lock(mutex);
+        jobs.push_back(std::move(message->request));
+        wake.notify_one();
+      } else if (message->type == MessageType::kDisconnect) {
+        gateway_expiry = Clock::now();  // the gateway is going: reconnect and announce again
+      }
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      Send(*gateway, Receive(results_in));
+      next_heartbeat = Clock::now() + interval;
+    }
+    if (Clock::now() >= next_heartbeat) {
+      Send(*gateway, EncodeHeartbeat());
+      next_heartbeat = Clock::now() + interval;
+    }
+    if (Clock::now() >= gateway_expiry && !stop_deadline) {
+      std::fprintf(stderr, "intgrads-worker: gateway silent, reconnecting to %s\n", options.connect.c_str());
+      gateway = connect();
+      gateway_expiry = Clock::now() + interval * options.liveness;
+    }
+  }
+  Send(*gateway, EncodeDisconnect());
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    quit = true;
+    jobs.clear();
+  }
+  wake.notify_all();
+  compute.join();
+  // Let the goodbye leave before the context closes.
+  gateway->set(zmq::sockopt::linger, 500);
+  gateway->close();
+  results_in.close();
+  std::fprintf(stderr, "intgrads-worker: stopped\n");
+  return 0;
+}
+
+}  // namespace intgrads

@@ -1,0 +1,41 @@
+// The worker's side of the protocol: connect a DEALER socket to the
+// gateway, announce the model (ready), answer requests one at a time on a
+// compute thread while the socket thread keeps heartbeats going, reconnect
+// when the gateway falls silent, and say goodbye (disconnect) on shutdown.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/protocol.h"
+#include "common/request.h"
+#include "worker/engine.h"
+#include "worker/model.h"
+
+namespace intgrads {
+
+struct WorkerOptions {
+  std::string connect = "tcp://127.0.0.1:5555";
+  std::string model_name = "default";
+  int heartbeat_ms = 1000;
+  int liveness = 3;       // heartbeats missed before the gateway counts as gone
+  int gzip_level = 1;
+  int grace_ms = 30000;   // how long shutdown waits for the request in flight
+  EngineOptions engine;
+  RequestLimits limits;
+};
+
+// One request, computed: the reply the gateway relays (status 200 with the
+// gzip'd torch.save payload, or a 4xx/5xx with an error message).
+JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
+                      const WorkerOptions& options);
+
+// What the worker announces.
+WorkerInfo DescribeWorker(const Classifier& model, const torch::Device& device, const std::string& name);
+
+// Runs until `stop` becomes true; returns the process exit code.
+int RunWorker(const Classifier& model, const torch::Device& device, const WorkerOptions& options,
+              const std::atomic<bool>& stop);
+
+}  // namespace intgrads

@@ -1,0 +1,87 @@
+// intgrads-worker: holds one model and computes attributions for a gateway.
+//   intgrads-worker --connect tcp://HOST:5555 (-bp P | -lp P) [--cpu | --cuda [--device N]]
+#include <torch/torch.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "worker/model_flags.h"
+#include "worker/worker_loop.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop.store(true); }
+
+void PrintHelp() {
+  std::printf(
+      "usage: intgrads-worker --connect ENDPOINT (-bp PATH | -lp PATH) [options]\n\n"
+      "Loads one model and serves attributions to an intgrads-gateway over ZeroMQ.\n\n"
+      "  --connect ENDPOINT       the gateway's worker endpoint (default tcp://127.0.0.1:5555)\n"
+      "%s"
+      "  --name NAME              the model name requests use (default 'default')\n"
+      "  --threads N              intra-op CPU threads (default: all cores)\n"
+      "  --chunk-size N           path points per forward/backward batch (default 0: all)\n"
+      "  --gzip-level N           response compression 0..9 (default 1)\n"
+      "  --max-n-steps N          largest n_steps accepted (default 1024)\n"
+      "  --heartbeat-ms N         heartbeat interval (default 1000)\n"
+      "  --help                   this text\n",
+      intgrads::ModelFlagsHelp());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace intgrads;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  ModelFlags model_flags;
+  WorkerOptions options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
+    if (!consumed.ok()) {
+      std::fprintf(stderr, "intgrads-worker: %s\n", consumed.status().message().c_str());
+      return 2;
+    }
+    if (*consumed) continue;
+    const std::string& a = args[i];
+    if (a == "--help") {
+      PrintHelp();
+      return 0;
+    }
+    if (i + 1 >= args.size()) {
+      std::fprintf(stderr, "intgrads-worker: unknown flag or missing value: %s (see --help)\n", a.c_str());
+      return 2;
+    }
+    const std::string& v = args[++i];
+    try {
+      if (a == "--connect") options.connect = v;
+      else if (a == "--name") options.model_name = v;
+      else if (a == "--threads") torch::set_num_threads(std::stoi(v));
+      else if (a == "--chunk-size") options.engine.chunk_size = std::stoi(v);
+      else if (a == "--gzip-level") options.gzip_level = std::stoi(v);
+      else if (a == "--max-n-steps") options.limits.max_n_steps = std::stoi(v);
+      else if (a == "--heartbeat-ms") options.heartbeat_ms = std::max(10, std::stoi(v));
+      else {
+        std::fprintf(stderr, "intgrads-worker: unknown flag %s (see --help)\n", a.c_str());
+        return 2;
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "intgrads-worker: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
+      return 2;
+    }
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  torch::Device device(torch::kCPU);
+  auto model = LoadFlaggedModel(model_flags, &device);
+  if (!model.ok()) {
+    std::fprintf(stderr, "intgrads-worker: %s\n", model.status().message().c_str());
+    return 2;
+  }
+  return RunWorker(**model, device, options, g_stop);
+}
