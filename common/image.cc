@@ -172,11 +172,18 @@ void OnJpegError(j_common_ptr info) {
   std::longjmp(error->jump, 1);
 }
 
+// libjpeg only warns about truncated or corrupt data and fills in grey;
+// like Pillow, we refuse such an image instead.
+void OnJpegMessage(j_common_ptr info, int level) {
+  if (level < 0) OnJpegError(info);
+}
+
 StatusOr<Image> DecodeJpeg(std::string_view bytes) {
   jpeg_decompress_struct info{};
   JpegError error{};
   info.err = jpeg_std_error(&error.manager);
   error.manager.error_exit = OnJpegError;
+  error.manager.emit_message = OnJpegMessage;
   Image image;
   if (setjmp(error.jump)) {  // NOLINT(cert-err52-cpp): libjpeg reports errors by longjmp
     jpeg_destroy_decompress(&info);

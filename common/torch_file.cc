@@ -125,6 +125,10 @@ StatusOr<PickleValuePtr> ParseLegacyFile(std::string_view bytes, const std::stri
     // The storage tensor shares memory with the root, so filling the root later fills it.
     return StorageValue(root->root.narrow(0, offset, size));
   };
+  // A legacy file opens with PROTO and the magic number as a LONG1.
+  if (bytes.size() < 3 || static_cast<uint8_t>(bytes[0]) != 0x80 || static_cast<uint8_t>(bytes[2]) != 0x8a) {
+    return DataLossError(source + ": not a torch.save file (neither a zip archive nor the legacy format)");
+  }
   Unpickler header(bytes, source, nullptr);
   ASSIGN_OR_RETURN(PickleValuePtr magic, header.Load());
   if (magic->kind != Kind::kBigInt || magic->text != std::string(reinterpret_cast<const char*>(kLegacyMagic),

@@ -38,7 +38,7 @@ bool LooksLikeZip(std::string_view bytes) {
 }
 
 StatusOr<std::vector<ZipEntry>> ReadZip(std::string_view archive) {
-  if (archive.size() < kEndOfCentralSize) return DataLossError("zip: file too short");
+  if (archive.size() < kEndOfCentralSize) return DataLossError("zip: file too short (truncated?)");
   // The end-of-central-directory record sits in the last 22 + 65535 bytes.
   size_t eocd = std::string_view::npos;
   const size_t lowest = archive.size() > kEndOfCentralSize + 0xffff

@@ -13,12 +13,30 @@ namespace {
 const Pistache::Http::Mime::MediaType kJson = Pistache::Http::Mime::MediaType::fromString("application/json");
 const Pistache::Http::Mime::MediaType kGzip = Pistache::Http::Mime::MediaType::fromString("application/gzip");
 
+// A response header Pistache has no class for. (Pistache 0.0.5 does not
+// serialize Header::Raw entries in responses, so each needs a Header.)
+class TextHeader final : public Pistache::Http::Header::Header {
+ public:
+  TextHeader(std::string name, std::string value) : name_(std::move(name)), value_(std::move(value)) {}
+  const char* name() const override { return name_.c_str(); }
+  uint64_t hash() const override { return Pistache::Http::Header::detail::hash(name_.c_str()); }
+  void write(std::ostream& stream) const override { stream << value_; }
+
+ private:
+  std::string name_;
+  std::string value_;
+};
+
+void AddHeader(ResponseWriter& response, const std::string& name, const std::string& value) {
+  response.headers().add(std::make_shared<TextHeader>(name, value));
+}
+
 void SendJson(ResponseWriter& response, int status, const json& body) {
   response.send(static_cast<Code>(status), body.dump(), kJson);
 }
 
 void SendError(ResponseWriter& response, int status, const std::string& message) {
-  if (status == 503) response.headers().addRaw(Pistache::Http::Header::Raw("Retry-After", "1"));
+  if (status == 503) AddHeader(response, "Retry-After", "1");
   SendJson(response, status, json{{"error", message}});
 }
 
@@ -37,8 +55,8 @@ int HttpStatusOf(const Status& status) {
 
 HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options_(std::move(options)) {
   using Pistache::Rest::Routes::bind;
+  // Pistache's router ignores a trailing slash: this serves /model and /model/.
   Pistache::Rest::Routes::Post(router_, "/model", bind(&HttpApi::PostModel, this));
-  Pistache::Rest::Routes::Post(router_, "/model/", bind(&HttpApi::PostModel, this));
   Pistache::Rest::Routes::Get(router_, "/healthz", bind(&HttpApi::GetHealth, this));
   Pistache::Rest::Routes::Get(router_, "/readyz", bind(&HttpApi::GetReady, this));
   Pistache::Rest::Routes::Get(router_, "/v1/workers", bind(&HttpApi::GetWorkers, this));
@@ -101,9 +119,8 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
     }
     char delta[64];
     std::snprintf(delta, sizeof(delta), "%.9g", reply.convergence_delta);
-    writer->headers()
-        .addRaw(Pistache::Http::Header::Raw("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\""))
-        .addRaw(Pistache::Http::Header::Raw("X-Convergence-Delta", delta));
+    AddHeader(*writer, "Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
+    AddHeader(*writer, "X-Convergence-Delta", delta);
     writer->send(Code::Ok, reply.payload, kGzip);
   };
   Status submitted = broker_.Submit(std::move(job));

@@ -97,6 +97,7 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
                              .to(float_options).view({n, 1, 1, 1});
   torch::Tensor path_points = baseline + alphas * (input - baseline);
   torch::Tensor gradients = torch::empty_like(path_points);
+  torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
   const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t count = std::min(chunk, n - first);

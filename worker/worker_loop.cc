@@ -156,7 +156,12 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
     }
     zmq::pollitem_t items[] = {{static_cast<void*>(*gateway), 0, ZMQ_POLLIN, 0},
                                {static_cast<void*>(results_in), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal: the loop checks `stop`
+      throw;
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       const Frames frames = Receive(*gateway);
       gateway_expiry = Clock::now() + interval * options.liveness;

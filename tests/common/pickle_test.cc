@@ -1,0 +1,81 @@
+// The pickle reader on hand-made pickles: what it builds, what it refuses,
+// and that it runs nothing.
+#include "common/pickle.h"
+
+#include <gtest/gtest.h>
+
+namespace intgrads {
+namespace {
+
+StatusOr<PickleValuePtr> Load(const std::string& bytes) {
+  Unpickler u(bytes, "test.pkl", nullptr);
+  return u.Load();
+}
+
+TEST(Pickle, BuildsPlainValues) {
+  // pickle.dumps({'a': [1, -2, 3.5, None, True], 'b': ('x', 70000)}, protocol=2)
+  const std::string bytes(
+      "\x80\x02\x7d\x71\x00\x28\x58\x01\x00\x00\x00\x61\x71\x01\x5d\x71\x02\x28\x4b\x01\x4a\xfe\xff\xff\xff"
+      "\x47\x40\x0c\x00\x00\x00\x00\x00\x00\x4e\x88\x65\x58\x01\x00\x00\x00\x62\x71\x03\x58\x01\x00\x00\x00"
+      "\x78\x71\x04\x4a\x70\x11\x01\x00\x86\x71\x05\x75\x2e",
+      63);
+  auto v = Load(bytes);
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  const PickleValuePtr a = (*v)->Find("a");
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->items.size(), 5U);
+  EXPECT_EQ(a->items[0]->integer, 1);
+  EXPECT_EQ(a->items[1]->integer, -2);
+  EXPECT_DOUBLE_EQ(a->items[2]->number, 3.5);
+  EXPECT_EQ(a->items[3]->kind, PickleValue::Kind::kNone);
+  EXPECT_TRUE(a->items[4]->boolean);
+  const PickleValuePtr b = (*v)->Find("b");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->items[0]->text, "x");
+  EXPECT_EQ(b->items[1]->integer, 70000);
+}
+
+TEST(Pickle, UnknownGlobalsBecomeInertPlaceholders) {
+  // os.system('echo hi') must not run: it becomes an Opaque value.
+  const std::string bytes = std::string("\x80\x02\x63os\nsystem\nX\x07\x00\x00\x00", 18) + "echo hi\x85R.";
+  auto v = Load(bytes);
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ((*v)->kind, PickleValue::Kind::kOpaque);
+  EXPECT_EQ((*v)->text, "os.system");
+}
+
+TEST(Pickle, RefusesWithOffsetAndOpcode) {
+  auto v = Load(std::string("\x80\x02K\x01\xfe", 5));
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("test.pkl: pickle offset 4 (opcode 0xfe)"), std::string::npos)
+      << v.status().message();
+  EXPECT_FALSE(Load("\x80\x02").ok());                  // no STOP
+  EXPECT_FALSE(Load(std::string("\x80\x02X\xff\xff\x00\x00", 7) + "ab.").ok());  // string past the end
+  EXPECT_FALSE(Load("\x80\x02h\x05.").ok());            // memo never stored
+  EXPECT_FALSE(Load("\x80\x02s.").ok());                // SETITEM on nothing
+  EXPECT_FALSE(Load("\x80\x02Q.").ok());                // persistent id without a loader
+  EXPECT_FALSE(Load("\x80\x02K\x01K\x02.").ok());       // values left at STOP
+}
+
+TEST(Pickle, DeepNestingDoesNotOverflowTheStack) {
+  // 200,000 nested lists: ]( ]( ]( ... then APPENDS back out.
+  std::string bytes = "\x80\x02";
+  const int depth = 200000;
+  for (int i = 0; i < depth; ++i) bytes += "](";
+  bytes += "]";
+  for (int i = 0; i < depth; ++i) bytes += "e";
+  bytes += ".";
+  auto v = Load(bytes);
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ((*v)->kind, PickleValue::Kind::kList);
+}
+
+TEST(Pickle, StorageTypes) {
+  EXPECT_EQ(*StorageDtype("torch.FloatStorage"), torch::kFloat32);
+  EXPECT_EQ(*StorageDtype("torch.HalfStorage"), torch::kFloat16);
+  EXPECT_EQ(*StorageDtype("torch.LongStorage"), torch::kInt64);
+  EXPECT_FALSE(StorageDtype("torch.ComplexFloatStorage").ok());
+}
+
+}  // namespace
+}  // namespace intgrads

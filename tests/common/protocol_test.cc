@@ -1,0 +1,108 @@
+// The gateway-worker message format on its own.
+#include "common/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include "common/gzip.h"
+#include "common/zip.h"
+
+namespace intgrads {
+namespace {
+
+TEST(Protocol, RequestRoundTrip) {
+  JobRequest r;
+  r.id = 42;
+  r.target = 3;
+  r.n_steps = 17;
+  r.method = "riemann_trapezoid";
+  r.height = 2;
+  r.width = 3;
+  r.channels = 1;
+  r.pixels = std::string("\x00\x01\x02\xff\x10\x20", 6);
+  auto m = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->type, MessageType::kRequest);
+  EXPECT_EQ(m->request.id, 42U);
+  EXPECT_EQ(m->request.target, 3);
+  EXPECT_EQ(m->request.n_steps, 17);
+  EXPECT_EQ(m->request.method, "riemann_trapezoid");
+  EXPECT_EQ(m->request.pixels, r.pixels);
+}
+
+TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
+  JobReply reply;
+  reply.id = 7;
+  reply.status = 422;
+  reply.error = "bad";
+  reply.convergence_delta = -0.25;
+  reply.payload = std::string("\x1f\x8b\x00", 3);
+  auto m = DecodeMessage(EncodeReply(reply));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->reply.status, 422);
+  EXPECT_EQ(m->reply.payload, reply.payload);
+  EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
+  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32};
+  auto ready = DecodeMessage(EncodeReady(info));
+  ASSERT_TRUE(ready.ok());
+  EXPECT_EQ(ready->ready.classes, info.classes);
+  EXPECT_EQ(ready->ready.variant, "R50x1");
+  EXPECT_EQ(DecodeMessage(EncodeHeartbeat())->type, MessageType::kHeartbeat);
+  EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
+}
+
+TEST(Protocol, RefusesOtherVersions) {
+  auto m = DecodeMessage({R"({"v": 2, "type": "heartbeat"})"});
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("version 2"), std::string::npos);
+}
+
+TEST(Protocol, RefusesMalformedMessages) {
+  EXPECT_FALSE(DecodeMessage({}).ok());
+  EXPECT_FALSE(DecodeMessage({"not json"}).ok());
+  EXPECT_FALSE(DecodeMessage({"[1]"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"type": "heartbeat"})"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "launch"})"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "heartbeat"})", "extra"}).ok());
+  JobRequest r;
+  r.height = 2;
+  r.width = 2;
+  r.pixels = "short";
+  EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());  // pixel frame does not match the shape
+  Frames frames = EncodeRequest(r);
+  frames.pop_back();
+  EXPECT_FALSE(DecodeMessage(frames).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "reply", "id": "x", "status": 200, "error": "",
+                                   "convergence_delta": 0})", ""}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+                                   "device": "cpu", "classes": [], "input_size": 32})"}).ok());
+}
+
+TEST(Gzip, RoundTripAndBombGuard) {
+  const std::string data(1 << 20, 'a');
+  auto packed = GzipCompress(data, 1);
+  ASSERT_TRUE(packed.ok());
+  EXPECT_LT(packed->size(), data.size() / 100);
+  auto unpacked = GzipDecompress(*packed, data.size());
+  ASSERT_TRUE(unpacked.ok());
+  EXPECT_EQ(*unpacked, data);
+  EXPECT_EQ(GzipDecompress(*packed, 1000).status().code(), StatusCode::kTooLarge);
+  EXPECT_FALSE(GzipDecompress(packed->substr(0, packed->size() / 2), data.size()).ok());
+  EXPECT_FALSE(GzipDecompress("plain text", 100).ok());
+}
+
+TEST(Zip, WriterOutputReadsBackAligned) {
+  ZipWriter writer;
+  writer.Add("archive/a", "hello");
+  writer.Add("archive/data/0", std::string(100, 'x'));
+  const std::string zip = writer.Finish();
+  auto entries = ReadZip(zip);
+  ASSERT_TRUE(entries.ok()) << entries.status().message();
+  ASSERT_EQ(entries->size(), 2U);
+  EXPECT_EQ((*entries)[0].data, "hello");
+  EXPECT_EQ((*entries)[1].data, std::string(100, 'x'));
+  EXPECT_EQ(((*entries)[1].data.data() - zip.data()) % 64, 0);
+  EXPECT_FALSE(ReadZip(zip.substr(0, zip.size() - 5)).ok());
+}
+
+}  // namespace
+}  // namespace intgrads

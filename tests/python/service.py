@@ -1,0 +1,78 @@
+"""Starts and stops the real programs on free 127.0.0.1 ports for the
+end-to-end tests."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import reference_models as rm
+
+BIN = os.environ.get("INTGRADS_BIN", os.path.join(rm.REPO, "build", "bin"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, timeout=120):
+    """(status, headers, body bytes); never raises for an HTTP error status."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def wait_until(predicate, timeout=60.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Gateway:
+    def __init__(self, *extra, heartbeat_ms=200):
+        self.port = free_port()
+        self.worker_port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.worker_port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--bind-workers", self.endpoint, "--heartbeat-ms", str(heartbeat_ms), *extra])
+        wait_until(lambda: http("GET", self.url + "/healthz", timeout=2)[0] == 200, what="gateway /healthz")
+
+    def workers(self):
+        return json.loads(http("GET", self.url + "/v1/workers")[2])["workers"]
+
+    def stop(self):
+        stop(self.process)
+
+
+def start_worker(endpoint, family, checkpoint, *extra, heartbeat_ms=200):
+    flag = "-bp" if family == "bit" else "-lp"
+    return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", endpoint, flag, checkpoint, "--cpu",
+                             "--threads", "1", "--heartbeat-ms", str(heartbeat_ms), *extra])
+
+
+def stop(process, sig=signal.SIGTERM, timeout=30):
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

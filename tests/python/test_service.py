@@ -1,0 +1,237 @@
+"""End to end: the real gateway and workers as processes on 127.0.0.1, the
+original README's exact curl command, its Python snippet to read the answer,
+bad input, and the one-command launcher."""
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import torch
+
+import reference_models as rm
+from service import BIN, Gateway, free_port, http, start_worker, stop, wait_until
+
+CURL = shutil.which("curl")
+
+
+def readme_curl(port, cwd):
+    """The seed README's command, word for word but the port."""
+    command = (f'curl http://localhost:{port}/model/ --data @input_json_file.json --output saved_file.gzip '
+               f'-H "Content-Type:application/json; chartset=utf-8"')
+    return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+class Service(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.dir = cls.tmp.name
+        cls.refs = {name: rm.reference(name) for name in ("lanet-c16-l8", "bit-m-r50x1")}
+        if any(r is None for r in cls.refs.values()):
+            raise unittest.SkipTest("../shared/spec/reference is missing")
+        cls.checkpoints = {}
+        for name, ref in cls.refs.items():
+            path = os.path.join(cls.dir, name + ".pth")
+            rm.write_checkpoint(ref, path, legacy=(ref["family"] == "bit"))  # both file formats in play
+            cls.checkpoints[name] = path
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def serve(self, name):
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        worker = start_worker(gateway.endpoint, self.refs[name]["family"], self.checkpoints[name])
+        self.addCleanup(stop, worker)
+        wait_until(lambda: http("GET", gateway.url + "/readyz", timeout=2)[0] == 200, what="a ready worker")
+        return gateway, worker
+
+    def check_readme_flow(self, name):
+        if CURL is None:
+            self.skipTest("curl is not installed")
+        ref = self.refs[name]
+        gateway, _ = self.serve(name)
+        work = os.path.join(self.dir, name)
+        os.makedirs(work, exist_ok=True)
+        rm.write_request(ref, os.path.join(work, "input_json_file.json"))
+        result = readme_curl(gateway.port, work)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        d = rm.load_gzip_dict(os.path.join(work, "saved_file.gzip"))
+        self.assertEqual(list(d.keys()), ["integrated_grads", "integrated_directional_grads", "step_sizes",
+                                          "intermediates", "output", "target_class"])
+        captum = torch.tensor(ref["expected_integrated_grads"]["integrated_grads_chw"]).unsqueeze(0)
+        tolerance = 1e-3 if ref["family"] == "bit" else 5e-3  # see tests/worker/reference_test.cc
+        self.assertLess((d["integrated_grads"] - captum).abs().max().item(), tolerance * captum.abs().max().item())
+        # The service sends the bytes the offline command writes.
+        offline = os.path.join(work, "offline.gzip")
+        flag = "--bit-path" if ref["family"] == "bit" else "--lanet-path"
+        subprocess.run([os.path.join(BIN, "intgrads-images"), "attribute", flag, self.checkpoints[name], "--input",
+                        os.path.join(work, "input_json_file.json"), "--output", offline, "--threads", "1"],
+                       check=True, capture_output=True)
+        with gzip.open(offline) as a, gzip.open(os.path.join(work, "saved_file.gzip")) as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_readme_flow_lanet(self):
+        self.check_readme_flow("lanet-c16-l8")
+
+    def test_readme_flow_bit(self):
+        self.check_readme_flow("bit-m-r50x1")
+
+    def test_headers_health_and_bad_input(self):
+        gateway, _ = self.serve("lanet-c16-l8")
+        ref = self.refs["lanet-c16-l8"]
+        good = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 8}).encode()
+
+        # /healthz answers at once while an attribution runs.
+        answers = {}
+        slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 300}).encode()
+        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", slow)))
+        thread.start()
+        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        started = time.time()
+        self.assertEqual(http("GET", gateway.url + "/healthz", timeout=5)[0], 200)
+        self.assertLess(time.time() - started, 1.0)
+        thread.join()
+        self.assertEqual(answers["r"][0], 200)
+
+        status, headers, body = http("POST", gateway.url + "/model", good,
+                                     {"Content-Type": "application/json; chartset=utf-8"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "application/gzip")
+        self.assertIn('filename="returned_gradients.gzip"', headers["Content-Disposition"])
+        self.assertIn("X-Convergence-Delta", headers)
+        self.assertEqual(body[:2], b"\x1f\x8b")
+
+        bad_bodies = {
+            b"{not json": "JSON",
+            b"[]": "object",
+            b'{"target_class": "cat"}': "img_data",
+            b'{"img_data": [[[1,2,3]]]}': "target_class",
+            b'{"img_data": [], "target_class": "cat"}': "empty",
+            b'{"img_data": [[[1,2,3]],[[1,2,3],[1,2,3]]], "target_class": "cat"}': "ragged",
+            b'{"img_data": [[[1,2,300]]], "target_class": "cat"}': "0..255",
+            b'{"img_data": [[[1,2,3.5]]], "target_class": "cat"}': "integer",
+            b'{"img_data": [[[1,2,3]]], "target_class": "unicorn"}': "unicorn",
+            b'{"img_data": [[[1,2,3]]], "target_class": "cat", "method": "simpson"}': "method",
+            b'{"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": 0}': "n_steps",
+            b'{"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": NaN}': "JSON",
+            b"[" * 50000 + b"]" * 50000: "nested",
+        }
+        for body, mention in bad_bodies.items():
+            status, headers, answer = http("POST", gateway.url + "/model/", body)
+            self.assertGreaterEqual(status, 400, body[:60])
+            self.assertLess(status, 500, body[:60])
+            self.assertIn(mention, json.loads(answer)["error"], body[:60])
+        # Grey and RGBA images are accepted (the original failed on them).
+        for image in ([[7] * 5] * 6, [[[1, 2, 3, 255]] * 5] * 6):
+            body = json.dumps({"img_data": image, "target_class": "cat", "n_steps": 4}).encode()
+            self.assertEqual(http("POST", gateway.url + "/model/", body)[0], 200)
+        self.assertEqual(http("GET", gateway.url + "/nowhere")[0], 404)
+        # Still serving after all that.
+        self.assertEqual(http("POST", gateway.url + "/model/", good)[0], 200)
+        served = gateway.workers()[0]
+        self.assertEqual(served["family"], "lanet")
+        self.assertGreaterEqual(served["requests_served"], 3)
+
+    def test_body_over_the_limit(self):
+        gateway = Gateway("--max-body-bytes", "1000")
+        self.addCleanup(gateway.stop)
+        status, _, _ = http("POST", gateway.url + "/model/", b'{"img_data": [' + b"1," * 2000 + b'1]}')
+        self.assertEqual(status, 413)
+
+    def test_no_worker_is_503_and_readyz_says_so(self):
+        gateway = Gateway("--request-timeout-ms", "500")
+        self.addCleanup(gateway.stop)
+        self.assertEqual(http("GET", gateway.url + "/readyz")[0], 503)
+        status, headers, body = http("POST", gateway.url + "/model/",
+                                     b'{"img_data": [[[1,2,3]]], "target_class": "cat"}')
+        self.assertEqual(status, 503)
+        self.assertIn("Retry-After", headers)
+
+    def test_worker_killed_mid_request_is_retried(self):
+        gateway, first = self.serve("bit-m-r50x1")
+        second = start_worker(gateway.endpoint, "bit", self.checkpoints["bit-m-r50x1"])
+        self.addCleanup(stop, second)
+        wait_until(lambda: len(gateway.workers()) == 2, what="two workers")
+        ref = self.refs["bit-m-r50x1"]
+        body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 200}).encode()
+        answers = {}
+        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
+        thread.start()
+        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        busy = [w for w in gateway.workers() if w["state"] == "busy"]
+        self.assertEqual(len(busy), 1)
+        # Kill whichever worker took it: both are candidates, so kill both in turn if needed.
+        for process in (first, second):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            if len(gateway.workers()) < 2 or not thread.is_alive():
+                break
+        replacement = start_worker(gateway.endpoint, "bit", self.checkpoints["bit-m-r50x1"])
+        self.addCleanup(stop, replacement)
+        thread.join(timeout=300)
+        self.assertEqual(answers["r"][0], 200)
+
+
+class Launcher(unittest.TestCase):
+    def test_one_command_serves_and_stops_cleanly(self):
+        ref = rm.reference("lanet-c16-l8")
+        if ref is None:
+            self.skipTest("reference missing")
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = os.path.join(tmp, "lanet.pth")
+            rm.write_checkpoint(ref, checkpoint)
+            port = free_port()
+            # The README's second form: the other program name, -h host, -p port, -lb.
+            process = subprocess.Popen([os.path.join(BIN, "intgrads"), "-lb", checkpoint, "-h", "127.0.0.1", "-p",
+                                        str(port), "--cpu"])
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_until(lambda: http("GET", url + "/readyz", timeout=2)[0] == 200, what="launcher ready")
+                body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 5}).encode()
+                self.assertEqual(http("POST", url + "/model/", body)[0], 200)
+            finally:
+                self.assertEqual(stop(process, signal.SIGINT), 0)
+            with self.assertRaises(OSError):  # everything it started is gone
+                http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+    def run_launcher(self, *args):
+        return subprocess.run([os.path.join(BIN, "intgrads-images"), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    def test_clear_start_errors(self):
+        result = self.run_launcher("-bp", "/nonexistent.pth")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("/nonexistent.pth", result.stderr)
+        result = self.run_launcher()
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("no model given", result.stderr)
+        result = self.run_launcher("-bp", "a.pth", "-lb", "b.pth")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("two model flags", result.stderr)
+        if not torch.cuda.is_available():
+            started = time.time()
+            result = self.run_launcher("-lb", "/etc/hostname", "--cuda")
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn("CUDA is not available", result.stderr)
+            self.assertLess(time.time() - started, 10)
+
+    def test_bad_checkpoint_stops_the_launcher(self):
+        with tempfile.NamedTemporaryFile(suffix=".pth") as f:
+            f.write(b"this is not a checkpoint")
+            f.flush()
+            result = self.run_launcher("-bp", f.name, "-p", str(free_port()))
+            self.assertEqual(result.returncode, 2)
+            self.assertIn("not a torch.save file", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

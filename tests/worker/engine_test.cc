@@ -1,0 +1,130 @@
+// The engine against the mathematics: quadrature rules as Captum makes them,
+// IG of functions whose IG is known, chunking, determinism, the response.
+#include "worker/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/worker/reference.h"
+
+namespace intgrads {
+namespace {
+
+// f(x) = sum(w * x) + sum(v * x^2): its IG from a zero baseline is exact.
+class Quadratic final : public Classifier {
+ public:
+  Quadratic() {
+    w_ = torch::linspace(-1, 1, 3 * 4 * 4).view({1, 3, 4, 4});
+    v_ = torch::linspace(0.5, -0.5, 3 * 4 * 4).view({1, 3, 4, 4});
+    info_.classes = {"a", "b"};
+    info_.input_size = 4;
+  }
+  torch::Tensor Forward(const torch::Tensor& x) const override {
+    torch::Tensor linear = (x * w_).sum({1, 2, 3});
+    torch::Tensor quadratic = (x * x * v_).sum({1, 2, 3});
+    return torch::stack({linear, quadratic}, 1);
+  }
+  void To(const torch::Device&) override {}
+  torch::Tensor w_, v_;
+};
+
+TEST(Schedule, GaussLegendreMatchesNumpy) {
+  auto s = MakeSchedule("gausslegendre", 50);
+  ASSERT_TRUE(s.ok());
+  // numpy.polynomial.legendre.leggauss(50), mapped to [0, 1].
+  EXPECT_NEAR(s->alphas[0], 0.0005667977899644905, 1e-15);
+  EXPECT_NEAR(s->alphas[24], 0.48445083083640555, 1e-15);
+  EXPECT_NEAR(s->alphas[49], 0.9994332022100355, 1e-15);
+  // Weights agree to 1e-11 relative (numpy normalizes them differently).
+  EXPECT_NEAR(s->step_sizes[0], 0.0014543112765789342, 1e-11 * 0.0014543112765789342);
+  EXPECT_NEAR(s->step_sizes[25], 0.0310883083276735, 1e-11 * 0.0310883083276735);
+  double total = 0;
+  for (double step : s->step_sizes) total += step;
+  EXPECT_NEAR(total, 1.0, 1e-14);
+  auto three = MakeSchedule("gausslegendre", 3);
+  EXPECT_NEAR(three->alphas[0], 0.5 * (1 - std::sqrt(0.6)), 1e-15);
+  EXPECT_NEAR(three->alphas[1], 0.5, 1e-15);
+  EXPECT_NEAR(three->step_sizes[1], 4.0 / 9.0, 1e-15);
+  auto one = MakeSchedule("gausslegendre", 1);
+  EXPECT_NEAR(one->alphas[0], 0.5, 1e-15);
+  EXPECT_NEAR(one->step_sizes[0], 1.0, 1e-15);
+}
+
+TEST(Schedule, RiemannRulesAsCaptum) {
+  auto left = MakeSchedule("riemann_left", 4);
+  EXPECT_EQ(left->alphas, (std::vector<double>{0, 0.25, 0.5, 0.75}));
+  auto right = MakeSchedule("riemann_right", 4);
+  EXPECT_EQ(right->alphas, (std::vector<double>{0.25, 0.5, 0.75, 1}));
+  auto middle = MakeSchedule("riemann_middle", 4);
+  EXPECT_EQ(middle->alphas, (std::vector<double>{0.125, 0.375, 0.625, 0.875}));
+  auto trapezoid = MakeSchedule("riemann_trapezoid", 4);
+  EXPECT_DOUBLE_EQ(trapezoid->alphas[1], static_cast<double>(1.0F / 3.0F));
+  EXPECT_EQ(trapezoid->step_sizes, (std::vector<double>{0.125, 0.25, 0.25, 0.125}));  // sums to 3/4, as Captum
+  EXPECT_FALSE(MakeSchedule("riemann_left", 1).ok());
+  EXPECT_FALSE(MakeSchedule("simpson", 10).ok());
+}
+
+TEST(Engine, ExactOnKnownIntegrals) {
+  Quadratic model;
+  torch::Tensor x = torch::linspace(-2, 2, 48).view({1, 3, 4, 4});
+  // Linear target: IG = w * x for any rule whose steps sum to 1.
+  for (const char* method : {"gausslegendre", "riemann_middle", "riemann_left"}) {
+    Attribution a = Attribute(model, x, 0, *MakeSchedule(method, 5), {});
+    EXPECT_TRUE(torch::allclose(a.integrated_grads, model.w_ * x, 1e-5, 1e-6)) << method;
+    EXPECT_NEAR(a.convergence_delta, 0.0, 1e-5) << method;
+  }
+  // Quadratic target: IG = v x^2, exact for Gauss-Legendre with 2 points or more.
+  Attribution q = Attribute(model, x, 1, *MakeSchedule("gausslegendre", 2), {});
+  EXPECT_TRUE(torch::allclose(q.integrated_grads, model.v_ * x * x, 1e-5, 1e-6));
+  // The per-step fields: path points, gradients at them, and IG = x * sum s_k grad_k.
+  auto schedule = *MakeSchedule("gausslegendre", 4);
+  Attribution a = Attribute(model, x, 1, schedule, {});
+  ASSERT_EQ(a.path_points.sizes(), (std::vector<int64_t>{4, 3, 4, 4}));
+  ASSERT_EQ(a.step_sizes.sizes(), (std::vector<int64_t>{4, 1}));
+  for (int k = 0; k < 4; ++k) {
+    torch::Tensor point = x[0] * static_cast<float>(schedule.alphas[k]);
+    EXPECT_TRUE(torch::allclose(a.path_points[k], point));
+    EXPECT_TRUE(torch::allclose(a.path_gradients[k], 2 * model.v_[0] * point, 1e-5, 1e-6));
+  }
+  torch::Tensor rebuilt = x * (a.path_gradients * a.step_sizes.view({4, 1, 1, 1})).sum(0, true);
+  EXPECT_TRUE(torch::allclose(rebuilt, a.integrated_grads, 1e-5, 1e-7));
+  EXPECT_EQ(a.logits.sizes(), (std::vector<int64_t>{1, 2}));
+}
+
+TEST(Engine, ChunksDeterminismAndAnUnchangedModel) {
+  auto ref = testing::LoadReference("lanet-c16-l8");
+  if (!ref) GTEST_SKIP() << "reference missing";
+  auto model = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  ASSERT_TRUE(model.ok());
+  torch::Tensor x = torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(3)));
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = (*model)->Forward(x);
+  }
+  auto schedule = *MakeSchedule("gausslegendre", 12);
+  Attribution whole = Attribute(**model, x, 2, schedule, {});
+  Attribution again = Attribute(**model, x, 2, schedule, {});
+  Attribution chunked = Attribute(**model, x, 2, schedule, {/*chunk_size=*/5});
+  EXPECT_TRUE(torch::equal(whole.integrated_grads, again.integrated_grads));  // deterministic
+  EXPECT_TRUE(torch::allclose(whole.integrated_grads, chunked.integrated_grads, 1e-4, 1e-7));
+  EXPECT_TRUE(torch::allclose(whole.path_gradients, chunked.path_gradients, 1e-4, 1e-7));
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(before, (*model)->Forward(x)));  // the model is never modified
+}
+
+TEST(Engine, EncodesTheResponseDict) {
+  Quadratic model;
+  torch::Tensor x = torch::ones({1, 3, 4, 4});
+  Attribution a = Attribute(model, x, 1, *MakeSchedule("gausslegendre", 3), {});
+  auto root = ParseTorchFile(EncodeAttribution(a), "response");
+  ASSERT_TRUE(root.ok()) << root.status().message();
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : (*root)->entries) keys.push_back(k->text);
+  EXPECT_EQ(keys, (std::vector<std::string>{"integrated_grads", "integrated_directional_grads", "step_sizes",
+                                            "intermediates", "output", "target_class"}));
+  EXPECT_TRUE(torch::equal((*root)->Find("integrated_directional_grads")->tensor, a.path_gradients));
+  EXPECT_EQ((*root)->Find("target_class")->integer, 1);
+}
+
+}  // namespace
+}  // namespace intgrads

@@ -1,0 +1,58 @@
+// The original server's big models (BiT-S-R101x3: 382 M parameters) against
+// the reference logits and IG. Minutes of CPU: ctest label `slow`.
+#include <gtest/gtest.h>
+
+#include "tests/worker/reference.h"
+#include "worker/engine.h"
+#include "worker/model.h"
+
+namespace intgrads {
+namespace {
+
+TEST(ReferenceSlow, BitR101x3LogitsAndIntegratedGradients) {
+  auto ref = testing::LoadReference("bit-s-r101x3");
+  if (!ref) GTEST_SKIP() << "bit-s-r101x3.json missing";
+  auto model = LoadModel(ModelFamily::kBit, testing::DeterministicStateDict(*ref));
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  Image image{32, 32, 3, {}};
+  for (const auto& row : ref->at("image_uint8_hwc")) {
+    for (const auto& pixel : row) {
+      for (const auto& c : pixel) image.pixels.push_back(c.get<uint8_t>());
+    }
+  }
+  torch::Tensor input = PreprocessImage(image, (*model)->info());
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor logits = (*model)->Forward(input);
+    const auto& want = ref->at("expected_logits_eval");
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double w = want[i].get<double>();
+      EXPECT_NEAR(logits[0][static_cast<int64_t>(i)].item<double>(), w, std::max(1e-5, 1e-4 * std::fabs(w)));
+    }
+  }
+  const auto& expected = ref->at("expected_integrated_grads");
+  Attribution a = Attribute(**model, input, 3, *MakeSchedule("gausslegendre", 50), {/*chunk_size=*/10});
+  std::vector<float> flat;
+  for (const auto& c : expected.at("integrated_grads_chw")) {
+    for (const auto& row : c) {
+      for (const auto& v : row) flat.push_back(v.get<float>());
+    }
+  }
+  torch::Tensor want = torch::tensor(flat).view({1, 3, 32, 32});
+  EXPECT_LT((a.integrated_grads - want).abs().max().item<double>(), 1e-3 * want.abs().max().item<double>());
+}
+
+TEST(ReferenceSlow, LanetC128L24LoadsAndRuns) {
+  auto ref = testing::LoadReference("lanet-c128-l24");
+  if (!ref) GTEST_SKIP() << "lanet-c128-l24.json missing";
+  auto model = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  EXPECT_EQ((*model)->info().variant, "C128-L24-aux");
+  torch::NoGradGuard no_grad;
+  torch::Tensor logits = (*model)->Forward(torch::zeros({2, 3, 32, 32}));
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 10}));
+  EXPECT_TRUE(torch::isfinite(logits).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace intgrads
