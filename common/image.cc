@@ -1,5 +1,7 @@
 #include "common/image.h"
 
+#include "common/file.h"
+
 #include <jpeglib.h>
 #include <png.h>
 
@@ -7,8 +9,6 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace intgrads {
 
@@ -147,7 +147,8 @@ StatusOr<Image> DecodePng(std::string_view bytes) {
   Image image;
   const bool has_alpha = (png.format & PNG_FORMAT_FLAG_ALPHA) != 0;
   const bool has_colour = (png.format & PNG_FORMAT_FLAG_COLOR) != 0;
-  png.format = has_colour ? (has_alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : (has_alpha ? PNG_FORMAT_GA : PNG_FORMAT_GRAY);
+  png.format =
+      has_colour ? (has_alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : (has_alpha ? PNG_FORMAT_GA : PNG_FORMAT_GRAY);
   if (png.format == PNG_FORMAT_GA) png.format = PNG_FORMAT_RGBA;
   image.width = static_cast<int>(png.width);
   image.height = static_cast<int>(png.height);
@@ -216,11 +217,9 @@ StatusOr<Image> DecodeImage(std::string_view bytes) {
 }
 
 StatusOr<Image> ReadImageFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError("cannot open image '" + path + "'");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  auto image = DecodeImage(buffer.str());
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return Status(bytes.status().code(), "image: " + bytes.status().message());
+  auto image = DecodeImage(*bytes);
   if (!image.ok()) return Status(image.status().code(), path + ": " + image.status().message());
   return image;
 }

@@ -20,9 +20,7 @@ struct Image {
   int channels = 3;
   std::vector<uint8_t> pixels;  // height * width * channels, row-major HWC
 
-  uint8_t at(int y, int x, int c) const {
-    return pixels[(static_cast<size_t>(y) * width + x) * channels + c];
-  }
+  uint8_t at(int y, int x, int c) const { return pixels[(static_cast<size_t>(y) * width + x) * channels + c]; }
 };
 
 struct Normalization {

@@ -27,17 +27,66 @@ PickleValuePtr MakeString(std::string_view s) {
 
 // Every opcode this reader knows, by its byte.
 enum Op : uint8_t {
-  kMark = '(', kStop = '.', kPop = '0', kPopMark = '1', kDup = '2', kFloat = 'F', kInt = 'I',
-  kBinInt = 'J', kBinInt1 = 'K', kLong = 'L', kBinInt2 = 'M', kNone = 'N', kPersId = 'P',
-  kBinPersId = 'Q', kReduce = 'R', kString = 'S', kBinString = 'T', kShortBinString = 'U',
-  kUnicode = 'V', kBinUnicode = 'X', kAppend = 'a', kBuild = 'b', kGlobal = 'c', kDict = 'd',
-  kEmptyDict = '}', kAppends = 'e', kGet = 'g', kBinGet = 'h', kLongBinGet = 'j', kList = 'l',
-  kEmptyList = ']', kPut = 'p', kBinPut = 'q', kLongBinPut = 'r', kSetItem = 's', kTuple = 't',
-  kEmptyTuple = ')', kSetItems = 'u', kBinFloat = 'G', kBinBytes = 'B', kShortBinBytes = 'C',
-  kProto = 0x80, kNewObj = 0x81, kTuple1 = 0x85, kTuple2 = 0x86, kTuple3 = 0x87, kNewTrue = 0x88,
-  kNewFalse = 0x89, kLong1 = 0x8a, kLong4 = 0x8b, kShortBinUnicode = 0x8c, kBinUnicode8 = 0x8d,
-  kBinBytes8 = 0x8e, kEmptySet = 0x8f, kAddItems = 0x90, kFrozenSet = 0x91, kNewObjEx = 0x92,
-  kStackGlobal = 0x93, kMemoize = 0x94, kFrame = 0x95,
+  kMark = '(',
+  kStop = '.',
+  kPop = '0',
+  kPopMark = '1',
+  kDup = '2',
+  kFloat = 'F',
+  kInt = 'I',
+  kBinInt = 'J',
+  kBinInt1 = 'K',
+  kLong = 'L',
+  kBinInt2 = 'M',
+  kNone = 'N',
+  kPersId = 'P',
+  kBinPersId = 'Q',
+  kReduce = 'R',
+  kString = 'S',
+  kBinString = 'T',
+  kShortBinString = 'U',
+  kUnicode = 'V',
+  kBinUnicode = 'X',
+  kAppend = 'a',
+  kBuild = 'b',
+  kGlobal = 'c',
+  kDict = 'd',
+  kEmptyDict = '}',
+  kAppends = 'e',
+  kGet = 'g',
+  kBinGet = 'h',
+  kLongBinGet = 'j',
+  kList = 'l',
+  kEmptyList = ']',
+  kPut = 'p',
+  kBinPut = 'q',
+  kLongBinPut = 'r',
+  kSetItem = 's',
+  kTuple = 't',
+  kEmptyTuple = ')',
+  kSetItems = 'u',
+  kBinFloat = 'G',
+  kBinBytes = 'B',
+  kShortBinBytes = 'C',
+  kProto = 0x80,
+  kNewObj = 0x81,
+  kTuple1 = 0x85,
+  kTuple2 = 0x86,
+  kTuple3 = 0x87,
+  kNewTrue = 0x88,
+  kNewFalse = 0x89,
+  kLong1 = 0x8a,
+  kLong4 = 0x8b,
+  kShortBinUnicode = 0x8c,
+  kBinUnicode8 = 0x8d,
+  kBinBytes8 = 0x8e,
+  kEmptySet = 0x8f,
+  kAddItems = 0x90,
+  kFrozenSet = 0x91,
+  kNewObjEx = 0x92,
+  kStackGlobal = 0x93,
+  kMemoize = 0x94,
+  kFrame = 0x95,
 };
 
 // A little-endian two's complement integer of up to 8 bytes.
@@ -84,7 +133,8 @@ std::string DescribeValue(const PickleValue& value) {
   switch (value.kind) {
     case Kind::kNone: return "None";
     case Kind::kBool: return "bool";
-    case Kind::kInt: case Kind::kBigInt: return "int";
+    case Kind::kInt:
+    case Kind::kBigInt: return "int";
     case Kind::kFloat: return "float";
     case Kind::kString: return "string";
     case Kind::kTuple: return "tuple of " + std::to_string(value.items.size());
@@ -100,11 +150,10 @@ std::string DescribeValue(const PickleValue& value) {
 
 StatusOr<torch::ScalarType> StorageDtype(std::string_view storage_class) {
   static const std::pair<std::string_view, torch::ScalarType> kTypes[] = {
-      {"FloatStorage", torch::kFloat32}, {"DoubleStorage", torch::kFloat64},
-      {"HalfStorage", torch::kFloat16},  {"BFloat16Storage", torch::kBFloat16},
-      {"LongStorage", torch::kInt64},    {"IntStorage", torch::kInt32},
-      {"ShortStorage", torch::kInt16},   {"CharStorage", torch::kInt8},
-      {"ByteStorage", torch::kUInt8},    {"BoolStorage", torch::kBool},
+      {"FloatStorage", torch::kFloat32},     {"DoubleStorage", torch::kFloat64}, {"HalfStorage", torch::kFloat16},
+      {"BFloat16Storage", torch::kBFloat16}, {"LongStorage", torch::kInt64},     {"IntStorage", torch::kInt32},
+      {"ShortStorage", torch::kInt16},       {"CharStorage", torch::kInt8},      {"ByteStorage", torch::kUInt8},
+      {"BoolStorage", torch::kBool},
   };
   const size_t dot = storage_class.rfind('.');
   const std::string_view name = dot == std::string_view::npos ? storage_class : storage_class.substr(dot + 1);
@@ -145,6 +194,31 @@ Status Unpickler::ReadLE(T* out) {
   std::string_view bytes;
   RETURN_IF_ERROR(ReadBytes(sizeof(T), &bytes));
   std::memcpy(out, bytes.data(), sizeof(T));  // x86-64 and aarch64 are little-endian
+  return Status::Ok();
+}
+
+template <typename Length>
+Status Unpickler::ReadSized(std::string_view* out) {
+  Length n = 0;
+  RETURN_IF_ERROR(ReadLE(&n));
+  if (static_cast<uint64_t>(n) > data_.size()) return Error("truncated: a length past the end of the data");
+  return ReadBytes(static_cast<size_t>(n), out);
+}
+
+Status Unpickler::ReadMemoIndex(uint8_t op, uint64_t* index) {
+  if (op == kBinPut || op == kBinGet) {
+    uint8_t i = 0;
+    RETURN_IF_ERROR(ReadLE(&i));
+    *index = i;
+  } else if (op == kLongBinPut || op == kLongBinGet) {
+    uint32_t i = 0;
+    RETURN_IF_ERROR(ReadLE(&i));
+    *index = i;
+  } else {  // PUT, GET: a decimal line
+    std::string_view line;
+    RETURN_IF_ERROR(ReadLine(&line));
+    *index = std::strtoull(std::string(line).c_str(), nullptr, 10);
+  }
   return Status::Ok();
 }
 
@@ -190,15 +264,17 @@ Status Unpickler::Reduce(const PickleValuePtr& callable, const PickleValuePtr& a
       }
       size.push_back(s.integer);
       stride.push_back(t.integer);
-      if (s.integer == 0) empty = true;
-      else last += (s.integer - 1) * t.integer;
+      if (s.integer == 0)
+        empty = true;
+      else
+        last += (s.integer - 1) * t.integer;
     }
     if (offset < 0 || (!empty && last >= storage.tensor.numel())) {
       return Error("tensor view reaches past its storage of " + std::to_string(storage.tensor.numel()) + " elements");
     }
     auto tensor = Make(Kind::kTensor);
-    tensor->tensor = empty ? torch::empty(size, storage.tensor.options())
-                           : storage.tensor.as_strided(size, stride, offset);
+    tensor->tensor =
+        empty ? torch::empty(size, storage.tensor.options()) : storage.tensor.as_strided(size, stride, offset);
     stack_.push_back(std::move(tensor));
     return Status::Ok();
   }
@@ -209,7 +285,7 @@ Status Unpickler::Reduce(const PickleValuePtr& callable, const PickleValuePtr& a
     return Status::Ok();
   }
   if (IsGlobal(*callable, "collections.OrderedDict")) {
-    auto dict = Make(Kind::kDict);
+    auto dict = Track(Make(Kind::kDict));
     if (!a.empty() && a[0]->kind == Kind::kList) {
       for (const auto& pair : a[0]->items) {
         if ((pair->kind != Kind::kTuple && pair->kind != Kind::kList) || pair->items.size() != 2) {
@@ -230,7 +306,69 @@ Status Unpickler::Reduce(const PickleValuePtr& callable, const PickleValuePtr& a
   return Status::Ok();
 }
 
+PickleValuePtr Unpickler::Track(PickleValuePtr container) {
+  created_.push_back(container);
+  return container;
+}
+
+namespace {
+
+// Pickles from torch.save never refer to themselves; a cycle could only leak.
+bool HasCycle(const PickleValuePtr& root) {
+  enum class Color { kOpen, kDone };
+  std::unordered_map<const PickleValue*, Color> seen;
+  std::vector<std::pair<const PickleValue*, size_t>> path = {{root.get(), 0}};  // node, next child
+  seen[root.get()] = Color::kOpen;
+  while (!path.empty()) {
+    auto& [node, next] = path.back();
+    const size_t children = node->items.size() + 2 * node->entries.size();
+    if (next == children) {
+      seen[node] = Color::kDone;
+      path.pop_back();
+      continue;
+    }
+    const size_t i = next++;
+    const PickleValue* child = i < node->items.size() ? node->items[i].get()
+                               : (i - node->items.size()) % 2 == 0
+                                   ? node->entries[(i - node->items.size()) / 2].first.get()
+                                   : node->entries[(i - node->items.size()) / 2].second.get();
+    if (child == nullptr) continue;
+    auto found = seen.find(child);
+    if (found != seen.end()) {
+      if (found->second == Color::kOpen) return true;
+      continue;
+    }
+    seen[child] = Color::kOpen;
+    path.emplace_back(child, 0);
+  }
+  return false;
+}
+
+}  // namespace
+
 StatusOr<PickleValuePtr> Unpickler::Load() {
+  created_.clear();
+  auto result = LoadObject();
+  Status status = result.status();
+  if (result.ok() && HasCycle(*result)) status = Error("the object refers to itself (a reference cycle)");
+  if (!status.ok()) {
+    // Break every cycle among what was built, so that all of it is freed.
+    stack_.clear();
+    memo_.clear();
+    for (const auto& weak : created_) {
+      if (PickleValuePtr v = weak.lock()) {
+        v->items.clear();
+        v->entries.clear();
+      }
+    }
+    created_.clear();
+    return status;
+  }
+  created_.clear();
+  return result;
+}
+
+StatusOr<PickleValuePtr> Unpickler::LoadObject() {
   stack_.clear();
   marks_.clear();
   memo_.clear();
@@ -257,24 +395,47 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         return result;
       }
       case kMark: marks_.push_back(stack_.size()); break;
-      case kPop: { ASSIGN_OR_RETURN(PickleValuePtr ignored, Pop()); break; }
-      case kPopMark: { ASSIGN_OR_RETURN(auto ignored, PopToMark()); break; }
+      case kPop: {
+        ASSIGN_OR_RETURN(PickleValuePtr ignored, Pop());
+        break;
+      }
+      case kPopMark: {
+        ASSIGN_OR_RETURN(auto ignored, PopToMark());
+        break;
+      }
       case kDup: {
         if (stack_.empty()) return Error("DUP on an empty stack");
         stack_.push_back(stack_.back());
         break;
       }
       case kNone: stack_.push_back(Make(Kind::kNone)); break;
-      case kNewTrue: case kNewFalse: {
+      case kNewTrue:
+      case kNewFalse: {
         auto v = Make(Kind::kBool);
         v->boolean = op == kNewTrue;
         stack_.push_back(std::move(v));
         break;
       }
-      case kBinInt: { int32_t v = 0; RETURN_IF_ERROR(ReadLE(&v)); stack_.push_back(MakeInt(v)); break; }
-      case kBinInt1: { uint8_t v = 0; RETURN_IF_ERROR(ReadLE(&v)); stack_.push_back(MakeInt(v)); break; }
-      case kBinInt2: { uint16_t v = 0; RETURN_IF_ERROR(ReadLE(&v)); stack_.push_back(MakeInt(v)); break; }
-      case kLong1: case kLong4: {
+      case kBinInt: {
+        int32_t v = 0;
+        RETURN_IF_ERROR(ReadLE(&v));
+        stack_.push_back(MakeInt(v));
+        break;
+      }
+      case kBinInt1: {
+        uint8_t v = 0;
+        RETURN_IF_ERROR(ReadLE(&v));
+        stack_.push_back(MakeInt(v));
+        break;
+      }
+      case kBinInt2: {
+        uint16_t v = 0;
+        RETURN_IF_ERROR(ReadLE(&v));
+        stack_.push_back(MakeInt(v));
+        break;
+      }
+      case kLong1:
+      case kLong4: {
         uint32_t n = 0;
         if (op == kLong1) {
           uint8_t n8 = 0;
@@ -294,7 +455,8 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         }
         break;
       }
-      case kInt: case kLong: {
+      case kInt:
+      case kLong: {
         std::string_view line;
         RETURN_IF_ERROR(ReadLine(&line));
         std::string digits(line);
@@ -333,31 +495,27 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         stack_.push_back(std::move(v));
         break;
       }
-      case kBinUnicode: case kBinString: case kBinBytes: {
-        uint32_t n = 0;
-        RETURN_IF_ERROR(ReadLE(&n));
+      case kBinUnicode:
+      case kBinString:
+      case kBinBytes:
+      case kShortBinUnicode:
+      case kShortBinString:
+      case kShortBinBytes:
+      case kBinUnicode8:
+      case kBinBytes8: {
         std::string_view bytes;
-        RETURN_IF_ERROR(ReadBytes(n, &bytes));
+        if (op == kShortBinUnicode || op == kShortBinString || op == kShortBinBytes) {
+          RETURN_IF_ERROR(ReadSized<uint8_t>(&bytes));
+        } else if (op == kBinUnicode8 || op == kBinBytes8) {
+          RETURN_IF_ERROR(ReadSized<uint64_t>(&bytes));
+        } else {
+          RETURN_IF_ERROR(ReadSized<uint32_t>(&bytes));
+        }
         stack_.push_back(MakeString(bytes));
         break;
       }
-      case kShortBinUnicode: case kShortBinString: case kShortBinBytes: {
-        uint8_t n = 0;
-        RETURN_IF_ERROR(ReadLE(&n));
-        std::string_view bytes;
-        RETURN_IF_ERROR(ReadBytes(n, &bytes));
-        stack_.push_back(MakeString(bytes));
-        break;
-      }
-      case kBinUnicode8: case kBinBytes8: {
-        uint64_t n = 0;
-        RETURN_IF_ERROR(ReadLE(&n));
-        std::string_view bytes;
-        RETURN_IF_ERROR(ReadBytes(n, &bytes));
-        stack_.push_back(MakeString(bytes));
-        break;
-      }
-      case kString: case kUnicode: {
+      case kString:
+      case kUnicode: {
         std::string_view line;
         RETURN_IF_ERROR(ReadLine(&line));
         if (op == kString && line.size() >= 2 && (line.front() == '\'' || line.front() == '"')) {
@@ -366,31 +524,36 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         stack_.push_back(MakeString(line));
         break;
       }
-      case kEmptyTuple: stack_.push_back(Make(Kind::kTuple)); break;
-      case kTuple1: case kTuple2: case kTuple3: {
+      case kEmptyTuple: stack_.push_back(Track(Make(Kind::kTuple))); break;
+      case kTuple1:
+      case kTuple2:
+      case kTuple3: {
         const size_t n = op - kTuple1 + 1;
         if (stack_.size() < n || (!marks_.empty() && stack_.size() - n < marks_.back())) {
           return Error("stack underflow");
         }
-        auto t = Make(Kind::kTuple);
+        auto t = Track(Make(Kind::kTuple));
         t->items.assign(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
         stack_.resize(stack_.size() - n);
         stack_.push_back(std::move(t));
         break;
       }
-      case kTuple: case kList: case kFrozenSet: {
+      case kTuple:
+      case kList:
+      case kFrozenSet: {
         ASSIGN_OR_RETURN(auto items, PopToMark());
-        auto t = Make(op == kTuple ? Kind::kTuple : Kind::kList);
+        auto t = Track(Make(op == kTuple ? Kind::kTuple : Kind::kList));
         t->items = std::move(items);
         stack_.push_back(std::move(t));
         break;
       }
-      case kEmptyList: case kEmptySet: stack_.push_back(Make(Kind::kList)); break;
-      case kEmptyDict: stack_.push_back(Make(Kind::kDict)); break;
+      case kEmptyList:
+      case kEmptySet: stack_.push_back(Track(Make(Kind::kList))); break;
+      case kEmptyDict: stack_.push_back(Track(Make(Kind::kDict))); break;
       case kDict: {
         ASSIGN_OR_RETURN(auto items, PopToMark());
         if (items.size() % 2 != 0) return Error("DICT with an odd number of items");
-        auto d = Make(Kind::kDict);
+        auto d = Track(Make(Kind::kDict));
         for (size_t i = 0; i < items.size(); i += 2) d->entries.emplace_back(items[i], items[i + 1]);
         stack_.push_back(std::move(d));
         break;
@@ -401,7 +564,8 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         stack_.back()->items.push_back(std::move(item));
         break;
       }
-      case kAppends: case kAddItems: {
+      case kAppends:
+      case kAddItems: {
         ASSIGN_OR_RETURN(auto items, PopToMark());
         if (stack_.empty() || stack_.back()->kind != Kind::kList) return Error("APPENDS to a non-list");
         auto& target = stack_.back()->items;
@@ -447,8 +611,11 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         RETURN_IF_ERROR(Reduce(callable, args));
         break;
       }
-      case kNewObj: case kNewObjEx: {
-        if (op == kNewObjEx) { ASSIGN_OR_RETURN(PickleValuePtr kwargs, Pop()); }
+      case kNewObj:
+      case kNewObjEx: {
+        if (op == kNewObjEx) {
+          ASSIGN_OR_RETURN(PickleValuePtr kwargs, Pop());
+        }
         ASSIGN_OR_RETURN(PickleValuePtr args, Pop());
         ASSIGN_OR_RETURN(PickleValuePtr cls, Pop());
         auto opaque = Make(Kind::kOpaque);
@@ -462,7 +629,8 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         if (stack_.empty()) return Error("BUILD on an empty stack");
         break;
       }
-      case kBinPersId: case kPersId: {
+      case kBinPersId:
+      case kPersId: {
         PickleValuePtr pid;
         if (op == kBinPersId) {
           ASSIGN_OR_RETURN(pid, Pop());
@@ -477,47 +645,27 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
         stack_.push_back(std::move(loaded).value());
         break;
       }
-      case kBinPut: case kLongBinPut: case kPut: case kMemoize: {
-        uint64_t index = memo_.size();
-        if (op == kBinPut) {
-          uint8_t i = 0;
-          RETURN_IF_ERROR(ReadLE(&i));
-          index = i;
-        } else if (op == kLongBinPut) {
-          uint32_t i = 0;
-          RETURN_IF_ERROR(ReadLE(&i));
-          index = i;
-        } else if (op == kPut) {
-          std::string_view line;
-          RETURN_IF_ERROR(ReadLine(&line));
-          index = std::strtoull(std::string(line).c_str(), nullptr, 10);
-        }
+      case kBinPut:
+      case kLongBinPut:
+      case kPut:
+      case kMemoize: {
+        uint64_t index = memo_.size();  // MEMOIZE: the next free index
+        if (op != kMemoize) RETURN_IF_ERROR(ReadMemoIndex(op, &index));
         if (stack_.empty()) return Error("memo store from an empty stack");
         memo_[index] = stack_.back();
         break;
       }
-      case kBinGet: case kLongBinGet: case kGet: {
+      case kBinGet:
+      case kLongBinGet:
+      case kGet: {
         uint64_t index = 0;
-        if (op == kBinGet) {
-          uint8_t i = 0;
-          RETURN_IF_ERROR(ReadLE(&i));
-          index = i;
-        } else if (op == kLongBinGet) {
-          uint32_t i = 0;
-          RETURN_IF_ERROR(ReadLE(&i));
-          index = i;
-        } else {
-          std::string_view line;
-          RETURN_IF_ERROR(ReadLine(&line));
-          index = std::strtoull(std::string(line).c_str(), nullptr, 10);
-        }
+        RETURN_IF_ERROR(ReadMemoIndex(op, &index));
         auto it = memo_.find(index);
         if (it == memo_.end()) return Error("memo entry " + std::to_string(index) + " was never stored");
         stack_.push_back(it->second);
         break;
       }
-      default:
-        return Error("unsupported opcode");
+      default: return Error("unsupported opcode");
     }
   }
 }

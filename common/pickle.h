@@ -31,9 +31,9 @@ struct PickleValue {
     kNone,
     kBool,
     kInt,
-    kBigInt,   // more than 64 bits: `text` holds the little-endian two's complement bytes
+    kBigInt,  // more than 64 bits: `text` holds the little-endian two's complement bytes
     kFloat,
-    kString,   // str and bytes alike, in `text`
+    kString,  // str and bytes alike, in `text`
     kTuple,
     kList,
     kDict,
@@ -47,7 +47,7 @@ struct PickleValue {
   int64_t integer = 0;
   double number = 0.0;
   std::string text;
-  std::vector<PickleValuePtr> items;                                // tuple, list
+  std::vector<PickleValuePtr> items;                               // tuple, list
   std::vector<std::pair<PickleValuePtr, PickleValuePtr>> entries;  // dict, in insertion order
   torch::Tensor tensor;                                            // storage, tensor
 
@@ -78,6 +78,8 @@ class Unpickler {
   size_t position() const { return pos_; }
 
  private:
+  StatusOr<PickleValuePtr> LoadObject();
+  PickleValuePtr Track(PickleValuePtr container);  // remembered, to break cycles on failure
   Status Error(const std::string& what) const;
   StatusOr<PickleValuePtr> Pop();
   StatusOr<std::vector<PickleValuePtr>> PopToMark();
@@ -86,6 +88,9 @@ class Unpickler {
   Status ReadLine(std::string_view* out);
   template <typename T>
   Status ReadLE(T* out);
+  template <typename Length>
+  Status ReadSized(std::string_view* out);  // a length, then that many bytes
+  Status ReadMemoIndex(uint8_t op, uint64_t* index);
 
   std::string_view data_;
   std::string source_;
@@ -95,6 +100,7 @@ class Unpickler {
   std::vector<PickleValuePtr> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PickleValuePtr> memo_;
+  std::vector<std::weak_ptr<PickleValue>> created_;
 };
 
 // Tensor dtype of a torch storage class name such as "FloatStorage".

@@ -10,9 +10,7 @@ namespace {
 
 constexpr const char* kTypeNames[] = {"ready", "heartbeat", "request", "reply", "disconnect"};
 
-json Header(MessageType type) {
-  return json{{"v", kProtocolVersion}, {"type", kTypeNames[static_cast<int>(type)]}};
-}
+json Header(MessageType type) { return json{{"v", kProtocolVersion}, {"type", kTypeNames[static_cast<int>(type)]}}; }
 
 // Reads header[key] as T, or explains what is wrong.
 template <typename T>
@@ -37,8 +35,8 @@ Status Field(const json& header, const char* key, T* out) {
 
 Status ExpectFrames(const Frames& frames, size_t count, const char* type) {
   if (frames.size() != count) {
-    return InvalidError(std::string("protocol: a ") + type + " message has " + std::to_string(count) +
-                        " frames, got " + std::to_string(frames.size()));
+    return InvalidError(std::string("protocol: a ") + type + " message has " + std::to_string(count) + " frames, got " +
+                        std::to_string(frames.size()));
   }
   return Status::Ok();
 }

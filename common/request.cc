@@ -14,8 +14,8 @@ const std::vector<std::string>& Cifar10Classes() {
 }
 
 const std::vector<std::string>& AttributionMethods() {
-  static const std::vector<std::string> kMethods = {"gausslegendre", "riemann_left", "riemann_right",
-                                                    "riemann_middle", "riemann_trapezoid"};
+  static const std::vector<std::string> kMethods = {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                                                    "riemann_trapezoid"};
   return kMethods;
 }
 

@@ -13,13 +13,13 @@ namespace intgrads {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalid,          // the caller's input is wrong (HTTP 400/422)
-  kNotFound,         // an unknown route, model or class (HTTP 404/422)
-  kTooLarge,         // over a configured limit (HTTP 413)
-  kUnavailable,      // no worker could take it in time (HTTP 503)
-  kDataLoss,         // a corrupt or truncated file
-  kUnimplemented,    // a format feature we refuse to read
-  kInternal,         // our bug (HTTP 500)
+  kInvalid,        // the caller's input is wrong (HTTP 400/422)
+  kNotFound,       // an unknown route, model or class (HTTP 404/422)
+  kTooLarge,       // over a configured limit (HTTP 413)
+  kUnavailable,    // no worker could take it in time (HTTP 503)
+  kDataLoss,       // a corrupt or truncated file
+  kUnimplemented,  // a format feature we refuse to read
+  kInternal,       // our bug (HTTP 500)
 };
 
 class Status {
@@ -49,7 +49,7 @@ inline Status InternalError(std::string m) { return {StatusCode::kInternal, std:
 template <typename T>
 class StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  StatusOr(T value) : value_(std::move(value)) {}          // NOLINT(google-explicit-constructor)
   StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return status_.ok(); }
@@ -71,10 +71,10 @@ class StatusOr {
 #define INTGRADS_CONCAT_INNER(a, b) a##b
 #define INTGRADS_CONCAT(a, b) INTGRADS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                 \
-  do {                                        \
-    ::intgrads::Status status_ = (expr);      \
-    if (!status_.ok()) return status_;        \
+#define RETURN_IF_ERROR(expr)            \
+  do {                                   \
+    ::intgrads::Status status_ = (expr); \
+    if (!status_.ok()) return status_;   \
   } while (0)
 
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
@@ -82,5 +82,4 @@ class StatusOr {
   if (!tmp.ok()) return tmp.status();         \
   lhs = std::move(tmp).value()
 
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  ASSIGN_OR_RETURN_IMPL(INTGRADS_CONCAT(status_or_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL(INTGRADS_CONCAT(status_or_, __LINE__), lhs, expr)

@@ -1,10 +1,9 @@
 #include "common/torch_file.h"
 
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 
+#include "common/file.h"
 #include "common/zip.h"
 
 namespace intgrads {
@@ -34,9 +33,12 @@ StatusOr<StorageId> ParseStorageId(const PickleValue& pid) {
   StorageId id;
   ASSIGN_OR_RETURN(id.dtype, StorageDtype(type.text));
   const PickleValue& key = *pid.items[2];
-  if (key.IsString()) id.key = key.text;
-  else if (key.kind == Kind::kInt) id.key = std::to_string(key.integer);
-  else return DataLossError("storage key is a " + DescribeValue(key));
+  if (key.IsString())
+    id.key = key.text;
+  else if (key.kind == Kind::kInt)
+    id.key = std::to_string(key.integer);
+  else
+    return DataLossError("storage key is a " + DescribeValue(key));
   if (pid.items[4]->kind != Kind::kInt || pid.items[4]->integer < 0) return DataLossError("bad storage size");
   id.numel = pid.items[4]->integer;
   if (pid.items.size() > 5 && pid.items[5]->kind != Kind::kNone) id.view = pid.items[5].get();
@@ -54,8 +56,7 @@ PickleValuePtr StorageValue(torch::Tensor flat) {
 StatusOr<torch::Tensor> TensorFromBytes(std::string_view bytes, torch::ScalarType dtype, int64_t numel,
                                         const std::string& what) {
   const auto element = static_cast<int64_t>(c10::elementSize(dtype));
-  if (numel < 0 || numel > (int64_t{1} << 40) / element ||
-      static_cast<int64_t>(bytes.size()) < numel * element) {
+  if (numel < 0 || numel > (int64_t{1} << 40) / element || static_cast<int64_t>(bytes.size()) < numel * element) {
     return DataLossError(what + ": holds " + std::to_string(bytes.size()) + " bytes, needs " +
                          std::to_string(numel * element) + " (truncated?)");
   }
@@ -131,8 +132,8 @@ StatusOr<PickleValuePtr> ParseLegacyFile(std::string_view bytes, const std::stri
   }
   Unpickler header(bytes, source, nullptr);
   ASSIGN_OR_RETURN(PickleValuePtr magic, header.Load());
-  if (magic->kind != Kind::kBigInt || magic->text != std::string(reinterpret_cast<const char*>(kLegacyMagic),
-                                                                 sizeof(kLegacyMagic))) {
+  if (magic->kind != Kind::kBigInt ||
+      magic->text != std::string(reinterpret_cast<const char*>(kLegacyMagic), sizeof(kLegacyMagic))) {
     return DataLossError(source + ": not a torch.save file (neither a zip archive nor the legacy magic number)");
   }
   size_t at = header.position();
@@ -194,12 +195,9 @@ StatusOr<PickleValuePtr> ParseTorchFile(std::string_view bytes, const std::strin
 }
 
 StatusOr<PickleValuePtr> LoadTorchFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError("cannot open checkpoint '" + path + "'");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  const std::string bytes = buffer.str();
-  return ParseTorchFile(bytes, path);
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return Status(bytes.status().code(), "checkpoint: " + bytes.status().message());
+  return ParseTorchFile(*bytes, path);
 }
 
 StatusOr<StateDict> ExtractStateDict(const PickleValue& root, const std::string& source) {
@@ -223,9 +221,10 @@ StatusOr<StateDict> ExtractStateDict(const PickleValue& root, const std::string&
         if (key->IsString()) keys += (keys.empty() ? "" : ", ") + key->text;
       }
     }
-    return InvalidError(source + ": no state dict found (expected a dict of tensors or one under "
-                        "'model_state_dict', 'state_dict' or 'model'; found a " + DescribeValue(root) +
-                        (keys.empty() ? "" : " with keys " + keys) + ")");
+    return InvalidError(source +
+                        ": no state dict found (expected a dict of tensors or one under "
+                        "'model_state_dict', 'state_dict' or 'model'; found a " +
+                        DescribeValue(root) + (keys.empty() ? "" : " with keys " + keys) + ")");
   }
   StateDict weights;
   weights.reserve(dict->entries.size());

@@ -33,17 +33,13 @@ void Put32(std::string& out, uint32_t v) {
 
 }  // namespace
 
-bool LooksLikeZip(std::string_view bytes) {
-  return bytes.size() >= 4 && Read32(bytes, 0) == kLocalHeaderSig;
-}
+bool LooksLikeZip(std::string_view bytes) { return bytes.size() >= 4 && Read32(bytes, 0) == kLocalHeaderSig; }
 
 StatusOr<std::vector<ZipEntry>> ReadZip(std::string_view archive) {
   if (archive.size() < kEndOfCentralSize) return DataLossError("zip: file too short (truncated?)");
   // The end-of-central-directory record sits in the last 22 + 65535 bytes.
   size_t eocd = std::string_view::npos;
-  const size_t lowest = archive.size() > kEndOfCentralSize + 0xffff
-                            ? archive.size() - kEndOfCentralSize - 0xffff
-                            : 0;
+  const size_t lowest = archive.size() > kEndOfCentralSize + 0xffff ? archive.size() - kEndOfCentralSize - 0xffff : 0;
   for (size_t at = archive.size() - kEndOfCentralSize + 1; at-- > lowest;) {
     if (Read32(archive, at) == kEndOfCentralSig) {
       eocd = at;
@@ -102,8 +98,8 @@ StatusOr<std::vector<ZipEntry>> ReadZip(std::string_view archive) {
 void ZipWriter::Add(const std::string& name, std::string_view data) {
   CentralRecord record;
   record.name = name;
-  record.crc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data.data()),
-                                           static_cast<uInt>(data.size())));
+  record.crc =
+      static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
   record.size = static_cast<uint32_t>(data.size());
   record.offset = static_cast<uint32_t>(out_.size());
   // Pad through the extra field so that the data starts on a 64-byte boundary.
@@ -111,10 +107,10 @@ void ZipWriter::Add(const std::string& name, std::string_view data) {
   size_t padding = (kDataAlignment - (header_end + 4) % kDataAlignment) % kDataAlignment;
   const size_t extra_len = padding + 4;
   Put32(out_, kLocalHeaderSig);
-  Put16(out_, 20);  // version needed
-  Put16(out_, 0);   // flags
-  Put16(out_, 0);   // stored
-  Put16(out_, 0);   // time
+  Put16(out_, 20);    // version needed
+  Put16(out_, 0);     // flags
+  Put16(out_, 0);     // stored
+  Put16(out_, 0);     // time
   Put16(out_, 0x21);  // date: 1980-01-01
   Put32(out_, record.crc);
   Put32(out_, record.size);

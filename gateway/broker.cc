@@ -110,9 +110,9 @@ void Broker::SendTo(const std::string& identity, const Frames& frames) {
 void Broker::Requeue(InFlight in_flight, const std::string& why) {
   const int attempts = in_flight.attempts;
   if (attempts >= options_.max_attempts || Clock::now() >= in_flight.job.deadline) {
-    in_flight.job.done(ErrorReply(in_flight.job.request.id, 503,
-                                  "the request failed on " + std::to_string(attempts) + " worker(s) (" + why +
-                                      "); retry later"));
+    in_flight.job.done(
+        ErrorReply(in_flight.job.request.id, 503,
+                   "the request failed on " + std::to_string(attempts) + " worker(s) (" + why + "); retry later"));
     return;
   }
   std::fprintf(stderr, "intgrads-gateway: retrying request %llu on another worker (%s)\n",
@@ -156,14 +156,10 @@ void Broker::HandleWorkerMessage(const std::string& identity, const Frames& fram
                    message->ready.family.c_str(), message->ready.variant.c_str(), message->ready.device.c_str());
       return;
     }
-    case MessageType::kDisconnect:
-      DropWorker(identity, "it is shutting down");
-      return;
-    case MessageType::kRequest:
-      return;  // workers do not send requests
+    case MessageType::kDisconnect: DropWorker(identity, "it is shutting down"); return;
+    case MessageType::kRequest: return;  // workers do not send requests
     case MessageType::kHeartbeat:
-    case MessageType::kReply:
-      break;
+    case MessageType::kReply: break;
   }
   if (it == workers_.end()) {
     // A worker we do not know (the gateway restarted): ask it to announce itself again.

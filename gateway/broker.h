@@ -34,8 +34,8 @@ struct BrokerOptions {
   std::string bind = "tcp://127.0.0.1:5555";
   int heartbeat_ms = 1000;
   int liveness = 3;
-  int max_attempts = 3;         // workers a request may be tried on
-  size_t max_queued = 1024;     // jobs waiting for a worker; more get 503
+  int max_attempts = 3;      // workers a request may be tried on
+  size_t max_queued = 1024;  // jobs waiting for a worker; more get 503
 };
 
 using Clock = std::chrono::steady_clock;

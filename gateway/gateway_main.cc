@@ -52,17 +52,28 @@ int main(int argc, char** argv) {
     }
     const std::string& v = args[++i];
     try {
-      if (a == "-h" || a == "--host") http_options.host = v;
-      else if (a == "-p" || a == "--port") http_options.port = static_cast<uint16_t>(std::stoi(v));
-      else if (a == "--bind-workers") broker_options.bind = v;
-      else if (a == "--threads") http_options.threads = std::max(1, std::stoi(v));
-      else if (a == "--max-body-bytes") http_options.max_body_bytes = std::stoull(v);
-      else if (a == "--max-image-side") http_options.limits.max_side = std::stoi(v);
-      else if (a == "--max-pixels") http_options.limits.max_pixels = std::stoll(v);
-      else if (a == "--max-n-steps") http_options.limits.max_n_steps = std::stoi(v);
-      else if (a == "--request-timeout-ms") http_options.request_timeout_ms = std::stoi(v);
-      else if (a == "--heartbeat-ms") broker_options.heartbeat_ms = std::max(10, std::stoi(v));
-      else if (a == "--port-file") port_file = v;
+      if (a == "-h" || a == "--host")
+        http_options.host = v;
+      else if (a == "-p" || a == "--port")
+        http_options.port = static_cast<uint16_t>(std::stoi(v));
+      else if (a == "--bind-workers")
+        broker_options.bind = v;
+      else if (a == "--threads")
+        http_options.threads = std::max(1, std::stoi(v));
+      else if (a == "--max-body-bytes")
+        http_options.max_body_bytes = std::stoull(v);
+      else if (a == "--max-image-side")
+        http_options.limits.max_side = std::stoi(v);
+      else if (a == "--max-pixels")
+        http_options.limits.max_pixels = std::stoll(v);
+      else if (a == "--max-n-steps")
+        http_options.limits.max_n_steps = std::stoi(v);
+      else if (a == "--request-timeout-ms")
+        http_options.request_timeout_ms = std::stoi(v);
+      else if (a == "--heartbeat-ms")
+        broker_options.heartbeat_ms = std::max(10, std::stoi(v));
+      else if (a == "--port-file")
+        port_file = v;
       else {
         std::fprintf(stderr, "intgrads-gateway: unknown flag %s (see --help)\n", a.c_str());
         return 2;

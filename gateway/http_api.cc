@@ -155,8 +155,10 @@ void HttpApi::GetWorkers(const Pistache::Rest::Request&, ResponseWriter response
 }
 
 void HttpApi::NotFound(const Pistache::Rest::Request& request, ResponseWriter response) {
-  SendError(response, 404, "no route " + request.resource() + "; see README (POST /model/, GET /healthz, /readyz, "
-                                                              "/v1/workers)");
+  SendError(response, 404,
+            "no route " + request.resource() +
+                "; see README (POST /model/, GET /healthz, /readyz, "
+                "/v1/workers)");
 }
 
 }  // namespace intgrads

@@ -52,14 +52,22 @@ int RunAttribute(const std::vector<std::string>& args) {
     if (i + 1 >= args.size()) return Fail("attribute: unknown flag or missing value: " + a);
     const std::string& v = args[++i];
     try {
-      if (a == "--input") input_path = v;
-      else if (a == "--output") output_path = v;
-      else if (a == "--n-steps") n_steps = std::stoi(v);
-      else if (a == "--method") method = v;
-      else if (a == "--chunk-size") options.engine.chunk_size = std::stoi(v);
-      else if (a == "--threads") torch::set_num_threads(std::stoi(v));
-      else if (a == "--gzip-level") options.gzip_level = std::stoi(v);
-      else return Fail("attribute: unknown flag " + a);
+      if (a == "--input")
+        input_path = v;
+      else if (a == "--output")
+        output_path = v;
+      else if (a == "--n-steps")
+        n_steps = std::stoi(v);
+      else if (a == "--method")
+        method = v;
+      else if (a == "--chunk-size")
+        options.engine.chunk_size = std::stoi(v);
+      else if (a == "--threads")
+        torch::set_num_threads(std::stoi(v));
+      else if (a == "--gzip-level")
+        options.gzip_level = std::stoi(v);
+      else
+        return Fail("attribute: unknown flag " + a);
     } catch (const std::exception&) {
       return Fail("attribute: " + a + " needs a number, got '" + v + "'");
     }
@@ -97,9 +105,10 @@ int RunAttribute(const std::vector<std::string>& args) {
 
 int RunPrepare(const std::vector<std::string>& args) {
   if (args.size() == 1 && args[0] == "--help") {
-    std::printf("usage: intgrads-images prepare IMAGE CLASS OUT.json\n\n"
-                "Writes the request body of POST /model/ for a PNG or JPEG image (converted to RGB),\n"
-                "as prepare_input.py does.\n");
+    std::printf(
+        "usage: intgrads-images prepare IMAGE CLASS OUT.json\n\n"
+        "Writes the request body of POST /model/ for a PNG or JPEG image (converted to RGB),\n"
+        "as prepare_input.py does.\n");
     return 0;
   }
   if (args.size() != 3) return Fail("prepare: usage: intgrads-images prepare IMAGE CLASS OUT.json");

@@ -84,8 +84,10 @@ int RunLauncher(const std::vector<std::string>& args) {
       return 2;
     }
     const std::string& v = args[++i];
-    if (a == "-h" || a == "--host") host = v;
-    else if (a == "-p" || a == "--port") port = v;
+    if (a == "-h" || a == "--host")
+      host = v;
+    else if (a == "-p" || a == "--port")
+      port = v;
     else if (a == "--workers" || a == "--threads") {
       try {
         (a == "--workers" ? workers : threads) = std::stoi(v);
@@ -104,8 +106,9 @@ int RunLauncher(const std::vector<std::string>& args) {
     return 2;
   }
   if (!model_flags.family) {
-    std::fprintf(stderr, "intgrads-images: no model given: pass -bp /path/to/bit_model.pth or -lb "
-                         "/path/to/lanet_model.pth (an embedded default model is not part of this build yet)\n");
+    std::fprintf(stderr,
+                 "intgrads-images: no model given: pass -bp /path/to/bit_model.pth or -lb "
+                 "/path/to/lanet_model.pth (an embedded default model is not part of this build yet)\n");
     return 2;
   }
   if (access(model_flags.path.c_str(), R_OK) != 0) {
@@ -132,13 +135,17 @@ int RunLauncher(const std::vector<std::string>& args) {
   sigaction(SIGTERM, &action, nullptr);
 
   std::vector<std::string> gateway_argv = {bin + "/intgrads-gateway", "--host", host, "--port", port,
-                                           "--bind-workers", endpoint};
+                                           "--bind-workers",          endpoint};
   gateway_argv.insert(gateway_argv.end(), gateway_extra.begin(), gateway_extra.end());
   const pid_t gateway = Spawn(gateway_argv);
   auto worker_argv = [&](int index) {
-    std::vector<std::string> argv = {bin + "/intgrads-worker", "--connect", endpoint,
+    std::vector<std::string> argv = {bin + "/intgrads-worker",
+                                     "--connect",
+                                     endpoint,
                                      model_flags.family == ModelFamily::kBit ? "--bit-path" : "--lanet-path",
-                                     model_flags.path, "--threads", std::to_string(threads)};
+                                     model_flags.path,
+                                     "--threads",
+                                     std::to_string(threads)};
     if (model_flags.cuda) {
       argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});
     } else {

@@ -89,8 +89,8 @@ class Bit final : public Classifier {
     };
     move(root_);
     for (Unit& u : units_) {
-      for (torch::Tensor* t : {&u.gn1_w, &u.gn1_b, &u.conv1, &u.gn2_w, &u.gn2_b, &u.conv2, &u.gn3_w, &u.gn3_b,
-                               &u.conv3, &u.downsample}) {
+      for (torch::Tensor* t :
+           {&u.gn1_w, &u.gn1_b, &u.conv1, &u.gn2_w, &u.gn2_b, &u.conv2, &u.gn3_w, &u.gn3_b, &u.conv3, &u.downsample}) {
         move(*t);
       }
     }
@@ -142,9 +142,11 @@ StatusOr<std::unique_ptr<Classifier>> LoadBit(const StateDict& weights) {
   auto root = w.find("root.conv.weight");
   auto head = w.find("head.conv.weight");
   if (root == w.end() || head == w.end() || root->second.dim() != 4 || head->second.dim() != 4) {
-    return InvalidError("not a BiT checkpoint: expected keys root.conv.weight and head.conv.weight "
-                        "(with or without 'module.'), found " + std::to_string(weights.size()) + " keys starting with '" +
-                        (weights.empty() ? std::string() : weights.front().first) + "'");
+    return InvalidError(
+        "not a BiT checkpoint: expected keys root.conv.weight and head.conv.weight "
+        "(with or without 'module.'), found " +
+        std::to_string(weights.size()) + " keys starting with '" +
+        (weights.empty() ? std::string() : weights.front().first) + "'");
   }
   BitConfig config;
   config.width = static_cast<int>(root->second.size(0) / 64);

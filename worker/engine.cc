@@ -66,10 +66,14 @@ StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps) {
   if (!IsAttributionMethod(method)) return InvalidError("unknown method '" + method + "'");
   if (n_steps < 2) return InvalidError("Riemann methods need n_steps >= 2");
   const double n = n_steps;
-  if (method == "riemann_trapezoid") s.alphas = Linspace32(0.0, 1.0, n_steps);
-  else if (method == "riemann_left") s.alphas = Linspace32(0.0, 1.0 - 1.0 / n, n_steps);
-  else if (method == "riemann_middle") s.alphas = Linspace32(1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n), n_steps);
-  else s.alphas = Linspace32(1.0 / n, 1.0, n_steps);
+  if (method == "riemann_trapezoid")
+    s.alphas = Linspace32(0.0, 1.0, n_steps);
+  else if (method == "riemann_left")
+    s.alphas = Linspace32(0.0, 1.0 - 1.0 / n, n_steps);
+  else if (method == "riemann_middle")
+    s.alphas = Linspace32(1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n), n_steps);
+  else
+    s.alphas = Linspace32(1.0 / n, 1.0, n_steps);
   s.step_sizes.assign(static_cast<size_t>(n_steps), 1.0 / n);
   if (method == "riemann_trapezoid") {
     s.step_sizes.front() /= 2.0;
@@ -94,7 +98,8 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
   }
   // Path points in float32 as Captum forms them: baseline + float(alpha) * (x - baseline).
   torch::Tensor alphas = torch::tensor(schedule.alphas, torch::TensorOptions().dtype(torch::kFloat64))
-                             .to(float_options).view({n, 1, 1, 1});
+                             .to(float_options)
+                             .view({n, 1, 1, 1});
   torch::Tensor path_points = baseline + alphas * (input - baseline);
   torch::Tensor gradients = torch::empty_like(path_points);
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
@@ -107,7 +112,8 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
     gradients.slice(0, first, first + count).copy_(torch::autograd::grad({objective}, {points})[0]);
   }
   result.step_sizes = torch::tensor(schedule.step_sizes, torch::TensorOptions().dtype(torch::kFloat64))
-                          .to(torch::kFloat32).view({n, 1});
+                          .to(torch::kFloat32)
+                          .view({n, 1});
   torch::Tensor steps = result.step_sizes.to(input.device());
   torch::Tensor total = (gradients.reshape({n, -1}) * steps).reshape(gradients.sizes()).sum(0, true);
   result.integrated_grads = (total * (input - baseline)).to(torch::kCPU);

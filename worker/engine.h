@@ -33,9 +33,9 @@ struct Attribution {
   torch::Tensor path_points;       // n x 3 x S x S: baseline + alpha_k (x - baseline) ("intermediates")
   torch::Tensor logits;            // 1 x classes, f(x)
   int target = 0;
-  double target_logit = 0.0;           // f(x)[target]
-  double baseline_logit = 0.0;         // f(baseline)[target]
-  double convergence_delta = 0.0;      // sum(IG) - (f(x) - f(baseline)), Captum's sign
+  double target_logit = 0.0;       // f(x)[target]
+  double baseline_logit = 0.0;     // f(baseline)[target]
+  double convergence_delta = 0.0;  // sum(IG) - (f(x) - f(baseline)), Captum's sign
 };
 
 struct EngineOptions {

@@ -19,8 +19,7 @@ enum class OpType { kSepConv3, kMaxPool3, kSkip, kSepConv5 };
 // indexed in sep_conv_3x3, max_pool_3x3, skip_connect, sep_conv_5x5. The
 // same cell serves as normal and reduction cell.
 constexpr int kNodes = 7;
-constexpr int kArch[4 * kNodes] = {2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0,
-                                   0, 1, 1, 1, 2, 1, 1, 0, 3, 4, 3, 0, 3, 1};
+constexpr int kArch[4 * kNodes] = {2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0, 0, 1, 1, 1, 2, 1, 1, 0, 3, 4, 3, 0, 3, 1};
 constexpr double kBatchNormEps = 1e-5;
 
 OpType OpAt(int i) { return static_cast<OpType>(kArch[i]); }
@@ -76,8 +75,8 @@ struct Op {
   }
 
   std::vector<torch::Tensor*> Tensors() {
-    return {&dw1, &pw1, &dw2, &pw2, &bn1.weight, &bn1.bias, &bn1.mean, &bn1.var,
-            &bn2.weight, &bn2.bias, &bn2.mean, &bn2.var};
+    return {&dw1,      &pw1,     &dw2,        &pw2,      &bn1.weight, &bn1.bias,
+            &bn1.mean, &bn1.var, &bn2.weight, &bn2.bias, &bn2.mean,   &bn2.var};
   }
 };
 
@@ -180,7 +179,8 @@ class Lanet final : public Classifier {
                 if (stride == 2) op = factorized_reduce(q);
                 break;
               case OpType::kMaxPool3: op.kind = Op::Kind::kMaxPool; break;
-              case OpType::kSepConv3: case OpType::kSepConv5:
+              case OpType::kSepConv3:
+              case OpType::kSepConv5:
                 op.kind = Op::Kind::kSepConv;
                 op.padding = OpAt(k) == OpType::kSepConv3 ? 1 : 2;
                 op.dw1 = w.at(q + "op.1.weight");
@@ -200,8 +200,8 @@ class Lanet final : public Classifier {
     classifier_b_ = w.at("classifier.bias");
     concat_ = ConcatStates();
     info_.family = ModelFamily::kLanet;
-    info_.variant = "C" + std::to_string(config.channels) + "-L" + std::to_string(config.layers) +
-                    (config.auxiliary ? "-aux" : "");
+    info_.variant =
+        "C" + std::to_string(config.channels) + "-L" + std::to_string(config.layers) + (config.auxiliary ? "-aux" : "");
     info_.normalization = FamilyNormalization(ModelFamily::kLanet);
     info_.classes = DefaultClassNames(config.num_classes);
     for (const auto& [key, t] : w) info_.num_parameters += t.numel();
@@ -299,9 +299,11 @@ StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights) {
   auto classifier = w.find("classifier.weight");
   if (stem == w.end() || pre == w.end() || classifier == w.end() || pre->second.dim() != 4 ||
       classifier->second.dim() != 2) {
-    return InvalidError("not a LaNet checkpoint: expected keys stem.0.weight, cells.0.preprocess1.op.1.weight and "
-                        "classifier.weight, found " + std::to_string(weights.size()) + " keys starting with '" +
-                        (weights.empty() ? std::string() : weights.front().first) + "'");
+    return InvalidError(
+        "not a LaNet checkpoint: expected keys stem.0.weight, cells.0.preprocess1.op.1.weight and "
+        "classifier.weight, found " +
+        std::to_string(weights.size()) + " keys starting with '" +
+        (weights.empty() ? std::string() : weights.front().first) + "'");
   }
   LanetConfig config;
   config.channels = static_cast<int>(pre->second.size(0));

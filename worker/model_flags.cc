@@ -59,8 +59,9 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
     *device = torch::Device(torch::kCPU);
   }
   if (!flags.family) {
-    return InvalidError("no model given: pass -bp /path/to/bit_model.pth or -lb /path/to/lanet_model.pth "
-                        "(an embedded default model is not part of this build yet)");
+    return InvalidError(
+        "no model given: pass -bp /path/to/bit_model.pth or -lb /path/to/lanet_model.pth "
+        "(an embedded default model is not part of this build yet)");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Classifier> model, LoadModelFile(*flags.family, flags.path));
   model->To(*device);

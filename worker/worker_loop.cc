@@ -84,8 +84,8 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     reply.error = "the worker ran out of memory for this request; retry later or with fewer n_steps";
   } catch (const std::exception& e) {
     const std::string what = e.what();
-    const bool out_of_memory = what.find("out of memory") != std::string::npos ||
-                               what.find("DefaultCPUAllocator") != std::string::npos;
+    const bool out_of_memory =
+        what.find("out of memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos;
     std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(request.id),
                  what.substr(0, 500).c_str());
     reply.status = out_of_memory ? 503 : 500;

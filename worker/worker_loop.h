@@ -19,9 +19,9 @@ struct WorkerOptions {
   std::string connect = "tcp://127.0.0.1:5555";
   std::string model_name = "default";
   int heartbeat_ms = 1000;
-  int liveness = 3;       // heartbeats missed before the gateway counts as gone
+  int liveness = 3;  // heartbeats missed before the gateway counts as gone
   int gzip_level = 1;
-  int grace_ms = 30000;   // how long shutdown waits for the request in flight
+  int grace_ms = 30000;  // how long shutdown waits for the request in flight
   EngineOptions engine;
   RequestLimits limits;
 };

@@ -59,13 +59,20 @@ int main(int argc, char** argv) {
     }
     const std::string& v = args[++i];
     try {
-      if (a == "--connect") options.connect = v;
-      else if (a == "--name") options.model_name = v;
-      else if (a == "--threads") torch::set_num_threads(std::stoi(v));
-      else if (a == "--chunk-size") options.engine.chunk_size = std::stoi(v);
-      else if (a == "--gzip-level") options.gzip_level = std::stoi(v);
-      else if (a == "--max-n-steps") options.limits.max_n_steps = std::stoi(v);
-      else if (a == "--heartbeat-ms") options.heartbeat_ms = std::max(10, std::stoi(v));
+      if (a == "--connect")
+        options.connect = v;
+      else if (a == "--name")
+        options.model_name = v;
+      else if (a == "--threads")
+        torch::set_num_threads(std::stoi(v));
+      else if (a == "--chunk-size")
+        options.engine.chunk_size = std::stoi(v);
+      else if (a == "--gzip-level")
+        options.gzip_level = std::stoi(v);
+      else if (a == "--max-n-steps")
+        options.limits.max_n_steps = std::stoi(v);
+      else if (a == "--heartbeat-ms")
+        options.heartbeat_ms = std::max(10, std::stoi(v));
       else {
         std::fprintf(stderr, "intgrads-worker: unknown flag %s (see --help)\n", a.c_str());
         return 2;

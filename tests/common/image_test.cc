@@ -5,19 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include "common/file.h"
+
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 namespace intgrads {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadFile(const std::string& path) { return ReadWholeFile(path).ok() ? *ReadWholeFile(path) : ""; }
 
 struct ResizeCase {
   std::string name;

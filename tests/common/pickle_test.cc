@@ -49,12 +49,12 @@ TEST(Pickle, RefusesWithOffsetAndOpcode) {
   ASSERT_FALSE(v.ok());
   EXPECT_NE(v.status().message().find("test.pkl: pickle offset 4 (opcode 0xfe)"), std::string::npos)
       << v.status().message();
-  EXPECT_FALSE(Load("\x80\x02").ok());                  // no STOP
+  EXPECT_FALSE(Load("\x80\x02").ok());                                           // no STOP
   EXPECT_FALSE(Load(std::string("\x80\x02X\xff\xff\x00\x00", 7) + "ab.").ok());  // string past the end
-  EXPECT_FALSE(Load("\x80\x02h\x05.").ok());            // memo never stored
-  EXPECT_FALSE(Load("\x80\x02s.").ok());                // SETITEM on nothing
-  EXPECT_FALSE(Load("\x80\x02Q.").ok());                // persistent id without a loader
-  EXPECT_FALSE(Load("\x80\x02K\x01K\x02.").ok());       // values left at STOP
+  EXPECT_FALSE(Load("\x80\x02h\x05.").ok());                                     // memo never stored
+  EXPECT_FALSE(Load("\x80\x02s.").ok());                                         // SETITEM on nothing
+  EXPECT_FALSE(Load("\x80\x02Q.").ok());                                         // persistent id without a loader
+  EXPECT_FALSE(Load("\x80\x02K\x01K\x02.").ok());                                // values left at STOP
 }
 
 TEST(Pickle, DeepNestingDoesNotOverflowTheStack) {
@@ -68,6 +68,17 @@ TEST(Pickle, DeepNestingDoesNotOverflowTheStack) {
   auto v = Load(bytes);
   ASSERT_TRUE(v.ok()) << v.status().message();
   EXPECT_EQ((*v)->kind, PickleValue::Kind::kList);
+}
+
+TEST(Pickle, RefusesReferenceCycles) {
+  // l = []; l.append(l): EMPTY_LIST, BINPUT 0, BINGET 0, APPEND, STOP.
+  auto v = Load(std::string("\x80\x02]q\x00h\x00" "a.", 9));
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("cycle"), std::string::npos) << v.status().message();
+  // A shared (acyclic) child is fine: [x, x].
+  auto shared = Load(std::string("\x80\x02](]q\x00h\x00" "e.", 11));
+  ASSERT_TRUE(shared.ok()) << shared.status().message();
+  EXPECT_EQ((*shared)->items.size(), 2U);
 }
 
 TEST(Pickle, StorageTypes) {

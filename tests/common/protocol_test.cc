@@ -72,9 +72,12 @@ TEST(Protocol, RefusesMalformedMessages) {
   frames.pop_back();
   EXPECT_FALSE(DecodeMessage(frames).ok());
   EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "reply", "id": "x", "status": 200, "error": "",
-                                   "convergence_delta": 0})", ""}).ok());
+                                   "convergence_delta": 0})",
+                              ""})
+                   .ok());
   EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
-                                   "device": "cpu", "classes": [], "input_size": 32})"}).ok());
+                                   "device": "cpu", "classes": [], "input_size": 32})"})
+                   .ok());
 }
 
 TEST(Gzip, RoundTripAndBombGuard) {

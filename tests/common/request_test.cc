@@ -66,8 +66,7 @@ TEST(Request, RefusesBadBodies) {
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": 99999999999})", "n_steps");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": "50"})", "n_steps");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "method": "simpson"})", "unknown method");
-  ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "method": "riemann_left", "n_steps": 1})",
-              "n_steps");
+  ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "method": "riemann_left", "n_steps": 1})", "n_steps");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": NaN})", "not valid JSON");
 }
 

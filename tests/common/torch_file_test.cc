@@ -5,19 +5,14 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
+#include "common/file.h"
+
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 namespace intgrads {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadFile(const std::string& path) { return ReadWholeFile(path).ok() ? *ReadWholeFile(path) : ""; }
 
 std::string FixturePath(const std::string& name) { return std::string(INTGRADS_FIXTURE_DIR) + "/" + name; }
 
@@ -44,14 +39,16 @@ TEST_P(RealTorchSave, ReadsEveryTensorExactly) {
     EXPECT_EQ(name, key);  // in file order, without 'module.'
     std::vector<int64_t> shape = want["shape"].get<std::vector<int64_t>>();
     EXPECT_EQ(tensor.sizes().vec(), shape) << key;
-    const std::map<std::string, torch::ScalarType> dtypes = {
-        {"float32", torch::kFloat32}, {"float16", torch::kFloat16}, {"float64", torch::kFloat64},
-        {"int64", torch::kInt64}};
+    const std::map<std::string, torch::ScalarType> dtypes = {{"float32", torch::kFloat32},
+                                                             {"float16", torch::kFloat16},
+                                                             {"float64", torch::kFloat64},
+                                                             {"int64", torch::kInt64}};
     EXPECT_EQ(tensor.scalar_type(), dtypes.at(want["dtype"].get<std::string>())) << key;
     const auto values = want["values"].get<std::vector<double>>();
     torch::Tensor flat = tensor.to(torch::kFloat64).contiguous().view(-1);
     ASSERT_EQ(flat.numel(), static_cast<int64_t>(values.size())) << key;
-    for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(flat[static_cast<int64_t>(i)].item<double>(), values[i]) << key;
+    for (size_t i = 0; i < values.size(); ++i)
+      EXPECT_EQ(flat[static_cast<int64_t>(i)].item<double>(), values[i]) << key;
   }
 }
 

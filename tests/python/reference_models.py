@@ -90,3 +90,16 @@ def normalized_input(ref):
     mean = torch.tensor(ref["normalize_mean"]).view(3, 1, 1)
     std = torch.tensor(ref["normalize_std"]).view(3, 1, 1)
     return ((x - mean) / std).unsqueeze(0)
+
+
+if __name__ == "__main__":
+    # python3 tests/python/reference_models.py bit-m-r50x1 bit.pth [--legacy]
+    import sys
+
+    if len(sys.argv) < 3:
+        sys.exit("usage: reference_models.py NAME OUT.pth [--legacy]  (NAME: a file of ../shared/spec/reference)")
+    ref = reference(sys.argv[1])
+    if ref is None:
+        sys.exit(f"no reference named {sys.argv[1]} in {REFERENCE_DIR}")
+    write_checkpoint(ref, sys.argv[2], legacy="--legacy" in sys.argv)
+    print(f"wrote {sys.argv[2]}: {ref['name']} under the deterministic reference weights")

@@ -34,11 +34,16 @@ inline torch::Tensor DeterministicEntry(const std::string& key, const std::vecto
   const double scale = shape.size() > 1 ? std::sqrt(1.0 / static_cast<double>(n / shape[0])) : 1.0;
   for (int64_t i = 0; i < n; ++i) {
     const double s = std::sin(0.37 * static_cast<double>(i) + phase);
-    if (ends_with("running_mean")) v[i] = 0.05 * s;
-    else if (ends_with("running_var")) v[i] = 16.0 * (1.0 + 0.1 * (s + 1.0));
-    else if (ends_with(".bias")) v[i] = 0.02 * s;
-    else if (shape.size() == 1) v[i] = 1.0 + 0.1 * s;
-    else v[i] = s * scale;
+    if (ends_with("running_mean"))
+      v[i] = 0.05 * s;
+    else if (ends_with("running_var"))
+      v[i] = 16.0 * (1.0 + 0.1 * (s + 1.0));
+    else if (ends_with(".bias"))
+      v[i] = 0.02 * s;
+    else if (shape.size() == 1)
+      v[i] = 1.0 + 0.1 * s;
+    else
+      v[i] = s * scale;
   }
   return values.to(torch::kFloat32).reshape(shape);
 }

@@ -16,7 +16,8 @@ using testing::LoadReference;
 
 KeyShapes ReferenceKeys(const nlohmann::json& ref) {
   KeyShapes keys;
-  for (const auto& e : ref.at("state_dict")) keys.emplace_back(e[0].get<std::string>(), e[1].get<std::vector<int64_t>>());
+  for (const auto& e : ref.at("state_dict"))
+    keys.emplace_back(e[0].get<std::string>(), e[1].get<std::vector<int64_t>>());
   return keys;
 }
 
@@ -28,17 +29,17 @@ void ExpectSameKeys(const KeyShapes& ours, const KeyShapes& reference) {
   }
 }
 
-#define LOAD_REFERENCE_OR_SKIP(var, name)                                                      \
-  auto var##_or = LoadReference(name);                                                         \
+#define LOAD_REFERENCE_OR_SKIP(var, name)                                                     \
+  auto var##_or = LoadReference(name);                                                        \
   if (!var##_or) GTEST_SKIP() << "../shared/spec/reference/" << (name) << ".json is missing"; \
   const nlohmann::json& var = *var##_or
 
 TEST(ReferenceKeys, AllFourConfigurations) {
-  for (const auto& [name, keys] : std::vector<std::pair<std::string, KeyShapes>>{
-           {"bit-m-r50x1", BitKeys({{3, 4, 6, 3}, 1, 10})},
-           {"bit-s-r101x3", BitKeys({{3, 4, 23, 3}, 3, 10})},
-           {"lanet-c16-l8", LanetKeys({16, 8, true, 10})},
-           {"lanet-c128-l24", LanetKeys({128, 24, true, 10})}}) {
+  for (const auto& [name, keys] :
+       std::vector<std::pair<std::string, KeyShapes>>{{"bit-m-r50x1", BitKeys({{3, 4, 6, 3}, 1, 10})},
+                                                      {"bit-s-r101x3", BitKeys({{3, 4, 23, 3}, 3, 10})},
+                                                      {"lanet-c16-l8", LanetKeys({16, 8, true, 10})},
+                                                      {"lanet-c128-l24", LanetKeys({128, 24, true, 10})}}) {
     auto ref = LoadReference(name);
     if (!ref) GTEST_SKIP() << name << " missing";
     SCOPED_TRACE(name);
@@ -108,9 +109,9 @@ TEST(Reference, WrongFamilyFailsAtLoadWithWhatWasExpected) {
   ASSERT_FALSE(as_bit.ok());
   EXPECT_NE(as_bit.status().message().find("not a BiT checkpoint"), std::string::npos);
   StateDict broken = DeterministicStateDict(ref);
-  broken.erase(broken.begin() + 7);                          // a missing key
+  broken.erase(broken.begin() + 7);                               // a missing key
   broken.emplace_back("cells.0.extra.weight", torch::ones({2}));  // an unexpected one
-  broken[20].second = torch::ones({3, 3});                   // a shape mismatch
+  broken[20].second = torch::ones({3, 3});                        // a shape mismatch
   auto bad = LoadModel(ModelFamily::kLanet, broken);
   ASSERT_FALSE(bad.ok());
   const std::string& message = bad.status().message();

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's first command: installs, builds and starts the service
+# (gateway and a local worker). Arguments go to intgrads-images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh
+tools/build.sh
+exec build/bin/intgrads-images "$@"

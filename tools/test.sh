@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's second command: installs, builds and runs the default tests
+# (everything but the `slow` label; run those with: ctest --test-dir build -L slow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh
+tools/build.sh
+ctest --test-dir build -LE slow --output-on-failure -j2 --timeout 900
