@@ -46,9 +46,10 @@ std::vector<Taps> BilinearTaps(int in_size, int out_size) {
   std::vector<Taps> taps(static_cast<size_t>(out_size));
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
-    int xmin = static_cast<int>(center - support + 0.5);
+    // Pillow rounds by truncating x + 0.5 (both are >= 0 here): the same, not lround.
+    int xmin = static_cast<int>(center - support + 0.5);  // NOLINT(bugprone-incorrect-roundings)
     xmin = std::max(xmin, 0);
-    int xmax = static_cast<int>(center + support + 0.5);
+    int xmax = static_cast<int>(center + support + 0.5);  // NOLINT(bugprone-incorrect-roundings)
     xmax = std::min(xmax, in_size) - xmin;
     std::vector<double> k(static_cast<size_t>(std::max(xmax, 0)));
     double total = 0.0;

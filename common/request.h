@@ -22,8 +22,8 @@ const std::vector<std::string>& AttributionMethods();
 bool IsAttributionMethod(std::string_view method);
 
 struct RequestLimits {
-  int max_side = 4096;                    // pixels per image side
-  int64_t max_pixels = 16 * 1024 * 1024;  // height * width
+  int max_side = 4096;                             // pixels per image side
+  int64_t max_pixels = int64_t{16} * 1024 * 1024;  // height * width
   int max_n_steps = 1024;
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <set>
 #include <zmq_addon.hpp>
 
 namespace intgrads {
@@ -77,6 +78,13 @@ std::optional<std::vector<std::string>> Broker::Classes(const std::string& model
     if (model.empty() || w.info.model == model) return w.info.classes;
   }
   return std::nullopt;
+}
+
+std::vector<std::string> Broker::ModelNames() const {
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  std::set<std::string> names;
+  for (const WorkerSnapshot& w : published_workers_) names.insert(w.info.model);
+  return {names.begin(), names.end()};
 }
 
 void Broker::Publish() {

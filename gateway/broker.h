@@ -67,6 +67,8 @@ class Broker {
   std::vector<WorkerSnapshot> Workers() const;
   // The class names of a model's workers (any worker's for ""), if one is known.
   std::optional<std::vector<std::string>> Classes(const std::string& model) const;
+  // The distinct model names of the workers, sorted.
+  std::vector<std::string> ModelNames() const;
   size_t QueueDepth() const;
   // Stops the broker thread; jobs still queued or in flight get a 503.
   void Stop();

@@ -1,5 +1,6 @@
 #include "gateway/http_api.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace intgrads {
@@ -57,6 +58,8 @@ HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options
   using Pistache::Rest::Routes::bind;
   // Pistache's router ignores a trailing slash: this serves /model and /model/.
   Pistache::Rest::Routes::Post(router_, "/model", bind(&HttpApi::PostModel, this));
+  Pistache::Rest::Routes::Post(router_, "/models/:name/model", bind(&HttpApi::PostModel, this));
+  Pistache::Rest::Routes::Get(router_, "/v1/models", bind(&HttpApi::GetModels, this));
   Pistache::Rest::Routes::Get(router_, "/healthz", bind(&HttpApi::GetHealth, this));
   Pistache::Rest::Routes::Get(router_, "/readyz", bind(&HttpApi::GetReady, this));
   Pistache::Rest::Routes::Get(router_, "/v1/workers", bind(&HttpApi::GetWorkers, this));
@@ -95,14 +98,20 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
                   std::to_string(options_.max_body_bytes) + " (raise with --max-body-bytes)");
     return;
   }
-  // Validate against the served model's classes (CIFAR-10 until a worker has announced).
-  const std::vector<std::string> classes = broker_.Classes("").value_or(Cifar10Classes());
+  auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : "");
+  if (!model.ok()) {
+    SendError(response, HttpStatusOf(model.status()), model.status().message());
+    return;
+  }
+  // Validate against the model's classes (CIFAR-10 until a worker has announced one).
+  const std::vector<std::string> classes = broker_.Classes(*model).value_or(Cifar10Classes());
   auto parsed = ParseModelRequest(body, classes, options_.limits);
   if (!parsed.ok()) {
     SendError(response, HttpStatusOf(parsed.status()), parsed.status().message());
     return;
   }
   Job job;
+  job.model = *model;
   job.request.target = parsed->target;
   job.request.n_steps = parsed->n_steps;
   job.request.method = parsed->method;
@@ -125,6 +134,47 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
   };
   Status submitted = broker_.Submit(std::move(job));
   if (!submitted.ok()) SendError(*writer, 503, submitted.message());
+}
+
+StatusOr<std::string> HttpApi::ResolveModel(const std::string& requested) const {
+  const std::vector<std::string> names = broker_.ModelNames();
+  auto list = [&names] {
+    std::string s;
+    for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  };
+  if (!requested.empty()) {
+    if (std::find(names.begin(), names.end(), requested) != names.end()) return requested;
+    return NotFoundError("no worker serves model '" + requested.substr(0, 64) + "'" +
+                         (names.empty() ? std::string(" (no worker is ready)") : "; served: " + list()));
+  }
+  // /model/: the original's single model: the one named "default", or the only one.
+  if (std::find(names.begin(), names.end(), "default") != names.end()) return std::string("default");
+  if (names.size() == 1) return names.front();
+  if (names.empty()) return std::string();  // whichever worker announces itself first
+  return InvalidError("several models are served (" + list() +
+                      ") and none is named 'default': POST to "
+                      "/models/NAME/model");
+}
+
+void HttpApi::GetModels(const Pistache::Rest::Request&, ResponseWriter response) {
+  json models = json::array();
+  const auto workers = broker_.Workers();
+  for (const std::string& name : broker_.ModelNames()) {
+    for (const WorkerSnapshot& w : workers) {
+      if (w.info.model != name) continue;
+      const auto count = std::count_if(workers.begin(), workers.end(),
+                                       [&name](const WorkerSnapshot& o) { return o.info.model == name; });
+      models.push_back({{"name", name},
+                        {"family", w.info.family},
+                        {"variant", w.info.variant},
+                        {"classes", w.info.classes},
+                        {"input_size", w.info.input_size},
+                        {"workers", count}});
+      break;
+    }
+  }
+  SendJson(response, 200, json{{"models", models}});
 }
 
 void HttpApi::GetHealth(const Pistache::Rest::Request&, ResponseWriter response) {

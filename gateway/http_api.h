@@ -2,7 +2,10 @@
 // work reaches a worker, hands valid ones to the broker and answers when the
 // broker calls back, so no HTTP thread ever waits on a worker.
 //
-//   POST /model/, /model   the original: JSON in, gzip'd torch.save dict out
+//   POST /model/, /model   the original: JSON in, gzip'd torch.save dict out, for
+//                          the model named "default" or the only one served
+//   POST /models/NAME/model the same for the model workers announced as NAME
+//   GET  /v1/models        the models served
 //   GET  /healthz          the gateway is up
 //   GET  /readyz           at least one worker is ready (503 before)
 //   GET  /v1/workers       the worker pool
@@ -37,7 +40,9 @@ class HttpApi {
 
  private:
   void PostModel(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
+  void GetModels(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void GetHealth(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
+  StatusOr<std::string> ResolveModel(const std::string& requested) const;
   void GetReady(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void GetWorkers(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void NotFound(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);

@@ -181,6 +181,33 @@ class Service(unittest.TestCase):
         self.assertEqual(answers["r"][0], 200)
 
 
+    def test_several_models_behind_one_gateway(self):
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        for name, model in (("lanet-c16-l8", "lanet"), ("bit-m-r50x1", "bit")):
+            worker = start_worker(gateway.endpoint, self.refs[name]["family"], self.checkpoints[name], "--name", model)
+            self.addCleanup(stop, worker)
+        wait_until(lambda: len(gateway.workers()) == 2, what="two workers")
+        models = json.loads(http("GET", gateway.url + "/v1/models")[2])["models"]
+        self.assertEqual(sorted((m["name"], m["family"]) for m in models), [("bit", "bit"), ("lanet", "lanet")])
+        body = json.dumps({"img_data": self.refs["bit-m-r50x1"]["image_uint8_hwc"], "target_class": "cat"}).encode()
+        for model, name in (("bit", "bit-m-r50x1"), ("lanet", "lanet-c16-l8")):
+            status, _, payload = http("POST", f"{gateway.url}/models/{model}/model", body)
+            self.assertEqual(status, 200, payload[:200])
+            with tempfile.NamedTemporaryFile(suffix=".gzip") as f:
+                f.write(payload)
+                f.flush()
+                d = rm.load_gzip_dict(f.name)
+            expected = self.refs[name]["expected_logits_eval"]
+            torch.testing.assert_close(d["output"][0], torch.tensor(expected), rtol=1e-4, atol=1e-5)
+        status, _, answer = http("POST", gateway.url + "/model/", body)
+        self.assertEqual(status, 422)
+        self.assertIn("/models/NAME/model", json.loads(answer)["error"])
+        status, _, answer = http("POST", gateway.url + "/models/nope/model", body)
+        self.assertEqual(status, 404)
+        self.assertIn("served: bit, lanet", json.loads(answer)["error"])
+
+
 class Launcher(unittest.TestCase):
     def test_one_command_serves_and_stops_cleanly(self):
         ref = rm.reference("lanet-c16-l8")

@@ -128,3 +128,36 @@ TEST(Engine, EncodesTheResponseDict) {
 
 }  // namespace
 }  // namespace intgrads
+
+namespace intgrads {
+namespace {
+
+// State dicts of any configuration, from the key lists, with small random weights.
+StateDict RandomStateDict(const KeyShapes& keys) {
+  torch::manual_seed(0);
+  StateDict weights;
+  for (const auto& [key, shape] : keys) {
+    const bool is_var = key.find("running_var") != std::string::npos;
+    weights.emplace_back(key, key.find("num_batches_tracked") != std::string::npos ? torch::zeros(shape, torch::kInt64)
+                              : is_var                                             ? torch::ones(shape)
+                                                                                   : torch::randn(shape) * 0.1);
+  }
+  return weights;
+}
+
+TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
+  EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(), BitKeys({{3, 4, 6, 3}, 2, 10}).size() + 34 * 9);  // R152 vs R50
+  auto lanet = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
+  ASSERT_TRUE(lanet.ok()) << lanet.status().message();
+  EXPECT_EQ((*lanet)->info().variant, "C8-L5");
+  EXPECT_EQ((*lanet)->info().classes, (std::vector<std::string>{"class_0", "class_1", "class_2"}));
+  auto bit = LoadModel(ModelFamily::kBit, RandomStateDict(BitKeys({{1, 1, 1, 1}, 1, 7})));
+  ASSERT_TRUE(bit.ok()) << bit.status().message();
+  EXPECT_EQ((*bit)->info().variant, "R?x1");
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ((*lanet)->Forward(torch::zeros({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ((*bit)->Forward(torch::zeros({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 7}));
+}
+
+}  // namespace
+}  // namespace intgrads

@@ -1,0 +1,144 @@
+"""Across hosts, on one machine: the gateway and two workers each in a network
+namespace of their own, joined by veth pairs, with their own addresses. One
+worker is killed with SIGKILL mid-request and the other's link is cut; every
+request must still be answered correctly, and the pool must recover when the
+link comes back. Needs root and `ip` (iproute2); skipped where namespaces
+cannot be made."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import reference_models as rm
+from service import BIN, stop, wait_until
+
+TAG = str(os.getpid() % 100000)
+GW, W1, W2 = f"igw{TAG}", f"iw1{TAG}", f"iw2{TAG}"
+# Addresses inside this test's own namespaces only.
+NETS = {W1: ("10.231.1.1", "10.231.1.2", f"g1x{TAG}", f"w1x{TAG}"),
+        W2: ("10.231.2.1", "10.231.2.2", f"g2x{TAG}", f"w2x{TAG}")}
+PORT = 18888
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def netns_exec(ns, *command, **kwargs):
+    return ["ip", "netns", "exec", ns, *command]
+
+
+def can_make_namespaces():
+    if os.geteuid() != 0 or subprocess.run(["which", "ip"], capture_output=True).returncode != 0:
+        return False
+    probe = f"igprobe{TAG}"
+    ok = ip("netns", "add", probe, check=False).returncode == 0
+    ip("netns", "del", probe, check=False)
+    return ok
+
+
+def curl_in(ns, path, body_file, output):
+    """(HTTP status, stderr) of a POST made from inside namespace `ns`."""
+    result = subprocess.run(netns_exec(ns, "curl", "-s", "-o", output, "-w", "%{http_code}", "--max-time", "120",
+                                       f"http://127.0.0.1:{PORT}{path}", "--data", f"@{body_file}"),
+                            capture_output=True, text=True)
+    return int(result.stdout or 0), result.stderr
+
+
+def get_in(ns, path):
+    result = subprocess.run(netns_exec(ns, "curl", "-s", "--max-time", "5", f"http://127.0.0.1:{PORT}{path}"),
+                            capture_output=True, text=True)
+    return result.stdout
+
+
+@unittest.skipUnless(can_make_namespaces(), "needs root and ip netns (network namespaces cannot be made here)")
+class AcrossHosts(unittest.TestCase):
+    def setUp(self):
+        self.ref = rm.reference("lanet-c16-l8")
+        if self.ref is None:
+            self.skipTest("reference missing")
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        for ns in (GW, W1, W2):
+            ip("netns", "add", ns)
+            self.addCleanup(ip, "netns", "del", ns, check=False)
+            ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        for ns, (gw_addr, w_addr, gw_if, w_if) in NETS.items():
+            ip("link", "add", gw_if, "netns", GW, "type", "veth", "peer", "name", w_if, "netns", ns)
+            ip("netns", "exec", GW, "ip", "addr", "add", gw_addr + "/24", "dev", gw_if)
+            ip("netns", "exec", ns, "ip", "addr", "add", w_addr + "/24", "dev", w_if)
+            ip("netns", "exec", GW, "ip", "link", "set", gw_if, "up")
+            ip("netns", "exec", ns, "ip", "link", "set", w_if, "up")
+        self.checkpoint = os.path.join(self.tmp.name, "lanet.pth")
+        rm.write_checkpoint(self.ref, self.checkpoint)
+        self.processes = []
+
+    def start(self, ns, *command):
+        process = subprocess.Popen(netns_exec(ns, *command))
+        self.processes.append(process)
+        self.addCleanup(stop, process, signal.SIGKILL)
+        return process
+
+    def start_worker(self, ns):
+        gw_addr = NETS[ns][0]
+        return self.start(ns, os.path.join(BIN, "intgrads-worker"), "--connect", f"tcp://{gw_addr}:5555", "-lp",
+                          self.checkpoint, "--threads", "1", "--heartbeat-ms", "200")
+
+    def workers(self):
+        text = get_in(GW, "/v1/workers")
+        return json.loads(text)["workers"] if text else []
+
+    def test_killed_worker_and_cut_link_lose_no_request(self):
+        self.start(GW, os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(PORT),
+                   "--bind-workers", "tcp://*:5555", "--heartbeat-ms", "200", "--request-timeout-ms", "90000")
+        wait_until(lambda: get_in(GW, "/healthz"), what="gateway")
+        first = self.start_worker(W1)
+        self.start_worker(W2)
+        wait_until(lambda: len(self.workers()) == 2, what="two workers across the namespaces")
+        self.assertEqual(sorted(w["device"] for w in self.workers()), ["cpu", "cpu"])
+
+        body = os.path.join(self.tmp.name, "body.json")
+        with open(body, "w") as f:
+            json.dump({"img_data": self.ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 120}, f)
+        expected = os.path.join(self.tmp.name, "offline.gzip")
+        subprocess.run([os.path.join(BIN, "intgrads-images"), "attribute", "-lp", self.checkpoint, "--input", body,
+                        "--output", expected, "--threads", "1"], check=True, capture_output=True)
+        with gzip.open(expected) as f:
+            expected_bytes = f.read()
+
+        results = {}
+
+        def request(i):
+            out = os.path.join(self.tmp.name, f"answer{i}.gzip")
+            results[i] = (curl_in(GW, "/model/", body, out), out)
+
+        threads = [threading.Thread(target=request, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: sum(w["state"] == "busy" for w in self.workers()) == 2, what="both workers busy")
+        first.send_signal(signal.SIGKILL)  # mid-request
+        _, _, gw_if2, _ = NETS[W2]
+        ip("netns", "exec", GW, "ip", "link", "set", gw_if2, "down")  # W2 is cut off
+        wait_until(lambda: len(self.workers()) == 0, timeout=10, what="both workers dropped")
+        time.sleep(1.0)
+        ip("netns", "exec", GW, "ip", "link", "set", gw_if2, "up")  # the link comes back
+        wait_until(lambda: len(self.workers()) == 1, timeout=30, what="W2 back in the pool")
+        self.start_worker(W1)  # a replacement for the killed one
+        wait_until(lambda: len(self.workers()) == 2, timeout=30, what="the pool recovered")
+        for t in threads:
+            t.join(timeout=300)
+        for i in range(6):
+            (status, stderr), out = results[i]
+            self.assertEqual(status, 200, f"request {i}: {stderr}")
+            with gzip.open(out) as f:
+                self.assertEqual(f.read(), expected_bytes, f"request {i}")
+
+
+if __name__ == "__main__":
+    unittest.main()
