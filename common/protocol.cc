@@ -75,6 +75,7 @@ Frames EncodeReply(const JobReply& r) {
   h["status"] = r.status;
   h["error"] = r.error;
   h["convergence_delta"] = r.convergence_delta;
+  h["compute_seconds"] = r.compute_seconds;
   return {h.dump(), r.payload};
 }
 
@@ -130,6 +131,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "status", &r.status));
     RETURN_IF_ERROR(Field(h, "error", &r.error));
     RETURN_IF_ERROR(Field(h, "convergence_delta", &r.convergence_delta));
+    RETURN_IF_ERROR(Field(h, "compute_seconds", &r.compute_seconds));
     r.payload = frames[1];
   } else {
     return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");

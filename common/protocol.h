@@ -6,7 +6,7 @@
 //   ready      worker -> gateway  [header{model}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels}, pixels]
-//   reply      worker -> gateway  [header{id,status,error,convergence_delta}, payload]
+//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds}, payload]
 //   disconnect both ways          [header]
 //
 // (The ROUTER sees the worker's identity as an extra first frame.) Decoding
@@ -51,7 +51,8 @@ struct JobReply {
   int status = 200;  // an HTTP status: 200, or the error's
   std::string error;
   double convergence_delta = 0.0;
-  std::string payload;  // gzip'd torch.save bytes when status is 200
+  double compute_seconds = 0.0;  // the worker's time on it
+  std::string payload;           // gzip'd torch.save bytes when status is 200
 };
 
 struct Message {

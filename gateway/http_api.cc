@@ -130,6 +130,8 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
     std::snprintf(delta, sizeof(delta), "%.9g", reply.convergence_delta);
     AddHeader(*writer, "Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
     AddHeader(*writer, "X-Convergence-Delta", delta);
+    std::snprintf(delta, sizeof(delta), "%.6f", reply.compute_seconds);
+    AddHeader(*writer, "X-Compute-Seconds", delta);
     writer->send(Code::Ok, reply.payload, kGzip);
   };
   Status submitted = broker_.Submit(std::move(job));

@@ -122,6 +122,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       const auto started = Clock::now();
       JobReply reply = ComputeReply(model, device, job, options);
       const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      reply.compute_seconds = seconds;
       std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s\n",
                    static_cast<unsigned long long>(job.id), reply.status, job.n_steps, job.method.c_str(), seconds);
       Send(results_out, EncodeReply(reply));

@@ -72,11 +72,17 @@ TEST(Pickle, DeepNestingDoesNotOverflowTheStack) {
 
 TEST(Pickle, RefusesReferenceCycles) {
   // l = []; l.append(l): EMPTY_LIST, BINPUT 0, BINGET 0, APPEND, STOP.
-  auto v = Load(std::string("\x80\x02]q\x00h\x00" "a.", 9));
+  auto v =
+      Load(std::string("\x80\x02]q\x00h\x00"
+                       "a.",
+                       9));
   ASSERT_FALSE(v.ok());
   EXPECT_NE(v.status().message().find("cycle"), std::string::npos) << v.status().message();
   // A shared (acyclic) child is fine: [x, x].
-  auto shared = Load(std::string("\x80\x02](]q\x00h\x00" "e.", 11));
+  auto shared =
+      Load(std::string("\x80\x02](]q\x00h\x00"
+                       "e.",
+                       11));
   ASSERT_TRUE(shared.ok()) << shared.status().message();
   EXPECT_EQ((*shared)->items.size(), 2U);
 }

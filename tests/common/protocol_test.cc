@@ -35,12 +35,14 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   reply.status = 422;
   reply.error = "bad";
   reply.convergence_delta = -0.25;
+  reply.compute_seconds = 1.5;
   reply.payload = std::string("\x1f\x8b\x00", 3);
   auto m = DecodeMessage(EncodeReply(reply));
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->reply.status, 422);
   EXPECT_EQ(m->reply.payload, reply.payload);
   EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
+  EXPECT_DOUBLE_EQ(m->reply.compute_seconds, 1.5);
   WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32};
   auto ready = DecodeMessage(EncodeReady(info));
   ASSERT_TRUE(ready.ok());

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Throughput of one gateway in front of 1, 2 and 4 workers (1 thread each)
+under a fixed concurrent load, and the gateway's own overhead per request.
+
+    /usr/bin/python3 benchmarks/throughput.py [--model lanet-c16-l8] [--n-steps 16]
+        [--requests 48] [--concurrency 8] [--workers 1,2,4] [--json]
+
+Everything runs on 127.0.0.1. The overhead is measured on an idle service,
+one request at a time: the client's latency minus the worker's own time on
+the request (X-Compute-Seconds: preprocessing, the attribution, torch.save
+and gzip), so it is what the HTTP parsing, validation, the two ZeroMQ hops and
+the relay cost together."""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+
+import reference_models as rm  # noqa: E402
+from service import Gateway, http, start_worker, stop, wait_until  # noqa: E402
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run_load(url, body, requests, concurrency):
+    latencies, failures = [], []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def client():
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    return
+            started = time.perf_counter()
+            status, _, _ = http("POST", url + "/model/", body, timeout=600)
+            elapsed = time.perf_counter() - started
+            with lock:
+                (latencies if status == 200 else failures).append(elapsed)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {"requests": requests, "failed": len(failures), "seconds": wall, "rps": len(latencies) / wall,
+            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99)}
+
+
+def measure_overhead(url, body, samples):
+    overheads, computes = [], []
+    for _ in range(samples):
+        started = time.perf_counter()
+        status, headers, _ = http("POST", url + "/model/", body, timeout=600)
+        elapsed = time.perf_counter() - started
+        assert status == 200, status
+        compute = float(headers["X-Compute-Seconds"])
+        overheads.append(elapsed - compute)
+        computes.append(compute)
+    return {"overhead_ms_median": 1000 * statistics.median(overheads),
+            "overhead_ms_p90": 1000 * percentile(overheads, 90),
+            "compute_ms_median": 1000 * statistics.median(computes),
+            "overhead_share": statistics.median(overheads) / statistics.median(computes)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lanet-c16-l8", help="a reference configuration (shared/spec/reference)")
+    parser.add_argument("--n-steps", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--overhead-samples", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    ref = rm.reference(args.model)
+    if ref is None:
+        sys.exit(f"reference {args.model} not found under {rm.REFERENCE_DIR}")
+    results = {"model": args.model, "n_steps": args.n_steps, "concurrency": args.concurrency,
+               "cpus": os.cpu_count(), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = os.path.join(tmp, "model.pth")
+        rm.write_checkpoint(ref, checkpoint)
+        body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat",
+                           "n_steps": args.n_steps}).encode()
+        for count in [int(n) for n in args.workers.split(",")]:
+            gateway = Gateway(heartbeat_ms=1000)
+            workers = [start_worker(gateway.endpoint, ref["family"], checkpoint, heartbeat_ms=1000)
+                       for _ in range(count)]
+            try:
+                wait_until(lambda: len(gateway.workers()) == count, what=f"{count} workers")
+                http("POST", gateway.url + "/model/", body)  # warm-up
+                run = {"workers": count}
+                if count == 1:
+                    run.update(measure_overhead(gateway.url, body, args.overhead_samples))
+                run.update(run_load(gateway.url, body, args.requests, args.concurrency))
+                results["runs"].append(run)
+            finally:
+                for w in workers:
+                    stop(w)
+                gateway.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"model {args.model}, n_steps {args.n_steps}, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
+          f"1 thread per worker")
+    print("| workers | requests | failed | req/s | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results["runs"]:
+        print(f"| {r['workers']} | {r['requests']} | {r['failed']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | "
+              f"{r['p99_ms']:.0f} |")
+    one = results["runs"][0]
+    if "overhead_ms_median" in one:
+        print(f"gateway overhead per request (idle, 1 worker): median {one['overhead_ms_median']:.2f} ms, "
+              f"p90 {one['overhead_ms_p90']:.2f} ms; {100 * one['overhead_share']:.2f}% of the worker's "
+              f"{one['compute_ms_median']:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
