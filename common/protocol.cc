@@ -10,6 +10,10 @@ namespace {
 
 constexpr const char* kTypeNames[] = {"ready", "heartbeat", "request", "reply", "disconnect"};
 
+// Strings in headers may come from users (a class name, a model name):
+// invalid UTF-8 is replaced, never thrown on.
+std::string Dump(const json& header) { return header.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 json Header(MessageType type) { return json{{"v", kProtocolVersion}, {"type", kTypeNames[static_cast<int>(type)]}}; }
 
 // Reads header[key] as T, or explains what is wrong.
@@ -51,11 +55,11 @@ Frames EncodeReady(const WorkerInfo& info) {
   h["device"] = info.device;
   h["classes"] = info.classes;
   h["input_size"] = info.input_size;
-  return {h.dump()};
+  return {Dump(h)};
 }
 
-Frames EncodeHeartbeat() { return {Header(MessageType::kHeartbeat).dump()}; }
-Frames EncodeDisconnect() { return {Header(MessageType::kDisconnect).dump()}; }
+Frames EncodeHeartbeat() { return {Dump(Header(MessageType::kHeartbeat))}; }
+Frames EncodeDisconnect() { return {Dump(Header(MessageType::kDisconnect))}; }
 
 Frames EncodeRequest(const JobRequest& r) {
   json h = Header(MessageType::kRequest);
@@ -66,7 +70,7 @@ Frames EncodeRequest(const JobRequest& r) {
   h["height"] = r.height;
   h["width"] = r.width;
   h["channels"] = r.channels;
-  return {h.dump(), r.pixels};
+  return {Dump(h), r.pixels};
 }
 
 Frames EncodeReply(const JobReply& r) {
@@ -76,7 +80,7 @@ Frames EncodeReply(const JobReply& r) {
   h["error"] = r.error;
   h["convergence_delta"] = r.convergence_delta;
   h["compute_seconds"] = r.compute_seconds;
-  return {h.dump(), r.payload};
+  return {Dump(h), r.payload};
 }
 
 StatusOr<Message> DecodeMessage(const Frames& frames) {

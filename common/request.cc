@@ -43,6 +43,14 @@ namespace {
 
 std::string TypeName(const json& v) { return v.type_name(); }
 
+// At most `limit` bytes of `s` for a message, cut on a UTF-8 character boundary.
+std::string Shorten(const std::string& s, size_t limit) {
+  if (s.size() <= limit) return s;
+  size_t end = limit;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end) + "...";
+}
+
 // One pixel value: an integer 0..255.
 Status ReadChannel(const json& v, uint8_t* out, const char* where) {
   if (!v.is_number_integer()) {
@@ -120,9 +128,8 @@ StatusOr<int> ReadTarget(const json& target, const std::vector<std::string>& cla
     if (found != classes.end()) return static_cast<int>(found - classes.begin());
     std::string names;
     for (const auto& c : classes) names += (names.empty() ? "" : ", ") + c;
-    std::string shown = name.size() > 64 ? name.substr(0, 64) + "..." : name;
-    return InvalidError("target_class: unknown class '" + json(shown).get<std::string>() + "'; expected one of " +
-                        names + " or an index 0.." + std::to_string(classes.size() - 1));
+    return InvalidError("target_class: unknown class '" + Shorten(name, 64) + "'; expected one of " + names +
+                        " or an index 0.." + std::to_string(classes.size() - 1));
   }
   if (target.is_number_integer()) {
     const auto index = target.get<int64_t>();
@@ -164,8 +171,7 @@ StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std:
   }
   if (const auto m = doc.find("method"); m != doc.end() && !m->is_null()) {
     if (!m->is_string()) return InvalidError("method: expected a string, found a " + TypeName(*m));
-    request.method = m->get<std::string>();
-    if (request.method.size() > 64) request.method = request.method.substr(0, 64) + "...";
+    request.method = Shorten(m->get<std::string>(), 64);
   }
   RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits));
   return request;

@@ -33,7 +33,8 @@ void AddHeader(ResponseWriter& response, const std::string& name, const std::str
 }
 
 void SendJson(ResponseWriter& response, int status, const json& body) {
-  response.send(static_cast<Code>(status), body.dump(), kJson);
+  // Messages may quote user input: invalid UTF-8 is replaced, never thrown on.
+  response.send(static_cast<Code>(status), body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
 }
 
 void SendError(ResponseWriter& response, int status, const std::string& message) {

@@ -124,6 +124,8 @@ class Service(unittest.TestCase):
             b'{"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": 0}': "n_steps",
             b'{"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": NaN}': "JSON",
             b"[" * 50000 + b"]" * 50000: "nested",
+            b'{"img_data": [[[1,2,3]]], "target_class": "\xff\xfe\xe2\x82"}': "JSON",
+            ('{"img_data": [[[1,2,3]]], "target_class": "' + "\u00e9\u732b" * 3000 + '"}').encode(): "unknown class",
         }
         for body, mention in bad_bodies.items():
             status, headers, answer = http("POST", gateway.url + "/model/", body)
