@@ -313,10 +313,11 @@ PickleValuePtr Unpickler::Track(PickleValuePtr container) {
 
 namespace {
 
+enum class Color { kOpen, kDone };
+
 // Pickles from torch.save never refer to themselves; a cycle could only leak.
-bool HasCycle(const PickleValuePtr& root) {
-  enum class Color { kOpen, kDone };
-  std::unordered_map<const PickleValue*, Color> seen;
+// `seen` ends up holding every value reachable from `root`.
+bool HasCycle(const PickleValuePtr& root, std::unordered_map<const PickleValue*, Color>& seen) {
   std::vector<std::pair<const PickleValue*, size_t>> path = {{root.get(), 0}};  // node, next child
   seen[root.get()] = Color::kOpen;
   while (!path.empty()) {
@@ -350,21 +351,24 @@ StatusOr<PickleValuePtr> Unpickler::Load() {
   created_.clear();
   auto result = LoadObject();
   Status status = result.status();
-  if (result.ok() && HasCycle(*result)) status = Error("the object refers to itself (a reference cycle)");
-  if (!status.ok()) {
-    // Break every cycle among what was built, so that all of it is freed.
-    stack_.clear();
-    memo_.clear();
-    for (const auto& weak : created_) {
-      if (PickleValuePtr v = weak.lock()) {
-        v->items.clear();
-        v->entries.clear();
-      }
+  std::unordered_map<const PickleValue*, Color> reachable;
+  if (result.ok() && HasCycle(*result, reachable)) {
+    status = Error("the object refers to itself (a reference cycle)");
+    reachable.clear();
+  }
+  // Break every cycle among what was built and is not returned (all of it on
+  // failure; discarded values otherwise), so that all of it is freed.
+  stack_.clear();
+  memo_.clear();
+  for (const auto& weak : created_) {
+    PickleValuePtr v = weak.lock();
+    if (v && !reachable.count(v.get())) {
+      v->items.clear();
+      v->entries.clear();
     }
-    created_.clear();
-    return status;
   }
   created_.clear();
+  if (!status.ok()) return status;
   return result;
 }
 

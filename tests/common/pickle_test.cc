@@ -78,6 +78,14 @@ TEST(Pickle, RefusesReferenceCycles) {
                        9));
   ASSERT_FALSE(v.ok());
   EXPECT_NE(v.status().message().find("cycle"), std::string::npos) << v.status().message();
+  // A discarded cycle (l = []; l.append(l); then POP and return None) is freed:
+  // run under LeakSanitizer (docs/TESTING.md) this would report a leak.
+  auto discarded =
+      Load(std::string("\x80\x02]q\x00h\x00"
+                       "a0N.",
+                       11));
+  ASSERT_TRUE(discarded.ok()) << discarded.status().message();
+  EXPECT_EQ((*discarded)->kind, PickleValue::Kind::kNone);
   // A shared (acyclic) child is fine: [x, x].
   auto shared =
       Load(std::string("\x80\x02](]q\x00h\x00"
