@@ -102,14 +102,22 @@ StatusOr<PickleValuePtr> ParseLegacyFile(std::string_view bytes, const std::stri
     torch::Tensor root;  // the whole storage, filled in at the end
   };
   std::map<std::string, std::shared_ptr<Pending>> roots;
+  // The storages' bytes follow in the file: what they declare cannot exceed
+  // it, so a small crafted file cannot make us allocate gigabytes.
+  int64_t declared_bytes = 0;
   auto load_storage = [&](const PickleValue& pid) -> StatusOr<PickleValuePtr> {
     ASSIGN_OR_RETURN(StorageId id, ParseStorageId(pid));
     auto& root = roots[id.key];
     if (!root) {
+      const auto element = static_cast<int64_t>(c10::elementSize(id.dtype));
+      if (id.numel > static_cast<int64_t>(bytes.size()) / element ||
+          declared_bytes + id.numel * element > static_cast<int64_t>(bytes.size())) {
+        return DataLossError("storage " + id.key + " declares " + std::to_string(id.numel) +
+                             " elements, more than the file holds (truncated or corrupt)");
+      }
+      declared_bytes += id.numel * element;
       root = std::make_shared<Pending>();
       root->id = id;
-      const auto element = static_cast<int64_t>(c10::elementSize(id.dtype));
-      if (id.numel > (int64_t{1} << 40) / element) return DataLossError("storage too large");
       root->root = torch::empty({id.numel}, torch::TensorOptions().dtype(id.dtype));
     }
     int64_t offset = 0, size = root->id.numel;

@@ -100,6 +100,19 @@ TEST(TorchFile, NamesWhatItCannotRead) {
   EXPECT_NE(bad.status().message().find("offset"), std::string::npos);
 }
 
+TEST(TorchFile, ALegacyFileCannotDeclareMoreThanItHolds) {
+  // A 100-byte legacy file naming a storage of 1e9 floats (found by libFuzzer:
+  // it made the reader allocate 4 GB before reading any data).
+  const std::string bytes = std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15) +
+                            std::string("\x80\x02M\xe9\x03.", 6) + std::string("\x80\x02}.", 4) +
+                            std::string("\x80\x02(X\x07\x00\x00\x00", 8) + "storage" + "ctorch\nFloatStorage\n" +
+                            std::string("X\x01\x00\x00\x00", 5) + "0" + std::string("X\x03\x00\x00\x00", 5) + "cpu" +
+                            std::string("J\x00\xca\x9a\x3b", 5) + "NtQ.";
+  auto root = ParseTorchFile(bytes, "crafted.pth");
+  ASSERT_FALSE(root.ok());
+  EXPECT_NE(root.status().message().find("more than the file holds"), std::string::npos) << root.status().message();
+}
+
 TEST(TorchFile, NoStateDictIsAClearError) {
   const std::string pickle = std::string("\x80\x02}X\x03\x00\x00\x00", 8) + "abcK\x01s.";
   Unpickler u(pickle, "x", nullptr);
