@@ -55,6 +55,7 @@ Frames EncodeReady(const WorkerInfo& info) {
   h["device"] = info.device;
   h["classes"] = info.classes;
   h["input_size"] = info.input_size;
+  h["token"] = info.token;
   return {Dump(h)};
 }
 
@@ -105,6 +106,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "device", &m.ready.device));
     RETURN_IF_ERROR(Field(h, "classes", &m.ready.classes));
     RETURN_IF_ERROR(Field(h, "input_size", &m.ready.input_size));
+    RETURN_IF_ERROR(Field(h, "token", &m.ready.token));
     if (m.ready.classes.empty()) return InvalidError("protocol: a ready message with no classes");
   } else if (type == "heartbeat" || type == "disconnect") {
     m.type = type == "heartbeat" ? MessageType::kHeartbeat : MessageType::kDisconnect;

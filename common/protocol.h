@@ -3,7 +3,7 @@
 // a header frame (a small JSON object with the protocol version and the
 // message type) and, for requests and replies, one binary frame:
 //
-//   ready      worker -> gateway  [header{model}]
+//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels}, pixels]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds}, payload]
@@ -33,6 +33,7 @@ struct WorkerInfo {
   std::string device;   // "cpu", "cuda:0"
   std::vector<std::string> classes;
   int input_size = 32;
+  std::string token;  // the deployment's shared secret, if it has one
 };
 
 struct JobRequest {

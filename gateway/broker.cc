@@ -1,5 +1,7 @@
 #include "gateway/broker.h"
 
+#include "common/secret.h"
+
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -154,6 +156,10 @@ void Broker::HandleWorkerMessage(const std::string& identity, const Frames& fram
   auto it = workers_.find(identity);
   switch (message->type) {
     case MessageType::kReady: {
+      if (!ConstantTimeEquals(message->ready.token, options_.token)) {
+        std::fprintf(stderr, "intgrads-gateway: refused a worker that did not present the deployment's token\n");
+        return;  // not a member: it gets no heartbeats and no work
+      }
       if (it != workers_.end()) DropWorker(identity, "announced itself again");
       WorkerState w;
       w.identity = identity;

@@ -36,6 +36,7 @@ struct BrokerOptions {
   int liveness = 3;
   int max_attempts = 3;      // workers a request may be tried on
   size_t max_queued = 1024;  // jobs waiting for a worker; more get 503
+  std::string token;         // workers must present it in their ready message
 };
 
 using Clock = std::chrono::steady_clock;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/secret.h"
 #include "gateway/broker.h"
 #include "gateway/http_api.h"
 
@@ -28,6 +29,8 @@ void PrintHelp() {
       "  --max-n-steps N          largest n_steps (default 1024)\n"
       "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000)\n"
       "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
+      "  --token TOKEN            require 'Authorization: Bearer TOKEN' on every route but /healthz, and the\n"
+      "                           same token from workers joining (default: $INTGRADS_TOKEN; none if unset)\n"
       "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
       "  --help                   this text\n");
 }
@@ -72,6 +75,8 @@ int main(int argc, char** argv) {
         http_options.request_timeout_ms = std::stoi(v);
       else if (a == "--heartbeat-ms")
         broker_options.heartbeat_ms = std::max(10, std::stoi(v));
+      else if (a == "--token")
+        http_options.token = v;
       else if (a == "--port-file")
         port_file = v;
       else {
@@ -83,6 +88,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (http_options.token.empty()) http_options.token = TokenFromEnvironment();
+  broker_options.token = http_options.token;
   // Block the signals in every thread; this thread waits for them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -102,8 +109,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "intgrads-gateway: %s\n", port.status().message().c_str());
     return 2;
   }
-  if (http_options.host == "0.0.0.0" || http_options.host == "::") {
-    std::fprintf(stderr, "intgrads-gateway: warning: serving on all interfaces without authentication\n");
+  if ((http_options.host == "0.0.0.0" || http_options.host == "::") && http_options.token.empty()) {
+    std::fprintf(stderr, "intgrads-gateway: warning: serving on all interfaces without a token (see --token)\n");
   }
   std::fprintf(stderr, "intgrads-gateway: serving http://%s:%u/model/, workers connect to %s\n",
                http_options.host.c_str(), static_cast<unsigned>(*port), broker_options.bind.c_str());

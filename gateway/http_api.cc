@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "common/secret.h"
+
 namespace intgrads {
 
 using nlohmann::json;
@@ -91,7 +93,22 @@ void HttpApi::Shutdown() {
   if (endpoint_) endpoint_->shutdown();
 }
 
+bool HttpApi::Authorized(const Pistache::Rest::Request& request, ResponseWriter& response) {
+  if (options_.token.empty()) return true;
+  std::string presented;
+  if (auto typed = request.headers().tryGet<Pistache::Http::Header::Authorization>()) {
+    presented = typed->value();
+  } else if (auto raw = request.headers().tryGetRaw("Authorization")) {
+    presented = raw->value();
+  }
+  if (ConstantTimeEquals(presented, "Bearer " + options_.token)) return true;
+  AddHeader(response, "WWW-Authenticate", "Bearer");
+  SendJson(response, 401, json{{"error", "authorization: this service needs 'Authorization: Bearer <token>'"}});
+  return false;
+}
+
 void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter response) {
+  if (!Authorized(request, response)) return;
   const std::string& body = request.body();
   if (body.size() > options_.max_body_bytes) {
     SendError(response, 413,
@@ -160,7 +177,8 @@ StatusOr<std::string> HttpApi::ResolveModel(const std::string& requested) const 
                       "/models/NAME/model");
 }
 
-void HttpApi::GetModels(const Pistache::Rest::Request&, ResponseWriter response) {
+void HttpApi::GetModels(const Pistache::Rest::Request& request, ResponseWriter response) {
+  if (!Authorized(request, response)) return;
   json models = json::array();
   const auto workers = broker_.Workers();
   for (const std::string& name : broker_.ModelNames()) {
@@ -184,7 +202,8 @@ void HttpApi::GetHealth(const Pistache::Rest::Request&, ResponseWriter response)
   SendJson(response, 200, json{{"status", "ok"}});
 }
 
-void HttpApi::GetReady(const Pistache::Rest::Request&, ResponseWriter response) {
+void HttpApi::GetReady(const Pistache::Rest::Request& request, ResponseWriter response) {
+  if (!Authorized(request, response)) return;
   const auto workers = broker_.Workers();
   if (workers.empty()) {
     SendError(response, 503, "no worker is ready yet");
@@ -193,7 +212,8 @@ void HttpApi::GetReady(const Pistache::Rest::Request&, ResponseWriter response) 
   SendJson(response, 200, json{{"status", "ready"}, {"workers", workers.size()}});
 }
 
-void HttpApi::GetWorkers(const Pistache::Rest::Request&, ResponseWriter response) {
+void HttpApi::GetWorkers(const Pistache::Rest::Request& request, ResponseWriter response) {
+  if (!Authorized(request, response)) return;
   json list = json::array();
   for (const WorkerSnapshot& w : broker_.Workers()) {
     list.push_back({{"id", w.id},
@@ -208,6 +228,7 @@ void HttpApi::GetWorkers(const Pistache::Rest::Request&, ResponseWriter response
 }
 
 void HttpApi::NotFound(const Pistache::Rest::Request& request, ResponseWriter response) {
+  if (!Authorized(request, response)) return;
   SendError(response, 404,
             "no route " + request.resource() +
                 "; see README (POST /model/, GET /healthz, /readyz, "

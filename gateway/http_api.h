@@ -28,6 +28,7 @@ struct HttpOptions {
   int threads = 2;
   size_t max_body_bytes = 32 * 1024 * 1024;
   int request_timeout_ms = 300000;  // a request's deadline, waiting and computing
+  std::string token;                // when set, every route but /healthz needs "Authorization: Bearer <token>"
   RequestLimits limits;
 };
 
@@ -43,6 +44,8 @@ class HttpApi {
   void GetModels(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void GetHealth(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   StatusOr<std::string> ResolveModel(const std::string& requested) const;
+  // False (and a 401 sent) when a token is set and the request lacks it.
+  bool Authorized(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter& response);
   void GetReady(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void GetWorkers(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
   void NotFound(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);

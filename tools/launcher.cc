@@ -33,6 +33,7 @@ void PrintHelp() {
       "  -p, --port PORT          HTTP port (default 8888)\n"
       "  --workers N              local workers (default 1 on the CPU, one per GPU with --cuda)\n"
       "  --threads N              CPU threads per worker (default: cores / workers)\n"
+      "  --token TOKEN            require 'Authorization: Bearer TOKEN' (default: $INTGRADS_TOKEN; none if unset)\n"
       "  --help                   this text\n"
       "Other flags are passed to intgrads-gateway (limits, timeouts); see its --help.\n",
       ModelFlagsHelp());
@@ -84,7 +85,9 @@ int RunLauncher(const std::vector<std::string>& args) {
       return 2;
     }
     const std::string& v = args[++i];
-    if (a == "-h" || a == "--host")
+    if (a == "--token")
+      setenv("INTGRADS_TOKEN", v.c_str(), 1);  // the gateway and workers read it; it stays off their command lines
+    else if (a == "-h" || a == "--host")
       host = v;
     else if (a == "-p" || a == "--port")
       port = v;

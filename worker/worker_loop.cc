@@ -131,7 +131,8 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
     }
   });
 
-  const WorkerInfo info = DescribeWorker(model, device, options.model_name);
+  WorkerInfo info = DescribeWorker(model, device, options.model_name);
+  info.token = options.token;
   auto connect = [&]() {
     auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);

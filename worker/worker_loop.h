@@ -18,6 +18,7 @@ namespace intgrads {
 struct WorkerOptions {
   std::string connect = "tcp://127.0.0.1:5555";
   std::string model_name = "default";
+  std::string token;  // presented to the gateway when joining
   int heartbeat_ms = 1000;
   int liveness = 3;  // heartbeats missed before the gateway counts as gone
   int gzip_level = 1;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/secret.h"
 #include "worker/model_flags.h"
 #include "worker/worker_loop.h"
 
@@ -25,6 +26,7 @@ void PrintHelp() {
       "  --connect ENDPOINT       the gateway's worker endpoint (default tcp://127.0.0.1:5555)\n"
       "%s"
       "  --name NAME              the model name requests use (default 'default')\n"
+      "  --token TOKEN            the deployment's token, presented when joining (default: $INTGRADS_TOKEN)\n"
       "  --threads N              intra-op CPU threads (default: all cores)\n"
       "  --chunk-size N           path points per forward/backward batch (default 0: all)\n"
       "  --gzip-level N           response compression 0..9 (default 1)\n"
@@ -61,6 +63,8 @@ int main(int argc, char** argv) {
     try {
       if (a == "--connect")
         options.connect = v;
+      else if (a == "--token")
+        options.token = v;
       else if (a == "--name")
         options.model_name = v;
       else if (a == "--threads")
@@ -82,6 +86,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (options.token.empty()) options.token = TokenFromEnvironment();
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   torch::Device device(torch::kCPU);

@@ -43,11 +43,12 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(m->reply.payload, reply.payload);
   EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
   EXPECT_DOUBLE_EQ(m->reply.compute_seconds, 1.5);
-  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32};
+  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32, "s3cret"};
   auto ready = DecodeMessage(EncodeReady(info));
   ASSERT_TRUE(ready.ok());
   EXPECT_EQ(ready->ready.classes, info.classes);
   EXPECT_EQ(ready->ready.variant, "R50x1");
+  EXPECT_EQ(ready->ready.token, "s3cret");
   EXPECT_EQ(DecodeMessage(EncodeHeartbeat())->type, MessageType::kHeartbeat);
   EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
 }

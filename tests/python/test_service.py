@@ -210,6 +210,31 @@ class Service(unittest.TestCase):
         self.assertIn("served: bit, lanet", json.loads(answer)["error"])
 
 
+    def test_token_guards_routes_and_the_worker_pool(self):
+        gateway = Gateway("--token", "s3cret")
+        self.addCleanup(gateway.stop)
+        auth = {"Authorization": "Bearer s3cret"}
+        # Strangers cannot join the pool: no token, or a wrong one.
+        for extra in ((), ("--token", "guess")):
+            forged = start_worker(gateway.endpoint, "lanet", self.checkpoints["lanet-c16-l8"], *extra)
+            self.addCleanup(stop, forged)
+        member = start_worker(gateway.endpoint, "lanet", self.checkpoints["lanet-c16-l8"], "--token", "s3cret")
+        self.addCleanup(stop, member)
+        wait_until(lambda: http("GET", gateway.url + "/readyz", headers=auth, timeout=2)[0] == 200, what="member")
+        time.sleep(1.0)  # the forged workers have had time to announce themselves
+        workers = json.loads(http("GET", gateway.url + "/v1/workers", headers=auth)[2])["workers"]
+        self.assertEqual(len(workers), 1)
+        body = json.dumps({"img_data": [[[1, 2, 3]]], "target_class": "cat", "n_steps": 2}).encode()
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"}):
+            status, answer_headers, answer = http("POST", gateway.url + "/model/", body, headers)
+            self.assertEqual(status, 401, headers)
+            self.assertEqual(answer_headers.get("WWW-Authenticate"), "Bearer")
+            self.assertIn("Bearer", json.loads(answer)["error"])
+        self.assertEqual(http("GET", gateway.url + "/v1/workers")[0], 401)
+        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)  # health stays open
+        self.assertEqual(http("POST", gateway.url + "/model/", body, auth)[0], 200)
+
+
 class Launcher(unittest.TestCase):
     def test_one_command_serves_and_stops_cleanly(self):
         ref = rm.reference("lanet-c16-l8")
