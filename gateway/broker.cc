@@ -51,7 +51,7 @@ void Broker::Stop() {
 Status Broker::Submit(Job job) {
   {
     std::lock_guard<std::mutex> lock(inbox_mutex_);
-    if (stop_.load()) return UnavailableError("the gateway is shutting down");
+    if (stop_.load() || draining_.load()) return UnavailableError("the gateway is shutting down");
     if (inbox_.size() + published_depth_ >= options_.max_queued) {
       return UnavailableError("the request queue is full (" + std::to_string(options_.max_queued) +
                               " waiting); retry shortly");
@@ -103,6 +103,7 @@ void Broker::Publish() {
   std::lock_guard<std::mutex> lock(inbox_mutex_);
   published_workers_ = std::move(snapshot);
   published_depth_ = pending_.size();
+  published_outstanding_ = pending_.size() + in_flight_.size();
 }
 
 void Broker::SendTo(const std::string& identity, const Frames& frames) {
@@ -212,8 +213,30 @@ void Broker::ExpireDeadlines() {
   }
 }
 
+bool Broker::Drain(std::chrono::milliseconds grace) {
+  draining_.store(true);
+  const auto deadline = Clock::now() + grace;
+  while (Clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(inbox_mutex_);
+      if (inbox_.empty() && published_outstanding_ == 0) return true;
+      // Nothing in flight and no worker left to take what is queued: waiting cannot help.
+      if (published_workers_.empty() && published_outstanding_ == published_depth_) return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 void Broker::Dispatch() {
   for (auto job = pending_.begin(); job != pending_.end();) {
+    if (job->job.abandoned && job->job.abandoned()) {
+      std::fprintf(stderr, "intgrads-gateway: dropped request %llu: its client went away\n",
+                   static_cast<unsigned long long>(job->job.request.id));
+      job->job.done(ErrorReply(job->job.request.id, 503, "the client went away"));
+      job = pending_.erase(job);
+      continue;
+    }
     WorkerState* chosen = nullptr;
     for (auto& [identity, w] : workers_) {
       // The idle worker that has served least: spreads work over the pool.

@@ -46,6 +46,8 @@ struct Job {
   std::string model;   // the model name; empty: any worker
   Clock::time_point deadline;
   std::function<void(const JobReply&)> done;
+  // True once the client has gone away: the job is dropped before it reaches a worker.
+  std::function<bool()> abandoned;
 };
 
 struct WorkerSnapshot {
@@ -71,6 +73,10 @@ class Broker {
   // The distinct model names of the workers, sorted.
   std::vector<std::string> ModelNames() const;
   size_t QueueDepth() const;
+  // Refuses new jobs (503) and waits up to `grace` for those queued and in
+  // flight to be answered; returns whether they all were.
+  bool Drain(std::chrono::milliseconds grace);
+  bool draining() const { return draining_.load(); }
   // Stops the broker thread; jobs still queued or in flight get a 503.
   void Stop();
 
@@ -108,6 +114,7 @@ class Broker {
   int wake_fd_ = -1;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> draining_{false};
 
   // Shared with submitting threads.
   mutable std::mutex inbox_mutex_;
@@ -115,6 +122,7 @@ class Broker {
   uint64_t next_id_ = 1;
   std::vector<WorkerSnapshot> published_workers_;
   size_t published_depth_ = 0;
+  size_t published_outstanding_ = 0;  // queued and in flight
 
   // Owned by the broker thread.
   std::map<std::string, WorkerState> workers_;

@@ -31,6 +31,7 @@ void PrintHelp() {
       "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
       "  --token TOKEN            require 'Authorization: Bearer TOKEN' on every route but /healthz, and the\n"
       "                           same token from workers joining (default: $INTGRADS_TOKEN; none if unset)\n"
+      "  --grace-ms N             on SIGTERM/SIGINT, how long requests in flight may finish (default 30000)\n"
       "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
       "  --help                   this text\n");
 }
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   BrokerOptions broker_options;
   HttpOptions http_options;
   std::string port_file;
+  int grace_ms = 30000;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help") {
@@ -75,6 +77,8 @@ int main(int argc, char** argv) {
         http_options.request_timeout_ms = std::stoi(v);
       else if (a == "--heartbeat-ms")
         broker_options.heartbeat_ms = std::max(10, std::stoi(v));
+      else if (a == "--grace-ms")
+        grace_ms = std::stoi(v);
       else if (a == "--token")
         http_options.token = v;
       else if (a == "--port-file")
@@ -123,7 +127,10 @@ int main(int argc, char** argv) {
   }
   int received = 0;
   sigwait(&signals, &received);
-  std::fprintf(stderr, "intgrads-gateway: stopping\n");
+  std::fprintf(stderr, "intgrads-gateway: stopping: refusing new requests, finishing those in flight\n");
+  if (!(*broker)->Drain(std::chrono::milliseconds(grace_ms))) {
+    std::fprintf(stderr, "intgrads-gateway: grace period over; answering what is left with 503\n");
+  }
   (*broker)->Stop();
   api.Shutdown();
   return 0;

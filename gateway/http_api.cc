@@ -139,6 +139,7 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
   job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
   job.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
   auto writer = std::make_shared<ResponseWriter>(std::move(response));
+  job.abandoned = [writer] { return writer->getPeer() == nullptr; };
   job.done = [writer](const JobReply& reply) {
     if (reply.status != 200) {
       SendError(*writer, reply.status, reply.error);
@@ -205,6 +206,10 @@ void HttpApi::GetHealth(const Pistache::Rest::Request&, ResponseWriter response)
 void HttpApi::GetReady(const Pistache::Rest::Request& request, ResponseWriter response) {
   if (!Authorized(request, response)) return;
   const auto workers = broker_.Workers();
+  if (broker_.draining()) {
+    SendError(response, 503, "the gateway is shutting down");
+    return;
+  }
   if (workers.empty()) {
     SendError(response, 503, "no worker is ready yet");
     return;

@@ -235,6 +235,37 @@ class Service(unittest.TestCase):
         self.assertEqual(http("POST", gateway.url + "/model/", body, auth)[0], 200)
 
 
+    def test_sigterm_lets_requests_in_flight_finish(self):
+        gateway, _ = self.serve("bit-m-r50x1")
+        ref = self.refs["bit-m-r50x1"]
+        body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 200}).encode()
+        answers = {}
+        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
+        thread.start()
+        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        gateway.process.send_signal(signal.SIGTERM)
+        thread.join(timeout=120)
+        self.assertEqual(answers["r"][0], 200)
+        self.assertEqual(gateway.process.wait(timeout=30), 0)
+
+    def test_requests_of_clients_that_left_are_dropped(self):
+        gateway, _ = self.serve("bit-m-r50x1")
+        ref = self.refs["bit-m-r50x1"]
+        slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 300}).encode()
+        quick = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 2}).encode()
+        answers = {}
+        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", slow)))
+        thread.start()
+        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        for _ in range(3):  # clients that give up while their request waits in the queue
+            with self.assertRaises(OSError):
+                http("POST", gateway.url + "/model/", quick, timeout=0.3)
+        thread.join(timeout=120)
+        self.assertEqual(answers["r"][0], 200)
+        self.assertEqual(http("POST", gateway.url + "/model/", quick)[0], 200)
+        self.assertEqual(gateway.workers()[0]["requests_served"], 2)  # the slow one and the last one
+
+
 class Launcher(unittest.TestCase):
     def test_one_command_serves_and_stops_cleanly(self):
         ref = rm.reference("lanet-c16-l8")
