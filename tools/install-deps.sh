@@ -6,7 +6,7 @@ packages=(
   build-essential cmake git ca-certificates curl
   libtorch-dev libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev
   zlib1g-dev libpng-dev libjpeg-dev libgtest-dev
-  python3-torch python3-numpy python3-pil python3-yaml iproute2
+  python3-torch python3-numpy python3-pil python3-yaml python-is-python3 iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

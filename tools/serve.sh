@@ -5,4 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
-exec build/bin/intgrads-images "$@"
+# On the PATH as the original README types them: intgrads-images, intgrads.
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+$sudo cmake --install build >/dev/null
+exec intgrads-images "$@"
