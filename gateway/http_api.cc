@@ -74,12 +74,17 @@ StatusOr<uint16_t> HttpApi::Start() {
     Pistache::Address address(options_.host == "localhost" ? "127.0.0.1" : options_.host,
                               Pistache::Port(options_.port));
     endpoint_ = std::make_unique<Pistache::Http::Endpoint>(address);
+    // Pistache 0.0.5 applies its header and body timeouts to a connection
+    // whose response is still pending (pistache issue #1030): a shorter one
+    // would answer a long attribution with 408. So both outlast the request
+    // deadline; the deadline itself bounds a slow client.
+    const auto timeout = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(60);
     endpoint_->init(Pistache::Http::Endpoint::options()
                         .threads(options_.threads)
                         .flags(Pistache::Tcp::Options::ReuseAddr)
                         .maxRequestSize(options_.max_body_bytes + 64 * 1024)
-                        .headerTimeout(std::chrono::seconds(30))
-                        .bodyTimeout(std::chrono::seconds(60)));
+                        .headerTimeout(timeout)
+                        .bodyTimeout(timeout));
     endpoint_->setHandler(router_.handler());
     endpoint_->serveThreaded();
     return static_cast<uint16_t>(endpoint_->getPort());
