@@ -4,7 +4,6 @@ Dockerfiles) is a program we build, run with flags that program accepts."""
 
 import os
 import re
-import shlex
 import subprocess
 import unittest
 

@@ -30,7 +30,7 @@ def ip(*args, check=True):
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
-def netns_exec(ns, *command, **kwargs):
+def netns_exec(ns, *command):
     return ["ip", "netns", "exec", ns, *command]
 
 

@@ -28,6 +28,16 @@ def readme_curl(port, cwd):
     return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def post_while_busy(gateway, body):
+    """Posts `body` from a thread and returns once a worker is computing it:
+    (thread, answers) with answers["r"] the (status, headers, body) when done."""
+    answers = {}
+    thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
+    thread.start()
+    wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+    return thread, answers
+
+
 class Service(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -91,11 +101,8 @@ class Service(unittest.TestCase):
         good = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 8}).encode()
 
         # /healthz answers at once while an attribution runs.
-        answers = {}
         slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 300}).encode()
-        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", slow)))
-        thread.start()
-        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        thread, answers = post_while_busy(gateway, slow)
         started = time.time()
         self.assertEqual(http("GET", gateway.url + "/healthz", timeout=5)[0], 200)
         self.assertLess(time.time() - started, 1.0)
@@ -165,10 +172,7 @@ class Service(unittest.TestCase):
         wait_until(lambda: len(gateway.workers()) == 2, what="two workers")
         ref = self.refs["bit-m-r50x1"]
         body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 200}).encode()
-        answers = {}
-        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
-        thread.start()
-        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        thread, answers = post_while_busy(gateway, body)
         busy = [w for w in gateway.workers() if w["state"] == "busy"]
         self.assertEqual(len(busy), 1)
         # Kill whichever worker took it: both are candidates, so kill both in turn if needed.
@@ -239,10 +243,7 @@ class Service(unittest.TestCase):
         gateway, _ = self.serve("bit-m-r50x1")
         ref = self.refs["bit-m-r50x1"]
         body = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 200}).encode()
-        answers = {}
-        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
-        thread.start()
-        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        thread, answers = post_while_busy(gateway, body)
         gateway.process.send_signal(signal.SIGTERM)
         thread.join(timeout=120)
         self.assertEqual(answers["r"][0], 200)
@@ -253,10 +254,7 @@ class Service(unittest.TestCase):
         ref = self.refs["bit-m-r50x1"]
         slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 300}).encode()
         quick = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 2}).encode()
-        answers = {}
-        thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", slow)))
-        thread.start()
-        wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
+        thread, answers = post_while_busy(gateway, slow)
         for _ in range(3):  # clients that give up while their request waits in the queue
             with self.assertRaises(OSError):
                 http("POST", gateway.url + "/model/", quick, timeout=0.3)
