@@ -51,15 +51,18 @@ std::string Shorten(const std::string& s, size_t limit) {
   return s.substr(0, end) + "...";
 }
 
+// "[y][x]", for messages only: building it for every pixel would cost more than reading them.
+std::string Where(int y, int x) { return "[" + std::to_string(y) + "][" + std::to_string(x) + "]"; }
+
 // One pixel value: an integer 0..255.
-Status ReadChannel(const json& v, uint8_t* out, const char* where) {
+Status ReadChannel(const json& v, uint8_t* out, int y, int x) {
   if (!v.is_number_integer()) {
     return InvalidError(std::string("img_data: expected integers 0..255, found ") +
-                        (v.is_number() ? "a non-integer number" : "a " + TypeName(v)) + " at " + where);
+                        (v.is_number() ? "a non-integer number" : "a " + TypeName(v)) + " at " + Where(y, x));
   }
   const auto value = v.get<int64_t>();
   if (value < 0 || value > 255) {
-    return InvalidError("img_data: value " + std::to_string(value) + " at " + where + " is outside 0..255");
+    return InvalidError("img_data: value " + std::to_string(value) + " at " + Where(y, x) + " is outside 0..255");
   }
   *out = static_cast<uint8_t>(value);
   return Status::Ok();
@@ -105,17 +108,16 @@ StatusOr<Image> ReadImage(const json& rows, const RequestLimits& limits) {
     }
     for (int x = 0; x < image.width; ++x) {
       const json& pixel = row[static_cast<size_t>(x)];
-      const std::string where = "[" + std::to_string(y) + "][" + std::to_string(x) + "]";
       if (image.channels == 1) {
-        RETURN_IF_ERROR(ReadChannel(pixel, &image.pixels[at++], where.c_str()));
+        RETURN_IF_ERROR(ReadChannel(pixel, &image.pixels[at++], y, x));
         continue;
       }
       if (!pixel.is_array() || pixel.size() != static_cast<size_t>(image.channels)) {
-        return InvalidError("img_data: pixel " + where + " should be a list of " + std::to_string(image.channels) +
-                            " values like pixel [0][0], found " +
+        return InvalidError("img_data: pixel " + Where(y, x) + " should be a list of " +
+                            std::to_string(image.channels) + " values like pixel [0][0], found " +
                             (pixel.is_array() ? "one of " + std::to_string(pixel.size()) : "a " + TypeName(pixel)));
       }
-      for (const json& channel : pixel) RETURN_IF_ERROR(ReadChannel(channel, &image.pixels[at++], where.c_str()));
+      for (const json& channel : pixel) RETURN_IF_ERROR(ReadChannel(channel, &image.pixels[at++], y, x));
     }
   }
   return image;
