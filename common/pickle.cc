@@ -197,6 +197,14 @@ Status Unpickler::ReadLE(T* out) {
   return Status::Ok();
 }
 
+template <typename T>
+Status Unpickler::PushInt() {
+  T v = 0;
+  RETURN_IF_ERROR(ReadLE(&v));
+  stack_.push_back(MakeInt(v));
+  return Status::Ok();
+}
+
 template <typename Length>
 Status Unpickler::ReadSized(std::string_view* out) {
   Length n = 0;
@@ -420,24 +428,9 @@ StatusOr<PickleValuePtr> Unpickler::LoadObject() {
         stack_.push_back(std::move(v));
         break;
       }
-      case kBinInt: {
-        int32_t v = 0;
-        RETURN_IF_ERROR(ReadLE(&v));
-        stack_.push_back(MakeInt(v));
-        break;
-      }
-      case kBinInt1: {
-        uint8_t v = 0;
-        RETURN_IF_ERROR(ReadLE(&v));
-        stack_.push_back(MakeInt(v));
-        break;
-      }
-      case kBinInt2: {
-        uint16_t v = 0;
-        RETURN_IF_ERROR(ReadLE(&v));
-        stack_.push_back(MakeInt(v));
-        break;
-      }
+      case kBinInt: RETURN_IF_ERROR(PushInt<int32_t>()); break;
+      case kBinInt1: RETURN_IF_ERROR(PushInt<uint8_t>()); break;
+      case kBinInt2: RETURN_IF_ERROR(PushInt<uint16_t>()); break;
       case kLong1:
       case kLong4: {
         uint32_t n = 0;

@@ -91,6 +91,8 @@ class Unpickler {
   template <typename Length>
   Status ReadSized(std::string_view* out);  // a length, then that many bytes
   Status ReadMemoIndex(uint8_t op, uint64_t* index);
+  template <typename T>
+  Status PushInt();  // BININT, BININT1, BININT2: a little-endian T
 
   std::string_view data_;
   std::string source_;
