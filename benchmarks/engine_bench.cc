@@ -1,8 +1,10 @@
 // Times one attribution (n_steps forward and input-gradient passes) of the
 // engine alone, warm, on the reference configurations under their
 // deterministic weights.
-//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [NAME ...]
-// NAME: bit-m-r50x1 (default), lanet-c16-l8, bit-s-r101x3, lanet-c128-l24.
+//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--cuda [--tf32]] [NAME
+//   ...]
+// NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
+// (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -13,46 +15,64 @@
 
 #include "tests/worker/reference.h"
 #include "worker/engine.h"
+#include "worker/model_flags.h"
 
 int main(int argc, char** argv) {
   using namespace intgrads;
   int threads = 2, n_steps = 50, repeats = 5;
+  EngineOptions options;
+  torch::Device device(torch::kCPU);
   std::vector<std::string> names;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--threads" || a == "--n-steps" || a == "--repeats") && i + 1 < argc) {
-      (a == "--threads" ? threads : a == "--n-steps" ? n_steps : repeats) = std::atoi(argv[++i]);
+    if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size") && i + 1 < argc) {
+      (a == "--threads"   ? threads
+       : a == "--n-steps" ? n_steps
+       : a == "--repeats" ? repeats
+                          : options.chunk_size) = std::atoi(argv[++i]);
+    } else if (a == "--cuda") {
+      device = torch::Device(torch::kCUDA, 0);
+      AllowTf32(false);
+    } else if (a == "--tf32") {
+      AllowTf32(true);
     } else {
       names.push_back(a);
     }
   }
-  if (names.empty()) names = {"bit-m-r50x1", "lanet-c16-l8"};
+  if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
   torch::set_num_threads(threads);
-  std::printf("| model | threads | n_steps | first s | best s | median s |\n| --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| model | device | threads | n_steps | first s | best s | median s |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |\n");
   for (const std::string& name : names) {
-    auto ref = testing::LoadReference(name);
-    if (!ref) {
-      std::fprintf(stderr, "%s: reference not found under %s\n", name.c_str(), INTGRADS_REFERENCE_DIR);
-      return 1;
+    StatusOr<std::unique_ptr<Classifier>> model = LoadDefaultModel();
+    if (name != "default") {
+      auto ref = testing::LoadReference(name);
+      if (!ref) {
+        std::fprintf(stderr, "%s: reference not found under %s\n", name.c_str(), INTGRADS_REFERENCE_DIR);
+        return 1;
+      }
+      const ModelFamily family = name.rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
+      model = LoadModel(family, testing::DeterministicStateDict(*ref));
     }
-    const ModelFamily family = name.rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
-    auto model = LoadModel(family, testing::DeterministicStateDict(*ref));
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;
     }
-    const torch::Tensor input = torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0)));
+    (*model)->To(device);
+    const torch::Tensor input =
+        torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
     const PathSchedule schedule = *MakeSchedule("gausslegendre", n_steps);
     std::vector<double> seconds;
     for (int r = 0; r <= repeats; ++r) {
       const auto started = std::chrono::steady_clock::now();
-      (void)Attribute(**model, input, 3, schedule, {});
+      (void)Attribute(**model, input, 3, schedule, options);  // its results come back to the CPU: synchronized
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
     std::vector<double> warm(seconds.begin() + 1, seconds.end());
     std::sort(warm.begin(), warm.end());
-    std::printf("| %s | %d | %d | %.3f | %.3f | %.3f |\n", name.c_str(), threads, n_steps, seconds.front(),
-                warm.front(), warm[warm.size() / 2]);
+    std::printf("| %s | %s | %d | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads, n_steps,
+                seconds.front(), warm.front(), warm[warm.size() / 2]);
   }
   return 0;
 }

@@ -3,7 +3,9 @@
 under a fixed concurrent load, and the gateway's own overhead per request.
 
     /usr/bin/python3 benchmarks/throughput.py [--model lanet-c16-l8] [--n-steps 16]
-        [--requests 48] [--concurrency 8] [--workers 1,2,4] [--json]
+        [--requests 48] [--concurrency 8] [--workers 1,2,4] [--cuda] [--json]
+
+With --cuda every worker computes on GPU 0 (benchmarks/gpu.sh).
 
 Everything runs on 127.0.0.1. The overhead is measured on an idle service,
 one request at a time: the client's latency minus the worker's own time on
@@ -82,6 +84,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--overhead-samples", type=int, default=20)
+    parser.add_argument("--cuda", action="store_true", help="workers compute on GPU 0")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -89,7 +92,7 @@ def main():
     if ref is None:
         sys.exit(f"reference {args.model} not found under {rm.REFERENCE_DIR}")
     results = {"model": args.model, "n_steps": args.n_steps, "concurrency": args.concurrency,
-               "cpus": os.cpu_count(), "runs": []}
+               "cpus": os.cpu_count(), "device": "cuda:0" if args.cuda else "cpu", "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = os.path.join(tmp, "model.pth")
         rm.write_checkpoint(ref, checkpoint)
@@ -97,7 +100,8 @@ def main():
                            "n_steps": args.n_steps}).encode()
         for count in [int(n) for n in args.workers.split(",")]:
             gateway = Gateway(heartbeat_ms=1000)
-            workers = [start_worker(gateway.endpoint, ref["family"], checkpoint, heartbeat_ms=1000)
+            extra = ("--cuda",) if args.cuda else ()
+            workers = [start_worker(gateway.endpoint, ref["family"], checkpoint, *extra, heartbeat_ms=1000)
                        for _ in range(count)]
             try:
                 wait_until(lambda: len(gateway.workers()) == count, what=f"{count} workers")
@@ -115,7 +119,7 @@ def main():
         print(json.dumps(results, indent=2))
         return
     print(f"model {args.model}, n_steps {args.n_steps}, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
-          f"1 thread per worker")
+          f"1 thread per worker, workers on {results['device']}")
     print("| workers | requests | failed | req/s | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:

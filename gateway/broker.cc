@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <set>
 #include <zmq_addon.hpp>
@@ -41,10 +42,15 @@ Broker::~Broker() {
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
+void Broker::Wake() {
+  const uint64_t one = 1;
+  // Fails only when the counter is full, and then a wake-up is pending anyway.
+  if (write(wake_fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) std::perror("intgrads-gateway: waking the broker");
+}
+
 void Broker::Stop() {
   if (stop_.exchange(true)) return;
-  const uint64_t one = 1;
-  (void)write(wake_fd_, &one, sizeof(one));
+  Wake();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -59,8 +65,7 @@ Status Broker::Submit(Job job) {
     job.request.id = next_id_++;
     inbox_.push_back(std::move(job));
   }
-  const uint64_t one = 1;
-  (void)write(wake_fd_, &one, sizeof(one));
+  Wake();
   return Status::Ok();
 }
 
@@ -186,10 +191,12 @@ void Broker::HandleWorkerMessage(const std::string& identity, const Frames& fram
   const JobReply& reply = message->reply;
   auto job = in_flight_.find(reply.id);
   if (job == in_flight_.end() || job->second.worker != identity) return;  // a late answer to a retried job
-  job->second.job.done(reply);
-  in_flight_.erase(job);
+  // The worker's state first, so that whoever the answer reaches sees it counted.
   it->second.job.reset();
   ++it->second.served;
+  InFlight answered = std::move(job->second);
+  in_flight_.erase(job);
+  answered.job.done(reply);
 }
 
 void Broker::ExpireDeadlines() {
@@ -270,7 +277,9 @@ void Broker::Run() {
     }
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t count = 0;
-      (void)read(wake_fd_, &count, sizeof(count));
+      if (read(wake_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
+        std::perror("intgrads-gateway: reading the broker's eventfd");
+      }
       std::vector<Job> arrived;
       {
         std::lock_guard<std::mutex> lock(inbox_mutex_);

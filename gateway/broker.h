@@ -81,6 +81,7 @@ class Broker {
   void Stop();
 
  private:
+  void Wake();  // interrupts the broker thread's poll
   struct WorkerState {
     std::string identity;
     WorkerInfo info;

@@ -14,17 +14,22 @@
 
 #include "common/image.h"
 #include "common/request.h"
+#include "tools/cli.h"
 #include "tools/launcher.h"
+#include "tools/train.h"
 #include "worker/model_flags.h"
 #include "worker/worker_loop.h"
 
 namespace intgrads {
 namespace {
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "intgrads-images: %s\n", message.c_str());
-  return 2;
-}
+const char kAttributeHelp[] =
+    "usage: intgrads-images attribute [model flags] --input in.json --output out.gzip [--n-steps N] [--method M]\n\n"
+    "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
+    "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
+    "--method override its fields.\n\n"
+    "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
+    "  riemann_middle, riemann_trapezoid), --chunk-size N, --threads N, --gzip-level N\n";
 
 int RunAttribute(const std::vector<std::string>& args) {
   ModelFlags model_flags;
@@ -32,25 +37,9 @@ int RunAttribute(const std::vector<std::string>& args) {
   std::string input_path, output_path;
   int n_steps = 0;
   std::string method;
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
-    if (!consumed.ok()) return Fail(consumed.status().message());
-    if (*consumed) continue;
-    const std::string& a = args[i];
-    if (a == "--help") {
-      std::printf(
-          "usage: intgrads-images attribute (--bit-path P | --lanet-path P) --input in.json --output out.gzip\n"
-          "                                 [--n-steps N] [--method M] [--cpu | --cuda]\n\n"
-          "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
-          "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
-          "--method override its fields.\n\n%s"
-          "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
-          "  riemann_middle, riemann_trapezoid), --chunk-size N, --threads N, --gzip-level N\n",
-          ModelFlagsHelp());
-      return 0;
-    }
-    if (i + 1 >= args.size()) return Fail("attribute: unknown flag or missing value: " + a);
-    const std::string& v = args[++i];
+  auto handle = [&](const std::string& a, size_t* i) -> Status {
+    if (*i + 1 >= args.size()) return InvalidError("attribute: unknown flag or missing value: " + a);
+    const std::string& v = args[++*i];
     try {
       if (a == "--input")
         input_path = v;
@@ -67,11 +56,13 @@ int RunAttribute(const std::vector<std::string>& args) {
       else if (a == "--gzip-level")
         options.gzip_level = std::stoi(v);
       else
-        return Fail("attribute: unknown flag " + a);
+        return InvalidError("attribute: unknown flag " + a);
     } catch (const std::exception&) {
-      return Fail("attribute: " + a + " needs a number, got '" + v + "'");
+      return InvalidError("attribute: " + a + " needs a number, got '" + v + "'");
     }
-  }
+    return Status::Ok();
+  };
+  if (auto exit = WalkFlags(args, kAttributeHelp, &model_flags, handle)) return *exit;
   if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
@@ -134,5 +125,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "attribute") return intgrads::RunAttribute({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "prepare") return intgrads::RunPrepare({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "train") return intgrads::RunTrain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "evaluate") return intgrads::RunEvaluate({args.begin() + 1, args.end()});
   return intgrads::RunLauncher(args);
 }

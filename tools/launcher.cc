@@ -26,8 +26,11 @@ void PrintHelp() {
   std::printf(
       "usage: intgrads-images [-bp PATH | -lp PATH] [-h HOST] [-p PORT] [--cpu | --cuda] [options]\n"
       "       intgrads-images attribute ...   (one attribution, no server; see 'attribute --help')\n"
-      "       intgrads-images prepare IMAGE CLASS OUT.json\n\n"
-      "Starts the attribution service: an HTTP gateway on HOST:PORT and local workers holding the model.\n\n"
+      "       intgrads-images prepare IMAGE CLASS OUT.json\n"
+      "       intgrads-images train ...       (train a CIFAR-10 LaNet; see 'train --help')\n"
+      "       intgrads-images evaluate PATH   (top-1 accuracy on a CIFAR-style zip or folder tree)\n\n"
+      "Starts the attribution service: an HTTP gateway on HOST:PORT and local workers holding the model\n"
+      "(without a model flag, the embedded default model: a CIFAR-10 LaNet trained by this project).\n\n"
       "%s"
       "  -h, --host HOST          HTTP bind address (default localhost; note: -h is not help)\n"
       "  -p, --port PORT          HTTP port (default 8888)\n"
@@ -108,13 +111,7 @@ int RunLauncher(const std::vector<std::string>& args) {
     std::fprintf(stderr, "intgrads-images: --cuda was given but CUDA is not available on this machine; use --cpu\n");
     return 2;
   }
-  if (!model_flags.family) {
-    std::fprintf(stderr,
-                 "intgrads-images: no model given: pass -bp /path/to/bit_model.pth or -lb "
-                 "/path/to/lanet_model.pth (an embedded default model is not part of this build yet)\n");
-    return 2;
-  }
-  if (access(model_flags.path.c_str(), R_OK) != 0) {
+  if (model_flags.family && access(model_flags.path.c_str(), R_OK) != 0) {
     std::fprintf(stderr, "intgrads-images: cannot read the checkpoint '%s': %s\n", model_flags.path.c_str(),
                  std::strerror(errno));
     return 2;
@@ -142,15 +139,15 @@ int RunLauncher(const std::vector<std::string>& args) {
   gateway_argv.insert(gateway_argv.end(), gateway_extra.begin(), gateway_extra.end());
   const pid_t gateway = Spawn(gateway_argv);
   auto worker_argv = [&](int index) {
-    std::vector<std::string> argv = {bin + "/intgrads-worker",
-                                     "--connect",
-                                     endpoint,
-                                     model_flags.family == ModelFamily::kBit ? "--bit-path" : "--lanet-path",
-                                     model_flags.path,
-                                     "--threads",
+    std::vector<std::string> argv = {bin + "/intgrads-worker", "--connect", endpoint, "--threads",
                                      std::to_string(threads)};
+    if (model_flags.family) {  // else the embedded default model
+      argv.insert(argv.end(),
+                  {model_flags.family == ModelFamily::kBit ? "--bit-path" : "--lanet-path", model_flags.path});
+    }
     if (model_flags.cuda) {
       argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});
+      if (model_flags.tf32) argv.emplace_back("--tf32");
     } else {
       argv.emplace_back("--cpu");
     }

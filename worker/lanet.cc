@@ -1,8 +1,11 @@
 // LaNet (Wang, Fonseca, Tian: LaNAS), the DARTS-style NetworkCIFAR with the
 // cell found by the LaNAS search, as the original server built it. Key names
-// follow the public LaMCTS code (compat.md). Eval mode only: BatchNorm uses
-// its running statistics and drop-path is off. The 1x1 convolutions of
-// ReLUConvBN and SepConv are weight-standardized; that is done once at load.
+// follow the public LaMCTS code (compat.md). Served in eval mode: BatchNorm
+// uses its running statistics and drop-path is off, and the 1x1 convolutions
+// of ReLUConvBN and SepConv, which are weight-standardized, are standardized
+// once at load. A TrainableLanet (for `intgrads-images train`) runs the same
+// code in training mode: batch statistics, and standardization in every pass
+// so that gradients reach the raw weights.
 #include <map>
 #include <set>
 
@@ -36,39 +39,55 @@ std::vector<int> ConcatStates() {
   return concat;
 }
 
+constexpr double kBatchNormMomentum = 0.1;
+
+// Training mode uses the batch's statistics and updates the running ones in place.
 struct BatchNorm {
   torch::Tensor weight, bias, mean, var;
-  torch::Tensor operator()(const torch::Tensor& x) const {
-    return torch::batch_norm(x, weight, bias, mean, var, false, 0.0, kBatchNormEps, false);
+  torch::Tensor operator()(const torch::Tensor& x, bool train) const {
+    return torch::batch_norm(x, weight, bias, mean, var, train, kBatchNormMomentum, kBatchNormEps, false);
   }
 };
+
+// LaNet's Conv2d: w - mean over (in, kh, kw), divided by the unbiased std of
+// the flattened weight plus 1e-5; the means are taken one dimension at a
+// time, as the original code does, to give the same float32 numbers.
+torch::Tensor StandardizeLanet(const torch::Tensor& w) {
+  torch::Tensor mean = w.mean(1, true).mean(2, true).mean(3, true);
+  torch::Tensor centered = w - mean;
+  torch::Tensor std = centered.view({centered.size(0), -1}).std(1).view({-1, 1, 1, 1}) + 1e-5;
+  return (centered / std.expand_as(centered)).contiguous();
+}
 
 // One operation: SepConv, FactorizedReduce, ReLUConvBN, max-pool or identity.
 struct Op {
   enum class Kind { kIdentity, kMaxPool, kSepConv, kFactorizedReduce, kReluConvBn } kind = Kind::kIdentity;
   int stride = 1;
   int padding = 0;
-  torch::Tensor dw1, pw1, dw2, pw2;  // SepConv; pw1 also ReLUConvBN's conv, dw1/dw2 FactorizedReduce's conv_1/conv_2
+  // SepConv; pw1 also ReLUConvBN's conv, dw1/dw2 FactorizedReduce's conv_1/conv_2.
+  // pw1 and pw2 are standardized already, except in training, where they are raw.
+  torch::Tensor dw1, pw1, dw2, pw2;
   BatchNorm bn1, bn2;
 
-  torch::Tensor operator()(const torch::Tensor& x) const {
+  torch::Tensor operator()(const torch::Tensor& x, bool train) const {
+    auto pw = [train](const torch::Tensor& w) { return train ? StandardizeLanet(w) : w; };
     switch (kind) {
       case Kind::kIdentity: return x;
       case Kind::kMaxPool: return torch::max_pool2d(x, 3, stride, 1);
-      case Kind::kReluConvBn: return bn1(torch::conv2d(torch::relu(x), pw1));
+      case Kind::kReluConvBn: return bn1(torch::conv2d(torch::relu(x), pw(pw1)), train);
       case Kind::kFactorizedReduce: {
         torch::Tensor r = torch::relu(x);
         using torch::indexing::None;
         using torch::indexing::Slice;
         torch::Tensor shifted = r.index({Slice(), Slice(), Slice(1, None), Slice(1, None)});
-        return bn1(torch::cat({torch::conv2d(r, dw1, {}, 2), torch::conv2d(shifted, dw2, {}, 2)}, 1));
+        return bn1(torch::cat({torch::conv2d(r, dw1, {}, 2), torch::conv2d(shifted, dw2, {}, 2)}, 1), train);
       }
       case Kind::kSepConv: {
         const int64_t c = x.size(1);
         torch::Tensor y = torch::conv2d(torch::relu(x), dw1, {}, stride, padding, 1, c);
-        y = bn1(torch::conv2d(y, pw1));
+        y = bn1(torch::conv2d(y, pw(pw1)), train);
         y = torch::conv2d(torch::relu(y), dw2, {}, 1, padding, 1, c);
-        return bn2(torch::conv2d(y, pw2));
+        return bn2(torch::conv2d(y, pw(pw2)), train);
       }
     }
     return x;
@@ -129,26 +148,18 @@ int64_t ForEachCell(const LanetConfig& config, Visit visit, int64_t* c_auxiliary
   return c_prev;
 }
 
-// LaNet's Conv2d: w - mean over (in, kh, kw), divided by the unbiased std of
-// the flattened weight plus 1e-5; the means are taken one dimension at a
-// time, as the original code does, to give the same float32 numbers.
-torch::Tensor StandardizeLanet(const torch::Tensor& w) {
-  torch::Tensor mean = w.mean(1, true).mean(2, true).mean(3, true);
-  torch::Tensor centered = w - mean;
-  torch::Tensor std = centered.view({centered.size(0), -1}).std(1).view({-1, 1, 1, 1}) + 1e-5;
-  return (centered / std.expand_as(centered)).contiguous();
-}
-
 class Lanet final : public Classifier {
  public:
-  Lanet(const LanetConfig& config, const Weights& w) {
+  // train: keep the 1x1 weights raw and run every pass in training mode.
+  Lanet(const LanetConfig& config, const Weights& w, bool train) : train_(train) {
+    auto standardized = [train](const torch::Tensor& raw) { return train ? raw : StandardizeLanet(raw); };
     auto bn = [&w](const std::string& p) {
       return BatchNorm{w.at(p + "weight"), w.at(p + "bias"), w.at(p + "running_mean"), w.at(p + "running_var")};
     };
     auto relu_conv_bn = [&](const std::string& p) {
       Op op;
       op.kind = Op::Kind::kReluConvBn;
-      op.pw1 = StandardizeLanet(w.at(p + "op.1.weight"));
+      op.pw1 = standardized(w.at(p + "op.1.weight"));
       op.bn1 = bn(p + "op.2.");
       return op;
     };
@@ -184,10 +195,10 @@ class Lanet final : public Classifier {
                 op.kind = Op::Kind::kSepConv;
                 op.padding = OpAt(k) == OpType::kSepConv3 ? 1 : 2;
                 op.dw1 = w.at(q + "op.1.weight");
-                op.pw1 = StandardizeLanet(w.at(q + "op.2.weight"));
+                op.pw1 = standardized(w.at(q + "op.2.weight"));
                 op.bn1 = bn(q + "op.3.");
                 op.dw2 = w.at(q + "op.5.weight");
-                op.pw2 = StandardizeLanet(w.at(q + "op.6.weight"));
+                op.pw2 = standardized(w.at(q + "op.6.weight"));
                 op.bn2 = bn(q + "op.7.");
                 break;
             }
@@ -208,15 +219,16 @@ class Lanet final : public Classifier {
   }
 
   torch::Tensor Forward(const torch::Tensor& x) const override {
-    torch::Tensor s0 = stem_bn_(torch::conv2d(x, stem_conv_, {}, 1, 1));
+    torch::Tensor s0 = stem_bn_(torch::conv2d(x, stem_conv_, {}, 1, 1), train_);
     torch::Tensor s1 = s0;
     std::vector<torch::Tensor> states;
     for (const Cell& cell : cells_) {
       states.clear();
-      states.push_back(cell.preprocess0(s0));
-      states.push_back(cell.preprocess1(s1));
+      states.push_back(cell.preprocess0(s0, train_));
+      states.push_back(cell.preprocess1(s1, train_));
       for (int i = 0; i < kNodes; ++i) {
-        states.push_back(cell.ops[2 * i](states[InputOf(2 * i)]) + cell.ops[2 * i + 1](states[InputOf(2 * i + 1)]));
+        states.push_back(cell.ops[2 * i](states[InputOf(2 * i)], train_) +
+                         cell.ops[2 * i + 1](states[InputOf(2 * i + 1)], train_));
       }
       std::vector<torch::Tensor> outputs;
       for (int s : concat_) outputs.push_back(states[s]);
@@ -245,6 +257,7 @@ class Lanet final : public Classifier {
   }
 
  private:
+  bool train_;
   torch::Tensor stem_conv_;
   BatchNorm stem_bn_;
   std::vector<Cell> cells_;
@@ -319,7 +332,79 @@ StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights) {
     if (!t.is_floating_point()) return InvalidError("LaNet weight " + key + " is not floating point");
     t = t.to(torch::kFloat32).contiguous();
   }
-  return std::unique_ptr<Classifier>(std::make_unique<Lanet>(config, w));
+  return std::unique_ptr<Classifier>(std::make_unique<Lanet>(config, w, false));
+}
+
+namespace {
+
+class TrainableLanetImpl final : public TrainableLanet {
+ public:
+  explicit TrainableLanetImpl(const LanetConfig& config) : keys_(LanetKeys(config)) {
+    Weights w;
+    torch::NoGradGuard no_grad;
+    for (const auto& [key, shape] : keys_) {
+      torch::Tensor t;
+      if (EndsWith(key, "num_batches_tracked")) {
+        t = torch::zeros({}, torch::kInt64);
+      } else if (EndsWith(key, "running_var")) {
+        t = torch::ones(shape);
+      } else if (EndsWith(key, "running_mean") || EndsWith(key, "bias")) {
+        t = torch::zeros(shape);
+      } else if (shape.size() == 1) {  // BatchNorm scale
+        t = torch::ones(shape);
+      } else {  // convolutions and the classifier: He initialization over the fan-in
+        t = torch::empty(shape);
+        torch::nn::init::kaiming_normal_(t, 0.0, torch::kFanIn, torch::kReLU);
+        if (shape.size() == 2) t.mul_(0.1);
+      }
+      if (IsParameter(key)) t.set_requires_grad(true);
+      w.emplace(key, t);
+    }
+    weights_ = w;
+    net_ = std::make_unique<Lanet>(config, weights_, true);
+  }
+
+  torch::Tensor Forward(const torch::Tensor& x) override {
+    ++batches_;
+    return net_->Forward(x);
+  }
+
+  std::vector<torch::Tensor> Parameters() const override {
+    std::vector<torch::Tensor> parameters;
+    for (const auto& [key, shape] : keys_) {
+      if (IsParameter(key)) parameters.push_back(weights_.at(key));
+    }
+    return parameters;
+  }
+
+  StateDict State() const override {
+    StateDict state;
+    for (const auto& [key, shape] : keys_) {
+      torch::Tensor t = weights_.at(key).detach().clone();
+      if (EndsWith(key, "num_batches_tracked")) t.fill_(batches_);
+      state.emplace_back(key, t);
+    }
+    return state;
+  }
+
+ private:
+  static bool EndsWith(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+  static bool IsParameter(const std::string& key) {
+    return !EndsWith(key, "running_mean") && !EndsWith(key, "running_var") && !EndsWith(key, "num_batches_tracked");
+  }
+
+  KeyShapes keys_;
+  Weights weights_;
+  std::unique_ptr<Lanet> net_;
+  int64_t batches_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainableLanet> NewTrainableLanet(const LanetConfig& config) {
+  return std::make_unique<TrainableLanetImpl>(config);
 }
 
 }  // namespace intgrads

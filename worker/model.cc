@@ -5,6 +5,9 @@
 
 #include "common/request.h"
 
+extern "C" const char intgrads_default_model_begin[];
+extern "C" const char intgrads_default_model_end[];
+
 namespace intgrads {
 
 const char* FamilyName(ModelFamily family) { return family == ModelFamily::kBit ? "bit" : "lanet"; }
@@ -80,6 +83,17 @@ StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const st
   auto model = LoadModel(family, weights);
   if (!model.ok()) return Status(model.status().code(), path + ": " + model.status().message());
   return model;
+}
+
+std::string_view DefaultModelBytes() {
+  return {intgrads_default_model_begin, static_cast<size_t>(intgrads_default_model_end - intgrads_default_model_begin)};
+}
+
+StatusOr<std::unique_ptr<Classifier>> LoadDefaultModel() {
+  const std::string source = "the embedded default model";
+  ASSIGN_OR_RETURN(PickleValuePtr root, ParseTorchFile(DefaultModelBytes(), source));
+  ASSIGN_OR_RETURN(StateDict weights, ExtractStateDict(*root, source));
+  return LoadLanet(weights);
 }
 
 }  // namespace intgrads

@@ -64,6 +64,13 @@ StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights);
 StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights);
 StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path);
 
+// The project's own CIFAR-10 LaNet (models/README.md), trained by
+// `intgrads-images train` and compiled into the programs: what a worker
+// serves when no model flag is given. DefaultModelBytes() is the torch.save
+// file, read by the same reader as users' checkpoints.
+std::string_view DefaultModelBytes();
+StatusOr<std::unique_ptr<Classifier>> LoadDefaultModel();
+
 struct BitConfig {
   std::array<int, 4> units{3, 4, 6, 3};
   int width = 1;
@@ -78,5 +85,20 @@ struct LanetConfig {
   int num_classes = 10;
 };
 KeyShapes LanetKeys(const LanetConfig& config);
+
+// A LaNet being trained (intgrads-images train): the served network's code in
+// training mode. BatchNorm uses batch statistics and updates its running ones;
+// the 1x1 weights are standardized in every pass, so gradients reach the raw
+// weights. State() is a state dict that LoadLanet serves.
+class TrainableLanet {
+ public:
+  virtual ~TrainableLanet() = default;
+  virtual torch::Tensor Forward(const torch::Tensor& x) = 0;
+  virtual std::vector<torch::Tensor> Parameters() const = 0;
+  virtual StateDict State() const = 0;
+};
+
+// Initialized from torch's global generator (seed it first for repeatable runs).
+std::unique_ptr<TrainableLanet> NewTrainableLanet(const LanetConfig& config);
 
 }  // namespace intgrads

@@ -58,6 +58,31 @@ def main(outdir):
         save(outdir, "training_checkpoint", checkpoint, net.state_dict(), legacy)
         save(outdir, "dtypes", dtypes, dtypes, legacy)
     write_resize_cases(outdir)
+    write_dataset(outdir)
+
+
+# A labelled image set in both layouts the trainer and `evaluate` read:
+# dataset/train/<class>/<n>.png and dataset.zip (stored members
+# train/<class>/<n>.jpg|png). Each image is one flat colour of its class, so a
+# reader that mixes labels up is seen; one image is 40 x 40 (resized to 32).
+DATASET = {"airplane": (200, 30, 30), "cat": (30, 200, 30), "ship": (30, 30, 200)}
+
+
+def write_dataset(outdir):
+    import io
+    import zipfile
+    root = os.path.join(outdir, "dataset")
+    with zipfile.ZipFile(os.path.join(outdir, "dataset.zip"), "w", zipfile.ZIP_STORED) as archive:
+        for name, colour in DATASET.items():
+            os.makedirs(os.path.join(root, "train", name), exist_ok=True)
+            for n in range(3):
+                size = 40 if (name, n) == ("ship", 2) else 32
+                image = Image.new("RGB", (size, size), tuple(c + 10 * n for c in colour))
+                image.save(os.path.join(root, "train", name, f"{n}.png"))
+                data = io.BytesIO()
+                image.save(data, format="PNG")
+                archive.writestr(f"train/{name}/{n}.png", data.getvalue())
+        archive.writestr("train/README.txt", "not an image: skipped")
 
 
 # (name, input width, height, mode, output width, height): Pillow's bilinear

@@ -1,0 +1,165 @@
+"""End to end: the embedded default model (served with no model flag, read by
+torch.load), and `intgrads-images train` and `evaluate` on the labelled
+fixture images of make_fixtures.py. The accuracy `evaluate` prints is checked
+against the logits that `intgrads-images attribute` returns for each image."""
+
+import gzip
+import io
+import json
+import os
+import resource
+import signal
+import subprocess
+import tempfile
+import unittest
+
+import torch
+
+import reference_models as rm
+from service import BIN, Gateway, free_port, http, stop, wait_until
+
+FIXTURES = os.path.join(BIN, "..", "fixtures")
+DEFAULT_MODEL = os.path.join(rm.REPO, "models", "default-lanet.pth")
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([os.path.join(BIN, "intgrads-images"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fixture_images():
+    """(path, class index) of the fixture folder tree."""
+    root = os.path.join(FIXTURES, "dataset", "train")
+    return [(os.path.join(root, name, image), CLASSES.index(name))
+            for name in sorted(os.listdir(root)) for image in sorted(os.listdir(os.path.join(root, name)))]
+
+
+def predicted_class(tmp, image, model_flags):
+    request, payload = os.path.join(tmp, "request.json"), os.path.join(tmp, "answer.gzip")
+    result = run("prepare", image, "cat", request)
+    assert result.returncode == 0, result.stderr
+    result = run("attribute", *model_flags, "--input", request, "--output", payload, "--n-steps", "1",
+                 "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    answer = torch.load(io.BytesIO(gzip.open(payload).read()), weights_only=True)
+    return int(answer["output"].argmax())
+
+
+class DefaultModel(unittest.TestCase):
+    def test_torch_load_reads_it_as_a_lanet_state_dict(self):
+        state = torch.load(DEFAULT_MODEL, weights_only=True)
+        self.assertEqual(state["classifier.weight"].shape, (10, 256))  # C=16, 8 cells: 4 x 64 channels
+        self.assertEqual(state["stem.0.weight"].shape, (48, 3, 3, 3))
+        self.assertFalse(any(k.startswith("auxiliary_head") for k in state))
+        ref = rm.reference("lanet-c16-l8")
+        if ref is not None:  # the original network's keys and shapes, less the auxiliary head
+            expected = [(k, shape) for k, shape, _ in ref["state_dict"] if not k.startswith("auxiliary_head")]
+            self.assertEqual([(k, list(t.shape)) for k, t in state.items()], expected)
+        self.assertLessEqual(os.path.getsize(DEFAULT_MODEL), 10 << 20)
+
+    def test_the_launcher_serves_it_without_a_model_flag(self):
+        port = free_port()
+        process = subprocess.Popen([os.path.join(BIN, "intgrads-images"), "-h", "127.0.0.1", "-p", str(port),
+                                    "--threads", "1"])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http("GET", url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+            with tempfile.TemporaryDirectory() as tmp:
+                request = os.path.join(tmp, "request.json")
+                self.assertEqual(run("prepare", fixture_images()[3][0], "cat", request).returncode, 0)
+                status, headers, body = http("POST", url + "/model/", open(request, "rb").read())
+            self.assertEqual(status, 200, body[:300])
+            answer = torch.load(io.BytesIO(gzip.decompress(body)), weights_only=True)
+            self.assertEqual(answer["output"].shape, (1, 10))
+            self.assertEqual(answer["integrated_directional_grads"].shape, (50, 3, 32, 32))
+            worker = http("GET", url + "/v1/workers")[2].decode()
+            self.assertIn('"family":"lanet"', worker.replace(" ", ""))
+            self.assertIn('"variant":"C16-L8"', worker.replace(" ", ""))
+        finally:
+            self.assertEqual(stop(process, signal.SIGINT), 0)
+
+
+def vm_peak_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmPeak:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmPeak")
+
+
+class ResourceFaults(unittest.TestCase):
+    def test_an_allocation_failure_is_a_503_and_the_worker_goes_on(self):
+        """A real allocation failure: the worker runs with its address space
+        limited to what it needs at rest plus 768 MiB; 1024 path points of
+        the default model need several GiB in one batch, 8 need a few MiB."""
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        argv = [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--threads", "1",
+                "--heartbeat-ms", "200"]
+        probe = subprocess.Popen(argv)
+        wait_until(lambda: len(gateway.workers()) == 1, what="the probe worker")
+        limit = vm_peak_bytes(probe.pid) + (768 << 20)
+        stop(probe)
+        wait_until(lambda: not gateway.workers(), what="the probe worker to leave")
+        worker = subprocess.Popen(argv, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        self.addCleanup(stop, worker)
+        wait_until(lambda: len(gateway.workers()) == 1, what="the limited worker")
+        pixels = [[[(x * 7) % 256, (y * 5) % 256, 128] for x in range(32)] for y in range(32)]
+
+        def post(n_steps):
+            body = json.dumps({"img_data": pixels, "target_class": "ship", "n_steps": n_steps}).encode()
+            return http("POST", gateway.url + "/model/", body)
+
+        status, headers, body = post(1024)
+        self.assertEqual(status, 503, body[:300])
+        self.assertIn("out of memory", json.loads(body)["error"])
+        self.assertIn("Retry-After", headers)
+        status, _, body = post(8)
+        self.assertEqual(status, 200, body[:300])
+        self.assertIsNone(worker.poll())
+        # /v1/workers is a snapshot the broker publishes after each round.
+        wait_until(lambda: gateway.workers()[0]["requests_served"] == 2, what="both requests counted")
+
+
+class TrainAndEvaluate(unittest.TestCase):
+    def test_train_writes_a_checkpoint_that_is_served_and_evaluated(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = os.path.join(tmp, "tiny.pth")
+            result = run("train", "--data", os.path.join(FIXTURES, "dataset.zip"), "--output", checkpoint,
+                         "--channels", "4", "--layers", "3", "--epochs", "2", "--batch-size", "3",
+                         "--validation", "3", "--threads", "1")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("epoch 2/2: loss", result.stderr)
+            self.assertIn("validation accuracy", result.stderr)
+            state = torch.load(checkpoint, weights_only=True)
+            self.assertEqual(state["classifier.weight"].shape, (10, 64))  # C 4, doubled at cells 1 and 2: 4 x 16
+
+            result = run("evaluate", os.path.join(FIXTURES, "dataset"), "-lb", checkpoint, "--threads", "1")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            lines = result.stdout.strip().splitlines()
+            self.assertRegex(lines[-1], r"^top1_accuracy: [01]\.\d{4}$")
+            self.assertEqual([line.split()[0] for line in lines[:-1]], ["airplane", "cat", "ship"])
+            self.assertTrue(all(line.endswith("(3 images)") for line in lines[:-1]))
+            images = fixture_images()
+            hits = sum(predicted_class(tmp, path, ("-lb", checkpoint)) == label for path, label in images)
+            self.assertEqual(lines[-1], f"top1_accuracy: {hits / len(images):.4f}")
+
+    def test_evaluate_uses_the_default_model_without_a_flag(self):
+        result = run("evaluate", os.path.join(FIXTURES, "dataset.zip"), "--threads", "1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout.strip().splitlines()[-1], r"^top1_accuracy: [01]\.\d{4}$")
+
+    def test_clear_errors(self):
+        result = run("evaluate", "/nonexistent.zip")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("/nonexistent.zip", result.stderr)
+        result = run("train", "--output", "/tmp/x.pth")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--data", result.stderr)
+        result = run("evaluate", FIXTURES + "/dataset", "-lb", "/nonexistent.pth")
+        self.assertEqual(result.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,31 @@
+// What the subcommands of intgrads-images share: the error exit, and the walk
+// over their arguments with the model flags taken out.
+//
+//   if (auto exit = WalkFlags(args, kHelp, &model_flags, handle)) return *exit;
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/model_flags.h"
+
+namespace intgrads {
+
+// Prints "intgrads-images: MESSAGE" on stderr; returns the exit code 2.
+int Fail(const std::string& message);
+
+// Takes one argument that is not a model flag: args[*i]. It may consume values
+// by advancing *i.
+using ArgumentHandler = std::function<Status(const std::string& argument, size_t* i)>;
+
+// Walks args: model flags fill *model_flags, --help prints `help` followed by
+// the model flags' help and ends the program with 0, anything else goes to
+// `handle`; an error (a handler's or a model flag's) is printed and ends the
+// program with 2. Returns that exit code, or nothing when the walk is done.
+std::optional<int> WalkFlags(const std::vector<std::string>& args, const char* help, ModelFlags* model_flags,
+                             const ArgumentHandler& handle);
+
+}  // namespace intgrads
