@@ -16,6 +16,7 @@
 #include "common/request.h"
 #include "tools/cli.h"
 #include "tools/launcher.h"
+#include "tools/path_scan.h"
 #include "tools/train.h"
 #include "worker/model_flags.h"
 #include "worker/worker_loop.h"
@@ -127,5 +128,6 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "prepare") return intgrads::RunPrepare({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "train") return intgrads::RunTrain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "evaluate") return intgrads::RunEvaluate({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "path-scan") return intgrads::RunPathScan({args.begin() + 1, args.end()});
   return intgrads::RunLauncher(args);
 }

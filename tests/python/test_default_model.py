@@ -122,6 +122,31 @@ class ResourceFaults(unittest.TestCase):
         wait_until(lambda: gateway.workers()[0]["requests_served"] == 2, what="both requests counted")
 
 
+class PathScan(unittest.TestCase):
+    def test_scan_agrees_with_the_attribution(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            request, payload = os.path.join(tmp, "request.json"), os.path.join(tmp, "answer.gzip")
+            self.assertEqual(run("prepare", fixture_images()[6][0], "ship", request).returncode, 0)
+            result = run("path-scan", "--input", request, "--points", "5", "--json", "--threads", "1")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            scan = json.loads(result.stdout)
+            result = run("attribute", "--input", request, "--output", payload, "--threads", "1")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            delta = float(result.stdout.split("convergence delta ")[1].split(",")[0])
+            answer = torch.load(io.BytesIO(gzip.open(payload).read()), weights_only=True)
+        self.assertEqual(scan["target"], 8)
+        self.assertEqual([p["a"] for p in scan["scan"]][:2], [0.0, 1e-6])
+        self.assertAlmostEqual(scan["scan"][-1]["a"], 1.0)
+        self.assertAlmostEqual(scan["f_x"], float(answer["output"][0, 8]), places=4)
+        self.assertEqual(scan["scan"][0]["fraction_of_change"], 0.0)
+        self.assertAlmostEqual(scan["scan"][-1]["fraction_of_change"], 1.0)
+        change = scan["f_x"] - scan["f_baseline"]
+        gap = scan["gap_fraction"]["gausslegendre"][scan["n_steps"].index(50)]
+        self.assertAlmostEqual(gap, abs(delta) / abs(change), delta=1e-3 * max(1.0, gap))
+        self.assertEqual(sorted(scan["gap_fraction"]), ["gausslegendre", "riemann_left", "riemann_middle",
+                                                        "riemann_right", "riemann_trapezoid"])
+
+
 class TrainAndEvaluate(unittest.TestCase):
     def test_train_writes_a_checkpoint_that_is_served_and_evaluated(self):
         with tempfile.TemporaryDirectory() as tmp:
