@@ -113,6 +113,7 @@ bool HttpApi::Authorized(const Pistache::Rest::Request& request, ResponseWriter&
 }
 
 void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter response) {
+  const Clock::time_point received = Clock::now();
   if (!Authorized(request, response)) return;
   const std::string& body = request.body();
   if (body.size() > options_.max_body_bytes) {
@@ -145,11 +146,18 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
   job.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
   auto writer = std::make_shared<ResponseWriter>(std::move(response));
   job.abandoned = [writer] { return writer->getPeer() == nullptr; };
-  job.done = [writer](const JobReply& reply) {
+  job.done = [writer, received](const JobReply& reply) {
     if (reply.status != 200) {
       SendError(*writer, reply.status, reply.error);
       return;
     }
+    // The gateway's own share: from the handler's start to here, less the
+    // worker's time on the request (validation, the ZeroMQ hops, queueing).
+    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
+    char timing[96];
+    std::snprintf(timing, sizeof(timing), "gateway;dur=%.3f, compute;dur=%.3f",
+                  total_ms - 1000.0 * reply.compute_seconds, 1000.0 * reply.compute_seconds);
+    AddHeader(*writer, "Server-Timing", timing);
     char delta[64];
     std::snprintf(delta, sizeof(delta), "%.9g", reply.convergence_delta);
     AddHeader(*writer, "Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");

@@ -115,6 +115,11 @@ class Service(unittest.TestCase):
         self.assertEqual(headers["Content-Type"], "application/gzip")
         self.assertIn('filename="returned_gradients.gzip"', headers["Content-Disposition"])
         self.assertIn("X-Convergence-Delta", headers)
+        # Server-Timing: the gateway's own share and the worker's, in ms; the latter is X-Compute-Seconds.
+        timing = dict(part.strip().split(";dur=") for part in headers["Server-Timing"].split(","))
+        self.assertEqual(sorted(timing), ["compute", "gateway"])
+        self.assertGreater(float(timing["gateway"]), 0.0)
+        self.assertAlmostEqual(float(timing["compute"]), 1000 * float(headers["X-Compute-Seconds"]), delta=0.01)
         self.assertEqual(body[:2], b"\x1f\x8b")
 
         bad_bodies = {
