@@ -21,8 +21,9 @@ void OnSignal(int) { g_stop.store(true); }
 
 void PrintHelp() {
   std::printf(
-      "usage: intgrads-worker --connect ENDPOINT (-bp PATH | -lp PATH) [options]\n\n"
-      "Loads one model and serves attributions to an intgrads-gateway over ZeroMQ.\n\n"
+      "usage: intgrads-worker --connect ENDPOINT [-bp PATH | -lp PATH] [options]\n\n"
+      "Loads one model (the embedded default model without a model flag) and serves attributions to an\n"
+      "intgrads-gateway over ZeroMQ.\n\n"
       "  --connect ENDPOINT       the gateway's worker endpoint (default tcp://127.0.0.1:5555)\n"
       "%s"
       "  --name NAME              the model name requests use (default 'default')\n"
