@@ -45,16 +45,13 @@ int main(int argc, char** argv) {
       "| model | device | threads | n_steps | first s | best s | median s |\n"
       "| --- | --- | --- | --- | --- | --- | --- |\n");
   for (const std::string& name : names) {
-    StatusOr<std::unique_ptr<Classifier>> model = LoadDefaultModel();
-    if (name != "default") {
-      auto ref = testing::LoadReference(name);
-      if (!ref) {
-        std::fprintf(stderr, "%s: reference not found under %s\n", name.c_str(), INTGRADS_REFERENCE_DIR);
-        return 1;
-      }
-      const ModelFamily family = name.rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
-      model = LoadModel(family, testing::DeterministicStateDict(*ref));
+    auto ref = name == "default" ? std::nullopt : testing::LoadReference(name);
+    if (name != "default" && !ref) {
+      std::fprintf(stderr, "%s: reference not found under %s\n", name.c_str(), INTGRADS_REFERENCE_DIR);
+      return 1;
     }
+    const ModelFamily family = name.rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
+    auto model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;

@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/file.h"
 #include "common/image.h"
 #include "common/request.h"
 #include "tools/cli.h"
@@ -68,11 +68,9 @@ int RunAttribute(const std::vector<std::string>& args) {
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
   if (!model.ok()) return Fail(model.status().message());
-  std::ifstream in(input_path, std::ios::binary);
-  if (!in) return Fail("attribute: cannot read " + input_path);
-  std::stringstream body;
-  body << in.rdbuf();
-  auto request = ParseModelRequest(body.str(), (*model)->info().classes, options.limits);
+  auto body = ReadWholeFile(input_path);
+  if (!body.ok()) return Fail("attribute: " + body.status().message());
+  auto request = ParseModelRequest(*body, (*model)->info().classes, options.limits);
   if (!request.ok()) return Fail(input_path + ": " + request.status().message());
   JobRequest job;
   job.target = request->target;

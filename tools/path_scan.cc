@@ -7,10 +7,9 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "common/file.h"
 #include "common/request.h"
 #include "tools/cli.h"
 #include "worker/engine.h"
@@ -65,11 +64,9 @@ int RunPathScan(const std::vector<std::string>& args) {
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
   if (!model.ok()) return Fail(model.status().message());
-  std::ifstream in(input_path, std::ios::binary);
-  std::stringstream body;
-  body << in.rdbuf();
-  if (!in) return Fail("path-scan: cannot read " + input_path);
-  auto request = ParseModelRequest(body.str(), (*model)->info().classes, {});
+  auto body = ReadWholeFile(input_path);
+  if (!body.ok()) return Fail("path-scan: " + body.status().message());
+  auto request = ParseModelRequest(*body, (*model)->info().classes, {});
   if (!request.ok()) return Fail(input_path + ": " + request.status().message());
   const torch::Tensor x = PreprocessImage(request->image, (*model)->info()).to(device);
   const int target = request->target;

@@ -26,6 +26,10 @@ constexpr int kArch[4 * kNodes] = {2, 2, 0, 2, 1, 2, 0, 2, 2, 3, 2, 1, 2, 0, 0, 
 constexpr double kBatchNormEps = 1e-5;
 
 OpType OpAt(int i) { return static_cast<OpType>(kArch[i]); }
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 int InputOf(int i) { return kArch[2 * kNodes + i]; }
 
 // States no node reads: the cell's output is their concatenation ([5, 6, 7, 8]).
@@ -328,7 +332,7 @@ StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights) {
                             "LaNet (C=" + std::to_string(config.channels) + ", " + std::to_string(config.layers) +
                                 " layers" + (config.auxiliary ? ", auxiliary head" : "") + ")"));
   for (auto& [key, t] : w) {
-    if (key.size() > 19 && key.compare(key.size() - 19, 19, "num_batches_tracked") == 0) continue;
+    if (EndsWith(key, "num_batches_tracked")) continue;
     if (!t.is_floating_point()) return InvalidError("LaNet weight " + key + " is not floating point");
     t = t.to(torch::kFloat32).contiguous();
   }
@@ -346,11 +350,9 @@ class TrainableLanetImpl final : public TrainableLanet {
       torch::Tensor t;
       if (EndsWith(key, "num_batches_tracked")) {
         t = torch::zeros({}, torch::kInt64);
-      } else if (EndsWith(key, "running_var")) {
-        t = torch::ones(shape);
       } else if (EndsWith(key, "running_mean") || EndsWith(key, "bias")) {
         t = torch::zeros(shape);
-      } else if (shape.size() == 1) {  // BatchNorm scale
+      } else if (shape.size() == 1) {  // BatchNorm's scale and running variance
         t = torch::ones(shape);
       } else {  // convolutions and the classifier: He initialization over the fan-in
         t = torch::empty(shape);
@@ -388,9 +390,6 @@ class TrainableLanetImpl final : public TrainableLanet {
   }
 
  private:
-  static bool EndsWith(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-  }
   static bool IsParameter(const std::string& key) {
     return !EndsWith(key, "running_mean") && !EndsWith(key, "running_var") && !EndsWith(key, "num_batches_tracked");
   }

@@ -77,12 +77,22 @@ StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateD
   return family == ModelFamily::kBit ? LoadBit(weights) : LoadLanet(weights);
 }
 
-StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path) {
-  ASSIGN_OR_RETURN(PickleValuePtr root, LoadTorchFile(path));
-  ASSIGN_OR_RETURN(StateDict weights, ExtractStateDict(*root, path));
+namespace {
+
+// A parsed torch.save file -> the family's classifier; errors name `source`.
+StatusOr<std::unique_ptr<Classifier>> LoadParsed(ModelFamily family, const StatusOr<PickleValuePtr>& root,
+                                                 const std::string& source) {
+  if (!root.ok()) return root.status();
+  ASSIGN_OR_RETURN(StateDict weights, ExtractStateDict(*root.value(), source));
   auto model = LoadModel(family, weights);
-  if (!model.ok()) return Status(model.status().code(), path + ": " + model.status().message());
+  if (!model.ok()) return Status(model.status().code(), source + ": " + model.status().message());
   return model;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path) {
+  return LoadParsed(family, LoadTorchFile(path), path);
 }
 
 std::string_view DefaultModelBytes() {
@@ -91,9 +101,7 @@ std::string_view DefaultModelBytes() {
 
 StatusOr<std::unique_ptr<Classifier>> LoadDefaultModel() {
   const std::string source = "the embedded default model";
-  ASSIGN_OR_RETURN(PickleValuePtr root, ParseTorchFile(DefaultModelBytes(), source));
-  ASSIGN_OR_RETURN(StateDict weights, ExtractStateDict(*root, source));
-  return LoadLanet(weights);
+  return LoadParsed(ModelFamily::kLanet, ParseTorchFile(DefaultModelBytes(), source), source);
 }
 
 }  // namespace intgrads
