@@ -5,6 +5,7 @@
 // those tests are skipped with a message.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "common/file.h"
@@ -84,6 +85,8 @@ TEST_F(DefaultModelOnCifar, AttributionsAreComplete) {
     total_delta += std::abs(a.convergence_delta);
     total_change += std::abs(change);
   }
+  std::printf("completeness on %lld images: sum |delta| %.4f, sum |f(x) - f(baseline)| %.4f (%.2f%%)\n",
+              static_cast<long long>(inputs.size(0)), total_delta, total_change, 100.0 * total_delta / total_change);
   EXPECT_LT(total_delta, 0.05 * total_change);
 }
 
