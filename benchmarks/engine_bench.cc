@@ -1,8 +1,9 @@
 // Times one attribution (n_steps forward and input-gradient passes) of the
 // engine alone, warm, on the reference configurations under their
 // deterministic weights.
-//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--cuda [--tf32]] [NAME
-//   ...]
+//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--method M]
+//   [--cuda [--tf32]] [NAME ...]
+// With --method scan the time includes the forward-only scan that places the points.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
 #include <torch/torch.h>
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   EngineOptions options;
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
+  std::string method = "gausslegendre";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size") && i + 1 < argc) {
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
        : a == "--n-steps" ? n_steps
        : a == "--repeats" ? repeats
                           : options.chunk_size) = std::atoi(argv[++i]);
+    } else if (a == "--method" && i + 1 < argc) {
+      method = argv[++i];
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
       AllowTf32(false);
@@ -42,8 +46,8 @@ int main(int argc, char** argv) {
   if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
   torch::set_num_threads(threads);
   std::printf(
-      "| model | device | threads | n_steps | first s | best s | median s |\n"
-      "| --- | --- | --- | --- | --- | --- | --- |\n");
+      "| model | device | threads | method | n_steps | first s | best s | median s |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const std::string& name : names) {
     auto ref = name == "default" ? std::nullopt : testing::LoadReference(name);
     if (name != "default" && !ref) {
@@ -59,17 +63,21 @@ int main(int argc, char** argv) {
     (*model)->To(device);
     const torch::Tensor input =
         torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
-    const PathSchedule schedule = *MakeSchedule("gausslegendre", n_steps);
+    if (!PlanSchedule(**model, input, 3, method, n_steps, options).ok()) {
+      std::fprintf(stderr, "unknown method %s or bad n_steps %d\n", method.c_str(), n_steps);
+      return 1;
+    }
     std::vector<double> seconds;
     for (int r = 0; r <= repeats; ++r) {
       const auto started = std::chrono::steady_clock::now();
+      const PathSchedule schedule = *PlanSchedule(**model, input, 3, method, n_steps, options);
       (void)Attribute(**model, input, 3, schedule, options);  // its results come back to the CPU: synchronized
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
     std::vector<double> warm(seconds.begin() + 1, seconds.end());
     std::sort(warm.begin(), warm.end());
-    std::printf("| %s | %s | %d | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads, n_steps,
-                seconds.front(), warm.front(), warm[warm.size() / 2]);
+    std::printf("| %s | %s | %d | %s | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads,
+                method.c_str(), n_steps, seconds.front(), warm.front(), warm[warm.size() / 2]);
   }
   return 0;
 }

@@ -14,8 +14,8 @@ const std::vector<std::string>& Cifar10Classes() {
 }
 
 const std::vector<std::string>& AttributionMethods() {
-  static const std::vector<std::string> kMethods = {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-                                                    "riemann_trapezoid"};
+  static const std::vector<std::string> kMethods = {"gausslegendre",  "riemann_left",      "riemann_right",
+                                                    "riemann_middle", "riemann_trapezoid", "scan"};
   return kMethods;
 }
 
@@ -30,7 +30,7 @@ Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits
     for (const auto& m : AttributionMethods()) names += (names.empty() ? "" : ", ") + m;
     return InvalidError("method: unknown method '" + method + "'; expected one of " + names);
   }
-  const int lowest = method == "gausslegendre" ? 1 : 2;
+  const int lowest = method == "gausslegendre" || method == "scan" ? 1 : 2;
   if (n_steps < lowest || n_steps > limits.max_n_steps) {
     return InvalidError("n_steps: expected an integer from " + std::to_string(lowest) + " to " +
                         std::to_string(limits.max_n_steps) + " for method " + method + ", got " +

@@ -17,7 +17,8 @@ namespace intgrads {
 // CIFAR-10 in index order: the classes of the original server.
 const std::vector<std::string>& Cifar10Classes();
 
-// The integration rules of compat.md, as Captum names them.
+// The integration rules of compat.md, as Captum names them, and "scan"
+// (points placed from a forward-only scan of the path; worker/engine.h).
 const std::vector<std::string>& AttributionMethods();
 bool IsAttributionMethod(std::string_view method);
 

@@ -30,7 +30,7 @@ const char kAttributeHelp[] =
     "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
     "--method override its fields.\n\n"
     "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
-    "  riemann_middle, riemann_trapezoid), --chunk-size N, --threads N, --gzip-level N\n";
+    "  riemann_middle, riemann_trapezoid, scan), --chunk-size N, --threads N, --gzip-level N\n";
 
 int RunAttribute(const std::vector<std::string>& args) {
   ModelFlags model_flags;

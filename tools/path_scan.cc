@@ -20,11 +20,15 @@ namespace intgrads {
 namespace {
 
 const char kHelp[] =
-    "usage: intgrads-images path-scan [model flags] --input in.json [--points N] [--smallest A] [--json]\n\n"
+    "usage: intgrads-images path-scan [model flags] --input in.json [--points N] [--smallest A] [--float64]\n"
+    "                             [--json]\n\n"
     "For the image and target_class of in.json (the body of POST /model/): the target logit f and its\n"
     "derivative along the path baseline + a (x - baseline) at N points a on a geometric grid from A to 1\n"
     "(default 25 points from 1e-6), then the completeness gap |sum(IG) - (f(x) - f(baseline))| as a\n"
-    "fraction of |f(x) - f(baseline)| for every method at n_steps 10, 25, 50, 100, 200.\n";
+    "fraction of |f(x) - f(baseline)| for every method at n_steps 10, 25, 50, 100, 200.\n"
+    "--float64 runs the model and the path in double precision (to tell the function from float32 rounding).\n";
+
+constexpr int64_t kScanChunk = 25;
 
 }  // namespace
 
@@ -34,9 +38,14 @@ int RunPathScan(const std::vector<std::string>& args) {
   int points = 25;
   double smallest = 1e-6;
   bool as_json = false;
+  bool float64 = false;
   auto handle = [&](const std::string& a, size_t* i) -> Status {
     if (a == "--json") {
       as_json = true;
+      return Status::Ok();
+    }
+    if (a == "--float64") {
+      float64 = true;
       return Status::Ok();
     }
     if (*i + 1 >= args.size()) return InvalidError("path-scan: unknown flag or missing value: " + a);
@@ -68,19 +77,28 @@ int RunPathScan(const std::vector<std::string>& args) {
   if (!body.ok()) return Fail("path-scan: " + body.status().message());
   auto request = ParseModelRequest(*body, (*model)->info().classes, {});
   if (!request.ok()) return Fail(input_path + ": " + request.status().message());
-  const torch::Tensor x = PreprocessImage(request->image, (*model)->info()).to(device);
+  const torch::ScalarType dtype = float64 ? torch::kFloat64 : torch::kFloat32;
+  (*model)->To(torch::TensorOptions().dtype(dtype));
+  const torch::Tensor x = PreprocessImage(request->image, (*model)->info()).to(device, dtype);
   const int target = request->target;
 
   // The integrand on a geometric grid of a, and a = 0.
   std::vector<double> alphas = {0.0};
   for (int k = 0; k < points; ++k) alphas.push_back(smallest * std::pow(1.0 / smallest, k / (points - 1.0)));
   const auto n = static_cast<int64_t>(alphas.size());
-  torch::Tensor a = torch::tensor(alphas, torch::kFloat64).to(torch::kFloat32).view({n, 1, 1, 1}).to(device);
-  torch::Tensor path = (a * x).detach().requires_grad_(true);  // the baseline is zero
-  torch::Tensor f = (*model)->Forward(path).select(1, target);
-  torch::Tensor grad = torch::autograd::grad({f.sum()}, {path})[0];
-  torch::Tensor derivative = (grad * x).sum({1, 2, 3}).cpu();
-  f = f.detach().cpu();
+  torch::Tensor a = torch::tensor(alphas, torch::kFloat64).to(x.options()).view({n, 1, 1, 1});
+  torch::Tensor f = torch::empty({n}, x.options());
+  torch::Tensor derivative = torch::empty({n}, x.options());
+  for (int64_t first = 0; first < n; first += kScanChunk) {  // in chunks, to bound memory
+    const int64_t last = std::min(n, first + kScanChunk);
+    torch::Tensor path = (a.slice(0, first, last) * x).requires_grad_(true);  // the baseline is zero
+    torch::Tensor logit = (*model)->Forward(path).select(1, target);
+    torch::Tensor grad = torch::autograd::grad({logit.sum()}, {path})[0];
+    f.slice(0, first, last).copy_(logit.detach());
+    derivative.slice(0, first, last).copy_((grad * x).sum({1, 2, 3}));
+  }
+  f = f.cpu();
+  derivative = derivative.cpu();
   const double change = f[n - 1].item<double>() - f[0].item<double>();
 
   nlohmann::json result = {{"target", target}, {"f_x", f[n - 1].item<double>()}, {"f_baseline", f[0].item<double>()}};
@@ -97,7 +115,9 @@ int RunPathScan(const std::vector<std::string>& args) {
   for (const std::string& method : AttributionMethods()) {
     nlohmann::json row = nlohmann::json::array();
     for (int s : steps) {
-      const Attribution attribution = Attribute(**model, x, target, *MakeSchedule(method, s), {25});
+      const EngineOptions options{25};
+      const Attribution attribution =
+          Attribute(**model, x, target, *PlanSchedule(**model, x, target, method, s, options), options);
       row.push_back(std::abs(attribution.convergence_delta) / std::abs(change));
     }
     gaps[method] = row;

@@ -83,9 +83,9 @@ class Bit final : public Classifier {
     return y.flatten(1);
   }
 
-  void To(const torch::Device& device) override {
-    auto move = [&device](torch::Tensor& t) {
-      if (t.defined()) t = t.to(device);
+  void To(const torch::TensorOptions& options) override {
+    auto move = [&options](torch::Tensor& t) {
+      if (t.defined()) t = t.to(options);
     };
     move(root_);
     for (Unit& u : units_) {

@@ -1,5 +1,6 @@
 #include "worker/engine.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/request.h"
@@ -82,10 +83,83 @@ StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps) {
   return s;
 }
 
+std::vector<double> ScanAlphas(int count) {
+  std::vector<double> alphas = {0.0};
+  for (int k = 0; k + 1 < count; ++k) {
+    alphas.push_back(kScanSmallest * std::pow(1.0 / kScanSmallest, k / std::max(1.0, count - 2.0)));
+  }
+  alphas.back() = 1.0;
+  return alphas;
+}
+
+PathSchedule PlanFromScan(const std::vector<double>& alphas, const std::vector<double>& values, int n_steps) {
+  double variation = 0.0, near_zero = 0.0;
+  for (size_t j = 0; j + 1 < alphas.size(); ++j) {
+    const double change = std::fabs(values[j + 1] - values[j]);
+    variation += change;
+    if (alphas[j + 1] <= kScanNearZero) near_zero += change;
+  }
+  if (n_steps < 2 || !(variation > 0.0) || !std::isfinite(variation) || near_zero < kScanNearZeroShare * variation) {
+    return *MakeSchedule("gausslegendre", n_steps);
+  }
+  // The lower end: the last scan point before f departs from f(0).
+  size_t first = 1;
+  while (first + 1 < alphas.size() && std::fabs(values[first] - values[0]) <= kScanTolerance * variation) ++first;
+  const double low = alphas[std::max<size_t>(first - 1, 1)];
+  const int below = std::max(1, static_cast<int>(std::lround(kScanShareBelow * n_steps)));
+  PathSchedule schedule;
+  std::vector<double> nodes, weights;
+  GaussLegendre(below, &nodes, &weights);  // [0, low]: plain Gauss-Legendre
+  for (int k = 0; k < below; ++k) {
+    schedule.alphas.push_back(0.5 * low * (1.0 + nodes[static_cast<size_t>(k)]));
+    schedule.step_sizes.push_back(0.5 * low * weights[static_cast<size_t>(k)]);
+  }
+  GaussLegendre(n_steps - below, &nodes, &weights);  // [low, 1]: Gauss-Legendre in u = ln a, da = a du
+  const double span = -std::log(low);
+  double total = 0.0;
+  for (int k = 0; k < n_steps - below; ++k) {
+    const double a = std::exp(-span + 0.5 * span * (1.0 + nodes[static_cast<size_t>(k)]));
+    schedule.alphas.push_back(a);
+    schedule.step_sizes.push_back(0.5 * span * weights[static_cast<size_t>(k)] * a);
+    total += schedule.step_sizes.back();
+  }
+  // Constants integrate exactly (IG of a linear model is exact): the weights
+  // on [low, 1] sum to 1 - low.
+  for (size_t k = static_cast<size_t>(below); k < schedule.step_sizes.size(); ++k) {
+    schedule.step_sizes[k] *= (1.0 - low) / total;
+  }
+  return schedule;
+}
+
+StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,
+                                    const std::string& method, int n_steps, const EngineOptions& options) {
+  if (method != "scan") return MakeSchedule(method, n_steps);
+  if (n_steps < 1) return InvalidError("n_steps must be at least 1");
+  const std::vector<double> alphas = ScanAlphas(kScanPoints);
+  const auto n = static_cast<int64_t>(alphas.size());
+  torch::Tensor a = torch::tensor(alphas, torch::kFloat64).to(input.options()).view({n, 1, 1, 1});
+  torch::Tensor f = torch::empty({n}, torch::kFloat64);
+  torch::NoGradGuard no_grad;
+  const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
+  for (int64_t first = 0; first < n; first += chunk) {
+    const int64_t last = std::min(n, first + chunk);
+    // The zero baseline: the path point is a * input.
+    f.slice(0, first, last).copy_(model.Forward(a.slice(0, first, last) * input).select(1, target).to(torch::kCPU));
+  }
+  PathSchedule schedule =
+      PlanFromScan(alphas, std::vector<double>(f.data_ptr<double>(), f.data_ptr<double>() + n), n_steps);
+  schedule.forward_points = static_cast<int>(n);
+  return schedule;
+}
+
+bool IsIncomplete(const Attribution& attribution, double fraction) {
+  return std::fabs(attribution.convergence_delta) >
+         fraction * std::fabs(attribution.target_logit - attribution.baseline_logit);
+}
+
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options) {
   const auto n = static_cast<int64_t>(schedule.alphas.size());
-  const auto float_options = torch::TensorOptions().dtype(torch::kFloat32).device(input.device());
   Attribution result;
   result.target = target;
   torch::Tensor baseline = torch::zeros_like(input);
@@ -96,10 +170,10 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
     result.target_logit = ends[0][target].item<double>();
     result.baseline_logit = ends[1][target].item<double>();
   }
-  // Path points in float32 as Captum forms them: baseline + float(alpha) * (x - baseline).
-  torch::Tensor alphas = torch::tensor(schedule.alphas, torch::TensorOptions().dtype(torch::kFloat64))
-                             .to(float_options)
-                             .view({n, 1, 1, 1});
+  // Path points in the input's dtype (float32 as Captum forms them):
+  // baseline + alpha * (x - baseline).
+  const torch::Tensor alphas64 = torch::tensor(schedule.alphas, torch::kFloat64);
+  torch::Tensor alphas = alphas64.to(input.options()).view({n, 1, 1, 1});
   torch::Tensor path_points = baseline + alphas * (input - baseline);
   torch::Tensor gradients = torch::empty_like(path_points);
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
@@ -111,10 +185,9 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
     torch::Tensor objective = logits.select(1, target).sum();
     gradients.slice(0, first, first + count).copy_(torch::autograd::grad({objective}, {points})[0]);
   }
-  result.step_sizes = torch::tensor(schedule.step_sizes, torch::TensorOptions().dtype(torch::kFloat64))
-                          .to(torch::kFloat32)
-                          .view({n, 1});
-  torch::Tensor steps = result.step_sizes.to(input.device());
+  const torch::Tensor steps64 = torch::tensor(schedule.step_sizes, torch::kFloat64).view({n, 1});
+  result.step_sizes = steps64.to(torch::kFloat32);
+  torch::Tensor steps = steps64.to(input.options());
   torch::Tensor total = (gradients.reshape({n, -1}) * steps).reshape(gradients.sizes()).sum(0, true);
   result.integrated_grads = (total * (input - baseline)).to(torch::kCPU);
   result.path_gradients = gradients.to(torch::kCPU);

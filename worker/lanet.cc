@@ -243,9 +243,9 @@ class Lanet final : public Classifier {
     return torch::linear(pooled, classifier_w_, classifier_b_);
   }
 
-  void To(const torch::Device& device) override {
-    auto move = [&device](torch::Tensor* t) {
-      if (t->defined()) *t = t->to(device);
+  void To(const torch::TensorOptions& options) override {
+    auto move = [&options](torch::Tensor* t) {
+      if (t->defined()) *t = t->to(options);
     };
     for (torch::Tensor* t : {&stem_conv_, &stem_bn_.weight, &stem_bn_.bias, &stem_bn_.mean, &stem_bn_.var,
                              &classifier_w_, &classifier_b_}) {

@@ -41,8 +41,9 @@ class Classifier {
   virtual ~Classifier() = default;
   // x: N x 3 x S x S, normalized. Returns N x num_classes logits (eval mode).
   virtual torch::Tensor Forward(const torch::Tensor& x) const = 0;
-  // Moves the weights to `device` (and dtype for reduced-precision runs).
-  virtual void To(const torch::Device& device) = 0;
+  // Moves the weights to the device and/or dtype that `options` set (a
+  // torch::Device converts to options); what `options` leaves unset stays.
+  virtual void To(const torch::TensorOptions& options) = 0;
   const ModelInfo& info() const { return info_; }
 
  protected:

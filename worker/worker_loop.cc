@@ -1,6 +1,7 @@
 #include "worker/worker_loop.h"
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -68,7 +69,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     image.channels = request.channels;
     image.pixels.assign(request.pixels.begin(), request.pixels.end());
     torch::Tensor input = PreprocessImage(image, model.info()).to(device);
-    auto schedule = MakeSchedule(request.method, request.n_steps);
+    auto schedule = PlanSchedule(model, input, request.target, request.method, request.n_steps, options.engine);
     if (!schedule.ok()) {
       reply.status = 422;
       reply.error = schedule.status().message();
@@ -79,6 +80,16 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     if (!payload.ok()) throw std::runtime_error(payload.status().message());
     reply.payload = std::move(payload).value();
     reply.convergence_delta = attribution.convergence_delta;
+    if (IsIncomplete(attribution, 0.1)) {
+      std::fprintf(stderr,
+                   "intgrads-worker: warning: request %llu: convergence delta %.4g is %.0f%% of f(x) - f(baseline) = "
+                   "%.4g (method %s, n_steps %d); the IG is incomplete: raise n_steps or try method scan "
+                   "(docs/FAITHFULNESS.md)\n",
+                   static_cast<unsigned long long>(request.id), attribution.convergence_delta,
+                   100.0 * std::fabs(attribution.convergence_delta) /
+                       std::fabs(attribution.target_logit - attribution.baseline_logit),
+                   attribution.target_logit - attribution.baseline_logit, request.method.c_str(), request.n_steps);
+    }
   } catch (const std::bad_alloc&) {
     reply.status = 503;
     reply.error = "the worker ran out of memory for this request; retry later or with fewer n_steps";

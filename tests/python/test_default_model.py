@@ -144,7 +144,52 @@ class PathScan(unittest.TestCase):
         gap = scan["gap_fraction"]["gausslegendre"][scan["n_steps"].index(50)]
         self.assertAlmostEqual(gap, abs(delta) / abs(change), delta=1e-3 * max(1.0, gap))
         self.assertEqual(sorted(scan["gap_fraction"]), ["gausslegendre", "riemann_left", "riemann_middle",
-                                                        "riemann_right", "riemann_trapezoid"])
+                                                        "riemann_right", "riemann_trapezoid", "scan"])
+
+
+class ScanMethod(unittest.TestCase):
+    def test_scan_through_the_service_and_the_incompleteness_warning(self):
+        """method=scan over HTTP: its per-step fields rebuild the IG, and the
+        worker warns exactly for the answers whose |delta| exceeds 10% of
+        |f(x) - f(baseline)| (= sum(IG) - delta)."""
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        with tempfile.TemporaryFile() as log:
+            worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint,
+                                       "--threads", "1", "--heartbeat-ms", "200"], stderr=log)
+            self.addCleanup(stop, worker)
+            wait_until(lambda: len(gateway.workers()) == 1, what="the worker")
+            pixels = [[[(x * 7) % 256, (y * 5) % 256, (x * y) % 256] for x in range(32)] for y in range(32)]
+            mean = torch.tensor([0.49139968, 0.48215827, 0.44653124]).view(3, 1, 1)
+            std = torch.tensor([0.24703233, 0.24348505, 0.26158768]).view(3, 1, 1)
+            x = ((torch.tensor(pixels, dtype=torch.float32).permute(2, 0, 1) / 255 - mean) / std).unsqueeze(0)
+            warned = []
+            for method, n_steps in (("scan", 50), ("gausslegendre", 1), ("scan", 7)):
+                body = json.dumps({"img_data": pixels, "target_class": "ship", "n_steps": n_steps,
+                                   "method": method}).encode()
+                status, headers, payload = http("POST", gateway.url + "/model/", body)
+                self.assertEqual(status, 200, payload[:300])
+                answer = torch.load(io.BytesIO(gzip.decompress(payload)), weights_only=True)
+                steps = answer["step_sizes"].view(-1)
+                self.assertEqual(steps.numel(), n_steps)
+                self.assertAlmostEqual(float(steps.double().sum()), 1.0, places=5)
+                alphas = (answer["intermediates"].flatten(1) / x.flatten(1)).median(1).values
+                self.assertTrue(bool((alphas[1:] > alphas[:-1]).all()), alphas)
+                self.assertTrue(torch.allclose(answer["intermediates"], alphas.view(-1, 1, 1, 1) * x, atol=1e-5))
+                grads = answer["integrated_directional_grads"]
+                rebuilt = x * (grads * steps.view(-1, 1, 1, 1)).sum(0, keepdim=True)
+                self.assertTrue(torch.allclose(rebuilt, answer["integrated_grads"], rtol=1e-4, atol=1e-6))
+                delta = float(headers["X-Convergence-Delta"])
+                change = float(answer["integrated_grads"].double().sum()) - delta
+                warned.append(abs(delta) > 0.1 * abs(change))
+            if method == "scan":
+                self.assertLess(abs(delta), abs(change))
+            stop(worker)
+            log.seek(0)
+            warnings = [line for line in log.read().decode().splitlines() if "warning: request" in line]
+        self.assertEqual(len(warnings), sum(warned), warnings)
+        self.assertTrue(warned[1], "one Gauss-Legendre point should leave more than 10% of the change")
+        self.assertIn("method gausslegendre, n_steps 1", "\n".join(warnings))
 
 
 class TrainAndEvaluate(unittest.TestCase):
