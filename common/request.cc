@@ -142,26 +142,11 @@ StatusOr<int> ReadTarget(const json& target, const std::vector<std::string>& cla
   return InvalidError("target_class: expected a class name or an integer index, found a " + TypeName(target));
 }
 
-}  // namespace
-
-StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std::vector<std::string>& classes,
-                                               const RequestLimits& limits) {
-  // Depth-limited, exception-free parse: a deeply nested body is refused, not recursed into.
-  bool too_deep = false;
-  json::parser_callback_t guard = [&too_deep](int depth, json::parse_event_t event, json&) {
-    if ((event == json::parse_event_t::array_start || event == json::parse_event_t::object_start) && depth > 8) {
-      too_deep = true;
-    }
-    return !too_deep;
-  };
-  json doc = json::parse(body.begin(), body.end(), guard, /*allow_exceptions=*/false);
-  if (too_deep) return InvalidError("body: JSON nested deeper than 8 levels; expected {\"img_data\": H x W x 3, ...}");
-  if (doc.is_discarded()) return InvalidError("body: not valid JSON");
-  if (!doc.is_object()) return InvalidError("body: expected a JSON object, found a " + TypeName(doc));
+// target_class, n_steps and method from the body's other members.
+StatusOr<AttributionRequest> ReadOptions(const json& doc, Image image, const std::vector<std::string>& classes,
+                                         const RequestLimits& limits) {
   AttributionRequest request;
-  const auto img = doc.find("img_data");
-  if (img == doc.end()) return InvalidError("img_data: missing (expected H x W x 3 integers 0..255)");
-  ASSIGN_OR_RETURN(request.image, ReadImage(*img, limits));
+  request.image = std::move(image);
   const auto target = doc.find("target_class");
   if (target == doc.end()) return InvalidError("target_class: missing (expected a class name such as 'cat')");
   ASSIGN_OR_RETURN(request.target, ReadTarget(*target, classes));
@@ -177,6 +162,191 @@ StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std:
   }
   RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits));
   return request;
+}
+
+// A scanner for the body as clients write it: an object whose img_data is a
+// regular H x W x C (or H x W) array of integers 0..255 within the limits,
+// and whose other members are strings without escapes, integers, booleans or
+// null, each key once. It reads the pixels straight into the image, some
+// twenty times faster than building a JSON document of them. Anything else
+// (including every error) it declines, and the general parser, with its
+// messages, takes the body.
+class FastBody {
+ public:
+  explicit FastBody(std::string_view body) : p_(body.data()), end_(body.data() + body.size()) {}
+
+  bool Scan(const RequestLimits& limits, Image* image, json* others) {
+    SkipSpace();
+    if (!Eat('{')) return false;
+    SkipSpace();
+    if (Eat('}')) return false;  // no img_data
+    bool seen_image = false;
+    for (;;) {
+      std::string_view key;
+      if (!String(&key) || !(SkipSpace(), Eat(':'))) return false;
+      SkipSpace();
+      if (key == "img_data") {
+        if (seen_image || !Pixels(limits, image)) return false;
+        seen_image = true;
+      } else {
+        if (others->contains(std::string(key))) return false;
+        json value;
+        if (!Scalar(&value)) return false;
+        (*others)[std::string(key)] = std::move(value);
+      }
+      SkipSpace();
+      if (Eat('}')) break;
+      if (!Eat(',')) return false;
+      SkipSpace();
+    }
+    SkipSpace();
+    return seen_image && p_ == end_;
+  }
+
+ private:
+  void SkipSpace() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool Eat(char c) {
+    if (p_ < end_ && *p_ == c) {
+      ++p_;
+      return true;
+    }
+    return false;
+  }
+  bool String(std::string_view* out) {
+    if (!Eat('"')) return false;
+    const char* start = p_;
+    while (p_ < end_ && *p_ != '"') {
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '\\' || c < 0x20 || c >= 0x80) return false;  // escapes, control bytes, UTF-8: the general parser
+      ++p_;
+    }
+    if (p_ == end_) return false;
+    *out = std::string_view(start, static_cast<size_t>(p_ - start));
+    ++p_;
+    return true;
+  }
+  // An integer 0..255 in JSON's grammar (no leading zeros, no fraction).
+  bool Channel(uint8_t* out) {
+    if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
+    int value = *p_++ - '0';
+    if (value == 0 && p_ < end_ && *p_ >= '0' && *p_ <= '9') return false;
+    while (p_ < end_ && *p_ >= '0' && *p_ <= '9') {
+      value = value * 10 + (*p_++ - '0');
+      if (value > 255) return false;
+    }
+    if (p_ < end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E')) return false;
+    *out = static_cast<uint8_t>(value);
+    return true;
+  }
+  // One pixel: a value (grey) or [v, v, v(, v)]; the first fixes the layout.
+  bool Pixel(int* channels, std::vector<uint8_t>* pixels) {
+    if (!Eat('[')) {
+      if (*channels == 0) *channels = 1;
+      pixels->emplace_back();
+      return *channels == 1 && Channel(&pixels->back());
+    }
+    if (*channels == 1) return false;  // a list among grey values
+    int count = 0;
+    do {
+      SkipSpace();
+      pixels->emplace_back();
+      if (!Channel(&pixels->back())) return false;
+      ++count;
+      SkipSpace();
+    } while (Eat(','));
+    if (!Eat(']')) return false;
+    if (*channels == 0 && (count == 3 || count == 4)) *channels = count;
+    return count == *channels;
+  }
+  bool Pixels(const RequestLimits& limits, Image* image) {
+    if (!Eat('[')) return false;
+    int height = 0, width = -1, channels = 0;
+    std::vector<uint8_t> pixels;
+    do {
+      SkipSpace();
+      if (!Eat('[')) return false;
+      int row = 0;
+      do {
+        SkipSpace();
+        if (!Pixel(&channels, &pixels)) return false;
+        ++row;
+        SkipSpace();
+      } while (Eat(','));
+      if (!Eat(']') || (width >= 0 && row != width)) return false;
+      width = row;
+      if (++height > limits.max_side || width > limits.max_side ||
+          static_cast<int64_t>(height) * width > limits.max_pixels) {
+        return false;
+      }
+      SkipSpace();
+    } while (Eat(','));
+    if (!Eat(']')) return false;
+    image->height = height;
+    image->width = width;
+    image->channels = channels;
+    image->pixels = std::move(pixels);
+    return true;
+  }
+  bool Scalar(json* out) {
+    std::string_view text;
+    if (p_ < end_ && *p_ == '"') {
+      if (!String(&text)) return false;
+      *out = std::string(text);
+      return true;
+    }
+    for (const auto& [word, value] :
+         {std::pair<std::string_view, json>{"true", true}, {"false", false}, {"null", nullptr}}) {
+      if (static_cast<size_t>(end_ - p_) >= word.size() && std::string_view(p_, word.size()) == word) {
+        p_ += word.size();
+        *out = value;
+        return true;
+      }
+    }
+    const char* start = p_;
+    if (p_ < end_ && *p_ == '-') ++p_;
+    const char* digits = p_;
+    while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    const auto length = p_ - digits;
+    if (length == 0 || length > 18 || (*digits == '0' && length > 1)) return false;
+    if (p_ < end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E')) return false;
+    *out = std::stoll(std::string(start, p_));
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
+}  // namespace
+
+StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std::vector<std::string>& classes,
+                                               const RequestLimits& limits) {
+  Image image;
+  json others = json::object();
+  if (FastBody(body).Scan(limits, &image, &others)) return ReadOptions(others, std::move(image), classes, limits);
+  return ParseModelRequestGeneral(body, classes, limits);
+}
+
+StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, const std::vector<std::string>& classes,
+                                                      const RequestLimits& limits) {
+  // Depth-limited, exception-free parse: a deeply nested body is refused, not recursed into.
+  bool too_deep = false;
+  json::parser_callback_t guard = [&too_deep](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::array_start || event == json::parse_event_t::object_start) && depth > 8) {
+      too_deep = true;
+    }
+    return !too_deep;
+  };
+  json doc = json::parse(body.begin(), body.end(), guard, /*allow_exceptions=*/false);
+  if (too_deep) return InvalidError("body: JSON nested deeper than 8 levels; expected {\"img_data\": H x W x 3, ...}");
+  if (doc.is_discarded()) return InvalidError("body: not valid JSON");
+  if (!doc.is_object()) return InvalidError("body: expected a JSON object, found a " + TypeName(doc));
+  const auto img = doc.find("img_data");
+  if (img == doc.end()) return InvalidError("img_data: missing (expected H x W x 3 integers 0..255)");
+  ASSIGN_OR_RETURN(Image image, ReadImage(*img, limits));
+  return ReadOptions(doc, std::move(image), classes, limits);
 }
 
 }  // namespace intgrads

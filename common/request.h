@@ -40,6 +40,12 @@ struct AttributionRequest {
 StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std::vector<std::string>& classes,
                                                const RequestLimits& limits);
 
+// The same through a JSON document only: what ParseModelRequest falls back on
+// for any body its fast scanner declines (every bad one among them); tests
+// hold the two to the same answers.
+StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, const std::vector<std::string>& classes,
+                                                      const RequestLimits& limits);
+
 // Checks n_steps and method together (Riemann rules need n_steps >= 2).
 Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits);
 

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+
 namespace intgrads {
 namespace {
 
@@ -87,6 +90,84 @@ TEST(Request, LongClassNamesAreCutInMessages) {
   auto r = Parse(R"({"img_data": [[[1,2,3]]], "target_class": ")" + std::string(5000, 'x') + "\"}");
   ASSERT_FALSE(r.ok());
   EXPECT_LT(r.status().message().size(), 400U);
+}
+
+// The fast scanner and the general parser give the same answer, request or
+// error, on bodies as clients write them and on mutated ones.
+void ExpectSameAnswer(const std::string& body, const RequestLimits& limits) {
+  auto fast = ParseModelRequest(body, Cifar10Classes(), limits);
+  auto general = ParseModelRequestGeneral(body, Cifar10Classes(), limits);
+  ASSERT_EQ(fast.ok(), general.ok()) << body << "\n" << (fast.ok() ? general : fast).status().message();
+  if (!fast.ok()) {
+    EXPECT_EQ(fast.status().code(), general.status().code()) << body;
+    EXPECT_EQ(fast.status().message(), general.status().message()) << body;
+    return;
+  }
+  EXPECT_EQ(fast->image.height, general->image.height) << body;
+  EXPECT_EQ(fast->image.width, general->image.width) << body;
+  EXPECT_EQ(fast->image.channels, general->image.channels) << body;
+  EXPECT_EQ(fast->image.pixels, general->image.pixels) << body;
+  EXPECT_EQ(fast->target, general->target) << body;
+  EXPECT_EQ(fast->n_steps, general->n_steps) << body;
+  EXPECT_EQ(fast->method, general->method) << body;
+}
+
+TEST(Request, FastScannerAgreesWithTheGeneralParser) {
+  std::mt19937 rng(7);
+  auto pick = [&rng](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const std::vector<std::string> spaces = {"", "", " ", "\n  ", "\t", "\r\n"};
+  const std::vector<std::string> extras = {
+      R"("n_steps": 7)",        R"("n_steps": null)",   R"("method": "riemann_middle")",
+      R"("method": "scan")",    R"("note": "a, b: c")", R"("flag": true)",
+      R"("flag": false)",       R"("n_steps": -3)",     R"("n_steps": 1.5)",
+      R"("n_steps": "9")",      R"("n_steps": 0012)",   R"("meta": {"a": 1})",
+      R"("name": "caf\u00e9")", R"("name": "café")",    R"("n_steps": 12345678901234567890)",
+      R"("target_class": 1)"};
+  const std::vector<std::string> targets = {R"("cat")", "3", "9", "10", "-1", R"("unicorn")", "[3]", "null"};
+  const std::vector<std::string> bad_values = {"256", "-1", "3.5", "1e2", "07", R"("3")", "", "1 2", "null", "[1]"};
+  RequestLimits limits;
+  limits.max_side = 5;
+  limits.max_pixels = 20;
+  for (int round = 0; round < 3000; ++round) {
+    const int height = 1 + pick(6), width = 1 + pick(6), channels = std::vector<int>{1, 3, 4}[pick(3)];
+    auto space = [&] { return spaces[static_cast<size_t>(pick(static_cast<int>(spaces.size())))]; };
+    std::string image = "[" + space();
+    for (int y = 0; y < height; ++y) {
+      image += (y ? "," + space() : "") + "[" + space();
+      for (int x = 0; x < width; ++x) {
+        image += x ? "," + space() : "";
+        if (channels == 1) {
+          image += std::to_string(pick(256));
+          continue;
+        }
+        image += "[";
+        for (int c = 0; c < channels; ++c) image += (c ? "," + space() : "") + std::to_string(pick(256));
+        image += space() + "]";
+      }
+      image += space() + "]";
+    }
+    image += space() + "]";
+    if (pick(3) == 0) {  // one value made wrong, or the shape broken
+      const size_t at = image.find_first_of("0123456789", static_cast<size_t>(pick(static_cast<int>(image.size()))));
+      if (at != std::string::npos) {
+        const size_t stop = image.find_first_not_of("0123456789", at);
+        image.replace(at, stop - at, bad_values[static_cast<size_t>(pick(static_cast<int>(bad_values.size())))]);
+      }
+    }
+    std::vector<std::string> members = {
+        R"("img_data":)" + space() + image,
+        R"("target_class": )" + targets[static_cast<size_t>(pick(static_cast<int>(targets.size())))]};
+    for (int e = pick(3); e > 0; --e)
+      members.push_back(extras[static_cast<size_t>(pick(static_cast<int>(extras.size())))]);
+    std::shuffle(members.begin(), members.end(), rng);
+    std::string body = space() + "{" + space();
+    for (size_t m = 0; m < members.size(); ++m) body += (m ? "," + space() : "") + members[m] + space();
+    body += "}" + space();
+    if (pick(20) == 0) body += "x";
+    if (pick(20) == 0) body.resize(static_cast<size_t>(pick(static_cast<int>(body.size()))));
+    ExpectSameAnswer(body, limits);
+    if (HasFailure()) return;
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // the image decoders on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "common/image.h"
@@ -13,7 +14,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   intgrads::RequestLimits limits;
   limits.max_side = 256;
   limits.max_pixels = 256 * 256;
-  (void)intgrads::ParseModelRequest(bytes, intgrads::Cifar10Classes(), limits);
+  // The fast scanner and the general parser must agree on every body.
+  auto fast = intgrads::ParseModelRequest(bytes, intgrads::Cifar10Classes(), limits);
+  auto general = intgrads::ParseModelRequestGeneral(bytes, intgrads::Cifar10Classes(), limits);
+  if (fast.ok() != general.ok()) std::abort();
+  if (fast.ok() ? fast->image.pixels != general->image.pixels || fast->target != general->target ||
+                      fast->n_steps != general->n_steps || fast->method != general->method
+                : fast.status().message() != general.status().message()) {
+    std::abort();
+  }
   const size_t cut = size / 2;
   (void)intgrads::DecodeMessage({bytes.substr(0, cut), bytes.substr(cut)});
   (void)intgrads::DecodeMessage({bytes});
