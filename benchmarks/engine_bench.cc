@@ -2,7 +2,7 @@
 // engine alone, warm, on the reference configurations under their
 // deterministic weights.
 //   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--method M]
-//   [--cuda [--tf32]] [NAME ...]
+//   [--bf16] [--cuda [--tf32]] [NAME ...]
 // With --method scan the time includes the forward-only scan that places the points.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
                           : options.chunk_size) = std::atoi(argv[++i]);
     } else if (a == "--method" && i + 1 < argc) {
       method = argv[++i];
+    } else if (a == "--bf16") {
+      options.compute_dtype = torch::kBFloat16;
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
       AllowTf32(false);
@@ -60,7 +62,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;
     }
-    (*model)->To(device);
+    (*model)->To(torch::TensorOptions().device(device).dtype(options.compute_dtype.value_or(torch::kFloat32)));
     const torch::Tensor input =
         torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
     if (!PlanSchedule(**model, input, 3, method, n_steps, options).ok()) {
@@ -78,6 +80,23 @@ int main(int argc, char** argv) {
     std::sort(warm.begin(), warm.end());
     std::printf("| %s | %s | %d | %s | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads,
                 method.c_str(), n_steps, seconds.front(), warm.front(), warm[warm.size() / 2]);
+    if (options.compute_dtype) {  // the error against float32: the same weights loaded afresh, the same input
+      auto full_model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
+      (*full_model)->To(device);
+      EngineOptions full = options;
+      full.compute_dtype.reset();
+      const Attribution low =
+          Attribute(**model, input, 3, *PlanSchedule(**model, input, 3, method, n_steps, options), options);
+      const Attribution high =
+          Attribute(**full_model, input, 3, *PlanSchedule(**full_model, input, 3, method, n_steps, full), full);
+      const double relative_l2 =
+          ((low.integrated_grads - high.integrated_grads).norm() / high.integrated_grads.norm()).item<double>();
+      std::printf(
+          "|   against float32 | IG relative L2 %.3g | delta %.4g (float32 %.4g) | f(x) - f(baseline) %.4g (float32 "
+          "%.4g) |\n",
+          relative_l2, low.convergence_delta, high.convergence_delta, low.target_logit - low.baseline_logit,
+          high.target_logit - high.baseline_logit);
+    }
   }
   return 0;
 }

@@ -20,6 +20,10 @@ bench=build-gpu/bin/intgrads-bench-engine
   $bench --cuda --repeats 10 bit-m-r50x1 lanet-c16-l8 bit-s-r101x3 lanet-c128-l24
   echo "## the same with TensorFloat-32 allowed (--tf32)"
   $bench --cuda --tf32 --repeats 10 bit-m-r50x1 lanet-c16-l8 bit-s-r101x3 lanet-c128-l24
+  echo "## the same in bfloat16 (--bf16), with its error against float32"
+  $bench --cuda --bf16 --repeats 10 default bit-m-r50x1 bit-s-r101x3 lanet-c128-l24
+  echo "## the scan schedule (method scan), its forward-only scan included"
+  $bench --cuda --method scan --repeats 10 default bit-m-r50x1
   echo "## LaNet-128/24 on cuda:0 in chunks of 10 and 25 path points"
   $bench --cuda --repeats 5 --chunk-size 10 lanet-c128-l24
   $bench --cuda --repeats 5 --chunk-size 25 lanet-c128-l24 | tail -1

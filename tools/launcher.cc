@@ -149,6 +149,7 @@ int RunLauncher(const std::vector<std::string>& args) {
     if (model_flags.cuda) {
       argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});
       if (model_flags.tf32) argv.emplace_back("--tf32");
+      if (model_flags.bf16) argv.emplace_back("--bf16");
     } else {
       argv.emplace_back("--cpu");
     }

@@ -78,7 +78,7 @@ int RunPathScan(const std::vector<std::string>& args) {
   auto request = ParseModelRequest(*body, (*model)->info().classes, {});
   if (!request.ok()) return Fail(input_path + ": " + request.status().message());
   const torch::ScalarType dtype = float64 ? torch::kFloat64 : torch::kFloat32;
-  (*model)->To(torch::TensorOptions().dtype(dtype));
+  if (!model_flags.bf16) (*model)->To(torch::TensorOptions().dtype(dtype));
   const torch::Tensor x = PreprocessImage(request->image, (*model)->info()).to(device, dtype);
   const int target = request->target;
 
@@ -92,7 +92,7 @@ int RunPathScan(const std::vector<std::string>& args) {
   for (int64_t first = 0; first < n; first += kScanChunk) {  // in chunks, to bound memory
     const int64_t last = std::min(n, first + kScanChunk);
     torch::Tensor path = (a.slice(0, first, last) * x).requires_grad_(true);  // the baseline is zero
-    torch::Tensor logit = (*model)->Forward(path).select(1, target);
+    torch::Tensor logit = (*model)->Forward(model_flags.bf16 ? path.to(torch::kBFloat16) : path).select(1, target);
     torch::Tensor grad = torch::autograd::grad({logit.sum()}, {path})[0];
     f.slice(0, first, last).copy_(logit.detach());
     derivative.slice(0, first, last).copy_((grad * x).sum({1, 2, 3}));
@@ -115,7 +115,7 @@ int RunPathScan(const std::vector<std::string>& args) {
   for (const std::string& method : AttributionMethods()) {
     nlohmann::json row = nlohmann::json::array();
     for (int s : steps) {
-      const EngineOptions options{25};
+      const EngineOptions options{25, ComputeDtype(model_flags)};
       const Attribution attribution =
           Attribute(**model, x, target, *PlanSchedule(**model, x, target, method, s, options), options);
       row.push_back(std::abs(attribution.convergence_delta) / std::abs(change));

@@ -144,7 +144,8 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t last = std::min(n, first + chunk);
     // The zero baseline: the path point is a * input.
-    f.slice(0, first, last).copy_(model.Forward(a.slice(0, first, last) * input).select(1, target).to(torch::kCPU));
+    torch::Tensor points = (a.slice(0, first, last) * input).to(options.compute_dtype.value_or(input.scalar_type()));
+    f.slice(0, first, last).copy_(model.Forward(points).select(1, target).to(torch::kCPU));
   }
   PathSchedule schedule =
       PlanFromScan(alphas, std::vector<double>(f.data_ptr<double>(), f.data_ptr<double>() + n), n_steps);
@@ -160,13 +161,14 @@ bool IsIncomplete(const Attribution& attribution, double fraction) {
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options) {
   const auto n = static_cast<int64_t>(schedule.alphas.size());
+  const torch::ScalarType compute = options.compute_dtype.value_or(input.scalar_type());
   Attribution result;
   result.target = target;
   torch::Tensor baseline = torch::zeros_like(input);
   {
     torch::NoGradGuard no_grad;
-    torch::Tensor ends = model.Forward(torch::cat({input, baseline}));  // f(x), f(baseline)
-    result.logits = ends.slice(0, 0, 1).to(torch::kCPU).contiguous();
+    torch::Tensor ends = model.Forward(torch::cat({input, baseline}).to(compute)).to(input.scalar_type());
+    result.logits = ends.slice(0, 0, 1).to(torch::kCPU).contiguous();  // f(x); ends[1]: f(baseline)
     result.target_logit = ends[0][target].item<double>();
     result.baseline_logit = ends[1][target].item<double>();
   }
@@ -180,7 +182,7 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
   const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t count = std::min(chunk, n - first);
-    torch::Tensor points = path_points.slice(0, first, first + count).detach().requires_grad_(true);
+    torch::Tensor points = path_points.slice(0, first, first + count).to(compute).detach().requires_grad_(true);
     torch::Tensor logits = model.Forward(points);
     torch::Tensor objective = logits.select(1, target).sum();
     gradients.slice(0, first, first + count).copy_(torch::autograd::grad({objective}, {points})[0]);

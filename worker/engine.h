@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,10 @@ struct Attribution {
 
 struct EngineOptions {
   int chunk_size = 0;  // path points per forward/backward batch; 0: all at once
+  // The dtype of the model's passes (its weights must have it: Classifier::To);
+  // unset: the input's. Path points are formed in the input's dtype and cast
+  // for the passes; gradients and IG are accumulated in the input's dtype.
+  std::optional<torch::ScalarType> compute_dtype;
 };
 
 // input: 1 x 3 x S x S normalized, on the model's device. The baseline is

@@ -32,6 +32,10 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
     flags->tf32 = true;
     return true;
   }
+  if (a == "--bf16") {
+    flags->bf16 = true;
+    return true;
+  }
   if (a == "--cpu") {
     flags->cuda = false;
     return true;
@@ -66,8 +70,13 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Classifier> model,
                    flags.family ? LoadModelFile(*flags.family, flags.path) : LoadDefaultModel());
-  model->To(*device);
+  model->To(torch::TensorOptions().device(*device).dtype(flags.bf16 ? torch::kBFloat16 : torch::kFloat32));
   return model;
+}
+
+std::optional<torch::ScalarType> ComputeDtype(const ModelFlags& flags) {
+  if (flags.bf16) return torch::kBFloat16;
+  return std::nullopt;
 }
 
 void AllowTf32(bool allow) {
@@ -84,7 +93,9 @@ const char* ModelFlagsHelp() {
          "  --cuda                   compute on a GPU; fails at start when CUDA is not available\n"
          "  --device N               the GPU index with --cuda (default 0)\n"
          "  --tf32                   let the GPU compute in TensorFloat-32: faster, but IG moves by up to 40%\n"
-         "                           of its largest value on BiT (off: IEEE float32, as on the CPU)\n";
+         "                           of its largest value on BiT (off: IEEE float32, as on the CPU)\n"
+         "  --bf16                   weights and passes in bfloat16 (IG accumulated in float32); opt in: its\n"
+         "                           error and speed against float32 are in docs/PERFORMANCE.md\n";
 }
 
 }  // namespace intgrads
