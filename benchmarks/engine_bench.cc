@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
   std::string method = "gausslegendre";
+  bool bf16 = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size") && i + 1 < argc) {
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
     } else if (a == "--method" && i + 1 < argc) {
       method = argv[++i];
     } else if (a == "--bf16") {
-      options.compute_dtype = torch::kBFloat16;
+      bf16 = true;
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
       AllowTf32(false);
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;
     }
-    (*model)->To(torch::TensorOptions().device(device).dtype(options.compute_dtype.value_or(torch::kFloat32)));
+    (*model)->To(torch::TensorOptions().device(device).dtype(bf16 ? torch::kBFloat16 : torch::kFloat32));
     const torch::Tensor input =
         torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
     if (!PlanSchedule(**model, input, 3, method, n_steps, options).ok()) {
@@ -80,15 +81,13 @@ int main(int argc, char** argv) {
     std::sort(warm.begin(), warm.end());
     std::printf("| %s | %s | %d | %s | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads,
                 method.c_str(), n_steps, seconds.front(), warm.front(), warm[warm.size() / 2]);
-    if (options.compute_dtype) {  // the error against float32: the same weights loaded afresh, the same input
+    if (bf16) {  // the error against float32: the same weights loaded afresh, the same input
       auto full_model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
       (*full_model)->To(device);
-      EngineOptions full = options;
-      full.compute_dtype.reset();
       const Attribution low =
           Attribute(**model, input, 3, *PlanSchedule(**model, input, 3, method, n_steps, options), options);
       const Attribution high =
-          Attribute(**full_model, input, 3, *PlanSchedule(**full_model, input, 3, method, n_steps, full), full);
+          Attribute(**full_model, input, 3, *PlanSchedule(**full_model, input, 3, method, n_steps, options), options);
       const double relative_l2 =
           ((low.integrated_grads - high.integrated_grads).norm() / high.integrated_grads.norm()).item<double>();
       std::printf(

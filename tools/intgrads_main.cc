@@ -67,7 +67,6 @@ int RunAttribute(const std::vector<std::string>& args) {
   if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
-  options.engine.compute_dtype = ComputeDtype(model_flags);
   if (!model.ok()) return Fail(model.status().message());
   auto body = ReadWholeFile(input_path);
   if (!body.ok()) return Fail("attribute: " + body.status().message());

@@ -92,7 +92,7 @@ int RunPathScan(const std::vector<std::string>& args) {
   for (int64_t first = 0; first < n; first += kScanChunk) {  // in chunks, to bound memory
     const int64_t last = std::min(n, first + kScanChunk);
     torch::Tensor path = (a.slice(0, first, last) * x).requires_grad_(true);  // the baseline is zero
-    torch::Tensor logit = (*model)->Forward(model_flags.bf16 ? path.to(torch::kBFloat16) : path).select(1, target);
+    torch::Tensor logit = (*model)->Forward(path.to((*model)->dtype())).select(1, target);
     torch::Tensor grad = torch::autograd::grad({logit.sum()}, {path})[0];
     f.slice(0, first, last).copy_(logit.detach());
     derivative.slice(0, first, last).copy_((grad * x).sum({1, 2, 3}));
@@ -112,10 +112,11 @@ int RunPathScan(const std::vector<std::string>& args) {
   result["scan"] = scan;
   const std::vector<int> steps = {10, 25, 50, 100, 200};
   nlohmann::json gaps = nlohmann::json::object();
+  EngineOptions options;
+  options.chunk_size = kScanChunk;
   for (const std::string& method : AttributionMethods()) {
     nlohmann::json row = nlohmann::json::array();
     for (int s : steps) {
-      const EngineOptions options{25, ComputeDtype(model_flags)};
       const Attribution attribution =
           Attribute(**model, x, target, *PlanSchedule(**model, x, target, method, s, options), options);
       row.push_back(std::abs(attribution.convergence_delta) / std::abs(change));

@@ -59,16 +59,14 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-// Top-1 predictions of `model` for normalized inputs, in batches, passed to
-// the model in `dtype` (its weights').
-torch::Tensor Predict(const Classifier& model, const torch::Tensor& inputs, int64_t batch_size, Progress* progress,
-                      torch::ScalarType dtype = torch::kFloat32) {
+// Top-1 predictions of `model` for normalized inputs, in batches.
+torch::Tensor Predict(const Classifier& model, const torch::Tensor& inputs, int64_t batch_size, Progress* progress) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> predictions;
   const int64_t n = inputs.size(0);
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t count = std::min(batch_size, n - begin);
-    predictions.push_back(model.Forward(inputs.narrow(0, begin, count).to(dtype)).argmax(1));
+    predictions.push_back(model.Forward(inputs.narrow(0, begin, count).to(model.dtype())).argmax(1));
     if (progress) progress->Update(static_cast<size_t>(begin + count), static_cast<size_t>(n));
   }
   return torch::cat(predictions);
@@ -297,10 +295,7 @@ int RunEvaluate(const std::vector<std::string>& args) {
   if (!set.ok()) return Fail("evaluate: " + set.status().message());
   Progress progress("evaluating");
   torch::Tensor inputs = NormalizeImages(set->images, info.normalization).to(device);
-  torch::Tensor hits =
-      Predict(**model, inputs, batch_size, &progress, ComputeDtype(model_flags).value_or(torch::kFloat32))
-          .cpu()
-          .eq(set->labels);
+  torch::Tensor hits = Predict(**model, inputs, batch_size, &progress).cpu().eq(set->labels);
   for (size_t c = 0; c < info.classes.size(); ++c) {
     torch::Tensor mask = set->labels.eq(static_cast<int64_t>(c));
     const int64_t count = mask.sum().item<int64_t>();

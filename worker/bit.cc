@@ -84,6 +84,7 @@ class Bit final : public Classifier {
   }
 
   void To(const torch::TensorOptions& options) override {
+    NoteDtype(options);
     auto move = [&options](torch::Tensor& t) {
       if (t.defined()) t = t.to(options);
     };

@@ -144,7 +144,7 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t last = std::min(n, first + chunk);
     // The zero baseline: the path point is a * input.
-    torch::Tensor points = (a.slice(0, first, last) * input).to(options.compute_dtype.value_or(input.scalar_type()));
+    torch::Tensor points = (a.slice(0, first, last) * input).to(model.dtype());
     f.slice(0, first, last).copy_(model.Forward(points).select(1, target).to(torch::kCPU));
   }
   PathSchedule schedule =
@@ -161,7 +161,7 @@ bool IsIncomplete(const Attribution& attribution, double fraction) {
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options) {
   const auto n = static_cast<int64_t>(schedule.alphas.size());
-  const torch::ScalarType compute = options.compute_dtype.value_or(input.scalar_type());
+  const torch::ScalarType compute = model.dtype();
   Attribution result;
   result.target = target;
   torch::Tensor baseline = torch::zeros_like(input);

@@ -8,7 +8,6 @@
 
 #include <torch/torch.h>
 
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,13 +69,11 @@ struct Attribution {
 
 struct EngineOptions {
   int chunk_size = 0;  // path points per forward/backward batch; 0: all at once
-  // The dtype of the model's passes (its weights must have it: Classifier::To);
-  // unset: the input's. Path points are formed in the input's dtype and cast
-  // for the passes; gradients and IG are accumulated in the input's dtype.
-  std::optional<torch::ScalarType> compute_dtype;
 };
 
-// input: 1 x 3 x S x S normalized, on the model's device. The baseline is
+// input: 1 x 3 x S x S normalized, on the model's device. Path points are
+// formed in the input's dtype and cast to the model's (Classifier::dtype) for
+// the passes; gradients and IG are accumulated in the input's. The baseline is
 // zero in the normalized space (compat.md).
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options);

@@ -244,6 +244,7 @@ class Lanet final : public Classifier {
   }
 
   void To(const torch::TensorOptions& options) override {
+    NoteDtype(options);
     auto move = [&options](torch::Tensor* t) {
       if (t->defined()) *t = t->to(options);
     };

@@ -45,9 +45,17 @@ class Classifier {
   // torch::Device converts to options); what `options` leaves unset stays.
   virtual void To(const torch::TensorOptions& options) = 0;
   const ModelInfo& info() const { return info_; }
+  // The dtype of the weights, and so of the passes (the engine casts path
+  // points to it): float32 unless To set another.
+  torch::ScalarType dtype() const { return dtype_; }
 
  protected:
+  // For To: records the dtype `options` sets, if any.
+  void NoteDtype(const torch::TensorOptions& options) {
+    if (options.has_dtype()) dtype_ = options.dtype().toScalarType();
+  }
   ModelInfo info_;
+  torch::ScalarType dtype_ = torch::kFloat32;
 };
 
 // The keys and shapes a family's state dict must have.

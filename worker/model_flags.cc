@@ -74,11 +74,6 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   return model;
 }
 
-std::optional<torch::ScalarType> ComputeDtype(const ModelFlags& flags) {
-  if (flags.bf16) return torch::kBFloat16;
-  return std::nullopt;
-}
-
 void AllowTf32(bool allow) {
   at::globalContext().setAllowTF32CuDNN(allow);
   at::globalContext().setAllowTF32CuBLAS(allow);

@@ -17,7 +17,7 @@ struct ModelFlags {
   bool cuda = false;
   int device_index = 0;
   bool tf32 = false;  // let cuDNN and cuBLAS use TensorFloat-32 on the GPU
-  bool bf16 = false;  // weights and passes in bfloat16 (EngineOptions::compute_dtype)
+  bool bf16 = false;  // weights and passes in bfloat16 (Classifier::dtype)
 };
 
 // PyTorch lets cuDNN convolutions use TensorFloat-32 (10-bit mantissa) by
@@ -31,12 +31,9 @@ void AllowTf32(bool allow);
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags);
 
 // Loads the model the flags name (the embedded default model without a model
-// flag) onto the device they name, in bfloat16 with --bf16 (then run the
-// engine with ComputeDtype(flags)), or explains why not.
+// flag) onto the device they name, in bfloat16 with --bf16, or explains why
+// not.
 StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device);
-
-// The engine's compute dtype for these flags: bfloat16 with --bf16, else unset.
-std::optional<torch::ScalarType> ComputeDtype(const ModelFlags& flags);
 
 // Help text for the flags above.
 const char* ModelFlagsHelp();

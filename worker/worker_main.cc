@@ -92,7 +92,6 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
-  options.engine.compute_dtype = ComputeDtype(model_flags);
   if (!model.ok()) {
     std::fprintf(stderr, "intgrads-worker: %s\n", model.status().message().c_str());
     return 2;

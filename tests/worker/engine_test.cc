@@ -258,11 +258,11 @@ TEST(Engine, Bfloat16PassesStayCloseToFloat32) {
   auto high = LoadDefaultModel();
   ASSERT_TRUE(low.ok() && high.ok());
   (*low)->To(torch::TensorOptions().dtype(torch::kBFloat16));
-  EngineOptions bf16;
-  bf16.compute_dtype = torch::kBFloat16;
   const torch::Tensor x = torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0)));
   const auto schedule = *MakeSchedule("gausslegendre", 50);
-  const Attribution a = Attribute(**low, x, 3, schedule, bf16);
+  EXPECT_EQ((*low)->dtype(), torch::kBFloat16);
+  EXPECT_EQ((*high)->dtype(), torch::kFloat32);
+  const Attribution a = Attribute(**low, x, 3, schedule, {});
   const Attribution b = Attribute(**high, x, 3, schedule, {});
   for (const torch::Tensor& t : {a.integrated_grads, a.path_gradients, a.path_points, a.logits, a.step_sizes}) {
     EXPECT_EQ(t.scalar_type(), torch::kFloat32);
@@ -277,8 +277,11 @@ TEST(Engine, Bfloat16PassesStayCloseToFloat32) {
   EXPECT_TRUE(torch::allclose(rebuilt, a.integrated_grads, 1e-4, 1e-6));
   ModelFlags flags;
   flags.bf16 = true;
-  EXPECT_EQ(ComputeDtype(flags), torch::kBFloat16);
-  EXPECT_FALSE(ComputeDtype(ModelFlags{}).has_value());
+  torch::Device device(torch::kCPU);
+  auto flagged = LoadFlaggedModel(flags, &device);
+  ASSERT_TRUE(flagged.ok());
+  EXPECT_EQ((*flagged)->dtype(), torch::kBFloat16);
+  EXPECT_EQ((*LoadFlaggedModel(ModelFlags{}, &device))->dtype(), torch::kFloat32);
 }
 
 TEST(Engine, EncodesTheResponseDict) {
