@@ -139,11 +139,29 @@ std::vector<float> NormalizeChw(const Image& rgb, const Normalization& norm) {
 
 namespace {
 
-StatusOr<Image> DecodePng(std::string_view bytes) {
+Status CheckSize(int64_t width, int64_t height, const ImageLimits& limits) {
+  if (width <= 0 || height <= 0) return InvalidError("image: it has no pixels");
+  if (width > limits.max_side || height > limits.max_side) {
+    return TooLargeError("image: " + std::to_string(width) + " x " + std::to_string(height) +
+                         " has a side over the limit of " + std::to_string(limits.max_side) +
+                         " pixels (raise with --max-image-side)");
+  }
+  if (width * height > limits.max_pixels) {
+    return TooLargeError("image: " + std::to_string(width) + " x " + std::to_string(height) + " is over the limit of " +
+                         std::to_string(limits.max_pixels) + " pixels (raise with --max-pixels)");
+  }
+  return Status::Ok();
+}
+
+StatusOr<Image> DecodePng(std::string_view bytes, const ImageLimits& limits) {
   png_image png{};
   png.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
     return InvalidError(std::string("not a readable PNG: ") + png.message);
+  }
+  if (Status size = CheckSize(png.width, png.height, limits); !size.ok()) {
+    png_image_free(&png);
+    return size;
   }
   Image image;
   const bool has_alpha = (png.format & PNG_FORMAT_FLAG_ALPHA) != 0;
@@ -180,7 +198,7 @@ void OnJpegMessage(j_common_ptr info, int level) {
   if (level < 0) OnJpegError(info);
 }
 
-StatusOr<Image> DecodeJpeg(std::string_view bytes) {
+StatusOr<Image> DecodeJpeg(std::string_view bytes, const ImageLimits& limits) {
   jpeg_decompress_struct info{};
   JpegError error{};
   info.err = jpeg_std_error(&error.manager);
@@ -194,6 +212,10 @@ StatusOr<Image> DecodeJpeg(std::string_view bytes) {
   jpeg_create_decompress(&info);
   jpeg_mem_src(&info, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&info, TRUE);
+  if (Status size = CheckSize(info.image_width, info.image_height, limits); !size.ok()) {
+    jpeg_destroy_decompress(&info);
+    return size;
+  }
   info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&info);
   image.width = static_cast<int>(info.output_width);
@@ -211,9 +233,9 @@ StatusOr<Image> DecodeJpeg(std::string_view bytes) {
 
 }  // namespace
 
-StatusOr<Image> DecodeImage(std::string_view bytes) {
-  if (bytes.size() >= 8 && std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return DecodePng(bytes);
-  if (bytes.size() >= 3 && std::memcmp(bytes.data(), "\xff\xd8\xff", 3) == 0) return DecodeJpeg(bytes);
+StatusOr<Image> DecodeImage(std::string_view bytes, const ImageLimits& limits) {
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return DecodePng(bytes, limits);
+  if (bytes.size() >= 3 && std::memcmp(bytes.data(), "\xff\xd8\xff", 3) == 0) return DecodeJpeg(bytes, limits);
   return InvalidError("unsupported image format (PNG and JPEG are read)");
 }
 
@@ -223,6 +245,27 @@ StatusOr<Image> ReadImageFile(const std::string& path) {
   auto image = DecodeImage(*bytes);
   if (!image.ok()) return Status(image.status().code(), path + ": " + image.status().message());
   return image;
+}
+
+StatusOr<std::string> EncodePng(const Image& image) {
+  if (image.channels != 1 && image.channels != 3 && image.channels != 4) {
+    return InvalidError("png: " + std::to_string(image.channels) + " channels");
+  }
+  png_image png{};
+  png.version = PNG_IMAGE_VERSION;
+  png.width = static_cast<png_uint_32>(image.width);
+  png.height = static_cast<png_uint_32>(image.height);
+  png.format = image.channels == 1 ? PNG_FORMAT_GRAY : image.channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_RGBA;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_get_memory_size(png, size, 0, image.pixels.data(), 0, nullptr)) {
+    return InvalidError(std::string("png: ") + png.message);
+  }
+  std::string out(size, '\0');
+  if (!png_image_write_to_memory(&png, out.data(), &size, 0, image.pixels.data(), 0, nullptr)) {
+    return InvalidError(std::string("png: ") + png.message);
+  }
+  out.resize(size);
+  return out;
 }
 
 }  // namespace intgrads

@@ -40,8 +40,19 @@ Image ResizeBilinear(const Image& image, int out_width, int out_height);
 // RGB image -> 3 x H x W floats, (pixel / 255 - mean) / std.
 std::vector<float> NormalizeChw(const Image& rgb, const Normalization& norm);
 
-// PNG and JPEG decoding (libpng, libjpeg) to 8-bit RGB, RGBA or grey.
-StatusOr<Image> DecodeImage(std::string_view bytes);
+// What a decoder may be asked to produce; checked from the image header
+// before any pixel is decoded (a decompression bomb costs nothing).
+struct ImageLimits {
+  int max_side = 1 << 16;
+  int64_t max_pixels = int64_t{1} << 30;
+};
+
+// PNG and JPEG decoding (libpng, libjpeg) to 8-bit RGB, RGBA or grey. An
+// image over `limits` is kTooLarge, naming the limit.
+StatusOr<Image> DecodeImage(std::string_view bytes, const ImageLimits& limits = {});
 StatusOr<Image> ReadImageFile(const std::string& path);
+
+// An 8-bit PNG of `image` (1, 3 or 4 channels).
+StatusOr<std::string> EncodePng(const Image& image);
 
 }  // namespace intgrads

@@ -25,6 +25,11 @@ Status Field(const json& header, const char* key, T* out) {
     if (!it->is_string()) return InvalidError(std::string("protocol: '") + key + "' is not a string");
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!it->is_number()) return InvalidError(std::string("protocol: '") + key + "' is not a number");
+  } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+    if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
+    for (const auto& e : *it) {
+      if (!e.is_number()) return InvalidError(std::string("protocol: '") + key + "' holds a non-number");
+    }
   } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
     if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
     for (const auto& e : *it) {
@@ -37,6 +42,12 @@ Status Field(const json& header, const char* key, T* out) {
   return Status::Ok();
 }
 
+// Field for a key a peer may omit: `out` keeps its default then.
+template <typename T>
+Status OptionalField(const json& header, const char* key, T* out) {
+  return header.contains(key) ? Field(header, key, out) : Status::Ok();
+}
+
 Status ExpectFrames(const Frames& frames, size_t count, const char* type) {
   if (frames.size() != count) {
     return InvalidError(std::string("protocol: a ") + type + " message has " + std::to_string(count) + " frames, got " +
@@ -47,6 +58,23 @@ Status ExpectFrames(const Frames& frames, size_t count, const char* type) {
 
 }  // namespace
 
+const std::vector<PayloadFormat>& PayloadFormats() {
+  static const std::vector<PayloadFormat> formats = {
+      {"gzip", "application/gzip", ".gzip"},
+      {"npz", "application/x-npz", ".npz"},
+      {"json", "application/json", ".json"},
+      {"png", "image/png", ".png"},
+  };
+  return formats;
+}
+
+const PayloadFormat* FindPayloadFormat(const std::string& name) {
+  for (const PayloadFormat& f : PayloadFormats()) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
 Frames EncodeReady(const WorkerInfo& info) {
   json h = Header(MessageType::kReady);
   h["model"] = info.model;
@@ -56,6 +84,8 @@ Frames EncodeReady(const WorkerInfo& info) {
   h["classes"] = info.classes;
   h["input_size"] = info.input_size;
   h["token"] = info.token;
+  h["mean"] = info.mean;
+  h["std"] = info.std;
   return {Dump(h)};
 }
 
@@ -71,6 +101,8 @@ Frames EncodeRequest(const JobRequest& r) {
   h["height"] = r.height;
   h["width"] = r.width;
   h["channels"] = r.channels;
+  h["format"] = r.format;
+  h["heatmap"] = r.heatmap;
   return {Dump(h), r.pixels};
 }
 
@@ -81,6 +113,9 @@ Frames EncodeReply(const JobReply& r) {
   h["error"] = r.error;
   h["convergence_delta"] = r.convergence_delta;
   h["compute_seconds"] = r.compute_seconds;
+  h["target"] = r.target;
+  h["probabilities"] = r.probabilities;
+  h["content_type"] = r.content_type;
   return {Dump(h), r.payload};
 }
 
@@ -107,6 +142,8 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "classes", &m.ready.classes));
     RETURN_IF_ERROR(Field(h, "input_size", &m.ready.input_size));
     RETURN_IF_ERROR(Field(h, "token", &m.ready.token));
+    RETURN_IF_ERROR(OptionalField(h, "mean", &m.ready.mean));
+    RETURN_IF_ERROR(OptionalField(h, "std", &m.ready.std));
     if (m.ready.classes.empty()) return InvalidError("protocol: a ready message with no classes");
   } else if (type == "heartbeat" || type == "disconnect") {
     m.type = type == "heartbeat" ? MessageType::kHeartbeat : MessageType::kDisconnect;
@@ -122,6 +159,8 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "height", &r.height));
     RETURN_IF_ERROR(Field(h, "width", &r.width));
     RETURN_IF_ERROR(Field(h, "channels", &r.channels));
+    RETURN_IF_ERROR(OptionalField(h, "format", &r.format));
+    RETURN_IF_ERROR(OptionalField(h, "heatmap", &r.heatmap));
     if (r.height <= 0 || r.width <= 0 || (r.channels != 1 && r.channels != 3 && r.channels != 4) ||
         static_cast<uint64_t>(r.height) * static_cast<uint64_t>(r.width) * static_cast<uint64_t>(r.channels) !=
             frames[1].size()) {
@@ -138,6 +177,9 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "error", &r.error));
     RETURN_IF_ERROR(Field(h, "convergence_delta", &r.convergence_delta));
     RETURN_IF_ERROR(Field(h, "compute_seconds", &r.compute_seconds));
+    RETURN_IF_ERROR(OptionalField(h, "target", &r.target));
+    RETURN_IF_ERROR(OptionalField(h, "probabilities", &r.probabilities));
+    RETURN_IF_ERROR(OptionalField(h, "content_type", &r.content_type));
     r.payload = frames[1];
   } else {
     return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");

@@ -3,10 +3,14 @@
 // a header frame (a small JSON object with the protocol version and the
 // message type) and, for requests and replies, one binary frame:
 //
-//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token}]
+//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std}]
 //   heartbeat  both ways          [header]
-//   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels}, pixels]
-//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds}, payload]
+//   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap}, pixels]
+//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,target,
+//                                         probabilities,content_type}, payload]
+//
+// The fields after `channels` and `compute_seconds` (and mean, std) are
+// optional: a peer that omits them gets the defaults below.
 //   disconnect both ways          [header]
 //
 // (The ROUTER sees the worker's identity as an extra first frame.) Decoding
@@ -33,8 +37,13 @@ struct WorkerInfo {
   std::string device;   // "cpu", "cuda:0"
   std::vector<std::string> classes;
   int input_size = 32;
-  std::string token;  // the deployment's shared secret, if it has one
+  std::string token;         // the deployment's shared secret, if it has one
+  std::vector<double> mean;  // the per-channel normalization, as the model applies it
+  std::vector<double> std;
 };
+
+// JobRequest::target for "the model's top class at the input".
+constexpr int kPredictedTarget = -1;
 
 struct JobRequest {
   uint64_t id = 0;
@@ -44,7 +53,9 @@ struct JobRequest {
   int height = 0;
   int width = 0;
   int channels = 3;
-  std::string pixels;  // height * width * channels bytes, HWC
+  std::string pixels;              // height * width * channels bytes, HWC
+  std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
+  std::string heatmap = "signed";  // png only: signed | absolute
 };
 
 struct JobReply {
@@ -52,8 +63,11 @@ struct JobReply {
   int status = 200;  // an HTTP status: 200, or the error's
   std::string error;
   double convergence_delta = 0.0;
-  double compute_seconds = 0.0;  // the worker's time on it
-  std::string payload;           // gzip'd torch.save bytes when status is 200
+  double compute_seconds = 0.0;       // the worker's time on it
+  std::string payload;                // the request's format when status is 200
+  int target = -1;                    // the class attributed (the predicted one for kPredictedTarget)
+  std::vector<double> probabilities;  // softmax of f(x)
+  std::string content_type = "application/gzip";
 };
 
 struct Message {
@@ -62,6 +76,15 @@ struct Message {
   JobRequest request;
   JobReply reply;
 };
+
+// The encodings a worker writes an attribution in (worker/formats.h).
+struct PayloadFormat {
+  std::string name;          // "gzip", the request's `format`
+  std::string content_type;  // "application/gzip", what Accept names
+  std::string extension;     // ".gzip", for file names
+};
+const std::vector<PayloadFormat>& PayloadFormats();
+const PayloadFormat* FindPayloadFormat(const std::string& name);
 
 using Frames = std::vector<std::string>;
 

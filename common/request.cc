@@ -39,17 +39,16 @@ Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits
   return Status::Ok();
 }
 
-namespace {
-
-std::string TypeName(const json& v) { return v.type_name(); }
-
-// At most `limit` bytes of `s` for a message, cut on a UTF-8 character boundary.
 std::string Shorten(const std::string& s, size_t limit) {
   if (s.size() <= limit) return s;
   size_t end = limit;
   while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
   return s.substr(0, end) + "...";
 }
+
+namespace {
+
+std::string TypeName(const json& v) { return v.type_name(); }
 
 // "[y][x]", for messages only: building it for every pixel would cost more than reading them.
 std::string Where(int y, int x) { return "[" + std::to_string(y) + "][" + std::to_string(x) + "]"; }
@@ -68,7 +67,9 @@ Status ReadChannel(const json& v, uint8_t* out, int y, int x) {
   return Status::Ok();
 }
 
-StatusOr<Image> ReadImage(const json& rows, const RequestLimits& limits) {
+}  // namespace
+
+StatusOr<Image> ReadImageJson(const json& rows, const RequestLimits& limits) {
   if (!rows.is_array()) return InvalidError("img_data: expected a list of rows (H x W x 3), found a " + TypeName(rows));
   if (rows.empty()) return InvalidError("img_data: the image is empty (no rows)");
   const json& first_row = rows.front();
@@ -123,24 +124,26 @@ StatusOr<Image> ReadImage(const json& rows, const RequestLimits& limits) {
   return image;
 }
 
-StatusOr<int> ReadTarget(const json& target, const std::vector<std::string>& classes) {
+StatusOr<int> ReadTargetJson(const json& target, const std::vector<std::string>& classes, const std::string& field) {
   if (target.is_string()) {
     const auto& name = target.get_ref<const std::string&>();
     const auto found = std::find(classes.begin(), classes.end(), name);
     if (found != classes.end()) return static_cast<int>(found - classes.begin());
     std::string names;
     for (const auto& c : classes) names += (names.empty() ? "" : ", ") + c;
-    return InvalidError("target_class: unknown class '" + Shorten(name, 64) + "'; expected one of " + names +
+    return InvalidError(field + ": unknown class '" + Shorten(name, 64) + "'; expected one of " + names +
                         " or an index 0.." + std::to_string(classes.size() - 1));
   }
   if (target.is_number_integer()) {
     const auto index = target.get<int64_t>();
     if (index >= 0 && index < static_cast<int64_t>(classes.size())) return static_cast<int>(index);
-    return InvalidError("target_class: index " + std::to_string(index) + " is outside 0.." +
+    return InvalidError(field + ": index " + std::to_string(index) + " is outside 0.." +
                         std::to_string(classes.size() - 1));
   }
-  return InvalidError("target_class: expected a class name or an integer index, found a " + TypeName(target));
+  return InvalidError(field + ": expected a class name or an integer index, found a " + TypeName(target));
 }
+
+namespace {
 
 // target_class, n_steps and method from the body's other members.
 StatusOr<AttributionRequest> ReadOptions(const json& doc, Image image, const std::vector<std::string>& classes,
@@ -149,7 +152,7 @@ StatusOr<AttributionRequest> ReadOptions(const json& doc, Image image, const std
   request.image = std::move(image);
   const auto target = doc.find("target_class");
   if (target == doc.end()) return InvalidError("target_class: missing (expected a class name such as 'cat')");
-  ASSIGN_OR_RETURN(request.target, ReadTarget(*target, classes));
+  ASSIGN_OR_RETURN(request.target, ReadTargetJson(*target, classes));
   if (const auto n = doc.find("n_steps"); n != doc.end() && !n->is_null()) {
     if (!n->is_number_integer()) return InvalidError("n_steps: expected an integer, found a " + TypeName(*n));
     const auto value = n->get<int64_t>();
@@ -345,7 +348,7 @@ StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, con
   if (!doc.is_object()) return InvalidError("body: expected a JSON object, found a " + TypeName(doc));
   const auto img = doc.find("img_data");
   if (img == doc.end()) return InvalidError("img_data: missing (expected H x W x 3 integers 0..255)");
-  ASSIGN_OR_RETURN(Image image, ReadImage(*img, limits));
+  ASSIGN_OR_RETURN(Image image, ReadImageJson(*img, limits));
   return ReadOptions(doc, std::move(image), classes, limits);
 }
 

@@ -5,6 +5,7 @@
 // was expected; nothing here throws.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,15 @@ StatusOr<AttributionRequest> ParseModelRequest(std::string_view body, const std:
 // hold the two to the same answers.
 StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, const std::vector<std::string>& classes,
                                                       const RequestLimits& limits);
+
+// The parser's pieces, shared with the /v1 request (common/attributions.h):
+// an img_data value (H x W x C or H x W integers 0..255) and a class given
+// by name or index; `field` names the member in messages.
+StatusOr<Image> ReadImageJson(const nlohmann::json& rows, const RequestLimits& limits);
+StatusOr<int> ReadTargetJson(const nlohmann::json& target, const std::vector<std::string>& classes,
+                             const std::string& field = "target_class");
+// At most `limit` bytes of `s` for a message, cut on a UTF-8 character boundary.
+std::string Shorten(const std::string& s, size_t limit);
 
 // Checks n_steps and method together (Riemann rules need n_steps >= 2).
 Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits);

@@ -20,6 +20,7 @@ enum class StatusCode {
   kDataLoss,       // a corrupt or truncated file
   kUnimplemented,  // a format feature we refuse to read
   kInternal,       // our bug (HTTP 500)
+  kNotAcceptable,  // no answer in a format the client accepts (HTTP 406)
 };
 
 class Status {
@@ -44,6 +45,7 @@ inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable
 inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status UnimplementedError(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status NotAcceptableError(std::string m) { return {StatusCode::kNotAcceptable, std::move(m)}; }
 
 // A value or the Status that explains why there is none.
 template <typename T>

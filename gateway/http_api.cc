@@ -1,20 +1,24 @@
 #include "gateway/http_api.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/secret.h"
+#include "common/zip.h"
+#include "gateway/routes.h"
 
 namespace intgrads {
 
 using nlohmann::json;
 using Pistache::Http::Code;
 using Pistache::Http::ResponseWriter;
+using Pistache::Http::Mime::MediaType;
 
 namespace {
 
-const Pistache::Http::Mime::MediaType kJson = Pistache::Http::Mime::MediaType::fromString("application/json");
-const Pistache::Http::Mime::MediaType kGzip = Pistache::Http::Mime::MediaType::fromString("application/gzip");
+const MediaType kJson = MediaType::fromString("application/json");
 
 // A response header Pistache has no class for. (Pistache 0.0.5 does not
 // serialize Header::Raw entries in responses, so each needs a Header.)
@@ -30,21 +34,61 @@ class TextHeader final : public Pistache::Http::Header::Header {
   std::string value_;
 };
 
-void AddHeader(ResponseWriter& response, const std::string& name, const std::string& value) {
-  response.headers().add(std::make_shared<TextHeader>(name, value));
-}
-
-void SendJson(ResponseWriter& response, int status, const json& body) {
+std::string DumpJson(const json& body) {
   // Messages may quote user input: invalid UTF-8 is replaced, never thrown on.
-  response.send(static_cast<Code>(status), body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void SendError(ResponseWriter& response, int status, const std::string& message) {
-  if (status == 503) AddHeader(response, "Retry-After", "1");
-  SendJson(response, status, json{{"error", message}});
+// A request header's value as the client sent it. Pistache keeps the raw
+// text of most headers; for the others, the typed header writes it (its
+// Accept writes nothing, so the raw text comes first).
+template <typename H>
+std::string HeaderText(const Pistache::Rest::Request& request) {
+  if (auto raw = request.headers().tryGetRaw(H::Name)) return raw->value();
+  if (auto typed = request.headers().tryGet<H>()) {
+    std::ostringstream text;
+    typed->write(text);
+    return text.str();
+  }
+  return {};
+}
+
+std::string Printf(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), format, value);
+  return buffer;
 }
 
 }  // namespace
+
+// One request's answer: the writer, the route it came by and when it
+// arrived. Every answer goes through Send, which counts it in the metrics.
+class Exchange {
+ public:
+  Exchange(ResponseWriter writer, std::string route, Metrics& metrics)
+      : writer_(std::move(writer)), route_(std::move(route)), metrics_(metrics), received_(Clock::now()) {}
+
+  void Header(const std::string& name, const std::string& value) {
+    writer_.headers().add(std::make_shared<TextHeader>(name, value));
+  }
+  void Send(int status, const std::string& body, const MediaType& type) {
+    metrics_.Record(route_, status, std::chrono::duration<double>(Clock::now() - received_).count());
+    writer_.send(static_cast<Code>(status), body, type);
+  }
+  void Json(int status, const json& body) { Send(status, DumpJson(body), kJson); }
+  void Error(int status, const std::string& message) {
+    if (status == 503) Header("Retry-After", "1");
+    Json(status, json{{"error", message}});
+  }
+  bool gone() const { return writer_.getPeer() == nullptr; }
+  Clock::time_point received() const { return received_; }
+
+ private:
+  ResponseWriter writer_;
+  std::string route_;
+  Metrics& metrics_;
+  Clock::time_point received_;
+};
 
 int HttpStatusOf(const Status& status) {
   switch (status.code()) {
@@ -52,21 +96,48 @@ int HttpStatusOf(const Status& status) {
     case StatusCode::kInvalid: return 422;
     case StatusCode::kNotFound: return 404;
     case StatusCode::kTooLarge: return 413;
+    case StatusCode::kNotAcceptable: return 406;
     case StatusCode::kUnavailable: return 503;
     default: return 500;
   }
 }
 
+HttpApi::Handler HttpApi::HandlerFor(const std::string& method, const std::string& path) const {
+  if (method == "POST")
+    return path.find("/attributions") != std::string::npos ? &HttpApi::PostAttributions : &HttpApi::PostModel;
+  if (path == "/v1/model" || path == "/v1/models/{name}") return &HttpApi::GetModel;
+  if (path == "/v1/models") return &HttpApi::GetModels;
+  if (path == "/v1/workers") return &HttpApi::GetWorkers;
+  if (path == "/healthz") return &HttpApi::GetHealth;
+  if (path == "/readyz") return &HttpApi::GetReady;
+  if (path == "/metrics") return &HttpApi::GetMetrics;
+  return &HttpApi::GetPage;  // /, /docs, /openapi.json
+}
+
 HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options_(std::move(options)) {
-  using Pistache::Rest::Routes::bind;
-  // Pistache's router ignores a trailing slash: this serves /model and /model/.
-  Pistache::Rest::Routes::Post(router_, "/model", bind(&HttpApi::PostModel, this));
-  Pistache::Rest::Routes::Post(router_, "/models/:name/model", bind(&HttpApi::PostModel, this));
-  Pistache::Rest::Routes::Get(router_, "/v1/models", bind(&HttpApi::GetModels, this));
-  Pistache::Rest::Routes::Get(router_, "/healthz", bind(&HttpApi::GetHealth, this));
-  Pistache::Rest::Routes::Get(router_, "/readyz", bind(&HttpApi::GetReady, this));
-  Pistache::Rest::Routes::Get(router_, "/v1/workers", bind(&HttpApi::GetWorkers, this));
-  router_.addNotFoundHandler(bind(&HttpApi::NotFound, this));
+  for (const RouteSpec& route : HttpRoutes()) {
+    const Handler handler = HandlerFor(route.method, route.path);
+    const std::string label = route.path;
+    auto serve = [this, handler, label](const Pistache::Rest::Request& request, ResponseWriter writer) {
+      auto exchange = std::make_shared<Exchange>(std::move(writer), label, metrics_);
+      if (label == "/healthz" || Authorized(request, *exchange)) (this->*handler)(request, exchange);
+      return Pistache::Rest::Route::Result::Ok;
+    };
+    if (route.method == "POST") {
+      Pistache::Rest::Routes::Post(router_, RouterPath(route.path), serve);
+    } else {
+      Pistache::Rest::Routes::Get(router_, RouterPath(route.path), serve);
+    }
+  }
+  router_.addNotFoundHandler([this](const Pistache::Rest::Request& request, ResponseWriter writer) {
+    Exchange exchange(std::move(writer), "(none)", metrics_);
+    if (Authorized(request, exchange)) {
+      exchange.Error(404, "no route " + Shorten(request.resource(), 128) +
+                              "; the routes are listed at /openapi.json and /docs (POST /model/, "
+                              "POST /v1/attributions, GET /v1/model, /healthz, /readyz, /metrics)");
+    }
+    return Pistache::Rest::Route::Result::Ok;
+  });
 }
 
 StatusOr<uint16_t> HttpApi::Start() {
@@ -82,7 +153,7 @@ StatusOr<uint16_t> HttpApi::Start() {
     endpoint_->init(Pistache::Http::Endpoint::options()
                         .threads(options_.threads)
                         .flags(Pistache::Tcp::Options::ReuseAddr)
-                        .maxRequestSize(options_.max_body_bytes + 64 * 1024)
+                        .maxRequestSize(options_.max_body_bytes + size_t{64} * 1024)
                         .headerTimeout(timeout)
                         .bodyTimeout(timeout));
     endpoint_->setHandler(router_.handler());
@@ -98,40 +169,36 @@ void HttpApi::Shutdown() {
   if (endpoint_) endpoint_->shutdown();
 }
 
-bool HttpApi::Authorized(const Pistache::Rest::Request& request, ResponseWriter& response) {
+bool HttpApi::Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const {
   if (options_.token.empty()) return true;
-  std::string presented;
-  if (auto typed = request.headers().tryGet<Pistache::Http::Header::Authorization>()) {
-    presented = typed->value();
-  } else if (auto raw = request.headers().tryGetRaw("Authorization")) {
-    presented = raw->value();
+  if (ConstantTimeEquals(HeaderText<Pistache::Http::Header::Authorization>(request), "Bearer " + options_.token)) {
+    return true;
   }
-  if (ConstantTimeEquals(presented, "Bearer " + options_.token)) return true;
-  AddHeader(response, "WWW-Authenticate", "Bearer");
-  SendJson(response, 401, json{{"error", "authorization: this service needs 'Authorization: Bearer <token>'"}});
+  exchange.Header("WWW-Authenticate", "Bearer");
+  exchange.Json(401, json{{"error", "authorization: this service needs 'Authorization: Bearer <token>'"}});
   return false;
 }
 
-void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter response) {
-  const Clock::time_point received = Clock::now();
-  if (!Authorized(request, response)) return;
+bool HttpApi::BodyWithinLimit(const std::string& body, Exchange& exchange) const {
+  if (body.size() <= options_.max_body_bytes) return true;
+  exchange.Error(413, "body: " + std::to_string(body.size()) + " bytes is over the limit of " +
+                          std::to_string(options_.max_body_bytes) + " (raise with --max-body-bytes)");
+  return false;
+}
+
+void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
   const std::string& body = request.body();
-  if (body.size() > options_.max_body_bytes) {
-    SendError(response, 413,
-              "body: " + std::to_string(body.size()) + " bytes is over the limit of " +
-                  std::to_string(options_.max_body_bytes) + " (raise with --max-body-bytes)");
-    return;
-  }
+  if (!BodyWithinLimit(body, *exchange)) return;
   auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : "");
   if (!model.ok()) {
-    SendError(response, HttpStatusOf(model.status()), model.status().message());
+    exchange->Error(HttpStatusOf(model.status()), model.status().message());
     return;
   }
   // Validate against the model's classes (CIFAR-10 until a worker has announced one).
   const std::vector<std::string> classes = broker_.Classes(*model).value_or(Cifar10Classes());
   auto parsed = ParseModelRequest(body, classes, options_.limits);
   if (!parsed.ok()) {
-    SendError(response, HttpStatusOf(parsed.status()), parsed.status().message());
+    exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
     return;
   }
   Job job;
@@ -144,30 +211,199 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, ResponseWriter r
   job.request.channels = parsed->image.channels;
   job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
   job.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
-  auto writer = std::make_shared<ResponseWriter>(std::move(response));
-  job.abandoned = [writer] { return writer->getPeer() == nullptr; };
-  job.done = [writer, received](const JobReply& reply) {
+  job.abandoned = [exchange] { return exchange->gone(); };
+  const int n_steps = parsed->n_steps;
+  job.done = [this, exchange, n_steps](const JobReply& reply) {
     if (reply.status != 200) {
-      SendError(*writer, reply.status, reply.error);
+      exchange->Error(reply.status, reply.error);
       return;
     }
+    metrics_.AddAttribution(n_steps);
     // The gateway's own share: from the handler's start to here, less the
     // worker's time on the request (validation, the ZeroMQ hops, queueing).
-    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
+    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - exchange->received()).count();
     char timing[96];
     std::snprintf(timing, sizeof(timing), "gateway;dur=%.3f, compute;dur=%.3f",
                   total_ms - 1000.0 * reply.compute_seconds, 1000.0 * reply.compute_seconds);
-    AddHeader(*writer, "Server-Timing", timing);
-    char delta[64];
-    std::snprintf(delta, sizeof(delta), "%.9g", reply.convergence_delta);
-    AddHeader(*writer, "Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
-    AddHeader(*writer, "X-Convergence-Delta", delta);
-    std::snprintf(delta, sizeof(delta), "%.6f", reply.compute_seconds);
-    AddHeader(*writer, "X-Compute-Seconds", delta);
-    writer->send(Code::Ok, reply.payload, kGzip);
+    exchange->Header("Server-Timing", timing);
+    exchange->Header("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
+    exchange->Header("X-Convergence-Delta", Printf("%.9g", reply.convergence_delta));
+    exchange->Header("X-Compute-Seconds", Printf("%.6f", reply.compute_seconds));
+    exchange->Send(200, reply.payload, MediaType::fromString(reply.content_type));
   };
   Status submitted = broker_.Submit(std::move(job));
-  if (!submitted.ok()) SendError(*writer, 503, submitted.message());
+  if (!submitted.ok()) exchange->Error(503, submitted.message());
+}
+
+namespace {
+
+// The answers to the jobs of one /v1/attributions request, gathered until
+// the last arrives; then one HTTP answer.
+struct Gathering {
+  std::mutex mutex;
+  size_t remaining = 0;
+  std::vector<JobReply> replies;
+  std::vector<std::string> names;
+  std::vector<std::string> classes;
+  Negotiated negotiated;
+  int n_steps = 0;
+
+  // Keeps job i's reply; true for the last one.
+  bool Add(size_t i, const JobReply& reply) {
+    std::lock_guard<std::mutex> lock(mutex);
+    replies[i] = reply;
+    return --remaining == 0;
+  }
+};
+
+// A file name's stem, safe in a zip or a header: "my cat.jpg" -> "my_cat".
+std::string SafeStem(const std::string& name) {
+  std::string safe;
+  for (char c : name.substr(0, name.rfind('.')).substr(0, 64)) {
+    const bool plain = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    safe += plain ? c : '_';
+  }
+  return safe;
+}
+
+// The file of image `index` in a zip: 000-cat.npz, 001.npz.
+std::string ZipStem(const std::string& name, size_t index) {
+  char number[24];
+  std::snprintf(number, sizeof(number), "%03zu", index);
+  const std::string stem = SafeStem(name);
+  return std::string(number) + (stem.empty() ? "" : "-" + stem);
+}
+
+json Summary(const JobReply& reply, const std::vector<std::string>& classes, size_t index, const std::string& name) {
+  const auto& p = reply.probabilities;
+  const int predicted = p.empty() ? -1 : static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+  auto class_name = [&classes](int i) { return i >= 0 && i < static_cast<int>(classes.size()) ? classes[i] : ""; };
+  const double probability = reply.target >= 0 && reply.target < static_cast<int>(p.size()) ? p[reply.target] : 0.0;
+  return json{{"index", index},
+              {"name", name},
+              {"target_class", reply.target},
+              {"target_name", class_name(reply.target)},
+              {"probability", probability},
+              {"predicted_class", predicted},
+              {"predicted_name", class_name(predicted)},
+              {"convergence_delta", reply.convergence_delta},
+              {"compute_seconds", reply.compute_seconds}};
+}
+
+void Answer(Exchange& exchange, const Gathering& g, Metrics& metrics) {
+  const size_t n = g.replies.size();
+  for (size_t i = 0; i < n; ++i) {
+    const JobReply& r = g.replies[i];
+    if (r.status != 200) {
+      exchange.Error(r.status, (n > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
+      return;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) metrics.AddAttribution(g.n_steps);
+  const PayloadFormat& format = *g.negotiated.format;
+  if (n == 1 && !g.negotiated.zip) {
+    const JobReply& r = g.replies.front();
+    const json summary = Summary(r, g.classes, 0, g.names.front());
+    exchange.Header("X-Target-Class", std::to_string(r.target));
+    exchange.Header("X-Target-Name", summary["target_name"].get<std::string>());
+    exchange.Header("X-Probability", Printf("%.6g", summary["probability"].get<double>()));
+    exchange.Header("X-Predicted-Class", std::to_string(summary["predicted_class"].get<int>()));
+    exchange.Header("X-Predicted-Name", summary["predicted_name"].get<std::string>());
+    exchange.Header("X-Convergence-Delta", Printf("%.9g", r.convergence_delta));
+    exchange.Header("X-Compute-Seconds", Printf("%.6f", r.compute_seconds));
+    const std::string stem = SafeStem(g.names.front());
+    exchange.Header("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
+                                               "attribution" + format.extension + "\"");
+    exchange.Send(200, r.payload, MediaType::fromString(r.content_type));
+    return;
+  }
+  json summaries = json::array();
+  for (size_t i = 0; i < n; ++i) summaries.push_back(Summary(g.replies[i], g.classes, i, g.names[i]));
+  if (!g.negotiated.zip) {  // JSON: one document, the results in order
+    std::string body = "{\"summary\":" + DumpJson(summaries) + ",\"results\":[";
+    for (size_t i = 0; i < n; ++i) body += (i > 0 ? "," : "") + g.replies[i].payload;
+    body += "]}";
+    exchange.Send(200, body, kJson);
+    return;
+  }
+  ZipWriter zip;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string file = ZipStem(g.names[i], i) + format.extension;
+    summaries[i]["file"] = file;
+    zip.Add(file, g.replies[i].payload);
+  }
+  zip.Add("summary.json", DumpJson(summaries));
+  exchange.Header("Content-Disposition", "attachment; filename=\"attributions.zip\"");
+  exchange.Send(200, zip.Finish(), MediaType::fromString("application/zip"));
+}
+
+}  // namespace
+
+void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  const std::string& body = request.body();
+  if (!BodyWithinLimit(body, *exchange)) return;
+  QueryParams query;
+  for (auto it = request.query().parameters_begin(); it != request.query().parameters_end(); ++it) {
+    query.emplace_back(it->first, it->second);
+  }
+  std::sort(query.begin(), query.end());  // Pistache keeps them unordered
+  auto parsed = ParseAttributionsRequest(HeaderText<Pistache::Http::Header::ContentType>(request), query, body,
+                                         AttributionLimits{options_.limits, options_.max_images});
+  if (!parsed.ok()) {
+    exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
+    return;
+  }
+  auto negotiated =
+      NegotiateFormat(HeaderText<Pistache::Http::Header::Accept>(request), parsed->format, parsed->inputs.size());
+  if (!negotiated.ok()) {
+    exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
+    return;
+  }
+  auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : parsed->model);
+  if (!model.ok()) {
+    exchange->Error(HttpStatusOf(model.status()), model.status().message());
+    return;
+  }
+  auto gathering = std::make_shared<Gathering>();
+  gathering->classes = broker_.Classes(*model).value_or(Cifar10Classes());
+  gathering->negotiated = *negotiated;
+  gathering->n_steps = parsed->n_steps;
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < parsed->inputs.size(); ++i) {
+    AttributionInput& input = parsed->inputs[i];
+    auto target = ResolveTarget(input.target, gathering->classes);
+    if (!target.ok()) {
+      const std::string where = parsed->inputs.size() > 1 ? "image " + std::to_string(i) + ": " : "";
+      exchange->Error(HttpStatusOf(target.status()), where + target.status().message());
+      return;
+    }
+    Job job;
+    job.model = *model;
+    job.request.target = *target;
+    job.request.n_steps = parsed->n_steps;
+    job.request.method = parsed->method;
+    job.request.format = negotiated->format->name;
+    job.request.heatmap = parsed->heatmap;
+    job.request.height = input.image.height;
+    job.request.width = input.image.width;
+    job.request.channels = input.image.channels;
+    job.request.pixels.assign(input.image.pixels.begin(), input.image.pixels.end());
+    job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
+    job.abandoned = [exchange] { return exchange->gone(); };
+    job.done = [this, exchange, gathering, i](const JobReply& reply) {
+      if (gathering->Add(i, reply)) Answer(*exchange, *gathering, metrics_);
+    };
+    jobs.push_back(std::move(job));
+    gathering->names.push_back(input.name);
+  }
+  gathering->replies.resize(jobs.size());
+  gathering->remaining = jobs.size();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Status submitted = broker_.Submit(std::move(jobs[i]));
+    if (submitted.ok()) continue;
+    // The broker will not call this job's done: it is answered with the refusal.
+    if (gathering->Add(i, ErrorReply(0, 503, submitted.message()))) Answer(*exchange, *gathering, metrics_);
+  }
 }
 
 StatusOr<std::string> HttpApi::ResolveModel(const std::string& requested) const {
@@ -179,7 +415,7 @@ StatusOr<std::string> HttpApi::ResolveModel(const std::string& requested) const 
   };
   if (!requested.empty()) {
     if (std::find(names.begin(), names.end(), requested) != names.end()) return requested;
-    return NotFoundError("no worker serves model '" + requested.substr(0, 64) + "'" +
+    return NotFoundError("no worker serves model '" + Shorten(requested, 64) + "'" +
                          (names.empty() ? std::string(" (no worker is ready)") : "; served: " + list()));
   }
   // /model/: the original's single model: the one named "default", or the only one.
@@ -187,12 +423,53 @@ StatusOr<std::string> HttpApi::ResolveModel(const std::string& requested) const 
   if (names.size() == 1) return names.front();
   if (names.empty()) return std::string();  // whichever worker announces itself first
   return InvalidError("several models are served (" + list() +
-                      ") and none is named 'default': POST to "
-                      "/models/NAME/model");
+                      ") and none is named 'default': name one (POST /models/NAME/model, "
+                      "/v1/models/NAME/attributions or ?model=NAME)");
 }
 
-void HttpApi::GetModels(const Pistache::Rest::Request& request, ResponseWriter response) {
-  if (!Authorized(request, response)) return;
+void HttpApi::GetModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : "");
+  if (!model.ok()) {
+    exchange->Error(HttpStatusOf(model.status()), model.status().message());
+    return;
+  }
+  const auto workers = broker_.Workers();
+  std::vector<std::string> devices;
+  const WorkerInfo* info = nullptr;
+  for (const WorkerSnapshot& w : workers) {
+    if (!model->empty() && w.info.model != *model) continue;
+    if (info == nullptr) info = &w.info;
+    if (std::find(devices.begin(), devices.end(), w.info.device) == devices.end()) devices.push_back(w.info.device);
+  }
+  if (info == nullptr) {
+    exchange->Error(503, "no worker is ready yet; the model is known once one has announced itself");
+    return;
+  }
+  std::vector<std::string> methods = AttributionMethods();
+  std::vector<std::string> formats;
+  for (const PayloadFormat& f : PayloadFormats()) formats.push_back(f.name);
+  exchange->Json(
+      200, json{{"name", info->model},
+                {"family", info->family},
+                {"variant", info->variant},
+                {"classes", info->classes},
+                {"input_size", info->input_size},
+                {"normalization", {{"mean", info->mean}, {"std", info->std}}},
+                {"devices", devices},
+                {"workers", std::count_if(workers.begin(), workers.end(),
+                                          [info](const WorkerSnapshot& w) { return w.info.model == info->model; })},
+                {"methods", methods},
+                {"formats", formats},
+                {"limits",
+                 {{"max_body_bytes", options_.max_body_bytes},
+                  {"max_image_side", options_.limits.max_side},
+                  {"max_pixels", options_.limits.max_pixels},
+                  {"max_n_steps", options_.limits.max_n_steps},
+                  {"max_images", options_.max_images},
+                  {"request_timeout_ms", options_.request_timeout_ms}}}});
+}
+
+void HttpApi::GetModels(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>& exchange) {
   json models = json::array();
   const auto workers = broker_.Workers();
   for (const std::string& name : broker_.ModelNames()) {
@@ -209,29 +486,27 @@ void HttpApi::GetModels(const Pistache::Rest::Request& request, ResponseWriter r
       break;
     }
   }
-  SendJson(response, 200, json{{"models", models}});
+  exchange->Json(200, json{{"models", models}});
 }
 
-void HttpApi::GetHealth(const Pistache::Rest::Request&, ResponseWriter response) {
-  SendJson(response, 200, json{{"status", "ok"}});
+void HttpApi::GetHealth(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>& exchange) {
+  exchange->Json(200, json{{"status", "ok"}});
 }
 
-void HttpApi::GetReady(const Pistache::Rest::Request& request, ResponseWriter response) {
-  if (!Authorized(request, response)) return;
+void HttpApi::GetReady(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>& exchange) {
   const auto workers = broker_.Workers();
   if (broker_.draining()) {
-    SendError(response, 503, "the gateway is shutting down");
+    exchange->Error(503, "the gateway is shutting down");
     return;
   }
   if (workers.empty()) {
-    SendError(response, 503, "no worker is ready yet");
+    exchange->Error(503, "no worker is ready yet");
     return;
   }
-  SendJson(response, 200, json{{"status", "ready"}, {"workers", workers.size()}});
+  exchange->Json(200, json{{"status", "ready"}, {"workers", workers.size()}});
 }
 
-void HttpApi::GetWorkers(const Pistache::Rest::Request& request, ResponseWriter response) {
-  if (!Authorized(request, response)) return;
+void HttpApi::GetWorkers(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>& exchange) {
   json list = json::array();
   for (const WorkerSnapshot& w : broker_.Workers()) {
     list.push_back({{"id", w.id},
@@ -242,15 +517,23 @@ void HttpApi::GetWorkers(const Pistache::Rest::Request& request, ResponseWriter 
                     {"state", w.state},
                     {"requests_served", w.served}});
   }
-  SendJson(response, 200, json{{"workers", list}, {"queue_depth", broker_.QueueDepth()}});
+  exchange->Json(200, json{{"workers", list}, {"queue_depth", broker_.QueueDepth()}});
 }
 
-void HttpApi::NotFound(const Pistache::Rest::Request& request, ResponseWriter response) {
-  if (!Authorized(request, response)) return;
-  SendError(response, 404,
-            "no route " + request.resource() +
-                "; see README (POST /model/, GET /healthz, /readyz, "
-                "/v1/workers)");
+void HttpApi::GetMetrics(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>& exchange) {
+  exchange->Send(200, metrics_.Render(broker_.Workers(), broker_.QueueDepth()),
+                 MediaType::fromString("text/plain; version=0.0.4"));
+}
+
+void HttpApi::GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  const std::string& path = request.resource();
+  if (path == "/openapi.json") {
+    exchange->Send(200, std::string(OpenApiDocument()), kJson);
+  } else if (path == "/docs" || path == "/docs/") {
+    exchange->Send(200, std::string(DocsPage()), MediaType::fromString("text/html; charset=utf-8"));
+  } else {
+    exchange->Send(200, std::string(WebPage()), MediaType::fromString("text/html; charset=utf-8"));
+  }
 }
 
 }  // namespace intgrads

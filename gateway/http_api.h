@@ -1,14 +1,16 @@
 // The gateway's HTTP side (Pistache): validates every request before any
 // work reaches a worker, hands valid ones to the broker and answers when the
-// broker calls back, so no HTTP thread ever waits on a worker.
+// broker calls back, so no HTTP thread ever waits on a worker. The routes
+// are gateway/routes.h's table; docs/API.md and /openapi.json describe them:
 //
-//   POST /model/, /model   the original: JSON in, gzip'd torch.save dict out, for
-//                          the model named "default" or the only one served
+//   POST /model/, /model    the original: JSON in, gzip'd torch.save dict out, for
+//                           the model named "default" or the only one served
 //   POST /models/NAME/model the same for the model workers announced as NAME
-//   GET  /v1/models        the models served
-//   GET  /healthz          the gateway is up
-//   GET  /readyz           at least one worker is ready (503 before)
-//   GET  /v1/workers       the worker pool
+//   POST /v1/attributions   images as PNG/JPEG bodies, multipart uploads or JSON,
+//                           one or several; the answer's format by Accept
+//   GET  /v1/model, /v1/models, /v1/models/NAME   what is served
+//   GET  /healthz, /readyz, /v1/workers, /metrics  the service's state
+//   GET  /, /docs, /openapi.json                   the web page and the API's description
 #pragma once
 
 #include <pistache/endpoint.h>
@@ -17,8 +19,10 @@
 #include <memory>
 #include <string>
 
+#include "common/attributions.h"
 #include "common/request.h"
 #include "gateway/broker.h"
+#include "gateway/metrics.h"
 
 namespace intgrads {
 
@@ -26,11 +30,14 @@ struct HttpOptions {
   std::string host = "localhost";
   uint16_t port = 8888;
   int threads = 2;
-  size_t max_body_bytes = 32 * 1024 * 1024;
+  size_t max_body_bytes = size_t{32} * 1024 * 1024;
   int request_timeout_ms = 300000;  // a request's deadline, waiting and computing
   std::string token;                // when set, every route but /healthz needs "Authorization: Bearer <token>"
   RequestLimits limits;
+  int max_images = 16;  // images in one /v1/attributions request
 };
+
+class Exchange;
 
 class HttpApi {
  public:
@@ -40,18 +47,25 @@ class HttpApi {
   void Shutdown();
 
  private:
-  void PostModel(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
-  void GetModels(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
-  void GetHealth(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
+  using Handler = void (HttpApi::*)(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>&);
+  void PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetModels(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetHealth(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetReady(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetWorkers(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetMetrics(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  Handler HandlerFor(const std::string& method, const std::string& path) const;
   StatusOr<std::string> ResolveModel(const std::string& requested) const;
   // False (and a 401 sent) when a token is set and the request lacks it.
-  bool Authorized(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter& response);
-  void GetReady(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
-  void GetWorkers(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
-  void NotFound(const Pistache::Rest::Request& request, Pistache::Http::ResponseWriter response);
+  bool Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const;
+  bool BodyWithinLimit(const std::string& body, Exchange& exchange) const;
 
   Broker& broker_;
   HttpOptions options_;
+  Metrics metrics_;
   Pistache::Rest::Router router_;
   std::unique_ptr<Pistache::Http::Endpoint> endpoint_;
 };

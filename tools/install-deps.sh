@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs the Debian packages intgrads-images builds and tests with.
 # Used by the README's set-up commands, .ci/run and the Dockerfiles.
+#   --web  also Chromium, Node.js and npm, and Playwright (playwright-core,
+#          pinned in tests/web/package-lock.json, without its own browsers),
+#          for the web page's test (tests/python/test_web.py)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+web=0
+[[ "${1:-}" == "--web" ]] && web=1
 packages=(
   build-essential cmake git ca-certificates curl
   libtorch-dev libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev
   zlib1g-dev libpng-dev libjpeg-dev libgtest-dev
   python3-torch python3-numpy python3-pil python3-yaml python-is-python3 iproute2
 )
+if ((web)); then
+  packages+=(chromium)
+  # Node.js may come from elsewhere (NodeSource's bundles npm): only install Debian's when none is there.
+  command -v npm >/dev/null || packages+=(nodejs npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,4 +28,7 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if ((web)) && [[ ! -d tests/web/node_modules/playwright-core ]]; then
+  (cd tests/web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi

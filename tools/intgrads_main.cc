@@ -3,6 +3,7 @@
 //   intgrads-images -bp model.pth [-h HOST] [-p PORT] [--cpu|--cuda]   serve
 //   intgrads-images attribute --bit-path P --input in.json --output out.gzip
 //   intgrads-images prepare IMAGE CLASS OUT.json
+//   intgrads-images explain IMAGE_OR_FOLDER... --out DIR [--target CLASS] [--server URL]
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "common/image.h"
 #include "common/request.h"
 #include "tools/cli.h"
+#include "tools/explain.h"
 #include "tools/launcher.h"
 #include "tools/path_scan.h"
 #include "tools/train.h"
@@ -123,6 +125,7 @@ int RunPrepare(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "attribute") return intgrads::RunAttribute({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "explain") return intgrads::RunExplain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "prepare") return intgrads::RunPrepare({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "train") return intgrads::RunTrain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "evaluate") return intgrads::RunEvaluate({args.begin() + 1, args.end()});

@@ -27,6 +27,8 @@ void PrintHelp() {
       "usage: intgrads-images [-bp PATH | -lp PATH] [-h HOST] [-p PORT] [--cpu | --cuda] [options]\n"
       "       intgrads-images attribute ...   (one attribution, no server; see 'attribute --help')\n"
       "       intgrads-images prepare IMAGE CLASS OUT.json\n"
+      "       intgrads-images explain IMAGE_OR_FOLDER... --out DIR   (client of a running service; see 'explain "
+      "--help')\n"
       "       intgrads-images train ...       (train a CIFAR-10 LaNet; see 'train --help')\n"
       "       intgrads-images evaluate PATH   (top-1 accuracy on a CIFAR-style zip or folder tree)\n"
       "       intgrads-images path-scan ...   (the integrand along the path, each method's completeness gap)\n\n"

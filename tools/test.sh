@@ -3,6 +3,6 @@
 # (everything but the `slow` label; run those with: ctest --test-dir build -L slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/install-deps.sh
+tools/install-deps.sh --web
 tools/build.sh
 ctest --test-dir build -LE slow --output-on-failure -j2 --timeout 900

@@ -163,12 +163,13 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
   const auto n = static_cast<int64_t>(schedule.alphas.size());
   const torch::ScalarType compute = model.dtype();
   Attribution result;
-  result.target = target;
   torch::Tensor baseline = torch::zeros_like(input);
   {
     torch::NoGradGuard no_grad;
     torch::Tensor ends = model.Forward(torch::cat({input, baseline}).to(compute)).to(input.scalar_type());
     result.logits = ends.slice(0, 0, 1).to(torch::kCPU).contiguous();  // f(x); ends[1]: f(baseline)
+    if (target < 0) target = static_cast<int>(result.logits.argmax(1).item<int64_t>());
+    result.target = target;
     result.target_logit = ends[0][target].item<double>();
     result.baseline_logit = ends[1][target].item<double>();
   }
@@ -210,13 +211,21 @@ std::string EncodeAttribution(const Attribution& a) {
   });
 }
 
-torch::Tensor PreprocessImage(const Image& image, const ModelInfo& info) {
+Image ModelInputImage(const Image& image, const ModelInfo& info) {
   Image rgb = ToRgb(image);
   if (rgb.width != info.input_size || rgb.height != info.input_size) {
     rgb = ResizeBilinear(rgb, info.input_size, info.input_size);
   }
+  return rgb;
+}
+
+torch::Tensor NormalizedTensor(const Image& rgb, const ModelInfo& info) {
   std::vector<float> chw = NormalizeChw(rgb, info.normalization);
   return torch::tensor(chw).view({1, 3, info.input_size, info.input_size});
+}
+
+torch::Tensor PreprocessImage(const Image& image, const ModelInfo& info) {
+  return NormalizedTensor(ModelInputImage(image, info), info);
 }
 
 }  // namespace intgrads

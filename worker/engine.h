@@ -74,7 +74,9 @@ struct EngineOptions {
 // input: 1 x 3 x S x S normalized, on the model's device. Path points are
 // formed in the input's dtype and cast to the model's (Classifier::dtype) for
 // the passes; gradients and IG are accumulated in the input's. The baseline is
-// zero in the normalized space (compat.md).
+// zero in the normalized space (compat.md). A negative target is the class
+// the model predicts at `input`, read from the forward pass Attribute makes at
+// the path's end anyway.
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options);
 
@@ -94,5 +96,9 @@ std::string EncodeAttribution(const Attribution& attribution);
 
 // Preprocessing for a family: to RGB, resize to S x S as Pillow, normalize.
 torch::Tensor PreprocessImage(const Image& image, const ModelInfo& info);
+// Its two halves: the RGB image the model sees, and that image normalized
+// (1 x 3 x S x S).
+Image ModelInputImage(const Image& image, const ModelInfo& info);
+torch::Tensor NormalizedTensor(const Image& rgb, const ModelInfo& info);
 
 }  // namespace intgrads

@@ -12,6 +12,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/gzip.h"
+#include "worker/formats.h"
 
 namespace intgrads {
 
@@ -44,6 +45,8 @@ WorkerInfo DescribeWorker(const Classifier& model, const torch::Device& device, 
   info.device = device.str();
   info.classes = model.info().classes;
   info.input_size = model.info().input_size;
+  info.mean.assign(model.info().normalization.mean.begin(), model.info().normalization.mean.end());
+  info.std.assign(model.info().normalization.std.begin(), model.info().normalization.std.end());
   return info;
 }
 
@@ -53,7 +56,13 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
   reply.id = request.id;
   const auto num_classes = static_cast<int>(model.info().classes.size());
   Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
-  if (valid.ok() && (request.target < 0 || request.target >= num_classes)) {
+  const PayloadFormat* format = FindPayloadFormat(request.format);
+  if (valid.ok() && format == nullptr)
+    valid = InvalidError("format: '" + request.format.substr(0, 32) + "' is not one");
+  if (valid.ok() && request.heatmap != "signed" && request.heatmap != "absolute") {
+    valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
+  }
+  if (valid.ok() && request.target != kPredictedTarget && (request.target < 0 || request.target >= num_classes)) {
     valid = InvalidError("target_class: index " + std::to_string(request.target) + " is outside 0.." +
                          std::to_string(num_classes - 1));
   }
@@ -68,17 +77,39 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     image.width = request.width;
     image.channels = request.channels;
     image.pixels.assign(request.pixels.begin(), request.pixels.end());
-    torch::Tensor input = PreprocessImage(image, model.info()).to(device);
-    auto schedule = PlanSchedule(model, input, request.target, request.method, request.n_steps, options.engine);
+    const Image seen = ModelInputImage(image, model.info());
+    torch::Tensor input = NormalizedTensor(seen, model.info()).to(device);
+    int target = request.target;
+    if (target == kPredictedTarget && request.method == "scan") {
+      // The scan needs its target before the path; other rules let Attribute
+      // read it from the pass it makes at x anyway.
+      torch::NoGradGuard no_grad;
+      target = static_cast<int>(model.Forward(input.to(model.dtype())).argmax(1).item<int64_t>());
+    }
+    auto schedule = PlanSchedule(model, input, target, request.method, request.n_steps, options.engine);
     if (!schedule.ok()) {
       reply.status = 422;
       reply.error = schedule.status().message();
       return reply;
     }
-    Attribution attribution = Attribute(model, input, request.target, *schedule, options.engine);
-    auto payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+    Attribution attribution = Attribute(model, input, target, *schedule, options.engine);
+    Explanation explanation{&attribution,   &input,         &model.info().classes, Probabilities(attribution.logits),
+                            request.method, request.n_steps};
+    StatusOr<std::string> payload = std::string();
+    if (format->name == "gzip") {
+      payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+    } else if (format->name == "npz") {
+      payload = EncodeNpz(explanation);
+    } else if (format->name == "json") {
+      payload = EncodeJson(explanation);
+    } else {
+      payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
+    }
     if (!payload.ok()) throw std::runtime_error(payload.status().message());
     reply.payload = std::move(payload).value();
+    reply.content_type = format->content_type;
+    reply.target = attribution.target;
+    reply.probabilities = std::move(explanation.probabilities);
     reply.convergence_delta = attribution.convergence_delta;
     if (IsIncomplete(attribution, 0.1)) {
       std::fprintf(stderr,

@@ -19,11 +19,16 @@ TEST(Protocol, RequestRoundTrip) {
   r.width = 3;
   r.channels = 1;
   r.pixels = std::string("\x00\x01\x02\xff\x10\x20", 6);
+  r.target = kPredictedTarget;
+  r.format = "png";
+  r.heatmap = "absolute";
   auto m = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(m.ok()) << m.status().message();
   ASSERT_EQ(m->type, MessageType::kRequest);
   EXPECT_EQ(m->request.id, 42U);
-  EXPECT_EQ(m->request.target, 3);
+  EXPECT_EQ(m->request.target, kPredictedTarget);
+  EXPECT_EQ(m->request.format, "png");
+  EXPECT_EQ(m->request.heatmap, "absolute");
   EXPECT_EQ(m->request.n_steps, 17);
   EXPECT_EQ(m->request.method, "riemann_trapezoid");
   EXPECT_EQ(m->request.pixels, r.pixels);
@@ -37,20 +42,48 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   reply.convergence_delta = -0.25;
   reply.compute_seconds = 1.5;
   reply.payload = std::string("\x1f\x8b\x00", 3);
+  reply.target = 5;
+  reply.probabilities = {0.25, 0.75};
+  reply.content_type = "application/x-npz";
   auto m = DecodeMessage(EncodeReply(reply));
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->reply.status, 422);
   EXPECT_EQ(m->reply.payload, reply.payload);
   EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
   EXPECT_DOUBLE_EQ(m->reply.compute_seconds, 1.5);
-  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32, "s3cret"};
+  EXPECT_EQ(m->reply.target, 5);
+  EXPECT_EQ(m->reply.probabilities, reply.probabilities);
+  EXPECT_EQ(m->reply.content_type, "application/x-npz");
+  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32, "s3cret", {0.5, 0.5, 0.5}, {0.25, 0.25, 0.25}};
   auto ready = DecodeMessage(EncodeReady(info));
   ASSERT_TRUE(ready.ok());
   EXPECT_EQ(ready->ready.classes, info.classes);
   EXPECT_EQ(ready->ready.variant, "R50x1");
   EXPECT_EQ(ready->ready.token, "s3cret");
+  EXPECT_EQ(ready->ready.std, info.std);
   EXPECT_EQ(DecodeMessage(EncodeHeartbeat())->type, MessageType::kHeartbeat);
   EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
+}
+
+// The fields added to version 1 are optional: an older peer's message
+// decodes with their defaults.
+TEST(Protocol, LaterFieldsAreOptional) {
+  auto request = DecodeMessage({R"({"v": 1, "type": "request", "id": 1, "target": 2, "n_steps": 5,
+                                    "method": "riemann_left", "height": 1, "width": 1, "channels": 1})",
+                                std::string(1, '\x07')});
+  ASSERT_TRUE(request.ok()) << request.status().message();
+  EXPECT_EQ(request->request.format, "gzip");
+  EXPECT_EQ(request->request.heatmap, "signed");
+  auto reply = DecodeMessage({R"({"v": 1, "type": "reply", "id": 1, "status": 200, "error": "",
+                                  "convergence_delta": 0.5, "compute_seconds": 1.0})",
+                              "payload"});
+  ASSERT_TRUE(reply.ok()) << reply.status().message();
+  EXPECT_EQ(reply->reply.content_type, "application/gzip");
+  EXPECT_TRUE(reply->reply.probabilities.empty());
+  auto bad = DecodeMessage({R"({"v": 1, "type": "reply", "id": 1, "status": 200, "error": "",
+                                "convergence_delta": 0.5, "compute_seconds": 1.0, "probabilities": ["x"]})",
+                            "payload"});
+  EXPECT_FALSE(bad.ok());
 }
 
 TEST(Protocol, RefusesOtherVersions) {

@@ -1,0 +1,198 @@
+"""A small client for the intgrads-images service: the standard library and
+numpy only.
+
+    from intgrads_client import Client
+    client = Client("http://localhost:8888")
+    e = client.explain("cat.jpg", target="cat", n_steps=50)
+    e.integrated_grads.shape          # (1, 3, 32, 32)
+    e.integrated_directional_grads    # (n_steps, 3, 32, 32): the gradient at each path point
+    e.step_sizes, e.intermediates, e.probabilities, e.convergence_delta
+
+Images may be file paths, PNG or JPEG bytes, or H x W x 3 uint8 arrays. A
+4xx answer raises RequestError (with .status and the service's message),
+a 503 Unavailable, anything else ServiceError.
+"""
+
+import base64
+import io
+import json
+import os
+import struct
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+
+import numpy as np
+
+__all__ = ["Client", "Explanation", "ServiceError", "RequestError", "Unavailable"]
+
+ARRAYS = ("integrated_grads", "integrated_directional_grads", "step_sizes", "intermediates", "output", "probabilities")
+
+
+class ServiceError(Exception):
+    """The service answered with an error (or not at all)."""
+
+    def __init__(self, status, message):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class RequestError(ServiceError):
+    """A 4xx: the request was wrong; the message says how."""
+
+
+class Unavailable(ServiceError):
+    """A 503: no worker could take the request in time; retry later."""
+
+
+class Explanation:
+    """One image's attribution: numpy arrays with the names of the original
+    server's dict, plus the class names and probabilities."""
+
+    def __init__(self, arrays, classes=None, name=""):
+        for key in ARRAYS:
+            setattr(self, key, arrays[key])
+        self.target_class = int(arrays["target_class"])
+        self.convergence_delta = float(arrays["convergence_delta"])
+        self.predicted_class = int(np.argmax(self.probabilities))
+        self.classes = classes
+        self.name = name
+
+    @property
+    def target_name(self):
+        return self.classes[self.target_class] if self.classes else str(self.target_class)
+
+    @property
+    def probability(self):
+        return float(self.probabilities[self.target_class])
+
+    def __repr__(self):
+        return (f"Explanation({self.name or 'image'}: {self.target_name}, p={self.probability:.3f}, "
+                f"n_steps={len(self.step_sizes)}, delta={self.convergence_delta:.3g})")
+
+
+def png_bytes(array):
+    """An 8-bit PNG of an H x W (grey), H x W x 3 or H x W x 4 uint8 array."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"images must be H x W, H x W x 3 or H x W x 4, got shape {array.shape}")
+    height, width, channels = array.shape
+    colour = {1: 0, 3: 2, 4: 6}[channels]
+    raw = b"".join(b"\x00" + array[y].tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def image_bytes(image):
+    """(bytes, name) of a path, PNG/JPEG bytes or a uint8 array."""
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image), ""
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            return f.read(), os.path.basename(str(image))
+    return png_bytes(np.asarray(image)), ""
+
+
+def read_npz(data):
+    with np.load(io.BytesIO(data)) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+class Client:
+    def __init__(self, url="http://localhost:8888", token=None, model=None, timeout=600):
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("INTGRADS_TOKEN")
+        self.model_name = model
+        self.timeout = timeout
+        self._classes = None
+
+    def _request(self, method, path, body=None, headers=None, query=None):
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        url = self.url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return answer.read(), dict(answer.headers)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = text
+            kind = Unavailable if e.code == 503 else RequestError if 400 <= e.code < 500 else ServiceError
+            raise kind(e.code, message) from None
+        except urllib.error.URLError as e:
+            raise ServiceError(0, f"cannot reach {self.url}: {e.reason}") from None
+
+    def _model_path(self, suffix):
+        return f"/v1/models/{urllib.parse.quote(self.model_name)}{suffix}" if self.model_name else f"/v1{suffix}"
+
+    def model(self):
+        """The served model: family, variant, classes, input size, normalization, limits."""
+        if self.model_name:
+            body, _ = self._request("GET", self._model_path(""))
+        else:
+            body, _ = self._request("GET", "/v1/model")
+        info = json.loads(body)
+        self._classes = info["classes"]
+        return info
+
+    @property
+    def classes(self):
+        if self._classes is None:
+            self.model()
+        return self._classes
+
+    def _post(self, payload, accept, **options):
+        query = {"format": accept}
+        body = json.dumps({**payload, **{k: v for k, v in options.items() if v is not None}}).encode()
+        return self._request("POST", self._model_path("/attributions"), body,
+                             {"Content-Type": "application/json"}, query)
+
+    def explain(self, image, target="predicted", n_steps=50, method="gausslegendre"):
+        """The attribution of one image for `target` (a class name, an index or
+        'predicted')."""
+        data, name = image_bytes(image)
+        body, _ = self._post({"image": _b64(data), "target": target}, "npz", n_steps=n_steps, method=method)
+        return Explanation(read_npz(body), self.classes, name)
+
+    def explain_many(self, images, targets=None, n_steps=50, method="gausslegendre"):
+        """Several images in one request, each with its own target (default:
+        each image's predicted class). Workers compute them in parallel."""
+        encoded = [image_bytes(i) for i in images]
+        targets = list(targets) if targets is not None else ["predicted"] * len(encoded)
+        if len(targets) != len(encoded):
+            raise ValueError(f"{len(encoded)} images but {len(targets)} targets: give one target per image")
+        inputs = [{"image": _b64(d), "target": t, "name": n} for (d, n), t in zip(encoded, targets)]
+        body, headers = self._post({"inputs": inputs}, "npz", n_steps=n_steps, method=method)
+        if len(inputs) == 1:
+            return [Explanation(read_npz(body), self.classes, encoded[0][1])]
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            summary = json.loads(archive.read("summary.json"))
+            return [Explanation(read_npz(archive.read(s["file"])), self.classes, s["name"]) for s in summary]
+
+    def heatmap(self, image, target="predicted", n_steps=50, method="gausslegendre", heatmap="signed"):
+        """The IG heatmap PNG (bytes) of one image."""
+        data, _ = image_bytes(image)
+        body, _ = self._post({"image": _b64(data), "target": target}, "png", n_steps=n_steps, method=method,
+                             heatmap=heatmap)
+        return body
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")

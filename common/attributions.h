@@ -1,0 +1,90 @@
+// The request of POST /v1/attributions, in any of the shapes a client may
+// send it (docs/API.md), read into one form:
+//
+//   raw image     Content-Type image/png or image/jpeg (or
+//                 application/octet-stream), options in the query:
+//                 ?target=cat&n_steps=50&format=npz
+//   multipart     curl -F image=@cat.jpg -F target=cat; several `image`
+//                 parts with one `target` part each, in order
+//   JSON          {"image": "<base64 PNG or JPEG>" | "img_data": H x W x 3,
+//                  "target": "cat", ...}, or {"inputs": [{"image": ...,
+//                  "target": ...}, ...], "n_steps": ...} for several images
+//
+// A target is a class name, an index, or "predicted" (the model's top class);
+// without one an image is explained for its predicted class. One target is
+// never applied to several images: each image names its own. Query options
+// apply to every shape; the body's own fields win over them. Nothing here
+// throws: every way a request can be wrong is a Status naming the field.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/image.h"
+#include "common/protocol.h"
+#include "common/request.h"
+#include "common/status.h"
+
+namespace intgrads {
+
+struct AttributionLimits {
+  RequestLimits request;
+  int max_images = 16;  // images per request
+};
+
+struct AttributionInput {
+  Image image;
+  std::string target = "predicted";  // a class name, an index, or "predicted"
+  std::string name;                  // the file name or the client's label, for outputs; may be empty
+};
+
+struct AttributionsRequest {
+  std::vector<AttributionInput> inputs;
+  int n_steps = 50;
+  std::string method = "gausslegendre";
+  std::string format;  // empty: chosen from Accept (NegotiateFormat)
+  std::string heatmap = "signed";
+  std::string model;  // empty: the default or only model
+};
+
+using QueryParams = std::vector<std::pair<std::string, std::string>>;
+
+// The options a request may set, in the query, form fields or JSON members
+// (besides the image fields). openapi.json lists exactly these.
+const std::vector<std::string>& AttributionParameters();
+
+StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
+                                                       std::string_view body, const AttributionLimits& limits);
+
+// "predicted" -> kPredictedTarget; a class name -> its index; an integer
+// within 0..classes-1 -> itself.
+StatusOr<int> ResolveTarget(const std::string& target, const std::vector<std::string>& classes);
+
+// Standard base64 (RFC 4648), padding optional, whitespace ignored; a
+// data: URL prefix ("data:image/png;base64,") is skipped.
+StatusOr<std::string> DecodeBase64(std::string_view text);
+std::string EncodeBase64(std::string_view bytes);
+
+struct FormPart {
+  std::string name;
+  std::string filename;
+  std::string content_type;
+  std::string_view data;  // points into the body
+};
+// multipart/form-data (RFC 7578) with the boundary of `content_type`.
+StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view content_type, std::string_view body);
+
+// The answer's encoding: `format` when set (it must be one of
+// PayloadFormats), else the first of Accept's media ranges (by q) that names
+// one ("*/*" and a missing Accept: gzip). Several images come back as a zip
+// of one file each (JSON: one document with a list), which application/zip
+// in Accept also asks for. kNotAcceptable when Accept admits none.
+struct Negotiated {
+  const PayloadFormat* format = nullptr;
+  bool zip = false;  // several files in one zip
+};
+StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t images);
+
+}  // namespace intgrads

@@ -1,0 +1,94 @@
+// openapi.json against the code: the routes the gateway registers, the
+// parameters its parser reads, its formats and methods. Neither can change
+// without the other.
+#include "gateway/routes.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/attributions.h"
+#include "gateway/metrics.h"
+
+namespace intgrads {
+namespace {
+
+using nlohmann::json;
+
+json Spec() { return json::parse(OpenApiDocument()); }
+
+TEST(OpenApi, DescribesExactlyTheRoutesServed) {
+  std::set<std::pair<std::string, std::string>> served, described;
+  for (const RouteSpec& r : HttpRoutes()) served.insert({r.method, r.path});
+  const json spec = Spec();
+  for (const auto& [path, item] : spec["paths"].items()) {
+    for (const auto& [method, operation] : item.items()) {
+      std::string upper = method;
+      for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      described.insert({upper, path});
+      EXPECT_TRUE(operation.contains("responses")) << path;
+    }
+  }
+  EXPECT_EQ(served, described);
+}
+
+TEST(OpenApi, AttributionParametersFormatsAndMethodsMatchTheCode) {
+  const json spec = Spec();
+  const json& post = spec["paths"]["/v1/attributions"]["post"];
+  std::vector<std::string> parameters;
+  for (const json& p : post["parameters"]) parameters.push_back(p["name"]);
+  EXPECT_EQ(parameters, AttributionParameters());
+  std::vector<std::string> formats, methods;
+  for (const PayloadFormat& f : PayloadFormats()) formats.push_back(f.name);
+  for (const json& p : post["parameters"]) {
+    if (p["name"] == "format") {
+      EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), formats);
+    }
+    if (p["name"] == "method") {
+      EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), AttributionMethods());
+    }
+  }
+  std::set<std::string> answered;
+  for (const auto& [type, body] : post["responses"]["200"]["content"].items()) answered.insert(type);
+  for (const PayloadFormat& f : PayloadFormats()) EXPECT_EQ(answered.count(f.content_type), 1U) << f.content_type;
+  EXPECT_EQ(answered.count("application/zip"), 1U);
+  // The name-scoped route takes the same parameters and the model's name.
+  const json& scoped = spec["paths"]["/v1/models/{name}/attributions"]["post"];
+  EXPECT_EQ(scoped["parameters"].size(), parameters.size() + 1);
+}
+
+TEST(OpenApi, RouterPathsArePistaches) {
+  EXPECT_EQ(RouterPath("/v1/models/{name}/attributions"), "/v1/models/:name/attributions");
+  EXPECT_EQ(RouterPath("/model/"), "/model");
+  EXPECT_EQ(RouterPath("/"), "/");
+  EXPECT_NE(DocsPage().find("openapi.json"), std::string_view::npos);
+  EXPECT_NE(WebPage().find("/v1/attributions"), std::string_view::npos);
+}
+
+TEST(Metrics, RendersPrometheusText) {
+  Metrics metrics;
+  metrics.Record("/v1/attributions", 200, 0.3);
+  metrics.Record("/v1/attributions", 200, 7.0);
+  metrics.Record("/model/", 422, 0.001);
+  metrics.AddAttribution(50);
+  metrics.AddAttribution(16);
+  WorkerSnapshot w;
+  w.info.model = "default";
+  w.state = "busy";
+  const std::string text = metrics.Render({w}, 3);
+  auto has = [&text](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("intgrads_http_requests_total{route=\"/v1/attributions\",status=\"200\"} 2")) << text;
+  EXPECT_TRUE(has("intgrads_http_requests_total{route=\"/model/\",status=\"422\"} 1"));
+  EXPECT_TRUE(has("intgrads_http_request_duration_seconds_bucket{route=\"/v1/attributions\",le=\"0.5\"} 1"));
+  EXPECT_TRUE(has("intgrads_http_request_duration_seconds_bucket{route=\"/v1/attributions\",le=\"10\"} 2"));
+  EXPECT_TRUE(has("intgrads_http_request_duration_seconds_bucket{route=\"/v1/attributions\",le=\"+Inf\"} 2"));
+  EXPECT_TRUE(has("intgrads_http_request_duration_seconds_count{route=\"/v1/attributions\"} 2"));
+  EXPECT_TRUE(has("intgrads_path_steps_total 66"));
+  EXPECT_TRUE(has("intgrads_queue_depth 3"));
+  EXPECT_TRUE(has("intgrads_workers{model=\"default\",state=\"busy\"} 1"));
+  EXPECT_TRUE(has("intgrads_workers{model=\"default\",state=\"idle\"} 0"));
+}
+
+}  // namespace
+}  // namespace intgrads

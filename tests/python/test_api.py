@@ -1,0 +1,313 @@
+"""The /v1 API end to end: the real gateway and a worker with the default
+model on 127.0.0.1; every format decoded by a real client (torch.load,
+numpy.load, json, Pillow, zipfile); the OpenAPI document against the live
+routes; /metrics; and the Python client in clients/python."""
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import unittest
+import zipfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+import reference_models as rm
+from service import BIN, Gateway, http, stop, wait_until
+
+sys.path.insert(0, os.path.join(rm.REPO, "clients", "python"))
+import intgrads_client  # noqa: E402
+
+STEPS = "8"
+GATEWAY = None
+WORKER = None
+
+
+def setUpModule():
+    global GATEWAY, WORKER
+    GATEWAY = Gateway("--max-images", "4")
+    WORKER = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", GATEWAY.endpoint, "--cpu",
+                               "--threads", "1", "--heartbeat-ms", "200"])
+    wait_until(lambda: http("GET", GATEWAY.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+
+
+def tearDownModule():
+    stop(WORKER)
+    GATEWAY.stop()
+
+
+def picture(seed, height=40, width=50):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def png(array):
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg(array):
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def multipart(fields):
+    """(content type, body) of [(name, filename or None, bytes)]."""
+    boundary = "intgrads-test-boundary"
+    body = b""
+    for name, filename, data in fields:
+        body += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"".encode()
+        if filename:
+            body += f"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream".encode()
+        body += b"\r\n\r\n" + data + b"\r\n"
+    return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()
+
+
+def post(path="/v1/attributions", body=b"", content_type="image/png", accept=None, query=""):
+    headers = {"Content-Type": content_type}
+    if accept:
+        headers["Accept"] = accept
+    return http("POST", GATEWAY.url + path + query, body, headers)
+
+
+def npz(body):
+    with np.load(io.BytesIO(body)) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+class Formats(unittest.TestCase):
+    def test_every_format_carries_the_same_attribution(self):
+        image = picture(1)
+        query = f"?target=cat&n_steps={STEPS}"
+        status, headers, body = post(body=png(image), query=query + "&format=gzip")
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(headers["Content-Type"], "application/gzip")
+        original = torch.load(io.BytesIO(gzip.decompress(body)), weights_only=True)
+        self.assertEqual(original["target_class"], 3)
+        self.assertEqual(headers["X-Target-Name"], "cat")
+
+        status, headers, body = post(body=png(image), query=query, accept="application/x-npz")
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/x-npz"), body[:300])
+        arrays = npz(body)
+        for key in ("integrated_grads", "integrated_directional_grads", "step_sizes", "intermediates", "output"):
+            self.assertEqual(arrays[key].dtype, np.float32, key)
+            np.testing.assert_array_equal(arrays[key], original[key].numpy(), err_msg=key)
+        self.assertEqual(int(arrays["target_class"]), 3)
+        np.testing.assert_allclose(arrays["probabilities"], torch.softmax(original["output"][0].double(), 0),
+                                   rtol=1e-12)
+        self.assertAlmostEqual(float(arrays["convergence_delta"]), float(headers["X-Convergence-Delta"]), places=6)
+
+        status, headers, body = post(body=png(image), query=query + "&format=json")
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/json"))
+        doc = json.loads(body)
+        for key in ("integrated_grads", "integrated_directional_grads", "step_sizes", "intermediates", "output"):
+            np.testing.assert_array_equal(np.array(doc[key], dtype=np.float32), arrays[key], err_msg=key)
+        self.assertEqual((doc["target_name"], doc["n_steps"], len(doc["classes"])), ("cat", int(STEPS), 10))
+        # JSON's size cost, as docs/API.md states it: several times the gzip.
+        self.assertGreater(len(body), 4 * len(gzip.compress(gzip.decompress(post(body=png(image), query=query)[2]))))
+
+        status, headers, body = post(body=png(image), query=query, accept="image/png")
+        self.assertEqual((status, headers["Content-Type"]), (200, "image/png"))
+        heatmap = Image.open(io.BytesIO(body))
+        self.assertEqual(heatmap.mode, "RGB")
+        self.assertEqual(heatmap.size[0], 32 * 8 + 8)
+
+    def test_v1_equals_the_original_route_on_the_same_pixels(self):
+        image = picture(2, 32, 32)
+        body = json.dumps({"img_data": image.tolist(), "target_class": "dog", "n_steps": int(STEPS)}).encode()
+        status, _, original = http("POST", GATEWAY.url + "/model/", body)
+        self.assertEqual(status, 200)
+        status, _, v1 = post(body=png(image), query=f"?target=dog&n_steps={STEPS}")
+        self.assertEqual(status, 200)
+        a = torch.load(io.BytesIO(gzip.decompress(original)), weights_only=True)
+        b = torch.load(io.BytesIO(gzip.decompress(v1)), weights_only=True)
+        torch.testing.assert_close(a["integrated_grads"], b["integrated_grads"], rtol=0, atol=0)
+
+    def test_predicted_target_is_the_top_class(self):
+        status, headers, body = post(body=jpeg(picture(3)), content_type="image/jpeg", accept="application/x-npz",
+                                     query=f"?n_steps={STEPS}")
+        self.assertEqual(status, 200, body[:300])
+        arrays = npz(body)
+        self.assertEqual(int(arrays["target_class"]), int(arrays["output"].argmax()))
+        self.assertEqual(headers["X-Target-Class"], headers["X-Predicted-Class"])
+
+
+class Shapes(unittest.TestCase):
+    def test_multipart_batch_comes_back_as_a_zip_with_a_summary(self):
+        content_type, body = multipart([("image", "first cat.png", png(picture(4))),
+                                        ("image", "b.jpg", jpeg(picture(5, 20, 30))),
+                                        ("target", None, b"cat"), ("target", None, b"predicted"),
+                                        ("n_steps", None, STEPS.encode()), ("format", None, b"npz")])
+        status, headers, answer = post(body=body, content_type=content_type)
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/zip"), answer[:300])
+        with zipfile.ZipFile(io.BytesIO(answer)) as archive:
+            self.assertEqual(sorted(archive.namelist()), ["000-first_cat.npz", "001-b.npz", "summary.json"])
+            summary = json.loads(archive.read("summary.json"))
+            first, second = (npz(archive.read(s["file"])) for s in summary)
+        self.assertEqual([s["target_name"] for s in summary][0], "cat")
+        self.assertEqual(int(first["target_class"]), 3)
+        self.assertEqual(int(second["target_class"]), int(second["output"].argmax()))
+        self.assertEqual(summary[1]["predicted_class"], int(second["output"].argmax()))
+        self.assertEqual(first["integrated_directional_grads"].shape, (int(STEPS), 3, 32, 32))
+
+    def test_json_inputs_with_base64_and_img_data(self):
+        body = json.dumps({"inputs": [{"image": intgrads_client._b64(png(picture(6))), "target": 1},
+                                      {"img_data": picture(7, 8, 8).tolist(), "target": "truck"}],
+                           "n_steps": int(STEPS), "method": "riemann_trapezoid", "format": "json"}).encode()
+        status, _, answer = post(body=body, content_type="application/json")
+        self.assertEqual(status, 200, answer[:300])
+        doc = json.loads(answer)
+        self.assertEqual([r["target_name"] for r in doc["results"]], ["automobile", "truck"])
+        self.assertEqual([s["target_class"] for s in doc["summary"]], [1, 9])
+        self.assertEqual(doc["results"][0]["method"], "riemann_trapezoid")
+
+    def test_mistakes_get_4xx_naming_the_field(self):
+        content_type, two_one = multipart([("image", "a.png", png(picture(8))), ("image", "b.png", png(picture(9))),
+                                           ("target", None, b"cat")])
+        five = json.dumps({"inputs": [{"img_data": [[1]]}] * 5}).encode()
+        cases = [
+            (post(body=png(picture(1)), accept="text/csv"), 406, "offered"),
+            (post(body=png(picture(1)), query="?format=npz", accept="image/png"), 406, "Accept"),
+            (post(body=png(picture(1)), query="?target=zebra"), 422, "unknown class 'zebra'"),
+            (post(body=png(picture(1)), query="?target=10"), 422, "outside"),
+            (post(body=png(picture(1)), query="?colour=red"), 422, "unknown parameter"),
+            (post(body=png(picture(1))[:60]), 422, "PNG"),
+            (post(body=b"hello", content_type="text/plain"), 422, "Content-Type"),
+            (post(body=two_one, content_type=content_type), 422, "one target per image"),
+            (post(body=five, content_type="application/json"), 413, "--max-images"),
+            (post(body=png(np.zeros((1, 5000, 3), np.uint8))), 413, "--max-image-side"),
+            (post(path="/v1/models/nope/attributions", body=png(picture(1))), 404, "nope"),
+        ]
+        for (status, _, body), expected, words in cases:
+            self.assertEqual(status, expected, body[:300])
+            self.assertIn(words, json.loads(body)["error"])
+
+
+class Describe(unittest.TestCase):
+    def test_model_info(self):
+        status, _, body = http("GET", GATEWAY.url + "/v1/model")
+        self.assertEqual(status, 200)
+        info = json.loads(body)
+        self.assertEqual((info["family"], info["variant"], info["input_size"]), ("lanet", "C16-L8", 32))
+        self.assertEqual(info["classes"][3], "cat")
+        np.testing.assert_allclose(info["normalization"]["mean"], [0.4914, 0.4822, 0.4465], atol=1e-4)
+        self.assertEqual(info["limits"]["max_images"], 4)
+        self.assertIn("scan", info["methods"])
+        self.assertEqual(json.loads(http("GET", GATEWAY.url + "/v1/models/default")[2])["name"], "default")
+        self.assertEqual(http("GET", GATEWAY.url + "/v1/models/nope")[0], 404)
+
+    def test_every_route_in_openapi_is_served(self):
+        status, headers, body = http("GET", GATEWAY.url + "/openapi.json")
+        self.assertEqual(status, 200)
+        spec = json.loads(body)
+        self.assertEqual(spec["openapi"][:2], "3.")
+        for path, item in spec["paths"].items():
+            concrete = path.replace("{name}", "default")
+            for method in item:
+                status, _, answer = http(method.upper(), GATEWAY.url + concrete, b"" if method == "post" else None,
+                                         {"Content-Type": "application/json"})
+                # An empty POST is a 422 from the route's own validation, never the 404 of no route.
+                self.assertIn(status, (200, 422), f"{method} {path}: {answer[:200]}")
+        self.assertEqual(http("GET", GATEWAY.url + "/no/such/route")[0], 404)
+        docs = http("GET", GATEWAY.url + "/docs")
+        self.assertEqual(docs[0], 200)
+        self.assertIn("text/html", docs[1]["Content-Type"])
+        self.assertIn(b"openapi.json", docs[2])
+
+    def test_metrics_count_requests_and_steps(self):
+        post(body=png(picture(1)), query=f"?n_steps={STEPS}")
+        post(body=png(picture(1)), accept="text/csv")
+        status, headers, body = http("GET", GATEWAY.url + "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/plain"))
+        lines = body.decode().splitlines()
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")}
+        self.assertGreaterEqual(values['intgrads_http_requests_total{route="/v1/attributions",status="200"}'], 1)
+        self.assertGreaterEqual(values['intgrads_http_requests_total{route="/v1/attributions",status="406"}'], 1)
+        self.assertGreaterEqual(values["intgrads_path_steps_total"], int(STEPS))
+        self.assertEqual(values['intgrads_workers{model="default",state="idle"}'] +
+                         values['intgrads_workers{model="default",state="busy"}'], 1)
+        self.assertIn("intgrads_queue_depth", values)
+        self.assertGreaterEqual(values['intgrads_http_request_duration_seconds_count{route="/v1/attributions"}'], 2)
+
+
+class CommandLineClient(unittest.TestCase):
+    def test_explain_a_folder_writes_one_output_per_image_and_a_table(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.path.join(tmp, "photos")
+            os.makedirs(folder)
+            Image.fromarray(picture(13)).save(os.path.join(folder, "a.png"))
+            Image.fromarray(picture(14)).save(os.path.join(folder, "b.jpg"))
+            with open(os.path.join(folder, "c.png"), "wb") as f:
+                f.write(b"not an image")
+            out = os.path.join(tmp, "out")
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", folder, "--out", out,
+                                  "--server", GATEWAY.url, "--target", "cat", "--n-steps", STEPS, "--format", "npz"],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 1, run.stderr)  # c.png failed
+            self.assertEqual(sorted(os.listdir(out)), ["a.npz", "b.npz"])
+            arrays = npz(open(os.path.join(out, "a.npz"), "rb").read())
+            self.assertEqual(int(arrays["target_class"]), 3)
+            table = run.stdout.splitlines()
+            self.assertTrue(table[0].split()[:4] == ["image", "target", "predicted", "probability"], table[0])
+            row_a = next(line for line in table if "a.png" in line).split()
+            self.assertEqual(row_a[1], "cat")
+            self.assertAlmostEqual(float(row_a[3]), float(arrays["probabilities"][3]), places=5)
+            self.assertAlmostEqual(float(row_a[4]), float(arrays["convergence_delta"]), places=5)
+            self.assertIn("error 422", next(line for line in table if "c.png" in line))
+            self.assertIn("3 image(s), 1 failed", run.stdout)
+            self.assertIn("3/3", run.stderr)  # the progress bar's last state
+
+
+class PythonClient(unittest.TestCase):
+    def setUp(self):
+        self.client = intgrads_client.Client(GATEWAY.url)
+
+    def test_explain_from_a_path_bytes_or_an_array(self):
+        import tempfile
+        image = picture(10)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cat.png")
+            with open(path, "wb") as f:
+                f.write(png(image))
+            from_path = self.client.explain(path, target="cat", n_steps=int(STEPS))
+        from_array = self.client.explain(image, target=3, n_steps=int(STEPS))
+        from_bytes = self.client.explain(png(image), target="cat", n_steps=int(STEPS))
+        self.assertEqual(from_path.name, "cat.png")
+        self.assertEqual(from_path.target_name, "cat")
+        self.assertEqual(from_path.integrated_directional_grads.shape, (int(STEPS), 3, 32, 32))
+        np.testing.assert_array_equal(from_path.integrated_grads, from_array.integrated_grads)
+        np.testing.assert_array_equal(from_path.integrated_grads, from_bytes.integrated_grads)
+        self.assertIn("cat", repr(from_path))
+
+    def test_explain_many_and_heatmap(self):
+        results = self.client.explain_many([picture(11), picture(12)], targets=["cat", "predicted"],
+                                           n_steps=int(STEPS))
+        self.assertEqual([r.target_name for r in results][0], "cat")
+        self.assertEqual(results[1].target_class, results[1].predicted_class)
+        heatmap = Image.open(io.BytesIO(self.client.heatmap(picture(11), target="cat", n_steps=int(STEPS))))
+        self.assertEqual(heatmap.format, "PNG")
+        with self.assertRaises(ValueError):
+            self.client.explain_many([picture(11), picture(12)], targets=["cat"])
+
+    def test_errors_raise_with_the_services_message(self):
+        with self.assertRaises(intgrads_client.RequestError) as caught:
+            self.client.explain(picture(1), target="zebra")
+        self.assertEqual(caught.exception.status, 422)
+        self.assertIn("zebra", caught.exception.message)
+        with self.assertRaises(intgrads_client.RequestError) as caught:
+            intgrads_client.Client(GATEWAY.url, model="nope").explain(picture(1))
+        self.assertEqual(caught.exception.status, 404)
+        with self.assertRaises(intgrads_client.ServiceError):
+            intgrads_client.Client("http://127.0.0.1:9").model()
+
+
+if __name__ == "__main__":
+    unittest.main()

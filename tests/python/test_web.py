@@ -1,0 +1,59 @@
+"""The web page at / in headless Chromium (Debian's, driven by Playwright
+from npm; tools/install-deps.sh --web installs both): upload a PNG, the
+heatmap appears, the slider steps through the path; what the page shows is
+checked against the API's own answer. The screenshot is left in
+build/test-artifacts/web-page.png."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import unittest
+
+import numpy as np
+from PIL import Image
+
+import reference_models as rm
+from service import BIN, Gateway, http, stop, wait_until
+
+WEB = os.path.join(rm.REPO, "tests", "web")
+ARTIFACTS = os.path.join(os.path.dirname(BIN), "test-artifacts")
+
+
+class WebPage(unittest.TestCase):
+    def test_upload_heatmap_and_slider(self):
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is missing: run tools/install-deps.sh --web")
+        self.assertTrue(os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")),
+                        "playwright-core is missing: run tools/install-deps.sh --web")
+        gateway = Gateway()
+        worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--cpu",
+                                   "--threads", "1", "--heartbeat-ms", "200"])
+        try:
+            wait_until(lambda: http("GET", gateway.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+            os.makedirs(ARTIFACTS, exist_ok=True)
+            image = os.path.join(ARTIFACTS, "web-input.png")
+            rng = np.random.default_rng(5)
+            Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(image)
+            run = subprocess.run([node, os.path.join(WEB, "page_test.js"), gateway.url, image, ARTIFACTS],
+                                 capture_output=True, text=True, timeout=300, cwd=WEB)
+            self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+            shown = json.loads(run.stdout.strip().splitlines()[-1])
+            self.assertEqual(shown["probabilities"], 10)
+            self.assertIn('"cat"', shown["summary"])
+            # The delta the page shows is the API's for the same request.
+            status, headers, _ = http("POST", gateway.url + "/v1/attributions?target=cat&n_steps=8&format=json",
+                                      open(image, "rb").read(), {"Content-Type": "image/png"})
+            self.assertEqual(status, 200)
+            self.assertAlmostEqual(float(shown["delta"]), float(headers["X-Convergence-Delta"]),
+                                   delta=1e-3 * max(1.0, abs(float(headers["X-Convergence-Delta"]))))
+            screenshot = Image.open(os.path.join(ARTIFACTS, "web-page.png"))
+            self.assertGreater(screenshot.size[0], 800)
+        finally:
+            stop(worker)
+            gateway.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,67 @@
+// The web page end to end in headless Chromium: upload a PNG, see the
+// heatmap appear, move the path slider, save a screenshot.
+//   node page_test.js URL IMAGE.png ARTIFACT_DIR
+// Prints what the page showed as JSON (test_web.py checks it against the
+// API); exits non-zero on any failure or page error.
+"use strict";
+const assert = require("assert");
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+const [url, image, artifacts] = process.argv.slice(2);
+
+// Pixels of a canvas whose red and blue differ: the attribution's colours.
+function colouredPixels(id) {
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) if (Math.abs(data[i] - data[i + 2]) > 40) n++;
+  return n;
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu"],
+  });
+  const errors = [];
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 950 } });
+    page.on("pageerror", e => errors.push(String(e)));
+    await page.goto(url + "/");
+    await page.waitForFunction(() => document.getElementById("target").options.length > 1, null, { timeout: 30000 });
+    await page.setInputFiles("#file", image);
+    await page.selectOption("#target", "cat");
+    await page.fill("#steps", "8");
+    await page.click("#explain");
+    await page.waitForFunction(() => document.getElementById("delta").textContent !== "" ||
+                                     document.getElementById("error").textContent !== "", null, { timeout: 120000 });
+    assert.strictEqual(await page.textContent("#error"), "");
+    const heatmap = await page.evaluate(colouredPixels, "heatmap");
+    assert.ok(heatmap > 0, "the heatmap shows no attribution");
+    const probabilities = await page.$$eval("#probabilities > div", rows => rows.length);
+    const last = await page.textContent("#step-label");
+    const partialAtEnd = await page.$eval("#partial", c => c.toDataURL());
+    await page.$eval("#step", slider => { slider.value = "0"; slider.dispatchEvent(new Event("input")); });
+    const first = await page.textContent("#step-label");
+    const partialAtStart = await page.$eval("#partial", c => c.toDataURL());
+    assert.ok(first.startsWith("step 1 of 8"), first);
+    assert.notStrictEqual(first, last);
+    assert.notStrictEqual(partialAtStart, partialAtEnd, "the IG so far did not change with the slider");
+    await page.screenshot({ path: path.join(artifacts, "web-page.png"), fullPage: true });
+    assert.deepStrictEqual(errors, []);
+    console.log(JSON.stringify({
+      summary: await page.textContent("#summary"),
+      delta: await page.textContent("#delta"),
+      probabilities,
+      heatmap,
+      first,
+      last,
+    }));
+  } finally {
+    await browser.close();
+  }
+})().catch(e => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,282 @@
+#include "worker/formats.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common/zip.h"
+
+namespace intgrads {
+
+namespace {
+
+// numpy's .npy, version 1.0: magic, header length, a Python dict literal
+// padded with spaces to a 64-byte boundary, then the little-endian data.
+std::string Npy(const std::string& descr, const std::vector<int64_t>& shape, const void* data, size_t bytes) {
+  std::string dims;  // (1, 3), (5,), ()
+  for (size_t i = 0; i < shape.size(); ++i) dims += (i > 0 ? ", " : "") + std::to_string(shape[i]);
+  if (shape.size() == 1) dims += ',';
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  const size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.append(static_cast<const char*>(data), bytes);
+  return out;
+}
+
+std::string NpyOf(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.to(torch::kCPU).contiguous();
+  const std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  if (t.scalar_type() == torch::kFloat64) return Npy("<f8", shape, t.data_ptr(), t.numel() * 8);
+  const torch::Tensor f = t.to(torch::kFloat32);
+  return Npy("<f4", shape, f.data_ptr(), f.numel() * 4);
+}
+
+// Nested lists of a float tensor's values, shortest round-trip form; a
+// non-finite value is null (JSON has no NaN).
+void AppendNested(std::string& out, const float* data, const std::vector<int64_t>& shape, size_t dim) {
+  if (dim == shape.size()) {
+    if (!std::isfinite(*data)) {
+      out += "null";
+      return;
+    }
+    char buffer[32];
+    auto [end, error] = std::to_chars(buffer, buffer + sizeof(buffer), *data);
+    out.append(buffer, error == std::errc() ? end : buffer);
+    return;
+  }
+  int64_t stride = 1;
+  for (size_t d = dim + 1; d < shape.size(); ++d) stride *= shape[d];
+  out += '[';
+  for (int64_t i = 0; i < shape[dim]; ++i) {
+    if (i > 0) out += ',';
+    AppendNested(out, data + i * stride, shape, dim + 1);
+  }
+  out += ']';
+}
+
+std::string NestedOf(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  std::string out;
+  out.reserve(static_cast<size_t>(t.numel()) * 11 + 16);
+  AppendNested(out, t.data_ptr<float>(), std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), 0);
+  return out;
+}
+
+int Predicted(const std::vector<double>& probabilities) {
+  return static_cast<int>(std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin());
+}
+
+// Rows of 5 pixels, the leftmost in bit 4.
+struct Glyph {
+  char c;
+  uint8_t rows[7];
+};
+
+constexpr Glyph kFont[] = {
+    {'A', {14, 17, 17, 31, 17, 17, 17}}, {'B', {30, 17, 17, 30, 17, 17, 30}}, {'C', {14, 17, 16, 16, 16, 17, 14}},
+    {'D', {30, 17, 17, 17, 17, 17, 30}}, {'E', {31, 16, 16, 30, 16, 16, 31}}, {'F', {31, 16, 16, 30, 16, 16, 16}},
+    {'G', {14, 17, 16, 23, 17, 17, 15}}, {'H', {17, 17, 17, 31, 17, 17, 17}}, {'I', {14, 4, 4, 4, 4, 4, 14}},
+    {'J', {7, 2, 2, 2, 2, 18, 12}},      {'K', {17, 18, 20, 24, 20, 18, 17}}, {'L', {16, 16, 16, 16, 16, 16, 31}},
+    {'M', {17, 27, 21, 21, 17, 17, 17}}, {'N', {17, 17, 25, 21, 19, 17, 17}}, {'O', {14, 17, 17, 17, 17, 17, 14}},
+    {'P', {30, 17, 17, 30, 16, 16, 16}}, {'Q', {14, 17, 17, 17, 21, 18, 13}}, {'R', {30, 17, 17, 30, 20, 18, 17}},
+    {'S', {15, 16, 16, 14, 1, 1, 30}},   {'T', {31, 4, 4, 4, 4, 4, 4}},       {'U', {17, 17, 17, 17, 17, 17, 14}},
+    {'V', {17, 17, 17, 17, 17, 10, 4}},  {'W', {17, 17, 17, 21, 21, 21, 10}}, {'X', {17, 17, 10, 4, 10, 17, 17}},
+    {'Y', {17, 17, 10, 4, 4, 4, 4}},     {'Z', {31, 1, 2, 4, 8, 16, 31}},     {'0', {14, 17, 19, 21, 25, 17, 14}},
+    {'1', {4, 12, 4, 4, 4, 4, 14}},      {'2', {14, 17, 1, 2, 4, 8, 31}},     {'3', {31, 2, 4, 2, 1, 17, 14}},
+    {'4', {2, 6, 10, 18, 31, 2, 2}},     {'5', {31, 16, 30, 1, 1, 17, 14}},   {'6', {6, 8, 16, 30, 17, 17, 14}},
+    {'7', {31, 1, 2, 4, 8, 8, 8}},       {'8', {14, 17, 17, 14, 17, 17, 14}}, {'9', {14, 17, 17, 15, 1, 2, 12}},
+    {'.', {0, 0, 0, 0, 0, 12, 12}},      {'-', {0, 0, 0, 31, 0, 0, 0}},       {'+', {0, 4, 4, 31, 4, 4, 0}},
+    {':', {0, 12, 12, 0, 12, 12, 0}},    {'=', {0, 0, 31, 0, 31, 0, 0}},      {'_', {0, 0, 0, 0, 0, 0, 31}},
+    {'(', {2, 4, 8, 8, 8, 4, 2}},        {')', {8, 4, 2, 2, 2, 4, 8}},        {'%', {24, 25, 2, 4, 8, 19, 3}},
+    {'/', {0, 1, 2, 4, 8, 16, 0}},       {' ', {0, 0, 0, 0, 0, 0, 0}},        {'?', {14, 17, 1, 2, 4, 0, 4}},
+};
+
+const Glyph& GlyphOf(char c) {
+  const char upper = (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  for (const Glyph& g : kFont) {
+    if (g.c == upper) return g;
+  }
+  return kFont[sizeof(kFont) / sizeof(kFont[0]) - 1];
+}
+
+void SetPixel(Image& canvas, int x, int y, const uint8_t colour[3]) {
+  if (x < 0 || y < 0 || x >= canvas.width || y >= canvas.height) return;
+  uint8_t* p = &canvas.pixels[(static_cast<size_t>(y) * canvas.width + x) * 3];
+  p[0] = colour[0];
+  p[1] = colour[1];
+  p[2] = colour[2];
+}
+
+// The colour of a pixel with attribution v (in [-1, 1] signed, [0, 1]
+// absolute) over an input pixel of `luminance` (0..255). Signed: red for
+// positive, blue for negative, with opacity sqrt|v| over the input lightened
+// to grey; absolute: black -> red -> yellow -> white, the input faintly under it.
+void Overlay(double v, bool is_signed, double luminance, uint8_t out[3]) {
+  double colour[3];
+  double alpha = 0.0;
+  double under = 0.0;
+  if (is_signed) {
+    colour[0] = v > 0 ? 230 : 30;
+    colour[1] = 40;
+    colour[2] = v > 0 ? 30 : 230;
+    alpha = std::sqrt(std::fabs(v));
+    under = 0.65 * 255.0 + 0.35 * luminance;
+  } else {
+    const double t = std::clamp(v, 0.0, 1.0) * 3.0;
+    colour[0] = 255.0 * std::min(1.0, t);
+    colour[1] = 255.0 * std::clamp(t - 1.0, 0.0, 1.0);
+    colour[2] = 255.0 * std::clamp(t - 2.0, 0.0, 1.0);
+    alpha = 0.8;
+    under = luminance;
+  }
+  for (int c = 0; c < 3; ++c) out[c] = static_cast<uint8_t>(std::lround(alpha * colour[c] + (1.0 - alpha) * under));
+}
+
+std::string Short(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.3g", v);
+  return buffer;
+}
+
+}  // namespace
+
+std::vector<double> Probabilities(const torch::Tensor& logits) {
+  const torch::Tensor p = torch::softmax(logits.to(torch::kCPU).to(torch::kFloat64).reshape({-1}), 0).contiguous();
+  return {p.data_ptr<double>(), p.data_ptr<double>() + p.numel()};
+}
+
+std::string EncodeNpz(const Explanation& e) {
+  const Attribution& a = *e.attribution;
+  ZipWriter zip;
+  zip.Add("integrated_grads.npy", NpyOf(a.integrated_grads));
+  zip.Add("integrated_directional_grads.npy", NpyOf(a.path_gradients));
+  zip.Add("step_sizes.npy", NpyOf(a.step_sizes));
+  zip.Add("intermediates.npy", NpyOf(a.path_points));
+  zip.Add("output.npy", NpyOf(a.logits));
+  zip.Add("input.npy", NpyOf(*e.input));
+  const int64_t target = a.target;
+  zip.Add("target_class.npy", Npy("<i8", {}, &target, sizeof(target)));
+  zip.Add("probabilities.npy", Npy("<f8", {static_cast<int64_t>(e.probabilities.size())}, e.probabilities.data(),
+                                   e.probabilities.size() * 8));
+  zip.Add("convergence_delta.npy", Npy("<f8", {}, &a.convergence_delta, sizeof(double)));
+  return zip.Finish();
+}
+
+std::string EncodeJson(const Explanation& e) {
+  const Attribution& a = *e.attribution;
+  const int predicted = Predicted(e.probabilities);
+  nlohmann::json head = {{"target_class", a.target},
+                         {"target_name", e.classes->at(a.target)},
+                         {"predicted_class", predicted},
+                         {"predicted_name", e.classes->at(predicted)},
+                         {"probabilities", e.probabilities},
+                         {"classes", *e.classes},
+                         {"convergence_delta", a.convergence_delta},
+                         {"method", e.method},
+                         {"n_steps", e.n_steps}};
+  std::string out = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out.pop_back();  // '}': the arrays follow
+  for (const auto& [name, tensor] :
+       {std::pair<const char*, const torch::Tensor*>{"integrated_grads", &a.integrated_grads},
+        {"integrated_directional_grads", &a.path_gradients},
+        {"step_sizes", &a.step_sizes},
+        {"intermediates", &a.path_points},
+        {"output", &a.logits},
+        {"input", e.input}}) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    out += NestedOf(*tensor);
+  }
+  out += '}';
+  return out;
+}
+
+void DrawText(Image& canvas, int x, int y, const std::string& text, int scale, const uint8_t colour[3]) {
+  for (char c : text) {
+    const Glyph& g = GlyphOf(c);
+    for (int row = 0; row < 7; ++row) {
+      for (int col = 0; col < 5; ++col) {
+        if (((g.rows[row] >> (4 - col)) & 1) == 0) continue;
+        for (int dy = 0; dy < scale; ++dy) {
+          for (int dx = 0; dx < scale; ++dx) SetPixel(canvas, x + col * scale + dx, y + row * scale + dy, colour);
+        }
+      }
+    }
+    x += 6 * scale;
+  }
+}
+
+StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input, const std::string& heatmap) {
+  const Attribution& a = *e.attribution;
+  const bool is_signed = heatmap != "absolute";
+  const torch::Tensor ig = a.integrated_grads.to(torch::kCPU).to(torch::kFloat64).reshape({3, -1});
+  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(ig.size(1)))));
+  if (input.width != side || input.height != side || input.channels != 3) {
+    return InvalidError("heatmap: the input is not the model's " + std::to_string(side) + " x " + std::to_string(side) +
+                        " RGB");
+  }
+  // Per pixel, the sum over channels (as Captum's visualize_image_attr); the
+  // scale is the 99th percentile of |value| so that one outlier cannot wash
+  // the map out.
+  torch::Tensor per_pixel = ig.sum(0);
+  if (!is_signed) per_pixel = per_pixel.abs();
+  const torch::Tensor magnitude = std::get<0>(per_pixel.abs().sort());
+  const double scale = std::max(
+      magnitude[static_cast<int64_t>(0.99 * static_cast<double>(magnitude.size(0) - 1))].item<double>(), 1e-30);
+  const std::vector<double> values(per_pixel.data_ptr<double>(), per_pixel.data_ptr<double>() + per_pixel.numel());
+
+  const int zoom = std::max(1, 256 / side);
+  const int panel = side * zoom;
+  const int text = panel >= 256 ? 2 : 1;
+  const int margin = 4;
+  const int bar = 12;
+  const int line = 9 * text;
+  Image canvas;
+  canvas.width = std::max(panel, 160) + 2 * margin;
+  canvas.height = margin + panel + margin + bar + 2 + line + margin + 2 * line + margin;
+  canvas.channels = 3;
+  canvas.pixels.assign(static_cast<size_t>(canvas.width) * canvas.height * 3, 255);
+  // The input in grey, dimmed, under the attribution's colour with opacity |v|.
+  for (int y = 0; y < side; ++y) {
+    for (int x = 0; x < side; ++x) {
+      const double v = std::clamp(values[static_cast<size_t>(y) * side + x] / scale, -1.0, 1.0);
+      const double luminance = 0.299 * input.at(y, x, 0) + 0.587 * input.at(y, x, 1) + 0.114 * input.at(y, x, 2);
+      uint8_t mixed[3];
+      Overlay(v, is_signed, luminance, mixed);
+      for (int dy = 0; dy < zoom; ++dy) {
+        for (int dx = 0; dx < zoom; ++dx) SetPixel(canvas, margin + x * zoom + dx, margin + y * zoom + dy, mixed);
+      }
+    }
+  }
+  // The colour scale and its ends.
+  const int bar_top = margin + panel + margin;
+  const int bar_width = canvas.width - 2 * margin;
+  for (int x = 0; x < bar_width; ++x) {
+    const double t = static_cast<double>(x) / std::max(1, bar_width - 1);
+    const double v = is_signed ? 2.0 * t - 1.0 : t;
+    uint8_t mixed[3];
+    Overlay(v, is_signed, 255.0, mixed);
+    for (int y = 0; y < bar; ++y) SetPixel(canvas, margin + x, bar_top + y, mixed);
+  }
+  const uint8_t ink[3] = {20, 20, 20};
+  const int labels = bar_top + bar + 2;
+  const std::string low = is_signed ? Short(-scale) : "0";
+  const std::string high = Short(scale);
+  DrawText(canvas, margin, labels, low, text, ink);
+  DrawText(canvas, canvas.width - margin - static_cast<int>(high.size()) * 6 * text, labels, high, text, ink);
+  const int caption = labels + line + margin;
+  const double probability = e.probabilities.empty() ? 0.0 : e.probabilities[a.target];
+  DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
+  DrawText(canvas, margin, caption + line, "delta " + Short(a.convergence_delta), text, ink);
+  return EncodePng(canvas);
+}
+
+}  // namespace intgrads

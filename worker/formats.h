@@ -1,0 +1,46 @@
+// An attribution written in the formats a client may ask for
+// (common/protocol.h, PayloadFormats):
+//
+//   gzip  the original's gzip'd torch.save dict (EncodeAttribution)
+//   npz   numpy's archive: one .npy per key of that dict, plus input (the
+//         normalized image the model saw), probabilities and
+//         convergence_delta (numpy.load reads it)
+//   json  the same arrays as nested lists of numbers, plus the class names,
+//         the predicted class and the method (about 10 bytes per number,
+//         several times the gzip's size; docs/API.md)
+//   png   the IG heatmap over the input at the model's input size, with a
+//         colour scale and a caption naming the class and the delta
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/image.h"
+#include "common/status.h"
+#include "worker/engine.h"
+
+namespace intgrads {
+
+struct Explanation {
+  const Attribution* attribution = nullptr;
+  const torch::Tensor* input = nullptr;  // 1 x 3 x S x S, normalized: x of the path
+  const std::vector<std::string>* classes = nullptr;
+  std::vector<double> probabilities;  // softmax of attribution->logits
+  std::string method;
+  int n_steps = 0;
+};
+
+// softmax(logits[0]) in double precision.
+std::vector<double> Probabilities(const torch::Tensor& logits);
+
+std::string EncodeNpz(const Explanation& explanation);
+std::string EncodeJson(const Explanation& explanation);
+// `input` is the RGB image the model saw (input_size x input_size); heatmap:
+// "signed" (red positive, blue negative) or "absolute" (|IG|, black to yellow).
+StatusOr<std::string> EncodeHeatmapPng(const Explanation& explanation, const Image& input, const std::string& heatmap);
+
+// Writes `text` into `canvas` (RGB) at (x, y) in a 5 x 7 bitmap font scaled
+// by `scale`; letters are drawn upper case, unknown characters as '?'.
+void DrawText(Image& canvas, int x, int y, const std::string& text, int scale, const uint8_t colour[3]);
+
+}  // namespace intgrads
