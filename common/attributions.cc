@@ -2,13 +2,28 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 namespace intgrads {
 
 using nlohmann::json;
 
 namespace {
+
+std::string Printf(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", v);
+  return buffer;
+}
+
+std::string Printf17(double v) {
+  char buffer[40];
+  std::snprintf(buffer, sizeof(buffer), "%.17g", v);
+  return buffer;
+}
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -50,8 +65,22 @@ std::string Join(const std::vector<std::string>& items) {
 }
 
 Status UnknownParameter(const std::string& name) {
-  return InvalidError("unknown parameter '" + Shorten(name, 64) + "'; known: image, img_data, inputs, " +
-                      Join(AttributionParameters()));
+  return InvalidError("unknown parameter '" + Shorten(name, 64) +
+                      "'; known: image, img_data, inputs, baseline_image, " + Join(AttributionParameters()));
+}
+
+// A number from an option's text, within [low, high].
+template <typename T>
+Status Number(const std::string& name, const std::string& text, double low, double high, T* out) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(v >= low && v <= high) ||
+      (std::is_integral_v<T> && v != std::floor(v))) {
+    return InvalidError(name + ": expected " + (std::is_integral_v<T> ? "an integer" : "a number") + " in [" +
+                        Printf(low) + ", " + Printf(high) + "], got '" + Shorten(text, 32) + "'");
+  }
+  *out = static_cast<T>(v);
+  return Status::Ok();
 }
 
 // Sets one option from its text (query, form field) into `request`.
@@ -74,6 +103,8 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
     request->model = Shorten(value, 128);
   } else if (name == "name") {
     // a label for a single raw image; handled by the caller
+  } else if (auto set = SetPathOption(name, value, &request->paths); !set.ok() || *set) {
+    return set.status();
   } else {
     return UnknownParameter(name);
   }
@@ -84,6 +115,13 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
 Status SetJsonOption(const std::string& name, const json& value, AttributionsRequest* request,
                      std::vector<std::string>* targets) {
   if (value.is_null()) return Status::Ok();
+  static const std::vector<std::string> numeric = {"blur_sigma",       "baseline_count", "smoothgrad_samples",
+                                                   "smoothgrad_sigma", "seed",           "tolerance"};
+  if (value.is_number() && std::find(numeric.begin(), numeric.end(), name) != numeric.end()) {
+    const std::string text =
+        value.is_number_integer() ? std::to_string(value.get<int64_t>()) : Printf17(value.get<double>());
+    return SetOption(name, text, request, targets);
+  }
   if (value.is_number_integer()) {
     if (name != "n_steps" && name != "target" && name != "target_class") {
       return InvalidError(name + ": expected a string, found a number");
@@ -115,6 +153,15 @@ StatusOr<Image> DecodeUpload(std::string_view bytes, const std::string& what, co
   return image;
 }
 
+// The JSON member baseline_image: a base64 PNG or JPEG.
+Status ReadBaselineImage(const json& value, const AttributionLimits& limits, AttributionsRequest* request) {
+  if (!value.is_string()) return InvalidError("baseline_image: expected a base64 string");
+  auto bytes = DecodeBase64(value.get_ref<const std::string&>());
+  if (!bytes.ok()) return InvalidError("baseline_image: " + bytes.status().message());
+  ASSIGN_OR_RETURN(request->paths.baseline_image, DecodeUpload(*bytes, "baseline_image", limits));
+  return Status::Ok();
+}
+
 // One JSON input: {"image": base64} or {"img_data": [...]}, with "target"
 // and "name"; `options` receives any option members (top level only).
 Status ReadJsonInput(const json& object, const AttributionLimits& limits, const std::string& where,
@@ -134,6 +181,8 @@ Status ReadJsonInput(const json& object, const AttributionLimits& limits, const 
       if (!image.ok()) return Status(image.status().code(), where + image.status().message());
       input->image = std::move(image).value();
       has_image = true;
+    } else if (key == "baseline_image" && top_level) {
+      RETURN_IF_ERROR(ReadBaselineImage(value, limits, request));
     } else if (key == "name") {
       if (!value.is_string()) return InvalidError(where + "name: expected a string");
       input->name = Shorten(value.get<std::string>(), 128);
@@ -182,7 +231,11 @@ Status ReadJsonBody(std::string_view body, const AttributionLimits& limits, Attr
   // The options first (top level), then each input.
   std::vector<std::string> unused;
   for (const auto& [key, value] : doc.items()) {
-    if (key != "inputs") RETURN_IF_ERROR(SetJsonOption(key, value, request, &unused));
+    if (key == "baseline_image") {
+      RETURN_IF_ERROR(ReadBaselineImage(value, limits, request));
+    } else if (key != "inputs") {
+      RETURN_IF_ERROR(SetJsonOption(key, value, request, &unused));
+    }
   }
   for (size_t i = 0; i < inputs->size(); ++i) {
     const json& item = (*inputs)[i];
@@ -210,6 +263,8 @@ Status ReadMultipartBody(std::string_view content_type, std::string_view body, c
                                (part.filename.empty() ? "" : " (" + Shorten(part.filename, 64) + ")");
       ASSIGN_OR_RETURN(input.image, DecodeUpload(part.data, what, limits));
       request->inputs.push_back(std::move(input));
+    } else if (part.name == "baseline_image") {
+      ASSIGN_OR_RETURN(request->paths.baseline_image, DecodeUpload(part.data, "baseline_image", limits));
     } else {
       RETURN_IF_ERROR(SetOption(part.name, std::string(part.data), request, targets));
     }
@@ -220,8 +275,41 @@ Status ReadMultipartBody(std::string_view content_type, std::string_view body, c
 
 }  // namespace
 
+const std::vector<std::string>& PathParameters() {
+  static const std::vector<std::string> names = {
+      "baseline", "blur_sigma", "baseline_count", "smoothgrad_samples", "smoothgrad_sigma", "seed", "tolerance"};
+  return names;
+}
+
+StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, PathRequest* paths) {
+  Status set;
+  if (name == "baseline") {
+    paths->baseline = Shorten(value, 32);
+  } else if (name == "blur_sigma") {
+    set = Number(name, value, 0.0, 1000.0, &paths->blur_sigma);
+  } else if (name == "baseline_count") {
+    set = Number(name, value, 1, 1e6, &paths->baseline_count);
+  } else if (name == "smoothgrad_samples") {
+    set = Number(name, value, 0, 1e6, &paths->smoothgrad_samples);
+  } else if (name == "smoothgrad_sigma") {
+    set = Number(name, value, 0.0, 10.0, &paths->smoothgrad_sigma);
+  } else if (name == "seed") {
+    set = Number(name, value, 0, 9e15, &paths->seed);
+  } else if (name == "tolerance") {
+    set = Number(name, value, 0.0, 1.0, &paths->tolerance);
+  } else {
+    return false;
+  }
+  if (!set.ok()) return set;
+  return true;
+}
+
 const std::vector<std::string>& AttributionParameters() {
-  static const std::vector<std::string> names = {"target", "n_steps", "method", "format", "heatmap", "model", "name"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all = {"target", "n_steps", "method", "format", "heatmap", "model", "name"};
+    all.insert(all.end(), PathParameters().begin(), PathParameters().end());
+    return all;
+  }();
   return names;
 }
 
@@ -287,6 +375,7 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
                          std::to_string(limits.max_images) + " per request (raise with --max-images)");
   }
   RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits.request));
+  RETURN_IF_ERROR(ValidatePathRequest(request.paths, request.method, limits.request));
   if (!request.format.empty() && FindPayloadFormat(request.format) == nullptr) {
     std::vector<std::string> names;
     for (const auto& f : PayloadFormats()) names.push_back(f.name);

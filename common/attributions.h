@@ -47,6 +47,7 @@ struct AttributionsRequest {
   std::string format;  // empty: chosen from Accept (NegotiateFormat)
   std::string heatmap = "signed";
   std::string model;  // empty: the default or only model
+  PathRequest paths;  // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
 };
 
 using QueryParams = std::vector<std::pair<std::string, std::string>>;
@@ -54,6 +55,11 @@ using QueryParams = std::vector<std::pair<std::string, std::string>>;
 // The options a request may set, in the query, form fields or JSON members
 // (besides the image fields). openapi.json lists exactly these.
 const std::vector<std::string>& AttributionParameters();
+
+// The path options among them (baseline ... tolerance), and setting one from
+// its text: false when `name` is not one of them.
+const std::vector<std::string>& PathParameters();
+StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, PathRequest* paths);
 
 StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
                                                        std::string_view body, const AttributionLimits& limits);

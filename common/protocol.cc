@@ -103,7 +103,19 @@ Frames EncodeRequest(const JobRequest& r) {
   h["channels"] = r.channels;
   h["format"] = r.format;
   h["heatmap"] = r.heatmap;
-  return {Dump(h), r.pixels};
+  const PathRequest& p = r.paths;
+  h["baseline"] = p.baseline;
+  h["blur_sigma"] = p.blur_sigma;
+  h["baseline_count"] = p.baseline_count;
+  h["smoothgrad_samples"] = p.smoothgrad_samples;
+  h["smoothgrad_sigma"] = p.smoothgrad_sigma;
+  h["seed"] = p.seed;
+  h["tolerance"] = p.tolerance;
+  if (p.baseline_image.pixels.empty()) return {Dump(h), r.pixels};
+  h["baseline_height"] = p.baseline_image.height;
+  h["baseline_width"] = p.baseline_image.width;
+  h["baseline_channels"] = p.baseline_image.channels;
+  return {Dump(h), r.pixels, std::string(p.baseline_image.pixels.begin(), p.baseline_image.pixels.end())};
 }
 
 Frames EncodeReply(const JobReply& r) {
@@ -116,6 +128,8 @@ Frames EncodeReply(const JobReply& r) {
   h["target"] = r.target;
   h["probabilities"] = r.probabilities;
   h["content_type"] = r.content_type;
+  h["n_steps_used"] = r.n_steps;
+  h["tolerance_met"] = r.tolerance_met ? 1 : 0;
   return {Dump(h), r.payload};
 }
 
@@ -150,7 +164,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(ExpectFrames(frames, 1, type.c_str()));
   } else if (type == "request") {
     m.type = MessageType::kRequest;
-    RETURN_IF_ERROR(ExpectFrames(frames, 2, "request"));
+    if (frames.size() != 3) RETURN_IF_ERROR(ExpectFrames(frames, 2, "request"));
     JobRequest& r = m.request;
     RETURN_IF_ERROR(Field(h, "id", &r.id));
     RETURN_IF_ERROR(Field(h, "target", &r.target));
@@ -168,6 +182,27 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
                           " bytes does not match the header's image shape");
     }
     r.pixels = frames[1];
+    PathRequest& p = r.paths;
+    RETURN_IF_ERROR(OptionalField(h, "baseline", &p.baseline));
+    RETURN_IF_ERROR(OptionalField(h, "blur_sigma", &p.blur_sigma));
+    RETURN_IF_ERROR(OptionalField(h, "baseline_count", &p.baseline_count));
+    RETURN_IF_ERROR(OptionalField(h, "smoothgrad_samples", &p.smoothgrad_samples));
+    RETURN_IF_ERROR(OptionalField(h, "smoothgrad_sigma", &p.smoothgrad_sigma));
+    RETURN_IF_ERROR(OptionalField(h, "seed", &p.seed));
+    RETURN_IF_ERROR(OptionalField(h, "tolerance", &p.tolerance));
+    if (frames.size() == 3) {
+      Image& b = p.baseline_image;
+      RETURN_IF_ERROR(Field(h, "baseline_height", &b.height));
+      RETURN_IF_ERROR(Field(h, "baseline_width", &b.width));
+      RETURN_IF_ERROR(Field(h, "baseline_channels", &b.channels));
+      if (b.height <= 0 || b.width <= 0 || (b.channels != 1 && b.channels != 3 && b.channels != 4) ||
+          static_cast<uint64_t>(b.height) * static_cast<uint64_t>(b.width) * static_cast<uint64_t>(b.channels) !=
+              frames[2].size()) {
+        return InvalidError("protocol: baseline frame of " + std::to_string(frames[2].size()) +
+                            " bytes does not match the header's baseline shape");
+      }
+      b.pixels.assign(frames[2].begin(), frames[2].end());
+    }
   } else if (type == "reply") {
     m.type = MessageType::kReply;
     RETURN_IF_ERROR(ExpectFrames(frames, 2, "reply"));
@@ -180,6 +215,10 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(OptionalField(h, "target", &r.target));
     RETURN_IF_ERROR(OptionalField(h, "probabilities", &r.probabilities));
     RETURN_IF_ERROR(OptionalField(h, "content_type", &r.content_type));
+    RETURN_IF_ERROR(OptionalField(h, "n_steps_used", &r.n_steps));
+    int met = 1;
+    RETURN_IF_ERROR(OptionalField(h, "tolerance_met", &met));
+    r.tolerance_met = met != 0;
     r.payload = frames[1];
   } else {
     return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");

@@ -5,9 +5,10 @@
 //
 //   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std}]
 //   heartbeat  both ways          [header]
-//   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap}, pixels]
+//   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
+//                                         baseline,...}, pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,target,
-//                                         probabilities,content_type}, payload]
+//                                         probabilities,content_type,n_steps_used,tolerance_met}, payload]
 //
 // The fields after `channels` and `compute_seconds` (and mean, std) are
 // optional: a peer that omits them gets the defaults below.
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/request.h"
 #include "common/status.h"
 
 namespace intgrads {
@@ -56,6 +58,7 @@ struct JobRequest {
   std::string pixels;              // height * width * channels bytes, HWC
   std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
   std::string heatmap = "signed";  // png only: signed | absolute
+  PathRequest paths;               // baseline, SmoothGrad, tolerance; the image baseline in a third frame
 };
 
 struct JobReply {
@@ -68,6 +71,8 @@ struct JobReply {
   int target = -1;                    // the class attributed (the predicted one for kPredictedTarget)
   std::vector<double> probabilities;  // softmax of f(x)
   std::string content_type = "application/gzip";
+  int n_steps = 0;            // path points per path, as used (adaptive steps choose it)
+  bool tolerance_met = true;  // adaptive steps: whether the tolerance was reached
 };
 
 struct Message {

@@ -46,6 +46,43 @@ std::string Shorten(const std::string& s, size_t limit) {
   return s.substr(0, end) + "...";
 }
 
+Status ValidatePathRequest(const PathRequest& p, const std::string& method, const RequestLimits& limits) {
+  static const std::vector<std::string> kinds = {"zero", "black", "white", "blur", "uniform", "image"};
+  if (std::find(kinds.begin(), kinds.end(), p.baseline) == kinds.end()) {
+    return InvalidError("baseline: '" + Shorten(p.baseline, 32) +
+                        "' is not one of zero, black, white, blur, uniform, image");
+  }
+  if (p.baseline == "image" && p.baseline_image.pixels.empty()) {
+    return InvalidError("baseline: 'image' needs a baseline_image (a file part or a base64 field)");
+  }
+  if (p.baseline != "image" && !p.baseline_image.pixels.empty()) {
+    return InvalidError("baseline_image: given, but baseline is '" + p.baseline + "' (set baseline=image)");
+  }
+  if (!(p.blur_sigma > 0.0 && p.blur_sigma <= 1000.0)) return InvalidError("blur_sigma: expected (0, 1000] pixels");
+  if (p.baseline_count < 1) return InvalidError("baseline_count: must be at least 1");
+  if (p.baseline_count > 1 && p.baseline != "uniform") {
+    return InvalidError("baseline_count: only uniform baselines are drawn several times");
+  }
+  if (p.smoothgrad_samples < 0) return InvalidError("smoothgrad_samples: must be 0 (off) or more");
+  if (!(p.smoothgrad_sigma > 0.0 && p.smoothgrad_sigma <= 10.0)) {
+    return InvalidError("smoothgrad_sigma: expected (0, 10] (a share of the input's range)");
+  }
+  const int64_t paths = int64_t{std::max(1, p.smoothgrad_samples)} * p.baseline_count;
+  if (paths > limits.max_paths) {
+    return TooLargeError("smoothgrad_samples x baseline_count = " + std::to_string(paths) +
+                         " paths is over the limit of " + std::to_string(limits.max_paths) +
+                         " (raise with --max-paths)");
+  }
+  if (!(p.tolerance >= 0.0 && p.tolerance < 1.0)) return InvalidError("tolerance: expected [0, 1) (0: off)");
+  if (p.tolerance > 0.0 && method != "gausslegendre") {
+    return InvalidError("tolerance: adaptive steps are Gauss-Legendre's; leave method at gausslegendre");
+  }
+  if (method == "scan" && paths > 1) {
+    return InvalidError("method: scan follows one path; it cannot be combined with SmoothGrad or several baselines");
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 std::string TypeName(const json& v) { return v.type_name(); }

@@ -27,7 +27,26 @@ struct RequestLimits {
   int max_side = 4096;                             // pixels per image side
   int64_t max_pixels = int64_t{16} * 1024 * 1024;  // height * width
   int max_n_steps = 1024;
+  int max_paths = 64;  // paths per image: SmoothGrad samples x baselines
 };
+
+// The attribution options beyond the original (worker/engine.h, PathOptions
+// and AttributeToTolerance, says what each means): the baseline, SmoothGrad,
+// adaptive steps. The defaults are the original's computation.
+struct PathRequest {
+  std::string baseline = "zero";  // zero | black | white | blur | uniform | image
+  double blur_sigma = 4.0;        // pixels at the model's input size
+  int baseline_count = 1;         // uniform baselines averaged
+  int smoothgrad_samples = 0;     // 0: no SmoothGrad
+  double smoothgrad_sigma = 0.15;
+  int64_t seed = 0;
+  double tolerance = 0.0;  // > 0: adaptive Gauss-Legendre steps instead of n_steps
+  Image baseline_image;    // for baseline "image", as sent (any size, like the image)
+};
+
+// Checks a PathRequest on its own and with the method (adaptive steps are
+// Gauss-Legendre's; scan follows one path).
+Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);
 
 struct AttributionRequest {
   Image image;  // as sent: any size, 1, 3 or 4 channels

@@ -196,6 +196,7 @@ void Broker::HandleWorkerMessage(const std::string& identity, const Frames& fram
   ++it->second.served;
   InFlight answered = std::move(job->second);
   in_flight_.erase(job);
+  Publish();  // before the answer leaves: a client that asks /v1/workers next sees it counted
   answered.job.done(reply);
 }
 

@@ -287,6 +287,8 @@ json Summary(const JobReply& reply, const std::vector<std::string>& classes, siz
               {"predicted_class", predicted},
               {"predicted_name", class_name(predicted)},
               {"convergence_delta", reply.convergence_delta},
+              {"n_steps", reply.n_steps},
+              {"tolerance_met", reply.tolerance_met},
               {"compute_seconds", reply.compute_seconds}};
 }
 
@@ -299,7 +301,7 @@ void Answer(Exchange& exchange, const Gathering& g, Metrics& metrics) {
       return;
     }
   }
-  for (size_t i = 0; i < n; ++i) metrics.AddAttribution(g.n_steps);
+  for (const JobReply& r : g.replies) metrics.AddAttribution(r.n_steps > 0 ? r.n_steps : g.n_steps);
   const PayloadFormat& format = *g.negotiated.format;
   if (n == 1 && !g.negotiated.zip) {
     const JobReply& r = g.replies.front();
@@ -311,6 +313,8 @@ void Answer(Exchange& exchange, const Gathering& g, Metrics& metrics) {
     exchange.Header("X-Predicted-Name", summary["predicted_name"].get<std::string>());
     exchange.Header("X-Convergence-Delta", Printf("%.9g", r.convergence_delta));
     exchange.Header("X-Compute-Seconds", Printf("%.6f", r.compute_seconds));
+    exchange.Header("X-N-Steps", std::to_string(r.n_steps));
+    if (!r.tolerance_met) exchange.Header("X-Tolerance-Met", "false");
     const std::string stem = SafeStem(g.names.front());
     exchange.Header("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
                                                "attribution" + format.extension + "\"");
@@ -384,6 +388,7 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
     job.request.method = parsed->method;
     job.request.format = negotiated->format->name;
     job.request.heatmap = parsed->heatmap;
+    job.request.paths = parsed->paths;
     job.request.height = input.image.height;
     job.request.width = input.image.width;
     job.request.channels = input.image.channels;

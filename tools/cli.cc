@@ -1,8 +1,29 @@
 #include "tools/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 
+#include "common/attributions.h"
+
 namespace intgrads {
+
+const char kPathFlagsHelp[] =
+    "  --baseline K         zero (default, the original), black, white, blur, uniform, image\n"
+    "  --baseline-image P   the baseline for --baseline image (PNG or JPEG)\n"
+    "  --blur-sigma S       blur: Gaussian sigma in pixels at the model's input size (default 4)\n"
+    "  --baseline-count N   uniform: baselines averaged (default 1; n_steps passes each)\n"
+    "  --smoothgrad-samples N  SmoothGrad over IG: noisy inputs averaged (default 0: off; n_steps passes each)\n"
+    "  --smoothgrad-sigma S the noise's sd as a share of the input's range (default 0.15)\n"
+    "  --seed N             seeds the uniform baselines and the noise (default 0)\n"
+    "  --tolerance T        adaptive Gauss-Legendre steps until |delta| <= T |f(x) - f(baseline)|\n";
+
+std::string PathFlagParameter(const std::string& flag) {
+  if (flag.rfind("--", 0) != 0) return {};
+  std::string name = flag.substr(2);
+  std::replace(name.begin(), name.end(), '-', '_');
+  const auto& names = PathParameters();
+  return std::find(names.begin(), names.end(), name) != names.end() ? name : std::string();
+}
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "intgrads-images: %s\n", message.c_str());

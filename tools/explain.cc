@@ -36,7 +36,8 @@ const char kExplainHelp[] =
     "  --heatmap H        png only: signed (default) or absolute\n"
     "  --model NAME       when the service serves several models\n"
     "  --token TOKEN      for a service started with --token (default: $INTGRADS_TOKEN)\n"
-    "  --timeout S        seconds to wait for each image (default 600)\n";
+    "  --timeout S        seconds to wait for each image (default 600)\n"
+    "the options beyond the original (docs/API.md):\n";
 
 bool IsImageFile(const fs::path& path) {
   std::string ext = path.extension().string();
@@ -101,10 +102,11 @@ int RunExplain(const std::vector<std::string>& args) {
   std::string server = env_server != nullptr ? env_server : "http://localhost:8888";
   if (env_token != nullptr) token = env_token;
   int timeout = 600;
+  std::string path_query, baseline_image_path;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::printf("%s", kExplainHelp);
+      std::printf("%s%s", kExplainHelp, kPathFlagsHelp);
       return 0;
     }
     if (a.rfind("--", 0) != 0) {
@@ -113,7 +115,13 @@ int RunExplain(const std::vector<std::string>& args) {
     }
     if (i + 1 >= args.size()) return Fail("explain: " + a + " needs a value (see --help)");
     const std::string& v = args[++i];
-    if (a == "--out")
+    if (const std::string name = PathFlagParameter(a); !name.empty()) {
+      path_query += "&" + name + "=" + UrlEncode(v);
+      continue;
+    }
+    if (a == "--baseline-image")
+      baseline_image_path = v;
+    else if (a == "--out")
       out_dir = v;
     else if (a == "--target")
       target = v;
@@ -150,6 +158,13 @@ int RunExplain(const std::vector<std::string>& args) {
   if (!n_steps.empty()) query += "&n_steps=" + UrlEncode(n_steps);
   if (!method.empty()) query += "&method=" + UrlEncode(method);
   if (!heatmap.empty()) query += "&heatmap=" + UrlEncode(heatmap);
+  query += path_query;
+  std::string baseline_image;
+  if (!baseline_image_path.empty()) {
+    auto bytes = ReadWholeFile(baseline_image_path);
+    if (!bytes.ok()) return Fail("explain: --baseline-image: " + bytes.status().message());
+    baseline_image = std::move(bytes).value();
+  }
 
   std::vector<Row> rows;
   int failures = 0;
@@ -161,14 +176,31 @@ int RunExplain(const std::vector<std::string>& args) {
     auto bytes = ReadWholeFile(file.string());
     StatusOr<HttpAnswer> answer = bytes.ok() ? StatusOr<HttpAnswer>(HttpAnswer{}) : bytes.status();
     if (bytes.ok()) {
-      std::vector<std::pair<std::string, std::string>> headers = {{"Content-Type", "application/octet-stream"},
-                                                                  {"Accept", payload->content_type}};
+      // A multipart upload: the image, and the baseline image when there is one.
+      const std::string boundary = "intgrads-explain-7d1f3a9c";
+      std::string form;
+      auto part = [&](const std::string& name, const std::string& filename, const std::string& data) {
+        for (const std::string& piece :
+             {std::string("--"), boundary, std::string("\r\nContent-Disposition: form-data; name=\""), name,
+              std::string("\"; filename=\""), filename,
+              std::string("\"\r\nContent-Type: application/octet-stream\r\n\r\n")}) {
+          form += piece;
+        }
+        form += data;
+        form += "\r\n";
+      };
+      std::string filename = file.filename().string();
+      std::replace(filename.begin(), filename.end(), '"', '_');
+      part("image", filename, *bytes);
+      if (!baseline_image.empty()) part("baseline_image", "baseline", baseline_image);
+      form += "--" + boundary + "--\r\n";
+      std::vector<std::pair<std::string, std::string>> headers = {
+          {"Content-Type", "multipart/form-data; boundary=" + boundary}, {"Accept", payload->content_type}};
       if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
       std::string url = server;
       url += route;
       url += query;
-      url += "&name=" + UrlEncode(file.filename().string());
-      answer = HttpRequest("POST", url, headers, *bytes, timeout);
+      answer = HttpRequest("POST", url, headers, form, timeout);
     }
     if (!answer.ok()) {
       row.output = "error: " + answer.status().message();

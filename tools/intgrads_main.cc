@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/attributions.h"
 #include "common/file.h"
 #include "common/image.h"
 #include "common/request.h"
@@ -32,7 +33,8 @@ const char kAttributeHelp[] =
     "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
     "--method override its fields.\n\n"
     "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
-    "  riemann_middle, riemann_trapezoid, scan), --chunk-size N, --threads N, --gzip-level N\n";
+    "  riemann_middle, riemann_trapezoid, scan), --chunk-size N, --threads N, --gzip-level N\n"
+    "the options beyond the original (docs/API.md):\n";
 
 int RunAttribute(const std::vector<std::string>& args) {
   ModelFlags model_flags;
@@ -40,11 +42,19 @@ int RunAttribute(const std::vector<std::string>& args) {
   std::string input_path, output_path;
   int n_steps = 0;
   std::string method;
+  PathRequest paths;
+  std::string baseline_image;
   auto handle = [&](const std::string& a, size_t* i) -> Status {
     if (*i + 1 >= args.size()) return InvalidError("attribute: unknown flag or missing value: " + a);
     const std::string& v = args[++*i];
+    if (const std::string name = PathFlagParameter(a); !name.empty()) {
+      auto set = SetPathOption(name, v, &paths);
+      return set.ok() ? Status::Ok() : InvalidError("attribute: --" + set.status().message());
+    }
     try {
-      if (a == "--input")
+      if (a == "--baseline-image")
+        baseline_image = v;
+      else if (a == "--input")
         input_path = v;
       else if (a == "--output")
         output_path = v;
@@ -65,8 +75,14 @@ int RunAttribute(const std::vector<std::string>& args) {
     }
     return Status::Ok();
   };
-  if (auto exit = WalkFlags(args, kAttributeHelp, &model_flags, handle)) return *exit;
+  const std::string help = std::string(kAttributeHelp) + kPathFlagsHelp;
+  if (auto exit = WalkFlags(args, help.c_str(), &model_flags, handle)) return *exit;
   if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
+  if (!baseline_image.empty()) {
+    auto image = ReadImageFile(baseline_image);
+    if (!image.ok()) return Fail("attribute: --baseline-image: " + image.status().message());
+    paths.baseline_image = std::move(image).value();
+  }
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);
   if (!model.ok()) return Fail(model.status().message());
@@ -82,6 +98,7 @@ int RunAttribute(const std::vector<std::string>& args) {
   job.width = request->image.width;
   job.channels = request->image.channels;
   job.pixels.assign(request->image.pixels.begin(), request->image.pixels.end());
+  job.paths = paths;
   const auto started = std::chrono::steady_clock::now();
   JobReply reply = ComputeReply(**model, device, job, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -90,7 +107,7 @@ int RunAttribute(const std::vector<std::string>& args) {
   out.write(reply.payload.data(), static_cast<std::streamsize>(reply.payload.size()));
   if (!out) return Fail("attribute: cannot write " + output_path);
   std::printf("wrote %s: target %d (%s), n_steps %d, %s, convergence delta %.6g, %.3f s\n", output_path.c_str(),
-              job.target, (*model)->info().classes[static_cast<size_t>(job.target)].c_str(), job.n_steps,
+              job.target, (*model)->info().classes[static_cast<size_t>(job.target)].c_str(), reply.n_steps,
               job.method.c_str(), reply.convergence_delta, seconds);
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "common/request.h"
 #include "common/torch_file.h"
@@ -132,7 +133,8 @@ PathSchedule PlanFromScan(const std::vector<double>& alphas, const std::vector<d
 }
 
 StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,
-                                    const std::string& method, int n_steps, const EngineOptions& options) {
+                                    const std::string& method, int n_steps, const EngineOptions& options,
+                                    const torch::Tensor& baseline) {
   if (method != "scan") return MakeSchedule(method, n_steps);
   if (n_steps < 1) return InvalidError("n_steps must be at least 1");
   const std::vector<double> alphas = ScanAlphas(kScanPoints);
@@ -143,8 +145,10 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
   const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t last = std::min(n, first + chunk);
-    // The zero baseline: the path point is a * input.
-    torch::Tensor points = (a.slice(0, first, last) * input).to(model.dtype());
+    // From the zero baseline the path point is a * input.
+    torch::Tensor points =
+        baseline.defined() ? baseline + a.slice(0, first, last) * (input - baseline) : a.slice(0, first, last) * input;
+    points = points.to(model.dtype());
     f.slice(0, first, last).copy_(model.Forward(points).select(1, target).to(torch::kCPU));
   }
   PathSchedule schedule =
@@ -160,55 +164,202 @@ bool IsIncomplete(const Attribution& attribution, double fraction) {
 
 Attribution Attribute(const Classifier& model, const torch::Tensor& input, int target, const PathSchedule& schedule,
                       const EngineOptions& options) {
+  return AttributePaths(model, input, {{input, torch::zeros_like(input)}}, target, schedule, options);
+}
+
+Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
+                           int target, const PathSchedule& schedule, const EngineOptions& options) {
   const auto n = static_cast<int64_t>(schedule.alphas.size());
+  const auto count = static_cast<int64_t>(paths.size());
   const torch::ScalarType compute = model.dtype();
   Attribution result;
-  torch::Tensor baseline = torch::zeros_like(input);
+  result.n_steps = static_cast<int>(n);
+  std::vector<torch::Tensor> starts, ends;
+  for (const Path& p : paths) {
+    ends.push_back(p.input);
+    starts.push_back(p.baseline);
+  }
+  const torch::Tensor inputs = torch::cat(ends);       // P x 3 x S x S
+  const torch::Tensor baselines = torch::cat(starts);  // P x 3 x S x S
   {
+    // One forward pass over f(input), the paths' ends (unless one is `input`
+    // itself) and their starts.
     torch::NoGradGuard no_grad;
-    torch::Tensor ends = model.Forward(torch::cat({input, baseline}).to(compute)).to(input.scalar_type());
-    result.logits = ends.slice(0, 0, 1).to(torch::kCPU).contiguous();  // f(x); ends[1]: f(baseline)
+    std::vector<torch::Tensor> rows = {input};
+    std::vector<int64_t> end_row;
+    for (const Path& p : paths) {
+      end_row.push_back(p.input.is_same(input) ? 0 : static_cast<int64_t>(rows.size()));
+      if (!p.input.is_same(input)) rows.push_back(p.input);
+    }
+    const auto first_start = static_cast<int64_t>(rows.size());
+    rows.push_back(baselines);
+    torch::Tensor f = model.Forward(torch::cat(rows).to(compute)).to(input.scalar_type());
+    result.logits = f.slice(0, 0, 1).to(torch::kCPU).contiguous();
     if (target < 0) target = static_cast<int>(result.logits.argmax(1).item<int64_t>());
     result.target = target;
-    result.target_logit = ends[0][target].item<double>();
-    result.baseline_logit = ends[1][target].item<double>();
+    for (int64_t p = 0; p < count; ++p) {
+      result.target_logit += f[end_row[static_cast<size_t>(p)]][target].item<double>() / static_cast<double>(count);
+      result.baseline_logit += f[first_start + p][target].item<double>() / static_cast<double>(count);
+    }
   }
   // Path points in the input's dtype (float32 as Captum forms them):
-  // baseline + alpha * (x - baseline).
+  // baseline + alpha * (x - baseline), path by path.
   const torch::Tensor alphas64 = torch::tensor(schedule.alphas, torch::kFloat64);
-  torch::Tensor alphas = alphas64.to(input.options()).view({n, 1, 1, 1});
-  torch::Tensor path_points = baseline + alphas * (input - baseline);
+  torch::Tensor alphas = alphas64.to(input.options()).view({1, n, 1, 1, 1});
+  const torch::Tensor differences = inputs - baselines;
+  torch::Tensor path_points = (baselines.unsqueeze(1) + alphas * differences.unsqueeze(1)).flatten(0, 1);
   torch::Tensor gradients = torch::empty_like(path_points);
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
-  const int64_t chunk = options.chunk_size > 0 ? options.chunk_size : n;
-  for (int64_t first = 0; first < n; first += chunk) {
-    const int64_t count = std::min(chunk, n - first);
-    torch::Tensor points = path_points.slice(0, first, first + count).to(compute).detach().requires_grad_(true);
+  const int64_t rows = count * n;
+  const int64_t chunk =
+      options.chunk_size > 0 ? options.chunk_size : (input.is_cuda() ? rows : std::min(rows, kCpuChunk));
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t size = std::min(chunk, rows - first);
+    torch::Tensor points = path_points.slice(0, first, first + size).to(compute).detach().requires_grad_(true);
     torch::Tensor logits = model.Forward(points);
     torch::Tensor objective = logits.select(1, target).sum();
-    gradients.slice(0, first, first + count).copy_(torch::autograd::grad({objective}, {points})[0]);
+    gradients.slice(0, first, first + size).copy_(torch::autograd::grad({objective}, {points})[0]);
   }
-  const torch::Tensor steps64 = torch::tensor(schedule.step_sizes, torch::kFloat64).view({n, 1});
-  result.step_sizes = steps64.to(torch::kFloat32);
+  const torch::Tensor steps64 = torch::tensor(schedule.step_sizes, torch::kFloat64).view({1, n, 1});
   torch::Tensor steps = steps64.to(input.options());
-  torch::Tensor total = (gradients.reshape({n, -1}) * steps).reshape(gradients.sizes()).sum(0, true);
-  result.integrated_grads = (total * (input - baseline)).to(torch::kCPU);
+  // Per path: (x_p - b_p) * sum_k s_k grad_{p,k}; IG: their mean.
+  torch::Tensor totals = (gradients.reshape({count, n, -1}) * steps).sum(1).reshape(differences.sizes());
+  torch::Tensor per_path = totals * differences;
+  result.integrated_grads = (count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
+  result.step_sizes =
+      (steps64.expand({count, n, 1}).reshape({count * n, 1}) / static_cast<double>(count)).to(torch::kFloat32);
   result.path_gradients = gradients.to(torch::kCPU);
   result.path_points = path_points.to(torch::kCPU);
+  result.path_inputs = inputs.to(torch::kCPU);
+  result.baselines = baselines.to(torch::kCPU);
   result.convergence_delta =
       result.integrated_grads.sum().item<double>() - (result.target_logit - result.baseline_logit);
   return result;
 }
 
-std::string EncodeAttribution(const Attribution& a) {
-  return TorchSaveDict({
+Attribution AttributeToTolerance(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
+                                 int target, double tolerance, int max_n_steps, const EngineOptions& options, bool* met,
+                                 int* points_spent) {
+  *points_spent = 0;
+  for (int n = std::min(8, max_n_steps);; n = std::min(2 * n, max_n_steps)) {
+    Attribution a = AttributePaths(model, input, paths, target, *MakeSchedule("gausslegendre", n), options);
+    *points_spent += n * static_cast<int>(paths.size());
+    *met = !IsIncomplete(a, tolerance);
+    if (*met || n >= max_n_steps) return a;
+    target = a.target;  // a predicted target stays the one first read
+  }
+}
+
+const std::vector<std::string>& BaselineKinds() {
+  static const std::vector<std::string> kinds = {"zero", "black", "white", "blur", "uniform", "image"};
+  return kinds;
+}
+
+namespace {
+
+// The normalized value of a constant pixel value (0..1) in every channel.
+torch::Tensor Constant(const torch::Tensor& like, const ModelInfo& info, double unit) {
+  torch::Tensor out = torch::empty_like(like);
+  for (int c = 0; c < 3; ++c) {
+    out.select(1, c).fill_((unit - info.normalization.mean[static_cast<size_t>(c)]) /
+                           info.normalization.std[static_cast<size_t>(c)]);
+  }
+  return out;
+}
+
+// A Gaussian blur with reflected edges, channel by channel. In the normalized
+// space it equals normalizing the blurred image (the kernel sums to 1).
+torch::Tensor Blur(const torch::Tensor& input, double sigma) {
+  const int64_t side = input.size(3);
+  const auto radius = std::min<int64_t>(side - 1, static_cast<int64_t>(std::ceil(3.0 * sigma)));
+  std::vector<double> weights;
+  for (int64_t i = -radius; i <= radius; ++i) weights.push_back(std::exp(-0.5 * i * i / (sigma * sigma)));
+  torch::Tensor kernel = torch::tensor(weights, torch::kFloat64).to(input.options());
+  kernel = kernel / kernel.sum();
+  const int64_t size = kernel.size(0);
+  namespace F = torch::nn::functional;
+  torch::Tensor x = F::pad(input, F::PadFuncOptions({radius, radius, radius, radius}).mode(torch::kReflect));
+  x = F::conv2d(x, kernel.view({1, 1, 1, size}).repeat({3, 1, 1, 1}), F::Conv2dFuncOptions().groups(3));
+  return F::conv2d(x, kernel.view({1, 1, size, 1}).repeat({3, 1, 1, 1}), F::Conv2dFuncOptions().groups(3));
+}
+
+// A tensor like `like` filled from `draw` (in the order of its elements).
+template <typename Draw>
+torch::Tensor Drawn(const torch::Tensor& like, Draw draw) {
+  std::vector<double> values(static_cast<size_t>(like.numel()));
+  for (double& v : values) v = draw();
+  return torch::tensor(values, torch::kFloat64).view(like.sizes()).to(like.options());
+}
+
+}  // namespace
+
+StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInfo& info, const PathOptions& options) {
+  std::mt19937_64 random(options.seed);
+  std::vector<torch::Tensor> baselines;
+  const std::string& kind = options.baseline;
+  if (options.baseline_count < 1) return InvalidError("baseline_count: must be at least 1");
+  if (options.baseline_count > 1 && kind != "uniform") {
+    return InvalidError("baseline_count: only uniform baselines are drawn several times (the others are fixed)");
+  }
+  if (kind == "zero") {
+    baselines.push_back(torch::zeros_like(input));
+  } else if (kind == "black" || kind == "white") {
+    baselines.push_back(Constant(input, info, kind == "black" ? 0.0 : 1.0));
+  } else if (kind == "blur") {
+    if (!(options.blur_sigma > 0.0 && options.blur_sigma <= 1000.0)) {
+      return InvalidError("blur_sigma: expected a number of pixels in (0, 1000]");
+    }
+    baselines.push_back(Blur(input, options.blur_sigma));
+  } else if (kind == "uniform") {
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    const torch::Tensor black = Constant(input, info, 0.0);
+    const torch::Tensor scale = Constant(input, info, 1.0) - black;  // 1 / std per channel
+    for (int i = 0; i < options.baseline_count; ++i) {
+      baselines.push_back(black + scale * Drawn(input, [&] { return unit(random); }));
+    }
+  } else if (kind == "image") {
+    if (!options.baseline_image.defined() || options.baseline_image.sizes() != input.sizes()) {
+      return InvalidError("baseline: 'image' needs a baseline image (baseline_image)");
+    }
+    baselines.push_back(options.baseline_image.to(input.options()));
+  } else {
+    std::string kinds;
+    for (const auto& k : BaselineKinds()) kinds += (kinds.empty() ? "" : ", ") + k;
+    return InvalidError("baseline: '" + kind.substr(0, 32) + "' is not one of " + kinds);
+  }
+  std::vector<torch::Tensor> inputs = {input};
+  if (options.smoothgrad_samples > 0) {
+    if (!(options.smoothgrad_sigma > 0.0 && options.smoothgrad_sigma <= 10.0)) {
+      return InvalidError("smoothgrad_sigma: expected a number in (0, 10] (a share of the input's range)");
+    }
+    const double sd = options.smoothgrad_sigma * (input.max().item<double>() - input.min().item<double>());
+    std::normal_distribution<double> noise(0.0, sd);
+    inputs.clear();
+    for (int i = 0; i < options.smoothgrad_samples; ++i) {
+      inputs.push_back(input + Drawn(input, [&] { return noise(random); }));
+    }
+  }
+  std::vector<Path> paths;
+  for (const torch::Tensor& x : inputs) {
+    for (const torch::Tensor& b : baselines) paths.push_back({x, b});
+  }
+  return paths;
+}
+
+std::string EncodeAttribution(const Attribution& a, bool original) {
+  std::vector<SavedEntry> entries = {
       {"integrated_grads", a.integrated_grads, 0},
       {"integrated_directional_grads", a.path_gradients, 0},
       {"step_sizes", a.step_sizes, 0},
       {"intermediates", a.path_points, 0},
       {"output", a.logits, 0},
       {"target_class", {}, a.target},
-  });
+  };
+  if (!original) {
+    entries.push_back({"path_inputs", a.path_inputs, 0});
+    entries.push_back({"path_baselines", a.baselines, 0});
+  }
+  return TorchSaveDict(entries);
 }
 
 Image ModelInputImage(const Image& image, const ModelInfo& info) {

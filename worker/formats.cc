@@ -161,6 +161,10 @@ std::string EncodeNpz(const Explanation& e) {
   zip.Add("intermediates.npy", NpyOf(a.path_points));
   zip.Add("output.npy", NpyOf(a.logits));
   zip.Add("input.npy", NpyOf(*e.input));
+  if (a.path_inputs.defined() && (a.path_inputs.size(0) > 1 || a.baselines.abs().max().item<double>() != 0.0)) {
+    zip.Add("path_inputs.npy", NpyOf(a.path_inputs));
+    zip.Add("path_baselines.npy", NpyOf(a.baselines));
+  }
   const int64_t target = a.target;
   zip.Add("target_class.npy", Npy("<i8", {}, &target, sizeof(target)));
   zip.Add("probabilities.npy", Npy("<f8", {static_cast<int64_t>(e.probabilities.size())}, e.probabilities.data(),
@@ -189,7 +193,10 @@ std::string EncodeJson(const Explanation& e) {
         {"step_sizes", &a.step_sizes},
         {"intermediates", &a.path_points},
         {"output", &a.logits},
-        {"input", e.input}}) {
+        {"input", e.input},
+        {"path_inputs", &a.path_inputs},
+        {"path_baselines", &a.baselines}}) {
+    if (!tensor->defined()) continue;
     out += ",\"";
     out += name;
     out += "\":";

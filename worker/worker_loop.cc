@@ -62,6 +62,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
   if (valid.ok() && request.heatmap != "signed" && request.heatmap != "absolute") {
     valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
   }
+  if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
   if (valid.ok() && request.target != kPredictedTarget && (request.target < 0 || request.target >= num_classes)) {
     valid = InvalidError("target_class: index " + std::to_string(request.target) + " is outside 0.." +
                          std::to_string(num_classes - 1));
@@ -86,18 +87,44 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
       torch::NoGradGuard no_grad;
       target = static_cast<int>(model.Forward(input.to(model.dtype())).argmax(1).item<int64_t>());
     }
-    auto schedule = PlanSchedule(model, input, target, request.method, request.n_steps, options.engine);
-    if (!schedule.ok()) {
+    const PathRequest& wanted = request.paths;
+    PathOptions path_options;
+    path_options.baseline = wanted.baseline;
+    path_options.blur_sigma = wanted.blur_sigma;
+    path_options.baseline_count = wanted.baseline_count;
+    path_options.smoothgrad_samples = wanted.smoothgrad_samples;
+    path_options.smoothgrad_sigma = wanted.smoothgrad_sigma;
+    path_options.seed = static_cast<uint64_t>(wanted.seed);
+    if (!wanted.baseline_image.pixels.empty()) {
+      path_options.baseline_image =
+          NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
+    }
+    auto paths = MakePaths(input, model.info(), path_options);
+    StatusOr<PathSchedule> schedule = PathSchedule();
+    if (paths.ok() && wanted.tolerance <= 0.0) {
+      schedule =
+          PlanSchedule(model, input, target, request.method, request.n_steps, options.engine, paths->front().baseline);
+    }
+    if (!paths.ok() || !schedule.ok()) {
       reply.status = 422;
-      reply.error = schedule.status().message();
+      reply.error = (!paths.ok() ? paths.status() : schedule.status()).message();
       return reply;
     }
-    Attribution attribution = Attribute(model, input, target, *schedule, options.engine);
-    Explanation explanation{&attribution,   &input,         &model.info().classes, Probabilities(attribution.logits),
-                            request.method, request.n_steps};
+    Attribution attribution;
+    if (wanted.tolerance > 0.0) {
+      int spent = 0;
+      attribution = AttributeToTolerance(model, input, *paths, target, wanted.tolerance, options.limits.max_n_steps,
+                                         options.engine, &reply.tolerance_met, &spent);
+    } else {
+      attribution = AttributePaths(model, input, *paths, target, *schedule, options.engine);
+    }
+    reply.n_steps = attribution.n_steps;
+    Explanation explanation{&attribution,          &input,
+                            &model.info().classes, Probabilities(attribution.logits),
+                            request.method,        attribution.n_steps};
     StatusOr<std::string> payload = std::string();
     if (format->name == "gzip") {
-      payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+      payload = GzipCompress(EncodeAttribution(attribution, IsOriginalPath(wanted)), options.gzip_level);
     } else if (format->name == "npz") {
       payload = EncodeNpz(explanation);
     } else if (format->name == "json") {
@@ -119,7 +146,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
                    static_cast<unsigned long long>(request.id), attribution.convergence_delta,
                    100.0 * std::fabs(attribution.convergence_delta) /
                        std::fabs(attribution.target_logit - attribution.baseline_logit),
-                   attribution.target_logit - attribution.baseline_logit, request.method.c_str(), request.n_steps);
+                   attribution.target_logit - attribution.baseline_logit, request.method.c_str(), attribution.n_steps);
     }
   } catch (const std::bad_alloc&) {
     reply.status = 503;
@@ -166,7 +193,8 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
       reply.compute_seconds = seconds;
       std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s\n",
-                   static_cast<unsigned long long>(job.id), reply.status, job.n_steps, job.method.c_str(), seconds);
+                   static_cast<unsigned long long>(job.id), reply.status,
+                   reply.n_steps > 0 ? reply.n_steps : job.n_steps, job.method.c_str(), seconds);
       Send(results_out, EncodeReply(reply));
       std::lock_guard<std::mutex> lock(mutex);
       busy = false;

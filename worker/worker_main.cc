@@ -29,9 +29,10 @@ void PrintHelp() {
       "  --name NAME              the model name requests use (default 'default')\n"
       "  --token TOKEN            the deployment's token, presented when joining (default: $INTGRADS_TOKEN)\n"
       "  --threads N              intra-op CPU threads (default: all cores)\n"
-      "  --chunk-size N           path points per forward/backward batch (default 0: all)\n"
+      "  --chunk-size N           path points per forward/backward batch (default 0: all on a GPU, 64 on a CPU)\n"
       "  --gzip-level N           response compression 0..9 (default 1)\n"
       "  --max-n-steps N          largest n_steps accepted (default 1024)\n"
+      "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
       "  --heartbeat-ms N         heartbeat interval (default 1000)\n"
       "  --help                   this text\n",
       intgrads::ModelFlagsHelp());
@@ -76,6 +77,8 @@ int main(int argc, char** argv) {
         options.gzip_level = std::stoi(v);
       else if (a == "--max-n-steps")
         options.limits.max_n_steps = std::stoi(v);
+      else if (a == "--max-paths")
+        options.limits.max_paths = std::stoi(v);
       else if (a == "--heartbeat-ms")
         options.heartbeat_ms = std::max(10, std::stoi(v));
       else {

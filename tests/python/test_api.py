@@ -189,6 +189,90 @@ class Shapes(unittest.TestCase):
             self.assertIn(words, json.loads(body)["error"])
 
 
+def rebuilt_ig(arrays):
+    """IG from the per-step fields: the sum over rows of step x gradient x (x_p - b_p)."""
+    paths = arrays["path_inputs"].shape[0] if "path_inputs" in arrays else 1
+    rows = arrays["integrated_directional_grads"].shape[0]
+    n = rows // paths
+    total = np.zeros(arrays["integrated_grads"].shape[1:], np.float64)
+    for r in range(rows):
+        p = r // n
+        difference = (arrays["path_inputs"][p] - arrays["path_baselines"][p]) if paths > 1 or "path_inputs" in arrays \
+            else arrays["input"][0]
+        total += float(arrays["step_sizes"][r, 0]) * arrays["integrated_directional_grads"][r] * difference
+    return total[None]
+
+
+class Options(unittest.TestCase):
+    """The options beyond the original through the service (their mathematics:
+    tests/worker/engine_test.cc, Paths.*)."""
+
+    def attribute(self, query, body=None, content_type="image/png"):
+        status, headers, answer = post(body=body or png(picture(20)), content_type=content_type,
+                                       query=f"?target=cat&n_steps={STEPS}&format=npz&" + query)
+        self.assertEqual(status, 200, answer[:300])
+        return headers, npz(answer)
+
+    def test_black_baseline(self):
+        headers, arrays = self.attribute("baseline=black")
+        info = json.loads(http("GET", GATEWAY.url + "/v1/model")[2])
+        black = (0 - np.array(info["normalization"]["mean"])) / np.array(info["normalization"]["std"])
+        np.testing.assert_allclose(arrays["path_baselines"][0, :, 5, 7], black, rtol=1e-5)
+        np.testing.assert_allclose(arrays["intermediates"][0], arrays["path_baselines"][0] + (
+            arrays["path_inputs"][0] - arrays["path_baselines"][0]) * (arrays["intermediates"][0] - arrays[
+                "path_baselines"][0]).sum() / (arrays["path_inputs"][0] - arrays["path_baselines"][0]).sum(),
+            rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(rebuilt_ig(arrays), arrays["integrated_grads"], rtol=1e-4, atol=1e-6)
+        # The gzip dict carries the same paths for torch.load.
+        status, _, body = post(body=png(picture(20)), query=f"?target=cat&n_steps={STEPS}&baseline=black")
+        d = torch.load(io.BytesIO(gzip.decompress(body)), weights_only=True)
+        np.testing.assert_array_equal(d["path_baselines"].numpy(), arrays["path_baselines"])
+
+    def test_smoothgrad_is_seeded_and_rebuilds(self):
+        _, arrays = self.attribute("smoothgrad_samples=3&smoothgrad_sigma=0.1&seed=4")
+        self.assertEqual(arrays["integrated_directional_grads"].shape, (3 * int(STEPS), 3, 32, 32))
+        self.assertEqual(arrays["path_inputs"].shape, (3, 3, 32, 32))
+        self.assertAlmostEqual(float(arrays["step_sizes"].sum()), 1.0, places=5)
+        np.testing.assert_allclose(rebuilt_ig(arrays), arrays["integrated_grads"], rtol=1e-4, atol=1e-6)
+        _, again = self.attribute("smoothgrad_samples=3&smoothgrad_sigma=0.1&seed=4")
+        np.testing.assert_array_equal(again["integrated_grads"], arrays["integrated_grads"])
+        _, other = self.attribute("smoothgrad_samples=3&smoothgrad_sigma=0.1&seed=5")
+        self.assertFalse(np.array_equal(other["integrated_grads"], arrays["integrated_grads"]))
+
+    def test_adaptive_steps_report_what_they_used(self):
+        headers, arrays = self.attribute("tolerance=0.05")
+        used = int(headers["X-N-Steps"])
+        self.assertIn(used, (8, 16, 32, 64, 128, 256, 512, 1024))
+        self.assertEqual(arrays["integrated_directional_grads"].shape[0], used)
+        gap = float(arrays["convergence_delta"])
+        change = float(arrays["integrated_grads"].sum()) - gap
+        if "X-Tolerance-Met" not in headers:
+            self.assertLessEqual(abs(gap), 0.05 * abs(change) + 1e-6)
+
+    def test_image_baseline_from_a_multipart_part(self):
+        content_type, body = multipart([("image", "a.png", png(picture(21))),
+                                        ("baseline_image", "b.png", png(np.full((8, 8, 3), 200, np.uint8))),
+                                        ("baseline", None, b"image"), ("target", None, b"cat"),
+                                        ("n_steps", None, STEPS.encode()), ("format", None, b"npz")])
+        status, _, answer = post(body=body, content_type=content_type)
+        self.assertEqual(status, 200, answer[:300])
+        arrays = npz(answer)
+        info = json.loads(http("GET", GATEWAY.url + "/v1/model")[2])
+        grey = (200 / 255 - np.array(info["normalization"]["mean"])) / np.array(info["normalization"]["std"])
+        np.testing.assert_allclose(arrays["path_baselines"][0, :, 3, 3], grey, rtol=1e-5)
+
+    def test_option_mistakes(self):
+        cases = [("baseline=grey", 422, "baseline"), ("baseline=image", 422, "baseline_image"),
+                 ("baseline=zero&baseline_count=3", 422, "baseline_count"),
+                 ("smoothgrad_samples=100", 413, "--max-paths"), ("tolerance=2", 422, "tolerance"),
+                 ("tolerance=0.1&method=riemann_left", 422, "Gauss-Legendre"),
+                 ("smoothgrad_samples=2&method=scan", 422, "scan"), ("blur_sigma=-1", 422, "blur_sigma")]
+        for query, expected, words in cases:
+            status, _, body = post(body=png(picture(1)), query="?" + query)
+            self.assertEqual(status, expected, f"{query}: {body[:200]}")
+            self.assertIn(words, json.loads(body)["error"], query)
+
+
 class Describe(unittest.TestCase):
     def test_model_info(self):
         status, _, body = http("GET", GATEWAY.url + "/v1/model")
@@ -249,12 +333,14 @@ class CommandLineClient(unittest.TestCase):
                 f.write(b"not an image")
             out = os.path.join(tmp, "out")
             run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", folder, "--out", out,
-                                  "--server", GATEWAY.url, "--target", "cat", "--n-steps", STEPS, "--format", "npz"],
+                                  "--server", GATEWAY.url, "--target", "cat", "--n-steps", STEPS, "--format", "npz",
+                                  "--baseline", "blur", "--blur-sigma", "2"],
                                  capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 1, run.stderr)  # c.png failed
             self.assertEqual(sorted(os.listdir(out)), ["a.npz", "b.npz"])
             arrays = npz(open(os.path.join(out, "a.npz"), "rb").read())
             self.assertEqual(int(arrays["target_class"]), 3)
+            self.assertIn("path_baselines", arrays)  # the blur baseline went along
             table = run.stdout.splitlines()
             self.assertTrue(table[0].split()[:4] == ["image", "target", "predicted", "probability"], table[0])
             row_a = next(line for line in table if "a.png" in line).split()

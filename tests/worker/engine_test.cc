@@ -18,6 +18,7 @@ namespace {
 // f(x) = sum(w * x) + sum(v * x^2): its IG from a zero baseline is exact.
 class Quadratic final : public Classifier {
  public:
+  using Classifier::info_;
   Quadratic() {
     w_ = torch::linspace(-1, 1, 3 * 4 * 4).view({1, 3, 4, 4});
     v_ = torch::linspace(0.5, -0.5, 3 * 4 * 4).view({1, 3, 4, 4});
@@ -282,6 +283,133 @@ TEST(Engine, Bfloat16PassesStayCloseToFloat32) {
   ASSERT_TRUE(flagged.ok());
   EXPECT_EQ((*flagged)->dtype(), torch::kBFloat16);
   EXPECT_EQ((*LoadFlaggedModel(ModelFlags{}, &device))->dtype(), torch::kFloat32);
+}
+
+// IG from any baseline: a linear function's is (x - b) * w exactly; the
+// quadratic one's is (x - b) * (v (x + b)) (its gradient 2 v z averaged along
+// the path), exact under Gauss-Legendre with 2 or more points.
+TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
+  Quadratic model;
+  model.info_.normalization = {{0.5F, 0.4F, 0.3F}, {0.25F, 0.2F, 0.5F}};
+  const torch::Tensor x = torch::linspace(-1.5, 2.0, 48).view({1, 3, 4, 4});
+  const auto schedule = *MakeSchedule("gausslegendre", 4);
+  for (const std::string& kind : BaselineKinds()) {
+    PathOptions options;
+    options.baseline = kind;
+    options.baseline_count = kind == "uniform" ? 3 : 1;
+    options.baseline_image = torch::full({1, 3, 4, 4}, 0.7);
+    options.blur_sigma = 1.0;
+    auto paths = MakePaths(x, model.info(), options);
+    ASSERT_TRUE(paths.ok()) << kind << ": " << paths.status().message();
+    ASSERT_EQ(paths->size(), kind == "uniform" ? 3U : 1U) << kind;
+    const Attribution a = AttributePaths(model, x, *paths, 1, schedule, {});
+    torch::Tensor expected = torch::zeros_like(x);
+    for (const Path& p : *paths) expected += (x - p.baseline) * model.v_ * (x + p.baseline);
+    expected /= static_cast<double>(paths->size());
+    EXPECT_TRUE(torch::allclose(a.integrated_grads, expected, 1e-5, 1e-5)) << kind;
+    EXPECT_NEAR(a.convergence_delta, 0.0, 1e-4) << kind;
+    // The per-step fields rebuild IG: sum over rows of step x grad x (x_p - b_p).
+    const auto rows = static_cast<int64_t>(paths->size()) * 4;
+    ASSERT_EQ(a.path_gradients.size(0), rows);
+    torch::Tensor rebuilt = torch::zeros_like(x);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t p = r / 4;
+      rebuilt += a.step_sizes[r].item<float>() * a.path_gradients[r] * (a.path_inputs[p] - a.baselines[p]);
+    }
+    EXPECT_TRUE(torch::allclose(rebuilt, a.integrated_grads, 1e-5, 1e-5)) << kind;
+  }
+  // What each kind is, in the normalized space.
+  PathOptions black;
+  black.baseline = "black";
+  const torch::Tensor b = MakePaths(x, model.info(), black)->front().baseline;
+  EXPECT_FLOAT_EQ(b[0][1][2][3].item<float>(), (0.0F - 0.4F) / 0.2F);
+  PathOptions blur;
+  blur.baseline = "blur";
+  const torch::Tensor flat = torch::full({1, 3, 4, 4}, 0.25);
+  EXPECT_TRUE(torch::allclose(MakePaths(flat, model.info(), blur)->front().baseline, flat));  // a constant stays
+  PathOptions uniform;
+  uniform.baseline = "uniform";
+  const torch::Tensor u = MakePaths(x, model.info(), uniform)->front().baseline;
+  const torch::Tensor pixels = u * 0.2 + 0.4;  // channel 1 back to [0, 1]
+  EXPECT_GE(pixels.select(1, 1).min().item<float>(), -1e-6);
+  EXPECT_LE(pixels.select(1, 1).max().item<float>(), 1.0 + 1e-6);
+}
+
+TEST(Paths, SmoothGradIsTheMeanOfIgOverTheSameNoisyInputs) {
+  Quadratic model;
+  const torch::Tensor x = torch::linspace(-1.0, 1.0, 48).view({1, 3, 4, 4});
+  PathOptions options;
+  options.smoothgrad_samples = 5;
+  options.smoothgrad_sigma = 0.2;
+  options.seed = 11;
+  const auto paths = *MakePaths(x, model.info(), options);
+  ASSERT_EQ(paths.size(), 5U);
+  const double sd = (paths[0].input - x).std().item<double>();
+  EXPECT_NEAR(sd, 0.2 * 2.0, 0.15);  // sigma x the input's range (2)
+  const auto schedule = *MakeSchedule("riemann_trapezoid", 7);
+  const Attribution together = AttributePaths(model, x, paths, 1, schedule, {});
+  torch::Tensor mean = torch::zeros_like(x);
+  for (const Path& p : paths) mean += AttributePaths(model, p.input, {p}, 1, schedule, {}).integrated_grads / 5.0;
+  EXPECT_TRUE(torch::allclose(together.integrated_grads, mean, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(together.logits, model.Forward(x)));  // output is f(x), not of a noisy sample
+  // Seeded: the same seed, the same draws; another seed, others.
+  EXPECT_TRUE(torch::equal(MakePaths(x, model.info(), options)->at(3).input, paths[3].input));
+  options.seed = 12;
+  EXPECT_FALSE(torch::equal(MakePaths(x, model.info(), options)->at(3).input, paths[3].input));
+  // Chunks across paths change nothing.
+  EngineOptions chunked;
+  chunked.chunk_size = 3;
+  EXPECT_TRUE(torch::allclose(AttributePaths(model, x, paths, 1, schedule, chunked).integrated_grads,
+                              together.integrated_grads, 1e-6, 1e-6));
+}
+
+TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
+  ScaleInvariant model(1e-4);  // hard near a = 0: Gauss-Legendre needs many points
+  const torch::Tensor x = torch::linspace(-1.0, 1.0, 48).view({1, 3, 4, 4});
+  const std::vector<Path> paths = {{x, torch::zeros_like(x)}};
+  bool met = false;
+  int spent = 0;
+  const Attribution a = AttributeToTolerance(model, x, paths, 0, 0.01, 1024, {}, &met, &spent);
+  EXPECT_TRUE(met);
+  EXPECT_FALSE(IsIncomplete(a, 0.01));
+  EXPECT_GE(a.n_steps, 16);
+  EXPECT_EQ(a.path_gradients.size(0), a.n_steps);
+  int tries = 0;
+  for (int n = 8; n <= a.n_steps; n *= 2) tries += n;
+  EXPECT_EQ(spent, tries);  // every try's points are counted
+  // The try before the last did not meet it.
+  const Attribution before = AttributePaths(model, x, paths, 0, *MakeSchedule("gausslegendre", a.n_steps / 2), {});
+  EXPECT_TRUE(IsIncomplete(before, 0.01));
+  // A cap below what is needed: the cap's answer, not met.
+  const Attribution capped = AttributeToTolerance(model, x, paths, 0, 1e-9, 12, {}, &met, &spent);
+  EXPECT_FALSE(met);
+  EXPECT_EQ(capped.n_steps, 12);
+  EXPECT_EQ(spent, 8 + 12);
+}
+
+TEST(Paths, MistakesAreNamed) {
+  Quadratic model;
+  const torch::Tensor x = torch::zeros({1, 3, 4, 4});
+  auto message = [&](PathOptions options) {
+    auto paths = MakePaths(x, model.info(), options);
+    return paths.ok() ? std::string("ok") : paths.status().message();
+  };
+  PathOptions o;
+  o.baseline = "grey";
+  EXPECT_NE(message(o).find("baseline: 'grey'"), std::string::npos);
+  o.baseline = "zero";
+  o.baseline_count = 2;
+  EXPECT_NE(message(o).find("baseline_count"), std::string::npos);
+  o.baseline_count = 1;
+  o.baseline = "image";
+  EXPECT_NE(message(o).find("baseline_image"), std::string::npos);
+  o.baseline = "blur";
+  o.blur_sigma = 0.0;
+  EXPECT_NE(message(o).find("blur_sigma"), std::string::npos);
+  o.baseline = "zero";
+  o.smoothgrad_samples = 2;
+  o.smoothgrad_sigma = -1.0;
+  EXPECT_NE(message(o).find("smoothgrad_sigma"), std::string::npos);
 }
 
 TEST(Engine, EncodesTheResponseDict) {
