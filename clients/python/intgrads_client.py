@@ -50,11 +50,14 @@ class Unavailable(ServiceError):
 
 class Explanation:
     """One image's attribution: numpy arrays with the names of the original
-    server's dict, plus the class names and probabilities."""
+    server's dict, plus the class names and probabilities (and, for
+    several paths or another baseline, path_inputs and path_baselines)."""
 
     def __init__(self, arrays, classes=None, name=""):
         for key in ARRAYS:
             setattr(self, key, arrays[key])
+        self.path_inputs = arrays.get("path_inputs")
+        self.path_baselines = arrays.get("path_baselines")
         self.target_class = int(arrays["target_class"])
         self.convergence_delta = float(arrays["convergence_delta"])
         self.predicted_class = int(np.argmax(self.probabilities))
@@ -164,14 +167,18 @@ class Client:
         return self._request("POST", self._model_path("/attributions"), body,
                              {"Content-Type": "application/json"}, query)
 
-    def explain(self, image, target="predicted", n_steps=50, method="gausslegendre"):
+    def explain(self, image, target="predicted", n_steps=50, method="gausslegendre", **options):
         """The attribution of one image for `target` (a class name, an index or
-        'predicted')."""
+        'predicted'). `options` are the service's other parameters: baseline,
+        blur_sigma, baseline_count, smoothgrad_samples, smoothgrad_sigma, seed,
+        tolerance (docs/API.md); a baseline image goes as baseline_image= (a
+        path, bytes or an array)."""
         data, name = image_bytes(image)
-        body, _ = self._post({"image": _b64(data), "target": target}, "npz", n_steps=n_steps, method=method)
+        body, _ = self._post({"image": _b64(data), "target": target}, "npz", n_steps=n_steps, method=method,
+                             **_options(options))
         return Explanation(read_npz(body), self.classes, name)
 
-    def explain_many(self, images, targets=None, n_steps=50, method="gausslegendre"):
+    def explain_many(self, images, targets=None, n_steps=50, method="gausslegendre", **options):
         """Several images in one request, each with its own target (default:
         each image's predicted class). Workers compute them in parallel."""
         encoded = [image_bytes(i) for i in images]
@@ -179,19 +186,27 @@ class Client:
         if len(targets) != len(encoded):
             raise ValueError(f"{len(encoded)} images but {len(targets)} targets: give one target per image")
         inputs = [{"image": _b64(d), "target": t, "name": n} for (d, n), t in zip(encoded, targets)]
-        body, headers = self._post({"inputs": inputs}, "npz", n_steps=n_steps, method=method)
+        body, headers = self._post({"inputs": inputs}, "npz", n_steps=n_steps, method=method, **_options(options))
         if len(inputs) == 1:
             return [Explanation(read_npz(body), self.classes, encoded[0][1])]
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             summary = json.loads(archive.read("summary.json"))
             return [Explanation(read_npz(archive.read(s["file"])), self.classes, s["name"]) for s in summary]
 
-    def heatmap(self, image, target="predicted", n_steps=50, method="gausslegendre", heatmap="signed"):
+    def heatmap(self, image, target="predicted", n_steps=50, method="gausslegendre", heatmap="signed", **options):
         """The IG heatmap PNG (bytes) of one image."""
         data, _ = image_bytes(image)
         body, _ = self._post({"image": _b64(data), "target": target}, "png", n_steps=n_steps, method=method,
-                             heatmap=heatmap)
+                             heatmap=heatmap, **_options(options))
         return body
+
+
+def _options(options):
+    """The options as JSON members: a baseline image becomes base64."""
+    out = dict(options)
+    if out.get("baseline_image") is not None:
+        out["baseline_image"] = _b64(image_bytes(out["baseline_image"])[0])
+    return out
 
 
 def _b64(data):

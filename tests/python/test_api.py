@@ -383,6 +383,18 @@ class PythonClient(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.client.explain_many([picture(11), picture(12)], targets=["cat"])
 
+    def test_options_pass_through(self):
+        e = self.client.explain(picture(15), target="cat", n_steps=int(STEPS), baseline="image",
+                                baseline_image=np.full((4, 4, 3), 255, np.uint8), smoothgrad_samples=2, seed=3)
+        self.assertEqual(e.integrated_directional_grads.shape[0], 2 * int(STEPS))
+        self.assertEqual(e.path_baselines.shape, (2, 3, 32, 32))
+        info = self.client.model()
+        white = (1 - np.array(info["normalization"]["mean"])) / np.array(info["normalization"]["std"])
+        np.testing.assert_allclose(e.path_baselines[1, :, 0, 0], white, rtol=1e-5)
+        with self.assertRaises(intgrads_client.RequestError) as caught:
+            self.client.explain(picture(15), baseline="grey")
+        self.assertIn("baseline", caught.exception.message)
+
     def test_errors_raise_with_the_services_message(self):
         with self.assertRaises(intgrads_client.RequestError) as caught:
             self.client.explain(picture(1), target="zebra")
