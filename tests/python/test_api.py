@@ -273,6 +273,49 @@ class Options(unittest.TestCase):
             self.assertIn(words, json.loads(body)["error"], query)
 
 
+def png_chunk(kind, data):
+    import struct
+    import zlib
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+class Attacks(unittest.TestCase):
+    """Hostile and careless uploads: each gets a 4xx naming the problem, and
+    the service answers the next good request."""
+
+    def test_hostile_images_and_bodies(self):
+        import struct
+        import zlib
+        good = png(picture(30))
+        # A decompression bomb: 60000 x 60000 declared, a few KB sent. Refused from the header.
+        header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+        bomb = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) +
+                png_chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 60000 * 3) * 20)) + png_chunk(b"IEND", b""))
+        cases = [
+            ("truncated PNG", post(body=good[: len(good) // 2]), 422, "PNG"),
+            ("truncated JPEG", post(body=jpeg(picture(31))[:300], content_type="image/jpeg"), 422, "JPEG"),
+            ("decompression bomb", post(body=bomb), 413, "--max-image-side"),
+            ("1 x 100000", post(body=png(np.zeros((1, 100000, 3), np.uint8))), 413, "--max-image-side"),
+            ("nested JSON", post(body=b"[" * 100000 + b"]" * 100000, content_type="application/json"), 422,
+             "nested"),
+            ("NaN", post(body=b'{"img_data": [[[NaN, 1, 2]]]}', content_type="application/json"), 422, "JSON"),
+            ("Infinity n_steps", post(body=b'{"img_data": [[[0, 1, 2]]], "n_steps": Infinity}',
+                                      content_type="application/json"), 422, "JSON"),
+            ("huge n_steps", post(body=good, query="?n_steps=" + "9" * 400), 422, "n_steps"),
+            ("huge target index", post(body=good, query="?target=" + "9" * 400), 422, "target"),
+            ("huge seed", post(body=good, query="?seed=1e300"), 422, "seed"),
+            ("long unicode class", post(body=good, query="?target=" + "%F0%9F%90%88" * 5000), 422, "unknown class"),
+            ("a 200 MB claim", post(body=b"x" * 100, content_type="multipart/form-data; boundary=" + "b" * 5000), 422,
+             "boundary"),
+        ]
+        for what, (status, _, body), expected, words in cases:
+            self.assertEqual(status, expected, f"{what}: {body[:200]}")
+            message = json.loads(body)["error"]
+            self.assertIn(words, message, what)
+            self.assertLess(len(message), 2000, f"{what}: the message quotes too much")
+        self.assertEqual(post(body=good, query=f"?n_steps={STEPS}")[0], 200)
+
+
 class Describe(unittest.TestCase):
     def test_model_info(self):
         status, _, body = http("GET", GATEWAY.url + "/v1/model")

@@ -92,7 +92,7 @@ class ResourceFaults(unittest.TestCase):
     def test_an_allocation_failure_is_a_503_and_the_worker_goes_on(self):
         """A real allocation failure: the worker runs with its address space
         limited to what it needs at rest plus 768 MiB; 1024 path points of
-        the default model need several GiB in one batch, 8 need a few MiB."""
+        the default model need more than that, 8 need a few MiB."""
         gateway = Gateway()
         self.addCleanup(gateway.stop)
         argv = [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--threads", "1",
