@@ -46,11 +46,17 @@ std::string Shorten(const std::string& s, size_t limit) {
   return s.substr(0, end) + "...";
 }
 
-Status ValidatePathRequest(const PathRequest& p, const std::string& method, const RequestLimits& limits) {
+const std::vector<std::string>& BaselineKinds() {
   static const std::vector<std::string> kinds = {"zero", "black", "white", "blur", "uniform", "image"};
+  return kinds;
+}
+
+Status ValidatePathRequest(const PathRequest& p, const std::string& method, const RequestLimits& limits) {
+  const auto& kinds = BaselineKinds();
   if (std::find(kinds.begin(), kinds.end(), p.baseline) == kinds.end()) {
-    return InvalidError("baseline: '" + Shorten(p.baseline, 32) +
-                        "' is not one of zero, black, white, blur, uniform, image");
+    std::string names;
+    for (const auto& k : kinds) names += (names.empty() ? "" : ", ") + k;
+    return InvalidError("baseline: '" + Shorten(p.baseline, 32) + "' is not one of " + names);
   }
   if (p.baseline == "image" && p.baseline_image.pixels.empty()) {
     return InvalidError("baseline: 'image' needs a baseline_image (a file part or a base64 field)");

@@ -44,6 +44,9 @@ struct PathRequest {
   Image baseline_image;    // for baseline "image", as sent (any size, like the image)
 };
 
+// The baseline kinds, in the order the docs list them.
+const std::vector<std::string>& BaselineKinds();
+
 // Checks a PathRequest on its own and with the method (adaptive steps are
 // Gauss-Legendre's; scan follows one path).
 Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);

@@ -250,11 +250,6 @@ Attribution AttributeToTolerance(const Classifier& model, const torch::Tensor& i
   }
 }
 
-const std::vector<std::string>& BaselineKinds() {
-  static const std::vector<std::string> kinds = {"zero", "black", "white", "blur", "uniform", "image"};
-  return kinds;
-}
-
 namespace {
 
 // The normalized value of a constant pixel value (0..1) in every channel.
@@ -293,8 +288,9 @@ torch::Tensor Drawn(const torch::Tensor& like, Draw draw) {
 
 }  // namespace
 
-StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInfo& info, const PathOptions& options) {
-  std::mt19937_64 random(options.seed);
+StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInfo& info, const PathRequest& options,
+                                      const torch::Tensor& baseline_image) {
+  std::mt19937_64 random(static_cast<uint64_t>(options.seed));
   std::vector<torch::Tensor> baselines;
   const std::string& kind = options.baseline;
   if (options.baseline_count < 1) return InvalidError("baseline_count: must be at least 1");
@@ -318,10 +314,10 @@ StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInf
       baselines.push_back(black + scale * Drawn(input, [&] { return unit(random); }));
     }
   } else if (kind == "image") {
-    if (!options.baseline_image.defined() || options.baseline_image.sizes() != input.sizes()) {
+    if (!baseline_image.defined() || baseline_image.sizes() != input.sizes()) {
       return InvalidError("baseline: 'image' needs a baseline image (baseline_image)");
     }
-    baselines.push_back(options.baseline_image.to(input.options()));
+    baselines.push_back(baseline_image.to(input.options()));
   } else {
     std::string kinds;
     for (const auto& k : BaselineKinds()) kinds += (kinds.empty() ? "" : ", ") + k;
@@ -346,7 +342,11 @@ StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInf
   return paths;
 }
 
-std::string EncodeAttribution(const Attribution& a, bool original) {
+bool OnOriginalPath(const Attribution& a) {
+  return !a.baselines.defined() || (a.baselines.size(0) == 1 && a.baselines.abs().max().item<double>() == 0.0);
+}
+
+std::string EncodeAttribution(const Attribution& a) {
   std::vector<SavedEntry> entries = {
       {"integrated_grads", a.integrated_grads, 0},
       {"integrated_directional_grads", a.path_gradients, 0},
@@ -355,7 +355,7 @@ std::string EncodeAttribution(const Attribution& a, bool original) {
       {"output", a.logits, 0},
       {"target_class", {}, a.target},
   };
-  if (!original) {
+  if (!OnOriginalPath(a)) {
     entries.push_back({"path_inputs", a.path_inputs, 0});
     entries.push_back({"path_baselines", a.baselines, 0});
   }

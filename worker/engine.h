@@ -80,12 +80,14 @@ struct Path {
   torch::Tensor baseline;
 };
 
-// Where the paths start and end (the options beyond the original):
+// The paths a request asks for (common/request.h, PathRequest; its
+// baseline_image is ignored here: `baseline_image` is that image
+// preprocessed, 1 x 3 x S x S):
 //   baseline  zero (the original: zeros in the normalized space), black,
 //             white, blur (the input blurred, Gaussian of blur_sigma pixels
 //             at the model's input size), uniform (pixels uniform in
 //             [0, 255], `baseline_count` of them averaged, expected-gradients
-//             style), image (baseline_image)
+//             style), image (`baseline_image`)
 //   smoothgrad_samples > 0: SmoothGrad over IG (Captum's
 //             NoiseTunnel(IntegratedGradients), nt_type "smoothgrad"): the
 //             mean of IG over noisy inputs x + N(0, sd^2), sd =
@@ -93,18 +95,9 @@ struct Path {
 // Every path pairs each input (x, or the noisy samples) with each baseline;
 // IG is the mean of their IGs. Random draws use std::mt19937_64 seeded by
 // `seed`: the same request gives the same answer.
-struct PathOptions {
-  std::string baseline = "zero";
-  double blur_sigma = 4.0;
-  int baseline_count = 1;
-  torch::Tensor baseline_image;  // 1 x 3 x S x S normalized, for "image"
-  int smoothgrad_samples = 0;
-  double smoothgrad_sigma = 0.15;
-  uint64_t seed = 0;
-};
 
-const std::vector<std::string>& BaselineKinds();
-StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInfo& info, const PathOptions& options);
+StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInfo& info, const PathRequest& options,
+                                      const torch::Tensor& baseline_image = {});
 
 struct EngineOptions {
   // Path points per forward/backward batch; 0: all at once on a GPU, at
@@ -148,15 +141,13 @@ bool IsIncomplete(const Attribution& attribution, double fraction);
 
 // The response of compat.md: torch.save bytes of the dict with the keys
 // integrated_grads, integrated_directional_grads, step_sizes, intermediates,
-// output, target_class (uncompressed; the worker gzips it). Unless `original`
-// (one path from the zero baseline), also path_inputs and path_baselines.
-std::string EncodeAttribution(const Attribution& attribution, bool original = true);
+// output, target_class (uncompressed; the worker gzips it). Unless
+// OnOriginalPath, also path_inputs and path_baselines.
+std::string EncodeAttribution(const Attribution& attribution);
 
-// Whether a request asks for the original's computation: one path from the
-// zero baseline, a fixed n_steps.
-inline bool IsOriginalPath(const PathRequest& p) {
-  return p.baseline == "zero" && p.smoothgrad_samples == 0 && p.baseline_count == 1;
-}
+// Whether an attribution is the original's computation: one path, from the
+// zero baseline. Every format adds path_inputs and path_baselines otherwise.
+bool OnOriginalPath(const Attribution& attribution);
 
 // Preprocessing for a family: to RGB, resize to S x S as Pillow, normalize.
 torch::Tensor PreprocessImage(const Image& image, const ModelInfo& info);

@@ -161,7 +161,7 @@ std::string EncodeNpz(const Explanation& e) {
   zip.Add("intermediates.npy", NpyOf(a.path_points));
   zip.Add("output.npy", NpyOf(a.logits));
   zip.Add("input.npy", NpyOf(*e.input));
-  if (a.path_inputs.defined() && (a.path_inputs.size(0) > 1 || a.baselines.abs().max().item<double>() != 0.0)) {
+  if (!OnOriginalPath(a)) {
     zip.Add("path_inputs.npy", NpyOf(a.path_inputs));
     zip.Add("path_baselines.npy", NpyOf(a.baselines));
   }
@@ -187,6 +187,7 @@ std::string EncodeJson(const Explanation& e) {
                          {"n_steps", e.n_steps}};
   std::string out = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   out.pop_back();  // '}': the arrays follow
+  const bool original = OnOriginalPath(a);
   for (const auto& [name, tensor] :
        {std::pair<const char*, const torch::Tensor*>{"integrated_grads", &a.integrated_grads},
         {"integrated_directional_grads", &a.path_gradients},
@@ -196,7 +197,7 @@ std::string EncodeJson(const Explanation& e) {
         {"input", e.input},
         {"path_inputs", &a.path_inputs},
         {"path_baselines", &a.baselines}}) {
-    if (!tensor->defined()) continue;
+    if (original && (tensor == &a.path_inputs || tensor == &a.baselines)) continue;
     out += ",\"";
     out += name;
     out += "\":";

@@ -10,6 +10,8 @@
 //         several times the gzip's size; docs/API.md)
 //   png   the IG heatmap over the input at the model's input size, with a
 //         colour scale and a caption naming the class and the delta
+// Off the original path (OnOriginalPath), gzip, npz and json also carry
+// path_inputs and path_baselines.
 #pragma once
 
 #include <string>

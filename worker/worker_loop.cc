@@ -88,18 +88,11 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
       target = static_cast<int>(model.Forward(input.to(model.dtype())).argmax(1).item<int64_t>());
     }
     const PathRequest& wanted = request.paths;
-    PathOptions path_options;
-    path_options.baseline = wanted.baseline;
-    path_options.blur_sigma = wanted.blur_sigma;
-    path_options.baseline_count = wanted.baseline_count;
-    path_options.smoothgrad_samples = wanted.smoothgrad_samples;
-    path_options.smoothgrad_sigma = wanted.smoothgrad_sigma;
-    path_options.seed = static_cast<uint64_t>(wanted.seed);
+    torch::Tensor baseline_image;
     if (!wanted.baseline_image.pixels.empty()) {
-      path_options.baseline_image =
-          NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
+      baseline_image = NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
     }
-    auto paths = MakePaths(input, model.info(), path_options);
+    auto paths = MakePaths(input, model.info(), wanted, baseline_image);
     StatusOr<PathSchedule> schedule = PathSchedule();
     if (paths.ok() && wanted.tolerance <= 0.0) {
       schedule =
@@ -124,7 +117,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
                             request.method,        attribution.n_steps};
     StatusOr<std::string> payload = std::string();
     if (format->name == "gzip") {
-      payload = GzipCompress(EncodeAttribution(attribution, IsOriginalPath(wanted)), options.gzip_level);
+      payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
     } else if (format->name == "npz") {
       payload = EncodeNpz(explanation);
     } else if (format->name == "json") {

@@ -294,12 +294,11 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
   const torch::Tensor x = torch::linspace(-1.5, 2.0, 48).view({1, 3, 4, 4});
   const auto schedule = *MakeSchedule("gausslegendre", 4);
   for (const std::string& kind : BaselineKinds()) {
-    PathOptions options;
+    PathRequest options;
     options.baseline = kind;
     options.baseline_count = kind == "uniform" ? 3 : 1;
-    options.baseline_image = torch::full({1, 3, 4, 4}, 0.7);
     options.blur_sigma = 1.0;
-    auto paths = MakePaths(x, model.info(), options);
+    auto paths = MakePaths(x, model.info(), options, torch::full({1, 3, 4, 4}, 0.7));
     ASSERT_TRUE(paths.ok()) << kind << ": " << paths.status().message();
     ASSERT_EQ(paths->size(), kind == "uniform" ? 3U : 1U) << kind;
     const Attribution a = AttributePaths(model, x, *paths, 1, schedule, {});
@@ -319,15 +318,15 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
     EXPECT_TRUE(torch::allclose(rebuilt, a.integrated_grads, 1e-5, 1e-5)) << kind;
   }
   // What each kind is, in the normalized space.
-  PathOptions black;
+  PathRequest black;
   black.baseline = "black";
   const torch::Tensor b = MakePaths(x, model.info(), black)->front().baseline;
   EXPECT_FLOAT_EQ(b[0][1][2][3].item<float>(), (0.0F - 0.4F) / 0.2F);
-  PathOptions blur;
+  PathRequest blur;
   blur.baseline = "blur";
   const torch::Tensor flat = torch::full({1, 3, 4, 4}, 0.25);
   EXPECT_TRUE(torch::allclose(MakePaths(flat, model.info(), blur)->front().baseline, flat));  // a constant stays
-  PathOptions uniform;
+  PathRequest uniform;
   uniform.baseline = "uniform";
   const torch::Tensor u = MakePaths(x, model.info(), uniform)->front().baseline;
   const torch::Tensor pixels = u * 0.2 + 0.4;  // channel 1 back to [0, 1]
@@ -338,7 +337,7 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
 TEST(Paths, SmoothGradIsTheMeanOfIgOverTheSameNoisyInputs) {
   Quadratic model;
   const torch::Tensor x = torch::linspace(-1.0, 1.0, 48).view({1, 3, 4, 4});
-  PathOptions options;
+  PathRequest options;
   options.smoothgrad_samples = 5;
   options.smoothgrad_sigma = 0.2;
   options.seed = 11;
@@ -390,11 +389,11 @@ TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
 TEST(Paths, MistakesAreNamed) {
   Quadratic model;
   const torch::Tensor x = torch::zeros({1, 3, 4, 4});
-  auto message = [&](PathOptions options) {
+  auto message = [&](PathRequest options) {
     auto paths = MakePaths(x, model.info(), options);
     return paths.ok() ? std::string("ok") : paths.status().message();
   };
-  PathOptions o;
+  PathRequest o;
   o.baseline = "grey";
   EXPECT_NE(message(o).find("baseline: 'grey'"), std::string::npos);
   o.baseline = "zero";

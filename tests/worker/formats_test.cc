@@ -65,6 +65,7 @@ TEST(Formats, NpzHoldsNpyFilesOfTheDictsKeys) {
   std::memcpy(&t, target.data() + target.size() - 8, 8);
   EXPECT_EQ(t, 2);
   EXPECT_NE(files["probabilities.npy"].find("'shape': (3,)"), std::string_view::npos);
+  EXPECT_EQ(files.count("path_inputs.npy"), 0U);  // on the original path
 }
 
 TEST(Formats, JsonHoldsTheSameNumbers) {
@@ -85,6 +86,7 @@ TEST(Formats, JsonHoldsTheSameNumbers) {
   EXPECT_TRUE(doc["intermediates"][0][0][0][0].is_null());  // NaN has no JSON form
   EXPECT_EQ(doc["step_sizes"][0][0].get<float>(), 0.2F);
   EXPECT_EQ(doc["input"][0][2][3][3].get<float>(), 47.0F);
+  EXPECT_FALSE(doc.contains("path_inputs"));  // on the original path
 }
 
 TEST(Formats, HeatmapIsAPngWithTheOverlayAndCaption) {
