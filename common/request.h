@@ -30,7 +30,7 @@ struct RequestLimits {
   int max_paths = 64;  // paths per image: SmoothGrad samples x baselines
 };
 
-// The attribution options beyond the original (worker/engine.h, PathOptions
+// The attribution options beyond the original (worker/engine.h, MakePaths
 // and AttributeToTolerance, says what each means): the baseline, SmoothGrad,
 // adaptive steps. The defaults are the original's computation.
 struct PathRequest {
