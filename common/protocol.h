@@ -34,7 +34,7 @@ enum class MessageType { kReady, kHeartbeat, kRequest, kReply, kDisconnect };
 // What a worker serves, announced in its ready message.
 struct WorkerInfo {
   std::string model;    // the name requests use to pick it ("default", "bit", ...)
-  std::string family;   // "bit" | "lanet"
+  std::string family;   // "bit" | "lanet" | "torchscript"
   std::string variant;  // "R50x1", "C128-L24-aux"
   std::string device;   // "cpu", "cuda:0"
   std::vector<std::string> classes;

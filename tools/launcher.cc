@@ -145,8 +145,7 @@ int RunLauncher(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {bin + "/intgrads-worker", "--connect", endpoint, "--threads",
                                      std::to_string(threads)};
     if (model_flags.family) {  // else the embedded default model
-      argv.insert(argv.end(),
-                  {model_flags.family == ModelFamily::kBit ? "--bit-path" : "--lanet-path", model_flags.path});
+      argv.insert(argv.end(), {ModelFlagName(*model_flags.family), model_flags.path});
     }
     if (model_flags.cuda) {
       argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});

@@ -10,7 +10,14 @@ extern "C" const char intgrads_default_model_end[];
 
 namespace intgrads {
 
-const char* FamilyName(ModelFamily family) { return family == ModelFamily::kBit ? "bit" : "lanet"; }
+const char* FamilyName(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kBit: return "bit";
+    case ModelFamily::kLanet: return "lanet";
+    case ModelFamily::kTorchScript: break;
+  }
+  return "torchscript";
+}
 
 Normalization FamilyNormalization(ModelFamily family) {
   if (family == ModelFamily::kBit) return {{0.5F, 0.5F, 0.5F}, {0.5F, 0.5F, 0.5F}};
@@ -74,6 +81,7 @@ Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std:
 }
 
 StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights) {
+  if (family == ModelFamily::kTorchScript) return InvalidError("a TorchScript model is a file, not a state dict");
   return family == ModelFamily::kBit ? LoadBit(weights) : LoadLanet(weights);
 }
 
@@ -92,6 +100,7 @@ StatusOr<std::unique_ptr<Classifier>> LoadParsed(ModelFamily family, const Statu
 }  // namespace
 
 StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path) {
+  if (family == ModelFamily::kTorchScript) return LoadTorchScript(path);
   return LoadParsed(family, LoadTorchFile(path), path);
 }
 

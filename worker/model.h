@@ -20,7 +20,7 @@
 
 namespace intgrads {
 
-enum class ModelFamily { kBit, kLanet };
+enum class ModelFamily { kBit, kLanet, kTorchScript };
 
 const char* FamilyName(ModelFamily family);
 Normalization FamilyNormalization(ModelFamily family);
@@ -71,7 +71,21 @@ Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std:
 StatusOr<std::unique_ptr<Classifier>> LoadBit(const StateDict& weights);
 StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights);
 StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights);
+// A torch.save checkpoint of BiT or LaNet, or a TorchScript file (LoadTorchScript).
 StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path);
+
+// Bring your own model: a TorchScript file (torch::jit::load) that maps
+// N x 3 x S x S normalized images to N x classes logits, and its sidecar
+// (model.pt -> model.json, else model.pt.json):
+//   {"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+//    "classes": ["tench", "goldfish", ...], "name": "resnet18"}
+// mean and std (per channel, on pixels scaled to [0, 1]) default to 0 and 1;
+// name, to "torchscript". A forward pass on a blank image at load checks the
+// number of logits against the classes. The file is code: load only files you
+// trust (README).
+constexpr int kMaxModelInputSize = 1024;
+StatusOr<ModelInfo> ParseModelSidecar(const std::string& text, const std::string& source);
+StatusOr<std::unique_ptr<Classifier>> LoadTorchScript(const std::string& path);
 
 // The project's own CIFAR-10 LaNet (models/README.md), trained by
 // `intgrads-images train` and compiled into the programs: what a worker

@@ -15,6 +15,7 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
   std::optional<ModelFamily> family;
   if (a == "-bp" || a == "--bit-path") family = ModelFamily::kBit;
   if (a == "-lp" || a == "-lb" || a == "--lanet-path") family = ModelFamily::kLanet;
+  if (a == "--model") family = ModelFamily::kTorchScript;
   if (family) {
     if (flags->family) {
       return InvalidError("two model flags given (" + std::string(FamilyName(*flags->family)) + " " + flags->path +
@@ -74,6 +75,15 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   return model;
 }
 
+const char* ModelFlagName(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kBit: return "--bit-path";
+    case ModelFamily::kLanet: return "--lanet-path";
+    case ModelFamily::kTorchScript: break;
+  }
+  return "--model";
+}
+
 void AllowTf32(bool allow) {
   at::globalContext().setAllowTF32CuDNN(allow);
   at::globalContext().setAllowTF32CuBLAS(allow);
@@ -84,6 +94,9 @@ const char* ModelFlagsHelp() {
          "  -bp, --bit-path PATH     serve a BiT checkpoint (torch.save state dict; 'module.' keys accepted)\n"
          "  -lp, -lb, --lanet-path PATH\n"
          "                           serve a LaNet checkpoint (dict with 'model_state_dict', or a state dict)\n"
+         "  --model PATH             serve your own TorchScript model, described by the JSON sidecar beside it\n"
+         "                           (model.pt -> model.json: input_size, mean, std, classes). The file is\n"
+         "                           code: load only files you trust\n"
          "  --cpu                    compute on the CPU (default)\n"
          "  --cuda                   compute on a GPU; fails at start when CUDA is not available\n"
          "  --device N               the GPU index with --cuda (default 0)\n"

@@ -1,5 +1,6 @@
 // The model flags every program shares, as the original server spelled them:
-// -bp/--bit-path P, -lp/-lb/--lanet-path P, --cpu, --cuda [--device N] [--tf32], --bf16.
+// -bp/--bit-path P, -lp/-lb/--lanet-path P, and beyond the original
+// --model P (a TorchScript file); --cpu, --cuda [--device N] [--tf32], --bf16.
 #pragma once
 
 #include <optional>
@@ -34,6 +35,9 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
 // flag) onto the device they name, in bfloat16 with --bf16, or explains why
 // not.
 StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device);
+
+// The long flag that loads a family: "--bit-path", "--lanet-path", "--model".
+const char* ModelFlagName(ModelFamily family);
 
 // Help text for the flags above.
 const char* ModelFlagsHelp();
