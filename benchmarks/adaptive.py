@@ -16,7 +16,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import zipfile
 
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import BIN, Gateway, http, stop, wait_until  # noqa: E402
+from service import Gateway, http, stop  # noqa: E402
 
 CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 TEST_ZIP = os.path.join(rm.REPO, "..", "shared", "data", "cifar10", "test.zip")
@@ -47,12 +46,10 @@ def main():
     args = parser.parse_args()
     archive = zipfile.ZipFile(TEST_ZIP)
     gateway = Gateway()
-    worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--cpu",
-                               "--threads", str(args.threads), "--heartbeat-ms", "200"],
-                              stderr=subprocess.DEVNULL)
+    worker = gateway.start_worker(threads=args.threads, quiet=True)
     rows = []
     try:
-        wait_until(lambda: http("GET", gateway.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+        gateway.wait_ready()
         for label, name in enumerate(CLASSES):
             for k in range(args.per_class):
                 image = archive.read(f"test/{name}/{k:04d}.jpg")

@@ -83,11 +83,17 @@ Status Number(const std::string& name, const std::string& text, double low, doub
   return Status::Ok();
 }
 
+// The targets given, occurrence by occurrence (one per image; a JSON array
+// is one occurrence of several).
+using TargetLists = std::vector<std::vector<std::string>>;
+
 // Sets one option from its text (query, form field) into `request`.
 Status SetOption(const std::string& name, const std::string& value, AttributionsRequest* request,
-                 std::vector<std::string>* targets) {
+                 TargetLists* targets) {
   if (name == "target" || name == "target_class") {
-    targets->push_back(value);
+    targets->push_back({value});
+  } else if (name == "top_k") {
+    return Number(name, value, 0, 1e6, &request->top_k);
   } else if (name == "n_steps") {
     if (value.empty() || value.size() > 9 || !std::all_of(value.begin(), value.end(), ::isdigit)) {
       return InvalidError("n_steps: expected a positive integer, got '" + Shorten(value, 32) + "'");
@@ -112,11 +118,25 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
 }
 
 // The same from a JSON member: strings and integers as their text.
-Status SetJsonOption(const std::string& name, const json& value, AttributionsRequest* request,
-                     std::vector<std::string>* targets) {
+Status SetJsonOption(const std::string& name, const json& value, AttributionsRequest* request, TargetLists* targets) {
   if (value.is_null()) return Status::Ok();
-  static const std::vector<std::string> numeric = {"blur_sigma",       "baseline_count", "smoothgrad_samples",
-                                                   "smoothgrad_sigma", "seed",           "tolerance"};
+  if ((name == "target" || name == "target_class") && value.is_array()) {
+    if (value.empty()) return InvalidError(name + ": an empty list (give classes, or leave it out for 'predicted')");
+    std::vector<std::string> list;
+    for (const json& t : value) {
+      if (t.is_number_integer()) {
+        list.push_back(std::to_string(t.get<int64_t>()));
+      } else if (t.is_string()) {
+        list.push_back(t.get<std::string>());
+      } else {
+        return InvalidError(name + ": expected class names or indices, found a " + t.type_name());
+      }
+    }
+    targets->push_back(std::move(list));
+    return Status::Ok();
+  }
+  static const std::vector<std::string> numeric = {
+      "blur_sigma", "baseline_count", "smoothgrad_samples", "smoothgrad_sigma", "seed", "tolerance", "top_k"};
   if (value.is_number() && std::find(numeric.begin(), numeric.end(), name) != numeric.end()) {
     const std::string text =
         value.is_number_integer() ? std::to_string(value.get<int64_t>()) : Printf17(value.get<double>());
@@ -134,7 +154,7 @@ Status SetJsonOption(const std::string& name, const json& value, AttributionsReq
       request->n_steps = static_cast<int>(v);
       return Status::Ok();
     }
-    targets->push_back(std::to_string(v));
+    targets->push_back({std::to_string(v)});
     return Status::Ok();
   }
   if (!value.is_string()) {
@@ -166,7 +186,7 @@ Status ReadBaselineImage(const json& value, const AttributionLimits& limits, Att
 // and "name"; `options` receives any option members (top level only).
 Status ReadJsonInput(const json& object, const AttributionLimits& limits, const std::string& where,
                      AttributionsRequest* request, AttributionInput* input, bool top_level) {
-  std::vector<std::string> targets;
+  TargetLists targets;
   bool has_image = false;
   for (const auto& [key, value] : object.items()) {
     if (key == "image") {
@@ -197,7 +217,7 @@ Status ReadJsonInput(const json& object, const AttributionLimits& limits, const 
   }
   if (!has_image) return InvalidError(where + "image: missing (a base64 PNG or JPEG in 'image', or 'img_data')");
   if (targets.size() > 1) return InvalidError(where + "target: given twice (target and target_class)");
-  if (!targets.empty()) input->target = targets.front();
+  if (!targets.empty()) input->targets = targets.front();
   return Status::Ok();
 }
 
@@ -229,7 +249,7 @@ Status ReadJsonBody(std::string_view body, const AttributionLimits& limits, Attr
                          std::to_string(limits.max_images) + " per request (raise with --max-images)");
   }
   // The options first (top level), then each input.
-  std::vector<std::string> unused;
+  TargetLists unused;
   for (const auto& [key, value] : doc.items()) {
     if (key == "baseline_image") {
       RETURN_IF_ERROR(ReadBaselineImage(value, limits, request));
@@ -249,7 +269,7 @@ Status ReadJsonBody(std::string_view body, const AttributionLimits& limits, Attr
 }
 
 Status ReadMultipartBody(std::string_view content_type, std::string_view body, const AttributionLimits& limits,
-                         AttributionsRequest* request, std::vector<std::string>* targets) {
+                         AttributionsRequest* request, TargetLists* targets) {
   ASSIGN_OR_RETURN(std::vector<FormPart> parts, ParseMultipart(content_type, body));
   for (const FormPart& part : parts) {
     if (part.name == "image") {
@@ -306,7 +326,7 @@ StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, 
 
 const std::vector<std::string>& AttributionParameters() {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> all = {"target", "n_steps", "method", "format", "heatmap", "model", "name"};
+    std::vector<std::string> all = {"target", "top_k", "n_steps", "method", "format", "heatmap", "model", "name"};
     all.insert(all.end(), PathParameters().begin(), PathParameters().end());
     return all;
   }();
@@ -326,10 +346,32 @@ StatusOr<int> ResolveTarget(const std::string& target, const std::vector<std::st
                       Join(classes) + ", or an index 0.." + std::to_string(classes.size() - 1));
 }
 
+StatusOr<std::vector<int>> ResolveTargets(const std::vector<std::string>& targets,
+                                          const std::vector<std::string>& classes) {
+  std::vector<int> out;
+  for (const std::string& target : targets) {
+    auto one = ResolveTarget(target, classes);
+    if (one.ok() || target.find(',') == std::string::npos) {
+      if (!one.ok()) return one.status();
+      out.push_back(*one);
+      continue;
+    }
+    size_t begin = 0;
+    while (begin <= target.size()) {
+      const size_t end = std::min(target.find(',', begin), target.size());
+      ASSIGN_OR_RETURN(int index,
+                       ResolveTarget(std::string(Trim(std::string_view(target).substr(begin, end - begin))), classes));
+      out.push_back(index);
+      begin = end + 1;
+    }
+  }
+  return out;
+}
+
 StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
                                                        std::string_view body, const AttributionLimits& limits) {
   AttributionsRequest request;
-  std::vector<std::string> targets;
+  TargetLists targets;
   std::string name;
   for (const auto& [key, value] : query) {
     RETURN_IF_ERROR(SetOption(key, value, &request, &targets));
@@ -340,12 +382,12 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
   if (type == "application/json" || (type.empty() && Trim(body).substr(0, 1) == "{")) {
     if (query_targets > 0) {
       // A JSON body carries its targets; a query target would be a second source.
-      const std::string t = targets.front();
+      const std::vector<std::string> t = targets.front();
       RETURN_IF_ERROR(ReadJsonBody(body, limits, &request));
       if (request.inputs.size() != 1) {
         return InvalidError("target: a query target with several inputs; give each input its own target");
       }
-      if (request.inputs.front().target == "predicted") request.inputs.front().target = t;
+      if (request.inputs.front().targets == std::vector<std::string>{"predicted"}) request.inputs.front().targets = t;
     } else {
       RETURN_IF_ERROR(ReadJsonBody(body, limits, &request));
     }
@@ -353,8 +395,9 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
     RETURN_IF_ERROR(ReadMultipartBody(content_type, body, limits, &request, &targets));
     const size_t images = request.inputs.size();
     if (targets.size() == images) {
-      for (size_t i = 0; i < images; ++i) request.inputs[i].target = targets[i];
-    } else if (!(targets.empty() || (targets.size() == 1 && targets.front() == "predicted"))) {
+      for (size_t i = 0; i < images; ++i) request.inputs[i].targets = targets[i];
+    } else if (!(targets.empty() ||
+                 (targets.size() == 1 && targets.front() == std::vector<std::string>{"predicted"}))) {
       return InvalidError("target: " + std::to_string(images) + " images but " + std::to_string(targets.size()) +
                           " targets; give one target per image, in order (or none, or 'predicted', for each "
                           "image's predicted class)");
@@ -363,7 +406,7 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
     AttributionInput input;
     ASSIGN_OR_RETURN(input.image, DecodeUpload(body, "body", limits));
     if (targets.size() > 1) return InvalidError("target: given more than once for one image");
-    if (!targets.empty()) input.target = targets.front();
+    if (!targets.empty()) input.targets = targets.front();
     input.name = name;
     request.inputs.push_back(std::move(input));
   } else {
@@ -501,7 +544,7 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view content_type, st
   }
 }
 
-StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t images) {
+StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t results) {
   struct Range {
     std::string type;
     double q = 1.0;
@@ -530,7 +573,7 @@ StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string&
   if (!format.empty()) {
     answer.format = FindPayloadFormat(format);
     if (answer.format == nullptr) return InvalidError("format: '" + Shorten(format, 32) + "' is unknown");
-    answer.zip = images > 1 && answer.format->name != "json";
+    answer.zip = results > 1 && answer.format->name != "json";
     const std::string type = answer.zip ? "application/zip" : answer.format->content_type;
     if (Trim(accept).empty()) return answer;
     for (const Range& r : ranges) {
@@ -549,7 +592,7 @@ StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string&
     for (const PayloadFormat& f : PayloadFormats()) {
       if (matches(r.type, f.content_type)) {
         answer.format = &f;
-        answer.zip = images > 1 && f.name != "json";
+        answer.zip = results > 1 && f.name != "json";
         return answer;
       }
     }

@@ -12,7 +12,9 @@
 //
 // A target is a class name, an index, or "predicted" (the model's top class);
 // without one an image is explained for its predicted class. One target is
-// never applied to several images: each image names its own. Query options
+// never applied to several images: each image names its own. Several classes
+// for one image: a comma-separated list ("cat,dog") or a JSON array, or
+// top_k=K for the K most probable. Query options
 // apply to every shape; the body's own fields win over them. Nothing here
 // throws: every way a request can be wrong is a Status naming the field.
 #pragma once
@@ -36,8 +38,11 @@ struct AttributionLimits {
 
 struct AttributionInput {
   Image image;
-  std::string target = "predicted";  // a class name, an index, or "predicted"
-  std::string name;                  // the file name or the client's label, for outputs; may be empty
+  // The classes to explain, each a class name, an index, or "predicted"; a
+  // text that is no class name may list several, comma-separated
+  // (ResolveTargets).
+  std::vector<std::string> targets = {"predicted"};
+  std::string name;  // the file name or the client's label, for outputs; may be empty
 };
 
 struct AttributionsRequest {
@@ -47,6 +52,7 @@ struct AttributionsRequest {
   std::string format;  // empty: chosen from Accept (NegotiateFormat)
   std::string heatmap = "signed";
   std::string model;  // empty: the default or only model
+  int top_k = 0;      // > 0: explain each image's top_k classes (instead of targets)
   PathRequest paths;  // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
 };
 
@@ -67,6 +73,11 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
 // "predicted" -> kPredictedTarget; a class name -> its index; an integer
 // within 0..classes-1 -> itself.
 StatusOr<int> ResolveTarget(const std::string& target, const std::vector<std::string>& classes);
+// Each of `targets` by ResolveTarget; one that is no class name but holds
+// commas is a list ("cat,dog,3"), so that class names with commas (ImageNet's
+// "tench, Tinca tinca") still resolve whole.
+StatusOr<std::vector<int>> ResolveTargets(const std::vector<std::string>& targets,
+                                          const std::vector<std::string>& classes);
 
 // Standard base64 (RFC 4648), padding optional, whitespace ignored; a
 // data: URL prefix ("data:image/png;base64,") is skipped.
@@ -84,13 +95,13 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view content_type, st
 
 // The answer's encoding: `format` when set (it must be one of
 // PayloadFormats), else the first of Accept's media ranges (by q) that names
-// one ("*/*" and a missing Accept: gzip). Several images come back as a zip
-// of one file each (JSON: one document with a list), which application/zip
-// in Accept also asks for. kNotAcceptable when Accept admits none.
+// one ("*/*" and a missing Accept: gzip). Several results (images, or
+// classes of one image) come back as a zip of one file each (JSON: one
+// document with a list), which application/zip in Accept also asks for. kNotAcceptable when Accept admits none.
 struct Negotiated {
   const PayloadFormat* format = nullptr;
   bool zip = false;  // several files in one zip
 };
-StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t images);
+StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t results);
 
 }  // namespace intgrads

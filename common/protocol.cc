@@ -30,6 +30,13 @@ Status Field(const json& header, const char* key, T* out) {
     for (const auto& e : *it) {
       if (!e.is_number()) return InvalidError(std::string("protocol: '") + key + "' holds a non-number");
     }
+  } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+    if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
+    for (const auto& e : *it) {
+      if (!e.is_number_integer() || e.get<int64_t>() != e.get<int>()) {
+        return InvalidError(std::string("protocol: '") + key + "' holds a non-integer");
+      }
+    }
   } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
     if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
     for (const auto& e : *it) {
@@ -111,6 +118,8 @@ Frames EncodeRequest(const JobRequest& r) {
   h["smoothgrad_sigma"] = p.smoothgrad_sigma;
   h["seed"] = p.seed;
   h["tolerance"] = p.tolerance;
+  if (!r.targets.empty()) h["targets"] = r.targets;
+  if (r.top_k > 0) h["top_k"] = r.top_k;
   if (p.baseline_image.pixels.empty()) return {Dump(h), r.pixels};
   h["baseline_height"] = p.baseline_image.height;
   h["baseline_width"] = p.baseline_image.width;
@@ -130,7 +139,20 @@ Frames EncodeReply(const JobReply& r) {
   h["content_type"] = r.content_type;
   h["n_steps_used"] = r.n_steps;
   h["tolerance_met"] = r.tolerance_met ? 1 : 0;
-  return {Dump(h), r.payload};
+  Frames frames = {"", r.payload};
+  if (!r.others.empty()) {
+    json others = json::array();
+    for (const JobReply& o : r.others) {
+      others.push_back({{"target", o.target},
+                        {"convergence_delta", o.convergence_delta},
+                        {"n_steps_used", o.n_steps},
+                        {"tolerance_met", o.tolerance_met ? 1 : 0}});
+      frames.push_back(o.payload);
+    }
+    h["others"] = std::move(others);
+  }
+  frames[0] = Dump(h);
+  return frames;
 }
 
 StatusOr<Message> DecodeMessage(const Frames& frames) {
@@ -190,6 +212,8 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(OptionalField(h, "smoothgrad_sigma", &p.smoothgrad_sigma));
     RETURN_IF_ERROR(OptionalField(h, "seed", &p.seed));
     RETURN_IF_ERROR(OptionalField(h, "tolerance", &p.tolerance));
+    RETURN_IF_ERROR(OptionalField(h, "targets", &r.targets));
+    RETURN_IF_ERROR(OptionalField(h, "top_k", &r.top_k));
     if (frames.size() == 3) {
       Image& b = p.baseline_image;
       RETURN_IF_ERROR(Field(h, "baseline_height", &b.height));
@@ -205,8 +229,10 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     }
   } else if (type == "reply") {
     m.type = MessageType::kReply;
-    RETURN_IF_ERROR(ExpectFrames(frames, 2, "reply"));
     JobReply& r = m.reply;
+    const json others = h.contains("others") ? h["others"] : json::array();
+    if (!others.is_array()) return InvalidError("protocol: 'others' is not a list");
+    RETURN_IF_ERROR(ExpectFrames(frames, 2 + others.size(), "reply"));
     RETURN_IF_ERROR(Field(h, "id", &r.id));
     RETURN_IF_ERROR(Field(h, "status", &r.status));
     RETURN_IF_ERROR(Field(h, "error", &r.error));
@@ -220,6 +246,22 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(OptionalField(h, "tolerance_met", &met));
     r.tolerance_met = met != 0;
     r.payload = frames[1];
+    for (size_t i = 0; i < others.size(); ++i) {
+      if (!others[i].is_object()) return InvalidError("protocol: an entry of 'others' is not an object");
+      JobReply o;
+      o.id = r.id;
+      o.content_type = r.content_type;
+      o.probabilities = r.probabilities;
+      o.compute_seconds = r.compute_seconds;
+      RETURN_IF_ERROR(Field(others[i], "target", &o.target));
+      RETURN_IF_ERROR(Field(others[i], "convergence_delta", &o.convergence_delta));
+      RETURN_IF_ERROR(OptionalField(others[i], "n_steps_used", &o.n_steps));
+      int other_met = 1;
+      RETURN_IF_ERROR(OptionalField(others[i], "tolerance_met", &other_met));
+      o.tolerance_met = other_met != 0;
+      o.payload = frames[2 + i];
+      r.others.push_back(std::move(o));
+    }
   } else {
     return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");
   }

@@ -6,9 +6,10 @@
 //   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
-//                                         baseline,...}, pixels(, baseline pixels)]
+//                                         baseline,...,targets,top_k}, pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,target,
-//                                         probabilities,content_type,n_steps_used,tolerance_met}, payload]
+//                                         probabilities,content_type,n_steps_used,tolerance_met,others},
+//                                  payload(, one payload per entry of others)]
 //
 // The fields after `channels` and `compute_seconds` (and mean, std) are
 // optional: a peer that omits them gets the defaults below.
@@ -59,6 +60,10 @@ struct JobRequest {
   std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
   std::string heatmap = "signed";  // png only: signed | absolute
   PathRequest paths;               // baseline, SmoothGrad, tolerance; the image baseline in a third frame
+  // Several targets: `targets` (when not empty, `target` is ignored), or the
+  // top_k classes at the input; one reply carries them all (JobReply::others).
+  std::vector<int> targets;
+  int top_k = 0;
 };
 
 struct JobReply {
@@ -73,6 +78,9 @@ struct JobReply {
   std::string content_type = "application/gzip";
   int n_steps = 0;            // path points per path, as used (adaptive steps choose it)
   bool tolerance_met = true;  // adaptive steps: whether the tolerance was reached
+  // With several targets, the second and later ones: each with its target,
+  // convergence_delta, n_steps, tolerance_met and payload (the rest as above).
+  std::vector<JobReply> others;
 };
 
 struct Message {

@@ -89,6 +89,38 @@ Status ValidatePathRequest(const PathRequest& p, const std::string& method, cons
   return Status::Ok();
 }
 
+Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
+                       const RequestLimits& limits) {
+  const std::string raise = " (raise with --max-targets)";
+  if (top_k < 0) return InvalidError("top_k: must be 1 or more (0: off)");
+  if (top_k > 0 && !targets.empty()) return InvalidError("top_k: give either top_k or a list of targets, not both");
+  if (top_k > limits.max_targets) {
+    return TooLargeError("top_k: " + std::to_string(top_k) + " is over the limit of " +
+                         std::to_string(limits.max_targets) + raise);
+  }
+  if (static_cast<int64_t>(targets.size()) > limits.max_targets) {
+    return TooLargeError("target: " + std::to_string(targets.size()) + " classes is over the limit of " +
+                         std::to_string(limits.max_targets) + raise);
+  }
+  if (top_k == 0 && targets.empty()) return InvalidError("target: no class given");
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const int t = targets[i];
+    if (t != -1 && (t < 0 || t >= num_classes)) {
+      return InvalidError("target_class: index " + std::to_string(t) + " is outside 0.." +
+                          std::to_string(num_classes - 1));
+    }
+    if (std::find(targets.begin(), targets.begin() + static_cast<std::ptrdiff_t>(i), t) !=
+        targets.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return InvalidError("target: " + (t == -1 ? std::string("predicted") : "class " + std::to_string(t)) +
+                          " appears twice");
+    }
+  }
+  if (method == "scan" && (top_k > 1 || targets.size() > 1)) {
+    return InvalidError("method: scan places its points for one target; ask for one, or use gausslegendre");
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 std::string TypeName(const json& v) { return v.type_name(); }

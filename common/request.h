@@ -27,7 +27,8 @@ struct RequestLimits {
   int max_side = 4096;                             // pixels per image side
   int64_t max_pixels = int64_t{16} * 1024 * 1024;  // height * width
   int max_n_steps = 1024;
-  int max_paths = 64;  // paths per image: SmoothGrad samples x baselines
+  int max_paths = 64;    // paths per image: SmoothGrad samples x baselines
+  int max_targets = 16;  // classes explained per image (a list, or top_k)
 };
 
 // The attribution options beyond the original (worker/engine.h, MakePaths
@@ -50,6 +51,13 @@ const std::vector<std::string>& BaselineKinds();
 // Checks a PathRequest on its own and with the method (adaptive steps are
 // Gauss-Legendre's; scan follows one path).
 Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);
+
+// Checks the classes to explain for one image: indices within 0..classes-1
+// or -1 (predicted), none twice, at most limits.max_targets; or top_k in
+// 1..max_targets. `top_k` 0 and one target is the original's request. The
+// scan places its points for one target, so it takes one.
+Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
+                       const RequestLimits& limits);
 
 struct AttributionRequest {
   Image image;  // as sent: any size, 1, 3 or 4 channels

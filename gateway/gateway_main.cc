@@ -28,6 +28,7 @@ void PrintHelp() {
       "  --max-pixels N           largest image area in pixels (default 16777216)\n"
       "  --max-n-steps N          largest n_steps (default 1024)\n"
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
+      "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
       "  --max-images N           most images in one /v1/attributions request (default 16)\n"
       "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000)\n"
       "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
         http_options.limits.max_n_steps = std::stoi(v);
       else if (a == "--max-paths")
         http_options.limits.max_paths = std::stoi(v);
+      else if (a == "--max-targets")
+        http_options.limits.max_targets = std::stoi(v);
       else if (a == "--max-images")
         http_options.max_images = std::max(1, std::stoi(v));
       else if (a == "--request-timeout-ms")

@@ -275,6 +275,7 @@ std::string ZipStem(const std::string& name, size_t index) {
 }
 
 json Summary(const JobReply& reply, const std::vector<std::string>& classes, size_t index, const std::string& name) {
+  // (index: the image's, in the request's order.)
   const auto& p = reply.probabilities;
   const int predicted = p.empty() ? -1 : static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
   auto class_name = [&classes](int i) { return i >= 0 && i < static_cast<int>(classes.size()) ? classes[i] : ""; };
@@ -293,17 +294,27 @@ json Summary(const JobReply& reply, const std::vector<std::string>& classes, siz
 }
 
 void Answer(Exchange& exchange, const Gathering& g, Metrics& metrics) {
-  const size_t n = g.replies.size();
-  for (size_t i = 0; i < n; ++i) {
+  const size_t images = g.replies.size();
+  for (size_t i = 0; i < images; ++i) {
     const JobReply& r = g.replies[i];
     if (r.status != 200) {
-      exchange.Error(r.status, (n > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
+      exchange.Error(r.status, (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
       return;
     }
   }
-  for (const JobReply& r : g.replies) metrics.AddAttribution(r.n_steps > 0 ? r.n_steps : g.n_steps);
+  // Every result in order: image by image, each image's targets in turn.
+  struct Result {
+    const JobReply* reply;
+    size_t image;
+  };
+  std::vector<Result> results;
+  for (size_t i = 0; i < images; ++i) {
+    results.push_back({&g.replies[i], i});
+    for (const JobReply& other : g.replies[i].others) results.push_back({&other, i});
+  }
+  for (const Result& r : results) metrics.AddAttribution(r.reply->n_steps > 0 ? r.reply->n_steps : g.n_steps);
   const PayloadFormat& format = *g.negotiated.format;
-  if (n == 1 && !g.negotiated.zip) {
+  if (results.size() == 1 && !g.negotiated.zip) {
     const JobReply& r = g.replies.front();
     const json summary = Summary(r, g.classes, 0, g.names.front());
     exchange.Header("X-Target-Class", std::to_string(r.target));
@@ -322,19 +333,23 @@ void Answer(Exchange& exchange, const Gathering& g, Metrics& metrics) {
     return;
   }
   json summaries = json::array();
-  for (size_t i = 0; i < n; ++i) summaries.push_back(Summary(g.replies[i], g.classes, i, g.names[i]));
+  for (const Result& r : results) summaries.push_back(Summary(*r.reply, g.classes, r.image, g.names[r.image]));
   if (!g.negotiated.zip) {  // JSON: one document, the results in order
     std::string body = "{\"summary\":" + DumpJson(summaries) + ",\"results\":[";
-    for (size_t i = 0; i < n; ++i) body += (i > 0 ? "," : "") + g.replies[i].payload;
+    for (size_t i = 0; i < results.size(); ++i) body += (i > 0 ? "," : "") + results[i].reply->payload;
     body += "]}";
     exchange.Send(200, body, kJson);
     return;
   }
   ZipWriter zip;
-  for (size_t i = 0; i < n; ++i) {
-    const std::string file = ZipStem(g.names[i], i) + format.extension;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    // 000-cat.npz; with several targets per image, 000-cat-dog.npz.
+    std::string file = ZipStem(g.names[r.image], r.image);
+    if (!g.replies[r.image].others.empty()) file += "-" + SafeStem(summaries[i]["target_name"].get<std::string>());
+    file += format.extension;
     summaries[i]["file"] = file;
-    zip.Add(file, g.replies[i].payload);
+    zip.Add(file, r.reply->payload);
   }
   zip.Add("summary.json", DumpJson(summaries));
   exchange.Header("Content-Disposition", "attachment; filename=\"attributions.zip\"");
@@ -357,12 +372,6 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
     exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
     return;
   }
-  auto negotiated =
-      NegotiateFormat(HeaderText<Pistache::Http::Header::Accept>(request), parsed->format, parsed->inputs.size());
-  if (!negotiated.ok()) {
-    exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
-    return;
-  }
   auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : parsed->model);
   if (!model.ok()) {
     exchange->Error(HttpStatusOf(model.status()), model.status().message());
@@ -370,20 +379,45 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
   }
   auto gathering = std::make_shared<Gathering>();
   gathering->classes = broker_.Classes(*model).value_or(Cifar10Classes());
-  gathering->negotiated = *negotiated;
   gathering->n_steps = parsed->n_steps;
+  // Each image's classes, checked before any work.
+  std::vector<std::vector<int>> targets;
+  size_t results = 0;
+  for (size_t i = 0; i < parsed->inputs.size(); ++i) {
+    const std::string where = parsed->inputs.size() > 1 ? "image " + std::to_string(i) + ": " : "";
+    const std::vector<std::string>& given = parsed->inputs[i].targets;
+    auto resolved = ResolveTargets(given, gathering->classes);
+    if (resolved.ok() && parsed->top_k > 0 && given == std::vector<std::string>{"predicted"}) resolved->clear();
+    Status valid = resolved.status();
+    if (valid.ok()) {
+      valid = ValidateTargets(*resolved, parsed->top_k, static_cast<int>(gathering->classes.size()), parsed->method,
+                              options_.limits);
+    }
+    if (!valid.ok()) {
+      exchange->Error(HttpStatusOf(valid), where + valid.message());
+      return;
+    }
+    results +=
+        parsed->top_k > 0 ? std::min(gathering->classes.size(), static_cast<size_t>(parsed->top_k)) : resolved->size();
+    targets.push_back(std::move(resolved).value());
+  }
+  auto negotiated = NegotiateFormat(HeaderText<Pistache::Http::Header::Accept>(request), parsed->format, results);
+  if (!negotiated.ok()) {
+    exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
+    return;
+  }
+  gathering->negotiated = *negotiated;
   std::vector<Job> jobs;
   for (size_t i = 0; i < parsed->inputs.size(); ++i) {
     AttributionInput& input = parsed->inputs[i];
-    auto target = ResolveTarget(input.target, gathering->classes);
-    if (!target.ok()) {
-      const std::string where = parsed->inputs.size() > 1 ? "image " + std::to_string(i) + ": " : "";
-      exchange->Error(HttpStatusOf(target.status()), where + target.status().message());
-      return;
-    }
     Job job;
     job.model = *model;
-    job.request.target = *target;
+    if (targets[i].size() == 1 && parsed->top_k == 0) {
+      job.request.target = targets[i].front();  // one class: the request every worker version reads
+    } else {
+      job.request.targets = targets[i];
+      job.request.top_k = parsed->top_k;
+    }
     job.request.n_steps = parsed->n_steps;
     job.request.method = parsed->method;
     job.request.format = negotiated->format->name;

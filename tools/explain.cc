@@ -27,7 +27,9 @@ const char kExplainHelp[] =
     "A progress bar goes to stderr, a summary table (target, predicted class, probability,\n"
     "convergence delta) to stdout. Exits 1 if any image failed (its row says why).\n\n"
     "  --out DIR          where the outputs go (created if missing)\n"
-    "  --target CLASS     a class name, an index, or predicted (default: predicted)\n"
+    "  --target CLASS     a class name, an index, or predicted (default: predicted); several,\n"
+    "                     comma-separated (cat,dog), give one output each, in IMAGE.zip\n"
+    "  --top-k K          the K most probable classes instead, in IMAGE.zip\n"
     "  --server URL       the service (default http://localhost:8888, or $INTGRADS_SERVER)\n"
     "  --format F         gzip (the original's dict, default), npz, json or png (the heatmap)\n"
     "  --n-steps N        path points (default 50)\n"
@@ -96,7 +98,7 @@ std::string Header(const HttpAnswer& answer, const std::string& name) {
 
 int RunExplain(const std::vector<std::string>& args) {
   std::vector<std::string> inputs;
-  std::string out_dir, target = "predicted", format = "gzip", n_steps, method, heatmap, model, token;
+  std::string out_dir, target = "predicted", format = "gzip", n_steps, method, heatmap, model, token, top_k;
   const char* env_server = std::getenv("INTGRADS_SERVER");
   const char* env_token = std::getenv("INTGRADS_TOKEN");
   std::string server = env_server != nullptr ? env_server : "http://localhost:8888";
@@ -125,6 +127,8 @@ int RunExplain(const std::vector<std::string>& args) {
       out_dir = v;
     else if (a == "--target")
       target = v;
+    else if (a == "--top-k")
+      top_k = v;
     else if (a == "--server")
       server = v;
     else if (a == "--format")
@@ -154,7 +158,8 @@ int RunExplain(const std::vector<std::string>& args) {
   if (error) return Fail("explain: cannot create " + out_dir + ": " + error.message());
   while (!server.empty() && server.back() == '/') server.pop_back();
   std::string route = model.empty() ? "/v1/attributions" : "/v1/models/" + UrlEncode(model) + "/attributions";
-  std::string query = "?format=" + format + "&target=" + UrlEncode(target);
+  std::string query =
+      "?format=" + format + (top_k.empty() ? "&target=" + UrlEncode(target) : "&top_k=" + UrlEncode(top_k));
   if (!n_steps.empty()) query += "&n_steps=" + UrlEncode(n_steps);
   if (!method.empty()) query += "&method=" + UrlEncode(method);
   if (!heatmap.empty()) query += "&heatmap=" + UrlEncode(heatmap);
@@ -195,7 +200,7 @@ int RunExplain(const std::vector<std::string>& args) {
       if (!baseline_image.empty()) part("baseline_image", "baseline", baseline_image);
       form += "--" + boundary + "--\r\n";
       std::vector<std::pair<std::string, std::string>> headers = {
-          {"Content-Type", "multipart/form-data; boundary=" + boundary}, {"Accept", payload->content_type}};
+          {"Content-Type", "multipart/form-data; boundary=" + boundary}};
       if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
       std::string url = server;
       url += route;
@@ -211,11 +216,13 @@ int RunExplain(const std::vector<std::string>& args) {
                                       : answer->body.substr(0, 200);
       row.output = "error " + std::to_string(answer->status) + ": " + message;
     } else {
-      const fs::path written = fs::path(out_dir) / (file.stem().string() + payload->extension);
+      // Several classes come back as a zip with summary.json, one file each.
+      const bool several = Header(*answer, "content-type") == "application/zip";
+      const fs::path written = fs::path(out_dir) / (file.stem().string() + (several ? ".zip" : payload->extension));
       std::ofstream out(written, std::ios::binary);
       out.write(answer->body.data(), static_cast<std::streamsize>(answer->body.size()));
       row.output = out ? written.string() : "error: cannot write " + written.string();
-      row.target = Header(*answer, "x-target-name");
+      row.target = several ? (top_k.empty() ? target : "top " + top_k) : Header(*answer, "x-target-name");
       row.predicted = Header(*answer, "x-predicted-name");
       row.probability = Header(*answer, "x-probability");
       row.delta = Header(*answer, "x-convergence-delta");

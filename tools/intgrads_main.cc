@@ -31,7 +31,8 @@ const char kAttributeHelp[] =
     "usage: intgrads-images attribute [model flags] --input in.json --output out.gzip [--n-steps N] [--method M]\n\n"
     "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
     "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
-    "--method override its fields.\n\n"
+    "--method override its fields, --target CLASSES (comma-separated) or --top-k K its target_class:\n"
+    "with several classes, out.gzip becomes out-CLASS.gzip, one file per class.\n\n"
     "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
     "  riemann_middle, riemann_trapezoid, scan), --chunk-size N, --threads N, --gzip-level N\n"
     "the options beyond the original (docs/API.md):\n";
@@ -41,7 +42,8 @@ int RunAttribute(const std::vector<std::string>& args) {
   WorkerOptions options;
   std::string input_path, output_path;
   int n_steps = 0;
-  std::string method;
+  std::string method, target;
+  int top_k = 0;
   PathRequest paths;
   std::string baseline_image;
   auto handle = [&](const std::string& a, size_t* i) -> Status {
@@ -62,6 +64,10 @@ int RunAttribute(const std::vector<std::string>& args) {
         n_steps = std::stoi(v);
       else if (a == "--method")
         method = v;
+      else if (a == "--target")
+        target = v;
+      else if (a == "--top-k")
+        top_k = std::stoi(v);
       else if (a == "--chunk-size")
         options.engine.chunk_size = std::stoi(v);
       else if (a == "--threads")
@@ -90,8 +96,15 @@ int RunAttribute(const std::vector<std::string>& args) {
   if (!body.ok()) return Fail("attribute: " + body.status().message());
   auto request = ParseModelRequest(*body, (*model)->info().classes, options.limits);
   if (!request.ok()) return Fail(input_path + ": " + request.status().message());
+  const std::vector<std::string>& classes = (*model)->info().classes;
   JobRequest job;
   job.target = request->target;
+  job.top_k = top_k;
+  if (!target.empty()) {
+    auto targets = ResolveTargets({target}, classes);
+    if (!targets.ok()) return Fail("attribute: --target: " + targets.status().message());
+    job.targets = *targets;
+  }
   job.n_steps = n_steps > 0 ? n_steps : request->n_steps;
   job.method = method.empty() ? request->method : method;
   job.height = request->image.height;
@@ -103,12 +116,23 @@ int RunAttribute(const std::vector<std::string>& args) {
   JobReply reply = ComputeReply(**model, device, job, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (reply.status != 200) return Fail(reply.error);
-  std::ofstream out(output_path, std::ios::binary);
-  out.write(reply.payload.data(), static_cast<std::streamsize>(reply.payload.size()));
-  if (!out) return Fail("attribute: cannot write " + output_path);
-  std::printf("wrote %s: target %d (%s), n_steps %d, %s, convergence delta %.6g, %.3f s\n", output_path.c_str(),
-              job.target, (*model)->info().classes[static_cast<size_t>(job.target)].c_str(), reply.n_steps,
-              job.method.c_str(), reply.convergence_delta, seconds);
+  std::vector<const JobReply*> results = {&reply};
+  for (const JobReply& other : reply.others) results.push_back(&other);
+  for (const JobReply* r : results) {
+    const std::string& name = classes[static_cast<size_t>(r->target)];
+    std::string path = output_path;
+    if (results.size() > 1) {  // out.gzip -> out-cat.gzip
+      const size_t dot = path.rfind('.');
+      const size_t slash = path.rfind('/');
+      const size_t cut = dot != std::string::npos && (slash == std::string::npos || dot > slash) ? dot : path.size();
+      path.insert(cut, "-" + name);
+    }
+    std::ofstream out(path, std::ios::binary);
+    out.write(r->payload.data(), static_cast<std::streamsize>(r->payload.size()));
+    if (!out) return Fail("attribute: cannot write " + path);
+    std::printf("wrote %s: target %d (%s), n_steps %d, %s, convergence delta %.6g, %.3f s\n", path.c_str(), r->target,
+                name.c_str(), r->n_steps, job.method.c_str(), r->convergence_delta, seconds);
+  }
   return 0;
 }
 

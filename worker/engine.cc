@@ -169,11 +169,30 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
 
 Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
                            int target, const PathSchedule& schedule, const EngineOptions& options) {
+  return AttributeTargets(model, input, paths, {{target}, 0}, schedule, options).front();
+}
+
+std::vector<int> ChooseTargets(const Targets& targets, const torch::Tensor& logits) {
+  if (targets.top_k > 0) {
+    const int64_t k = std::min<int64_t>(targets.top_k, logits.size(1));
+    const torch::Tensor top = std::get<1>(logits.topk(k, 1)).to(torch::kCPU).flatten();
+    std::vector<int> chosen;
+    for (int64_t i = 0; i < k; ++i) chosen.push_back(static_cast<int>(top[i].item<int64_t>()));
+    return chosen;
+  }
+  std::vector<int> chosen = targets.classes;
+  for (int& t : chosen) {
+    if (t < 0) t = static_cast<int>(logits.argmax(1).item<int64_t>());
+  }
+  return chosen;
+}
+
+std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::Tensor& input,
+                                          const std::vector<Path>& paths, const Targets& wanted,
+                                          const PathSchedule& schedule, const EngineOptions& options) {
   const auto n = static_cast<int64_t>(schedule.alphas.size());
   const auto count = static_cast<int64_t>(paths.size());
   const torch::ScalarType compute = model.dtype();
-  Attribution result;
-  result.n_steps = static_cast<int>(n);
   std::vector<torch::Tensor> starts, ends;
   for (const Path& p : paths) {
     ends.push_back(p.input);
@@ -181,6 +200,7 @@ Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, 
   }
   const torch::Tensor inputs = torch::cat(ends);       // P x 3 x S x S
   const torch::Tensor baselines = torch::cat(starts);  // P x 3 x S x S
+  torch::Tensor logits, end_logits, start_logits;      // 1 x classes; P x classes each
   {
     // One forward pass over f(input), the paths' ends (unless one is `input`
     // itself) and their starts.
@@ -193,22 +213,21 @@ Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, 
     }
     const auto first_start = static_cast<int64_t>(rows.size());
     rows.push_back(baselines);
-    torch::Tensor f = model.Forward(torch::cat(rows).to(compute)).to(input.scalar_type());
-    result.logits = f.slice(0, 0, 1).to(torch::kCPU).contiguous();
-    if (target < 0) target = static_cast<int>(result.logits.argmax(1).item<int64_t>());
-    result.target = target;
-    for (int64_t p = 0; p < count; ++p) {
-      result.target_logit += f[end_row[static_cast<size_t>(p)]][target].item<double>() / static_cast<double>(count);
-      result.baseline_logit += f[first_start + p][target].item<double>() / static_cast<double>(count);
-    }
+    torch::Tensor f = model.Forward(torch::cat(rows).to(compute)).to(input.scalar_type()).to(torch::kCPU);
+    logits = f.slice(0, 0, 1).contiguous();
+    end_logits = f.index_select(0, torch::tensor(end_row, torch::kInt64));
+    start_logits = f.slice(0, first_start, first_start + count);
   }
+  const std::vector<int> targets = ChooseTargets(wanted, logits);
+  const auto target_count = static_cast<int64_t>(targets.size());
   // Path points in the input's dtype (float32 as Captum forms them):
   // baseline + alpha * (x - baseline), path by path.
   const torch::Tensor alphas64 = torch::tensor(schedule.alphas, torch::kFloat64);
   torch::Tensor alphas = alphas64.to(input.options()).view({1, n, 1, 1, 1});
   const torch::Tensor differences = inputs - baselines;
   torch::Tensor path_points = (baselines.unsqueeze(1) + alphas * differences.unsqueeze(1)).flatten(0, 1);
-  torch::Tensor gradients = torch::empty_like(path_points);
+  std::vector<torch::Tensor> gradients;
+  for (int64_t t = 0; t < target_count; ++t) gradients.push_back(torch::empty_like(path_points));
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
   const int64_t rows = count * n;
   const int64_t chunk =
@@ -216,37 +235,61 @@ Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, 
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t size = std::min(chunk, rows - first);
     torch::Tensor points = path_points.slice(0, first, first + size).to(compute).detach().requires_grad_(true);
-    torch::Tensor logits = model.Forward(points);
-    torch::Tensor objective = logits.select(1, target).sum();
-    gradients.slice(0, first, first + size).copy_(torch::autograd::grad({objective}, {points})[0]);
+    torch::Tensor out = model.Forward(points);
+    // One forward pass, one backward pass per target through its graph.
+    for (int64_t t = 0; t < target_count; ++t) {
+      torch::Tensor objective = out.select(1, targets[static_cast<size_t>(t)]).sum();
+      const bool more = t + 1 < target_count;
+      gradients[static_cast<size_t>(t)]
+          .slice(0, first, first + size)
+          .copy_(torch::autograd::grad({objective}, {points}, {}, /*retain_graph=*/more)[0]);
+    }
   }
   const torch::Tensor steps64 = torch::tensor(schedule.step_sizes, torch::kFloat64).view({1, n, 1});
-  torch::Tensor steps = steps64.to(input.options());
-  // Per path: (x_p - b_p) * sum_k s_k grad_{p,k}; IG: their mean.
-  torch::Tensor totals = (gradients.reshape({count, n, -1}) * steps).sum(1).reshape(differences.sizes());
-  torch::Tensor per_path = totals * differences;
-  result.integrated_grads = (count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
-  result.step_sizes =
+  const torch::Tensor steps = steps64.to(input.options());
+  const torch::Tensor step_sizes =
       (steps64.expand({count, n, 1}).reshape({count * n, 1}) / static_cast<double>(count)).to(torch::kFloat32);
-  result.path_gradients = gradients.to(torch::kCPU);
-  result.path_points = path_points.to(torch::kCPU);
-  result.path_inputs = inputs.to(torch::kCPU);
-  result.baselines = baselines.to(torch::kCPU);
-  result.convergence_delta =
-      result.integrated_grads.sum().item<double>() - (result.target_logit - result.baseline_logit);
-  return result;
+  const torch::Tensor points_cpu = path_points.to(torch::kCPU);
+  const torch::Tensor inputs_cpu = inputs.to(torch::kCPU);
+  const torch::Tensor baselines_cpu = baselines.to(torch::kCPU);
+  std::vector<Attribution> results;
+  for (int64_t t = 0; t < target_count; ++t) {
+    Attribution a;
+    a.n_steps = static_cast<int>(n);
+    a.target = targets[static_cast<size_t>(t)];
+    a.logits = logits;
+    a.target_logit = end_logits.select(1, a.target).mean().item<double>();
+    a.baseline_logit = start_logits.select(1, a.target).mean().item<double>();
+    // Per path: (x_p - b_p) * sum_k s_k grad_{p,k}; IG: their mean.
+    const torch::Tensor& g = gradients[static_cast<size_t>(t)];
+    torch::Tensor totals = (g.reshape({count, n, -1}) * steps).sum(1).reshape(differences.sizes());
+    torch::Tensor per_path = totals * differences;
+    a.integrated_grads = (count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
+    a.step_sizes = step_sizes;
+    a.path_gradients = g.to(torch::kCPU);
+    a.path_points = points_cpu;
+    a.path_inputs = inputs_cpu;
+    a.baselines = baselines_cpu;
+    a.convergence_delta = a.integrated_grads.sum().item<double>() - (a.target_logit - a.baseline_logit);
+    results.push_back(std::move(a));
+  }
+  return results;
 }
 
-Attribution AttributeToTolerance(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
-                                 int target, double tolerance, int max_n_steps, const EngineOptions& options, bool* met,
-                                 int* points_spent) {
+std::vector<Attribution> AttributeToTolerance(const Classifier& model, const torch::Tensor& input,
+                                              const std::vector<Path>& paths, Targets targets, double tolerance,
+                                              int max_n_steps, const EngineOptions& options, bool* met,
+                                              int* points_spent) {
   *points_spent = 0;
   for (int n = std::min(8, max_n_steps);; n = std::min(2 * n, max_n_steps)) {
-    Attribution a = AttributePaths(model, input, paths, target, *MakeSchedule("gausslegendre", n), options);
+    std::vector<Attribution> a =
+        AttributeTargets(model, input, paths, targets, *MakeSchedule("gausslegendre", n), options);
     *points_spent += n * static_cast<int>(paths.size());
-    *met = !IsIncomplete(a, tolerance);
+    *met = std::none_of(a.begin(), a.end(), [&](const Attribution& x) { return IsIncomplete(x, tolerance); });
     if (*met || n >= max_n_steps) return a;
-    target = a.target;  // a predicted target stays the one first read
+    // The targets stay those first chosen (predicted, top-k).
+    targets = {{}, 0};
+    for (const Attribution& x : a) targets.classes.push_back(x.target);
   }
 }
 

@@ -121,6 +121,23 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
 Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
                            int target, const PathSchedule& schedule, const EngineOptions& options);
 
+// The classes to explain: `classes` (kPredictedTarget, or any negative, is
+// the predicted class), or with top_k > 0 the top_k classes at the input,
+// most probable first.
+struct Targets {
+  std::vector<int> classes;
+  int top_k = 0;
+};
+std::vector<int> ChooseTargets(const Targets& targets, const torch::Tensor& logits);
+
+// Several targets over the same paths, one Attribution each (in the order of
+// ChooseTargets): each chunk of path points goes forward once, and back once
+// per target through the same graph, so T targets cost n forward and T x n
+// backward passes instead of T x n of each. AttributePaths is this with one.
+std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::Tensor& input,
+                                          const std::vector<Path>& paths, const Targets& targets,
+                                          const PathSchedule& schedule, const EngineOptions& options);
+
 // MakeSchedule, or for "scan" the scan of the model along the path from
 // `baseline` (zero if undefined) to `input` and PlanFromScan.
 StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,
@@ -128,12 +145,14 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
                                     const torch::Tensor& baseline = {});
 
 // Adaptive steps: Gauss-Legendre with n = 8, 16, 32, ... (the last try
-// `max_n_steps`) until |convergence delta| <= tolerance x |f(x) - f(baseline)|.
-// Returns the last try (its n_steps is the count used); *met says whether it
-// reached the tolerance, *points_spent counts the path points of all tries.
-Attribution AttributeToTolerance(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
-                                 int target, double tolerance, int max_n_steps, const EngineOptions& options, bool* met,
-                                 int* points_spent);
+// `max_n_steps`) until |convergence delta| <= tolerance x |f(x) - f(baseline)|
+// for every target. Returns the last try (its n_steps is the count used);
+// *met says whether it reached the tolerance, *points_spent counts the path
+// points of all tries.
+std::vector<Attribution> AttributeToTolerance(const Classifier& model, const torch::Tensor& input,
+                                              const std::vector<Path>& paths, Targets targets, double tolerance,
+                                              int max_n_steps, const EngineOptions& options, bool* met,
+                                              int* points_spent);
 
 // Whether |convergence delta| exceeds `fraction` of |f(x) - f(baseline)|
 // (the worker logs a warning past 10%).

@@ -50,26 +50,51 @@ WorkerInfo DescribeWorker(const Classifier& model, const torch::Device& device, 
   return info;
 }
 
-JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
-                      const WorkerOptions& options) {
-  JobReply reply;
-  reply.id = request.id;
-  const auto num_classes = static_cast<int>(model.info().classes.size());
-  Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
+namespace {
+
+// Logs the warning of a convergence delta past 10% of f(x) - f(baseline).
+void WarnIfIncomplete(const Attribution& a, const JobRequest& request) {
+  if (!IsIncomplete(a, 0.1)) return;
+  std::fprintf(stderr,
+               "intgrads-worker: warning: request %llu, class %d: convergence delta %.4g is %.0f%% of f(x) - "
+               "f(baseline) = %.4g (method %s, n_steps %d); the IG is incomplete: raise n_steps or try method scan "
+               "(docs/FAITHFULNESS.md)\n",
+               static_cast<unsigned long long>(request.id), a.target, a.convergence_delta,
+               100.0 * std::fabs(a.convergence_delta) / std::fabs(a.target_logit - a.baseline_logit),
+               a.target_logit - a.baseline_logit, request.method.c_str(), a.n_steps);
+}
+
+// The request's format, validated with everything else a worker checks
+// before any work; nullptr with *error set when the request is refused.
+const PayloadFormat* Validate(const JobRequest& request, int num_classes, const WorkerOptions& options, Status* error) {
   const PayloadFormat* format = FindPayloadFormat(request.format);
+  Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
   if (valid.ok() && format == nullptr)
     valid = InvalidError("format: '" + request.format.substr(0, 32) + "' is not one");
   if (valid.ok() && request.heatmap != "signed" && request.heatmap != "absolute") {
     valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
   }
   if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
-  if (valid.ok() && request.target != kPredictedTarget && (request.target < 0 || request.target >= num_classes)) {
-    valid = InvalidError("target_class: index " + std::to_string(request.target) + " is outside 0.." +
-                         std::to_string(num_classes - 1));
+  if (valid.ok() && request.top_k == 0 && request.targets.empty()) {
+    valid = ValidateTargets({request.target}, 0, num_classes, request.method, options.limits);
+  } else if (valid.ok()) {
+    valid = ValidateTargets(request.targets, request.top_k, num_classes, request.method, options.limits);
   }
-  if (!valid.ok()) {
-    reply.status = 422;
-    reply.error = valid.message();
+  *error = valid;
+  return valid.ok() ? format : nullptr;
+}
+
+}  // namespace
+
+JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
+                      const WorkerOptions& options) {
+  JobReply reply;
+  reply.id = request.id;
+  Status invalid;
+  const PayloadFormat* format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
+  if (format == nullptr) {
+    reply.status = invalid.code() == StatusCode::kTooLarge ? 413 : 422;
+    reply.error = invalid.message();
     return reply;
   }
   try {
@@ -80,12 +105,15 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     image.pixels.assign(request.pixels.begin(), request.pixels.end());
     const Image seen = ModelInputImage(image, model.info());
     torch::Tensor input = NormalizedTensor(seen, model.info()).to(device);
-    int target = request.target;
-    if (target == kPredictedTarget && request.method == "scan") {
-      // The scan needs its target before the path; other rules let Attribute
-      // read it from the pass it makes at x anyway.
+    Targets targets{request.targets, request.top_k};
+    if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
+    if (request.method == "scan") {
+      // The scan needs its target before the path; other rules let the
+      // engine read predicted and top-k classes from the pass it makes at x
+      // anyway.
       torch::NoGradGuard no_grad;
-      target = static_cast<int>(model.Forward(input.to(model.dtype())).argmax(1).item<int64_t>());
+      targets.classes = ChooseTargets(targets, model.Forward(input.to(model.dtype())).to(torch::kCPU));
+      targets.top_k = 0;
     }
     const PathRequest& wanted = request.paths;
     torch::Tensor baseline_image;
@@ -95,53 +123,54 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     auto paths = MakePaths(input, model.info(), wanted, baseline_image);
     StatusOr<PathSchedule> schedule = PathSchedule();
     if (paths.ok() && wanted.tolerance <= 0.0) {
-      schedule =
-          PlanSchedule(model, input, target, request.method, request.n_steps, options.engine, paths->front().baseline);
+      const int scan_target = targets.classes.empty() ? 0 : targets.classes.front();
+      schedule = PlanSchedule(model, input, scan_target, request.method, request.n_steps, options.engine,
+                              paths->front().baseline);
     }
     if (!paths.ok() || !schedule.ok()) {
       reply.status = 422;
       reply.error = (!paths.ok() ? paths.status() : schedule.status()).message();
       return reply;
     }
-    Attribution attribution;
+    std::vector<Attribution> attributions;
     if (wanted.tolerance > 0.0) {
       int spent = 0;
-      attribution = AttributeToTolerance(model, input, *paths, target, wanted.tolerance, options.limits.max_n_steps,
-                                         options.engine, &reply.tolerance_met, &spent);
+      bool met = false;
+      attributions = AttributeToTolerance(model, input, *paths, targets, wanted.tolerance, options.limits.max_n_steps,
+                                          options.engine, &met, &spent);
     } else {
-      attribution = AttributePaths(model, input, *paths, target, *schedule, options.engine);
+      attributions = AttributeTargets(model, input, *paths, targets, *schedule, options.engine);
     }
-    reply.n_steps = attribution.n_steps;
-    Explanation explanation{&attribution,          &input,
-                            &model.info().classes, Probabilities(attribution.logits),
-                            request.method,        attribution.n_steps};
-    StatusOr<std::string> payload = std::string();
-    if (format->name == "gzip") {
-      payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
-    } else if (format->name == "npz") {
-      payload = EncodeNpz(explanation);
-    } else if (format->name == "json") {
-      payload = EncodeJson(explanation);
-    } else {
-      payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
-    }
-    if (!payload.ok()) throw std::runtime_error(payload.status().message());
-    reply.payload = std::move(payload).value();
-    reply.content_type = format->content_type;
-    reply.target = attribution.target;
-    reply.probabilities = std::move(explanation.probabilities);
-    reply.convergence_delta = attribution.convergence_delta;
-    if (IsIncomplete(attribution, 0.1)) {
-      std::fprintf(stderr,
-                   "intgrads-worker: warning: request %llu: convergence delta %.4g is %.0f%% of f(x) - f(baseline) = "
-                   "%.4g (method %s, n_steps %d); the IG is incomplete: raise n_steps or try method scan "
-                   "(docs/FAITHFULNESS.md)\n",
-                   static_cast<unsigned long long>(request.id), attribution.convergence_delta,
-                   100.0 * std::fabs(attribution.convergence_delta) /
-                       std::fabs(attribution.target_logit - attribution.baseline_logit),
-                   attribution.target_logit - attribution.baseline_logit, request.method.c_str(), attribution.n_steps);
+    std::vector<double> probabilities = Probabilities(attributions.front().logits);
+    for (size_t i = 0; i < attributions.size(); ++i) {
+      const Attribution& attribution = attributions[i];
+      Explanation explanation{&attribution,  &input,         &model.info().classes,
+                              probabilities, request.method, attribution.n_steps};
+      StatusOr<std::string> payload = std::string();
+      if (format->name == "gzip") {
+        payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+      } else if (format->name == "npz") {
+        payload = EncodeNpz(explanation);
+      } else if (format->name == "json") {
+        payload = EncodeJson(explanation);
+      } else {
+        payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
+      }
+      if (!payload.ok()) throw std::runtime_error(payload.status().message());
+      JobReply& out = i == 0 ? reply : reply.others.emplace_back();
+      out.id = request.id;
+      out.payload = std::move(payload).value();
+      out.content_type = format->content_type;
+      out.target = attribution.target;
+      out.probabilities = probabilities;
+      out.convergence_delta = attribution.convergence_delta;
+      out.n_steps = attribution.n_steps;
+      out.tolerance_met = !(wanted.tolerance > 0.0 && IsIncomplete(attribution, wanted.tolerance));
+      WarnIfIncomplete(attribution, request);
     }
   } catch (const std::bad_alloc&) {
+    reply = JobReply{};
+    reply.id = request.id;
     reply.status = 503;
     reply.error = "the worker ran out of memory for this request; retry later or with fewer n_steps";
   } catch (const std::exception& e) {
@@ -150,6 +179,8 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
         what.find("out of memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos;
     std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(request.id),
                  what.substr(0, 500).c_str());
+    reply = JobReply{};
+    reply.id = request.id;
     reply.status = out_of_memory ? 503 : 500;
     reply.error = out_of_memory ? "the worker ran out of memory for this request; retry later or with fewer n_steps"
                                 : "internal error while computing the attribution";

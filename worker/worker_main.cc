@@ -33,6 +33,7 @@ void PrintHelp() {
       "  --gzip-level N           response compression 0..9 (default 1)\n"
       "  --max-n-steps N          largest n_steps accepted (default 1024)\n"
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
+      "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
       "  --heartbeat-ms N         heartbeat interval (default 1000)\n"
       "  --help                   this text\n",
       intgrads::ModelFlagsHelp());
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
         options.limits.max_n_steps = std::stoi(v);
       else if (a == "--max-paths")
         options.limits.max_paths = std::stoi(v);
+      else if (a == "--max-targets")
+        options.limits.max_targets = std::stoi(v);
       else if (a == "--heartbeat-ms")
         options.heartbeat_ms = std::max(10, std::stoi(v));
       else {

@@ -187,9 +187,27 @@ class Client:
             raise ValueError(f"{len(encoded)} images but {len(targets)} targets: give one target per image")
         inputs = [{"image": _b64(d), "target": t, "name": n} for (d, n), t in zip(encoded, targets)]
         body, headers = self._post({"inputs": inputs}, "npz", n_steps=n_steps, method=method, **_options(options))
-        if len(inputs) == 1:
-            return [Explanation(read_npz(body), self.classes, encoded[0][1])]
+        return self._explanations(body, encoded[0][1])
+
+    def explain_targets(self, image, targets=None, top_k=None, n_steps=50, method="gausslegendre", **options):
+        """One image explained for several classes in one request: `targets`
+        (names or indices) or the `top_k` most probable. The forward passes
+        are shared, so k classes cost less than k requests. A list of
+        Explanation in the order asked (top_k: most probable first)."""
+        if (targets is None) == (top_k is None):
+            raise ValueError("give either targets or top_k")
+        data, name = image_bytes(image)
+        payload = {"image": _b64(data)}
+        if targets is not None:
+            payload["target"] = list(targets)
+        body, _ = self._post(payload, "npz", n_steps=n_steps, method=method, top_k=top_k, **_options(options))
+        return self._explanations(body, name)
+
+    def _explanations(self, body, name):
+        """An npz, or a zip of them with summary.json (several results)."""
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            if "summary.json" not in archive.namelist():
+                return [Explanation(read_npz(body), self.classes, name)]
             summary = json.loads(archive.read("summary.json"))
             return [Explanation(read_npz(archive.read(s["file"])), self.classes, s["name"]) for s in summary]
 

@@ -73,11 +73,11 @@ TEST(AttributionsRequest, ARawImageWithQueryOptions) {
   ASSERT_EQ(r->inputs.size(), 1U);
   EXPECT_EQ(r->inputs[0].image.width, 6);
   EXPECT_EQ(r->inputs[0].image.pixels, Pattern(5, 6, 3).pixels);
-  EXPECT_EQ(r->inputs[0].target, "cat");
+  EXPECT_EQ(r->inputs[0].targets.front(), "cat");
   EXPECT_EQ(r->n_steps, 7);
   EXPECT_EQ(r->format, "npz");
   // Without a target: the predicted class.
-  EXPECT_EQ(ParseAttributionsRequest("image/png", {}, Png(2, 2), {})->inputs[0].target, "predicted");
+  EXPECT_EQ(ParseAttributionsRequest("image/png", {}, Png(2, 2), {})->inputs[0].targets.front(), "predicted");
 }
 
 TEST(AttributionsRequest, MultipartImagesEachWithItsTarget) {
@@ -89,8 +89,8 @@ TEST(AttributionsRequest, MultipartImagesEachWithItsTarget) {
   auto r = ParseAttributionsRequest("multipart/form-data; boundary=XyZ", {}, two, {});
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->inputs.size(), 2U);
-  EXPECT_EQ(r->inputs[0].target, "cat");
-  EXPECT_EQ(r->inputs[1].target, "2");
+  EXPECT_EQ(r->inputs[0].targets.front(), "cat");
+  EXPECT_EQ(r->inputs[1].targets.front(), "2");
   EXPECT_EQ(r->inputs[1].name, "b.png");
   EXPECT_EQ(r->method, "riemann_left");
   // One target is never forced on several images.
@@ -103,7 +103,33 @@ TEST(AttributionsRequest, MultipartImagesEachWithItsTarget) {
   const std::string none = Multipart({{"image", "a.png", Png(3, 3)}, {"image", "b.png", Png(4, 4)}});
   auto predicted = ParseAttributionsRequest("multipart/form-data; boundary=XyZ", {}, none, {});
   ASSERT_TRUE(predicted.ok());
-  EXPECT_EQ(predicted->inputs[1].target, "predicted");
+  EXPECT_EQ(predicted->inputs[1].targets.front(), "predicted");
+}
+
+TEST(AttributionsRequest, SeveralTargetsForOneImage) {
+  auto listed = ParseAttributionsRequest("image/png", {{"target", "cat,dog, 3"}}, Png(2, 2), {});
+  ASSERT_TRUE(listed.ok()) << listed.status().message();
+  EXPECT_EQ(*ResolveTargets(listed->inputs[0].targets, Cifar10Classes()), (std::vector<int>{3, 5, 3}));
+  // A class name with commas resolves whole; its parts are no classes.
+  const std::vector<std::string> imagenet = {"tench, Tinca tinca", "goldfish, Carassius auratus", "a"};
+  EXPECT_EQ(*ResolveTargets({"goldfish, Carassius auratus"}, imagenet), (std::vector<int>{1}));
+  EXPECT_EQ(*ResolveTargets({"a,0"}, imagenet), (std::vector<int>{2, 0}));
+  auto unknown = ResolveTargets({"cat,wolf"}, Cifar10Classes());
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("unknown class 'wolf'"), std::string::npos);
+
+  auto json_list =
+      ParseAttributionsRequest("application/json", {}, R"({"img_data": [[0, 1]], "target": ["ship", 0]})", {});
+  ASSERT_TRUE(json_list.ok()) << json_list.status().message();
+  EXPECT_EQ(json_list->inputs[0].targets, (std::vector<std::string>{"ship", "0"}));
+  EXPECT_FALSE(ParseAttributionsRequest("application/json", {}, R"({"img_data": [[0]], "target": []})", {}).ok());
+  EXPECT_FALSE(ParseAttributionsRequest("application/json", {}, R"({"img_data": [[0]], "target": [1.5]})", {}).ok());
+
+  auto top = ParseAttributionsRequest("application/json", {}, R"({"img_data": [[0, 1]], "top_k": 3})", {});
+  ASSERT_TRUE(top.ok()) << top.status().message();
+  EXPECT_EQ(top->top_k, 3);
+  EXPECT_EQ(ParseAttributionsRequest("image/png", {{"top_k", "2"}}, Png(2, 2), {})->top_k, 2);
+  EXPECT_FALSE(ParseAttributionsRequest("image/png", {{"top_k", "two"}}, Png(2, 2), {}).ok());
 }
 
 TEST(AttributionsRequest, JsonWithBase64ImgDataOrInputs) {
@@ -112,13 +138,13 @@ TEST(AttributionsRequest, JsonWithBase64ImgDataOrInputs) {
       ParseAttributionsRequest("application/json", {}, R"({"image": ")" + b64 + R"(", "target": 1, "n_steps": 9})", {});
   ASSERT_TRUE(single.ok()) << single.status().message();
   EXPECT_EQ(single->inputs[0].image.height, 4);
-  EXPECT_EQ(single->inputs[0].target, "1");
+  EXPECT_EQ(single->inputs[0].targets.front(), "1");
   EXPECT_EQ(single->n_steps, 9);
   auto original = ParseAttributionsRequest("application/json", {},
                                            R"({"img_data": [[[1,2,3],[4,5,6]]], "target_class": "dog"})", {});
   ASSERT_TRUE(original.ok()) << original.status().message();
   EXPECT_EQ(original->inputs[0].image.width, 2);
-  EXPECT_EQ(original->inputs[0].target, "dog");
+  EXPECT_EQ(original->inputs[0].targets.front(), "dog");
   auto batch = ParseAttributionsRequest("application/json", {{"format", "json"}},
                                         R"({"inputs": [{"image": ")" + b64 +
                                             R"(", "target": "cat", "name": "x"}, {"img_data": [[0, 255]]}],
@@ -127,7 +153,7 @@ TEST(AttributionsRequest, JsonWithBase64ImgDataOrInputs) {
   ASSERT_TRUE(batch.ok()) << batch.status().message();
   ASSERT_EQ(batch->inputs.size(), 2U);
   EXPECT_EQ(batch->inputs[0].name, "x");
-  EXPECT_EQ(batch->inputs[1].target, "predicted");
+  EXPECT_EQ(batch->inputs[1].targets.front(), "predicted");
   EXPECT_EQ(batch->inputs[1].image.channels, 1);
   EXPECT_EQ(batch->method, "scan");
   EXPECT_EQ(batch->format, "json");

@@ -86,6 +86,57 @@ TEST(Protocol, LaterFieldsAreOptional) {
   EXPECT_FALSE(bad.ok());
 }
 
+TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
+  JobRequest r;
+  r.height = 1;
+  r.width = 1;
+  r.channels = 1;
+  r.pixels = "x";
+  r.targets = {4, 0, 9};
+  auto request = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(request.ok()) << request.status().message();
+  EXPECT_EQ(request->request.targets, r.targets);
+  EXPECT_EQ(request->request.top_k, 0);
+  r.targets.clear();
+  r.top_k = 3;
+  EXPECT_EQ(DecodeMessage(EncodeRequest(r))->request.top_k, 3);
+
+  JobReply reply;
+  reply.id = 9;
+  reply.target = 4;
+  reply.payload = "first";
+  reply.probabilities = {0.5, 0.5};
+  reply.content_type = "image/png";
+  JobReply second;
+  second.target = 0;
+  second.convergence_delta = 0.125;
+  second.n_steps = 16;
+  second.tolerance_met = false;
+  second.payload = std::string("\x00second", 7);
+  reply.others = {second};
+  const Frames frames = EncodeReply(reply);
+  EXPECT_EQ(frames.size(), 3U);
+  auto m = DecodeMessage(frames);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->reply.others.size(), 1U);
+  const JobReply& o = m->reply.others[0];
+  EXPECT_EQ(o.id, 9U);
+  EXPECT_EQ(o.target, 0);
+  EXPECT_DOUBLE_EQ(o.convergence_delta, 0.125);
+  EXPECT_EQ(o.n_steps, 16);
+  EXPECT_FALSE(o.tolerance_met);
+  EXPECT_EQ(o.payload, second.payload);
+  EXPECT_EQ(o.content_type, "image/png");
+  EXPECT_EQ(o.probabilities, reply.probabilities);
+  Frames missing = frames;
+  missing.pop_back();
+  EXPECT_FALSE(DecodeMessage(missing).ok());  // a payload short
+  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "request", "id": 1, "target": 2, "n_steps": 5, "method": "m",
+                                   "height": 1, "width": 1, "channels": 1, "targets": [1, "b"]})",
+                              "x"})
+                   .ok());
+}
+
 TEST(Protocol, RefusesOtherVersions) {
   auto m = DecodeMessage({R"({"v": 2, "type": "heartbeat"})"});
   ASSERT_FALSE(m.ok());

@@ -86,6 +86,29 @@ TEST(Request, RefusesDeepNestingAndHugeImages) {
   EXPECT_NE(r.status().message().find("--max-image-side"), std::string::npos);
 }
 
+TEST(Request, TargetsAreCheckedTogether) {
+  RequestLimits limits;
+  limits.max_targets = 3;
+  auto message = [&](const std::vector<int>& targets, int top_k, const std::string& method = "gausslegendre") {
+    const Status s = ValidateTargets(targets, top_k, 10, method, limits);
+    return s.ok() ? std::string("ok") : s.message();
+  };
+  EXPECT_EQ(message({3}, 0), "ok");
+  EXPECT_EQ(message({-1, 3, 9}, 0), "ok");
+  EXPECT_EQ(message({}, 3), "ok");
+  EXPECT_EQ(message({4}, 0, "scan"), "ok");
+  EXPECT_EQ(message({}, 1, "scan"), "ok");
+  EXPECT_EQ(message({1, 2}, 0, "scan"),
+            "method: scan places its points for one target; ask for one, or use gausslegendre");
+  EXPECT_EQ(message({10}, 0), "target_class: index 10 is outside 0..9");
+  EXPECT_EQ(message({2, 5, 2}, 0), "target: class 2 appears twice");
+  EXPECT_EQ(message({1, 2, 3, 4}, 0), "target: 4 classes is over the limit of 3 (raise with --max-targets)");
+  EXPECT_EQ(message({}, 4), "top_k: 4 is over the limit of 3 (raise with --max-targets)");
+  EXPECT_EQ(message({1}, 2), "top_k: give either top_k or a list of targets, not both");
+  EXPECT_EQ(message({}, -1), "top_k: must be 1 or more (0: off)");
+  EXPECT_EQ(ValidateTargets({1, 2, 3, 4}, 0, 10, "gausslegendre", limits).code(), StatusCode::kTooLarge);
+}
+
 TEST(Request, LongClassNamesAreCutInMessages) {
   auto r = Parse(R"({"img_data": [[[1,2,3]]], "target_class": ")" + std::string(5000, 'x') + "\"}");
   ASSERT_FALSE(r.ok());

@@ -49,10 +49,22 @@ class Gateway:
         self.worker_port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.worker_port}"
         self.url = f"http://127.0.0.1:{self.port}"
+        self.heartbeat_ms = heartbeat_ms
         self.process = subprocess.Popen(
             [os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(self.port),
              "--bind-workers", self.endpoint, "--heartbeat-ms", str(heartbeat_ms), *extra])
         wait_until(lambda: http("GET", self.url + "/healthz", timeout=2)[0] == 200, what="gateway /healthz")
+
+    def start_worker(self, *flags, threads=1, quiet=False):
+        """A worker for this gateway (the default model unless `flags` name
+        another), its heartbeat matched to the gateway's; wait_ready() waits
+        for it."""
+        return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", self.endpoint, "--cpu",
+                                 "--threads", str(threads), "--heartbeat-ms", str(self.heartbeat_ms), *flags],
+                                stderr=subprocess.DEVNULL if quiet else None)
+
+    def wait_ready(self):
+        wait_until(lambda: http("GET", self.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
 
     def workers(self):
         return json.loads(http("GET", self.url + "/v1/workers")[2])["workers"]

@@ -3,6 +3,7 @@ model on 127.0.0.1; every format decoded by a real client (torch.load,
 numpy.load, json, Pillow, zipfile); the OpenAPI document against the live
 routes; /metrics; and the Python client in clients/python."""
 
+import base64
 import gzip
 import io
 import json
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 import reference_models as rm
-from service import BIN, Gateway, http, stop, wait_until
+from service import BIN, Gateway, http, stop
 
 sys.path.insert(0, os.path.join(rm.REPO, "clients", "python"))
 import intgrads_client  # noqa: E402
@@ -30,9 +31,8 @@ WORKER = None
 def setUpModule():
     global GATEWAY, WORKER
     GATEWAY = Gateway("--max-images", "4")
-    WORKER = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", GATEWAY.endpoint, "--cpu",
-                               "--threads", "1", "--heartbeat-ms", "200"])
-    wait_until(lambda: http("GET", GATEWAY.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+    WORKER = GATEWAY.start_worker()
+    GATEWAY.wait_ready()
 
 
 def tearDownModule():
@@ -279,6 +279,60 @@ def png_chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+class Targets(unittest.TestCase):
+    def test_a_list_gives_one_result_per_class_equal_to_one_request_each(self):
+        image = picture(30)
+        status, headers, body = post(body=png(image), query=f"?target=cat,dog,1&n_steps={STEPS}&format=npz")
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/zip"), body[:300])
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            summary = json.loads(archive.read("summary.json"))
+            self.assertEqual([s["target_name"] for s in summary], ["cat", "dog", "automobile"])
+            self.assertEqual([s["file"] for s in summary], ["000-cat.npz", "000-dog.npz", "000-automobile.npz"])
+            for entry in summary:
+                together = npz(archive.read(entry["file"]))
+                status, _, alone = post(body=png(image),
+                                        query=f"?target={entry['target_class']}&n_steps={STEPS}&format=npz")
+                self.assertEqual(status, 200)
+                alone = npz(alone)
+                np.testing.assert_array_equal(together["integrated_grads"], alone["integrated_grads"])
+                np.testing.assert_array_equal(together["intermediates"], alone["intermediates"])
+                self.assertEqual(int(together["target_class"]), entry["target_class"])
+
+    def test_top_k_is_most_probable_first_in_one_json_document(self):
+        status, _, body = post(body=png(picture(31)), query=f"?top_k=3&n_steps={STEPS}&format=json")
+        self.assertEqual(status, 200, body[:300])
+        doc = json.loads(body)
+        self.assertEqual(len(doc["results"]), 3)
+        probabilities = [s["probability"] for s in doc["summary"]]
+        self.assertEqual(probabilities, sorted(probabilities, reverse=True))
+        self.assertEqual(doc["summary"][0]["target_class"], doc["summary"][0]["predicted_class"])
+        self.assertEqual([r["target_class"] for r in doc["results"]], [s["target_class"] for s in doc["summary"]])
+
+    def test_json_lists_and_several_images_each_with_their_classes(self):
+        fields = [("image", "a.png", png(picture(32))), ("image", "b.png", png(picture(33))),
+                  ("target", None, b"cat,ship"), ("target", None, b"frog"), ("n_steps", None, STEPS.encode())]
+        content_type, body = multipart(fields)
+        status, _, answer = post(body=body, content_type=content_type)
+        self.assertEqual(status, 200, answer[:300])
+        with zipfile.ZipFile(io.BytesIO(answer)) as archive:
+            summary = json.loads(archive.read("summary.json"))
+        self.assertEqual([(s["index"], s["target_name"]) for s in summary], [(0, "cat"), (0, "ship"), (1, "frog")])
+        body = json.dumps({"image": base64.b64encode(png(picture(34))).decode(), "target": ["bird", 9],
+                           "n_steps": int(STEPS)}).encode()
+        status, _, answer = post(body=body, content_type="application/json", query="?format=json")
+        self.assertEqual(status, 200, answer[:300])
+        self.assertEqual([s["target_name"] for s in json.loads(answer)["summary"]], ["bird", "truck"])
+
+    def test_mistakes_are_4xx(self):
+        for query, code, words in (("?top_k=99", 413, "--max-targets"), ("?target=cat,cat", 422, "twice"),
+                                   ("?target=cat,dog&method=scan", 422, "scan"),
+                                   ("?target=cat&top_k=2", 422, "either top_k"), ("?top_k=-1", 422, "top_k"),
+                                   ("?target=cat,wolf", 422, "wolf")):
+            status, _, body = post(body=png(picture(35)), query=query + f"&n_steps={STEPS}")
+            self.assertEqual(status, code, (query, body))
+            self.assertIn(words, json.loads(body)["error"], query)
+
+
 class Attacks(unittest.TestCase):
     """Hostile and careless uploads: each gets a 4xx naming the problem, and
     the service answers the next good request."""
@@ -381,7 +435,8 @@ class CommandLineClient(unittest.TestCase):
                                  capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 1, run.stderr)  # c.png failed
             self.assertEqual(sorted(os.listdir(out)), ["a.npz", "b.npz"])
-            arrays = npz(open(os.path.join(out, "a.npz"), "rb").read())
+            with open(os.path.join(out, "a.npz"), "rb") as f:
+                arrays = npz(f.read())
             self.assertEqual(int(arrays["target_class"]), 3)
             self.assertIn("path_baselines", arrays)  # the blur baseline went along
             table = run.stdout.splitlines()
@@ -393,6 +448,21 @@ class CommandLineClient(unittest.TestCase):
             self.assertIn("error 422", next(line for line in table if "c.png" in line))
             self.assertIn("3 image(s), 1 failed", run.stdout)
             self.assertIn("3/3", run.stderr)  # the progress bar's last state
+
+    def test_explain_top_k_writes_a_zip_per_image(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "a.png")
+            Image.fromarray(picture(37)).save(path)
+            out = os.path.join(tmp, "out")
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", path, "--out", out, "--server",
+                                  GATEWAY.url, "--top-k", "2", "--n-steps", STEPS, "--format", "npz"],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assertEqual(os.listdir(out), ["a.zip"])
+            with zipfile.ZipFile(os.path.join(out, "a.zip")) as archive:
+                self.assertEqual(len(json.loads(archive.read("summary.json"))), 2)
+            self.assertIn("top 2", run.stdout)
 
 
 class PythonClient(unittest.TestCase):
@@ -425,6 +495,17 @@ class PythonClient(unittest.TestCase):
         self.assertEqual(heatmap.format, "PNG")
         with self.assertRaises(ValueError):
             self.client.explain_many([picture(11), picture(12)], targets=["cat"])
+
+    def test_explain_targets(self):
+        listed = self.client.explain_targets(picture(36), targets=["cat", "dog"], n_steps=int(STEPS))
+        self.assertEqual([e.target_name for e in listed], ["cat", "dog"])
+        top = self.client.explain_targets(picture(36), top_k=2, n_steps=int(STEPS))
+        self.assertEqual(top[0].target_class, top[0].predicted_class)
+        self.assertEqual(len(top), 2)
+        one = self.client.explain_targets(picture(36), targets=["cat"], n_steps=int(STEPS))
+        np.testing.assert_array_equal(one[0].integrated_grads, listed[0].integrated_grads)
+        with self.assertRaises(ValueError):
+            self.client.explain_targets(picture(36))
 
     def test_options_pass_through(self):
         e = self.client.explain(picture(15), target="cat", n_steps=int(STEPS), baseline="image",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service import BIN, Gateway, http, stop, wait_until
+from service import BIN, Gateway, http, stop
 
 CLASSES = ["apple", "pear", "plum", "fig", "kiwi"]
 MEAN = [0.4, 0.5, 0.6]
@@ -54,10 +54,8 @@ class OwnModel(unittest.TestCase):
         with open(os.path.join(cls.dir.name, "tiny.json"), "w") as f:
             json.dump({"input_size": SIDE, "mean": MEAN, "std": STD, "classes": CLASSES, "name": "tiny"}, f)
         cls.gateway = Gateway()
-        cls.worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", cls.gateway.endpoint,
-                                       "--model", cls.path, "--name", "tiny", "--cpu", "--threads", "1",
-                                       "--heartbeat-ms", "200"])
-        wait_until(lambda: http("GET", cls.gateway.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+        cls.worker = cls.gateway.start_worker("--model", cls.path, "--name", "tiny")
+        cls.gateway.wait_ready()
         rng = np.random.default_rng(5)
         cls.pixels = rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
         x = torch.tensor(cls.pixels, dtype=torch.float32).permute(2, 0, 1) / 255.0
@@ -114,6 +112,17 @@ class OwnModel(unittest.TestCase):
             result = torch.load(io.BytesIO(gzip.decompress(f.read())))
         torch.testing.assert_close(result["integrated_grads"], captum_style_ig(self.module, self.x, 3, 12),
                                    rtol=1e-4, atol=1e-6)
+        # Several classes: one file each, named after the class.
+        run = subprocess.run([os.path.join(BIN, "intgrads-images"), "attribute", "--model", self.path, "--input",
+                              request, "--output", output, "--n-steps", "12", "--target", "kiwi,apple"],
+                             capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        for index, name in ((4, "kiwi"), (0, "apple")):
+            with open(os.path.join(self.dir.name, f"out-{name}.gzip"), "rb") as f:
+                result = torch.load(io.BytesIO(gzip.decompress(f.read())))
+            self.assertEqual(int(result["target_class"]), index)
+            torch.testing.assert_close(result["integrated_grads"], captum_style_ig(self.module, self.x, index, 12),
+                                       rtol=1e-4, atol=1e-6)
 
     def test_a_worker_refuses_a_model_without_its_sidecar(self):
         bare = os.path.join(self.dir.name, "bare.pt")

@@ -4,7 +4,6 @@ heatmap appears, the slider steps through the path; what the page shows is
 checked against the API's own answer. The screenshot is left in
 build/test-artifacts/web-page.png."""
 
-import io
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 import reference_models as rm
-from service import BIN, Gateway, http, stop, wait_until
+from service import BIN, Gateway, http, stop
 
 WEB = os.path.join(rm.REPO, "tests", "web")
 ARTIFACTS = os.path.join(os.path.dirname(BIN), "test-artifacts")
@@ -28,10 +27,9 @@ class WebPage(unittest.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")),
                         "playwright-core is missing: run tools/install-deps.sh --web")
         gateway = Gateway()
-        worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--cpu",
-                                   "--threads", "1", "--heartbeat-ms", "200"])
+        worker = gateway.start_worker()
         try:
-            wait_until(lambda: http("GET", gateway.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+            gateway.wait_ready()
             os.makedirs(ARTIFACTS, exist_ok=True)
             image = os.path.join(ARTIFACTS, "web-input.png")
             rng = np.random.default_rng(5)

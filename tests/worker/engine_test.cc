@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "common/protocol.h"
 #include "tests/worker/reference.h"
 #include "worker/model_flags.h"
 
@@ -368,7 +369,7 @@ TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
   const std::vector<Path> paths = {{x, torch::zeros_like(x)}};
   bool met = false;
   int spent = 0;
-  const Attribution a = AttributeToTolerance(model, x, paths, 0, 0.01, 1024, {}, &met, &spent);
+  const Attribution a = AttributeToTolerance(model, x, paths, {{0}, 0}, 0.01, 1024, {}, &met, &spent).front();
   EXPECT_TRUE(met);
   EXPECT_FALSE(IsIncomplete(a, 0.01));
   EXPECT_GE(a.n_steps, 16);
@@ -380,10 +381,68 @@ TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
   const Attribution before = AttributePaths(model, x, paths, 0, *MakeSchedule("gausslegendre", a.n_steps / 2), {});
   EXPECT_TRUE(IsIncomplete(before, 0.01));
   // A cap below what is needed: the cap's answer, not met.
-  const Attribution capped = AttributeToTolerance(model, x, paths, 0, 1e-9, 12, {}, &met, &spent);
+  const Attribution capped = AttributeToTolerance(model, x, paths, {{0}, 0}, 1e-9, 12, {}, &met, &spent).front();
   EXPECT_FALSE(met);
   EXPECT_EQ(capped.n_steps, 12);
   EXPECT_EQ(spent, 8 + 12);
+}
+
+// A model that counts its forward passes (rows) and the backward passes
+// through it, so that sharing can be seen.
+class Counting final : public Classifier {
+ public:
+  Counting() {
+    w_ = torch::linspace(-1, 1, 4 * 48).view({4, 48});
+    info_.classes = {"a", "b", "c", "d"};
+    info_.input_size = 4;
+  }
+  torch::Tensor Forward(const torch::Tensor& x) const override {
+    forward_rows += x.size(0);
+    // Class c: sum(w_c * x) + (c + 1) * sum(x^2) / 10, so the classes differ.
+    torch::Tensor flat = x.flatten(1);
+    torch::Tensor square = (flat * flat).sum(1, true) * torch::tensor({0.1, 0.2, 0.3, 0.4});
+    return flat.matmul(w_.t()) + square;
+  }
+  void To(const torch::TensorOptions&) override {}
+  mutable int64_t forward_rows = 0;
+  torch::Tensor w_;
+};
+
+TEST(Targets, SeveralTargetsShareTheForwardPassesAndEqualOneAtATime) {
+  Counting model;
+  const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
+  const std::vector<Path> paths = {{x, torch::zeros_like(x)}, {x, torch::full_like(x, 0.25)}};
+  const PathSchedule schedule = *MakeSchedule("gausslegendre", 10);
+  EngineOptions chunked;
+  chunked.chunk_size = 6;
+  const std::vector<Attribution> together = AttributeTargets(model, x, paths, {{3, 0, 2}, 0}, schedule, chunked);
+  // One forward over f(x) and the 2 starts, then the 20 path points once.
+  EXPECT_EQ(model.forward_rows, 3 + 20);
+  ASSERT_EQ(together.size(), 3U);
+  const std::vector<int> order = {3, 0, 2};
+  for (size_t t = 0; t < 3; ++t) {
+    const Attribution alone = AttributePaths(model, x, paths, order[t], schedule, chunked);
+    EXPECT_EQ(together[t].target, order[t]);
+    EXPECT_TRUE(torch::allclose(together[t].integrated_grads, alone.integrated_grads, 1e-6, 1e-7)) << t;
+    EXPECT_TRUE(torch::equal(together[t].path_gradients, alone.path_gradients)) << t;
+    EXPECT_DOUBLE_EQ(together[t].convergence_delta, alone.convergence_delta) << t;
+    EXPECT_DOUBLE_EQ(together[t].baseline_logit, alone.baseline_logit) << t;
+  }
+}
+
+TEST(Targets, TopKIsTheMostProbableFirstAndPredictedIsTheArgmax) {
+  const torch::Tensor logits = torch::tensor({{0.5, 3.0, -1.0, 2.0}});
+  EXPECT_EQ(ChooseTargets({{}, 3}, logits), (std::vector<int>{1, 3, 0}));
+  EXPECT_EQ(ChooseTargets({{}, 9}, logits), (std::vector<int>{1, 3, 0, 2}));  // at most every class
+  EXPECT_EQ(ChooseTargets({{kPredictedTarget, 2}, 0}, logits), (std::vector<int>{1, 2}));
+  Counting model;
+  const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
+  const std::vector<Attribution> top =
+      AttributeTargets(model, x, {{x, torch::zeros_like(x)}}, {{}, 2}, *MakeSchedule("gausslegendre", 4), {});
+  const torch::Tensor f = model.Forward(x);
+  ASSERT_EQ(top.size(), 2U);
+  EXPECT_EQ(top[0].target, f.argmax(1).item<int64_t>());
+  EXPECT_GE(f[0][top[0].target].item<double>(), f[0][top[1].target].item<double>());
 }
 
 TEST(Paths, MistakesAreNamed) {
