@@ -94,6 +94,8 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
     targets->push_back({value});
   } else if (name == "top_k") {
     return Number(name, value, 0, 1e6, &request->top_k);
+  } else if (auto region = SetRegionOption(name, value, &request->regions); !region.ok() || *region) {
+    return region.status();
   } else if (name == "n_steps") {
     if (value.empty() || value.size() > 9 || !std::all_of(value.begin(), value.end(), ::isdigit)) {
       return InvalidError("n_steps: expected a positive integer, got '" + Shorten(value, 32) + "'");
@@ -136,7 +138,8 @@ Status SetJsonOption(const std::string& name, const json& value, AttributionsReq
     return Status::Ok();
   }
   static const std::vector<std::string> numeric = {
-      "blur_sigma", "baseline_count", "smoothgrad_samples", "smoothgrad_sigma", "seed", "tolerance", "top_k"};
+      "blur_sigma", "baseline_count", "smoothgrad_samples", "smoothgrad_sigma", "seed",
+      "tolerance",  "top_k",          "region_min_side",    "segments",         "top_regions"};
   if (value.is_number() && std::find(numeric.begin(), numeric.end(), name) != numeric.end()) {
     const std::string text =
         value.is_number_integer() ? std::to_string(value.get<int64_t>()) : Printf17(value.get<double>());
@@ -324,9 +327,33 @@ StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, 
   return true;
 }
 
+const std::vector<std::string>& RegionParameters() {
+  static const std::vector<std::string> names = {"regions", "region_min_side", "segments", "top_regions"};
+  return names;
+}
+
+StatusOr<bool> SetRegionOption(const std::string& name, const std::string& value, RegionRequest* regions) {
+  Status set;
+  if (name == "regions") {
+    regions->kind = Shorten(value, 32);
+  } else if (name == "region_min_side") {
+    set = Number(name, value, 2, 4096, &regions->min_side);
+  } else if (name == "segments") {
+    set = Number(name, value, 1, kMaxSegments, &regions->segments);
+  } else if (name == "top_regions") {
+    set = Number(name, value, 1, kMaxTopRegions, &regions->top);
+  } else {
+    return false;
+  }
+  if (!set.ok()) return set;
+  return true;
+}
+
 const std::vector<std::string>& AttributionParameters() {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> all = {"target", "top_k", "n_steps", "method", "format", "heatmap", "model", "name"};
+    std::vector<std::string> all = {"target", "top_k"};
+    all.insert(all.end(), RegionParameters().begin(), RegionParameters().end());
+    all.insert(all.end(), {"n_steps", "method", "format", "heatmap", "model", "name"});
     all.insert(all.end(), PathParameters().begin(), PathParameters().end());
     return all;
   }();

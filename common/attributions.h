@@ -51,9 +51,10 @@ struct AttributionsRequest {
   std::string method = "gausslegendre";
   std::string format;  // empty: chosen from Accept (NegotiateFormat)
   std::string heatmap = "signed";
-  std::string model;  // empty: the default or only model
-  int top_k = 0;      // > 0: explain each image's top_k classes (instead of targets)
-  PathRequest paths;  // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
+  std::string model;      // empty: the default or only model
+  int top_k = 0;          // > 0: explain each image's top_k classes (instead of targets)
+  PathRequest paths;      // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
+  RegionRequest regions;  // IDG for regions: regions, region_min_side, segments, top_regions
 };
 
 using QueryParams = std::vector<std::pair<std::string, std::string>>;
@@ -66,6 +67,9 @@ const std::vector<std::string>& AttributionParameters();
 // its text: false when `name` is not one of them.
 const std::vector<std::string>& PathParameters();
 StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, PathRequest* paths);
+// The same for the region options (regions ... top_regions).
+const std::vector<std::string>& RegionParameters();
+StatusOr<bool> SetRegionOption(const std::string& name, const std::string& value, RegionRequest* regions);
 
 StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
                                                        std::string_view body, const AttributionLimits& limits);

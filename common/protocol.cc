@@ -120,6 +120,12 @@ Frames EncodeRequest(const JobRequest& r) {
   h["tolerance"] = p.tolerance;
   if (!r.targets.empty()) h["targets"] = r.targets;
   if (r.top_k > 0) h["top_k"] = r.top_k;
+  if (r.regions.kind != "none") {
+    h["regions"] = r.regions.kind;
+    h["region_min_side"] = r.regions.min_side;
+    h["segments"] = r.regions.segments;
+    h["top_regions"] = r.regions.top;
+  }
   if (p.baseline_image.pixels.empty()) return {Dump(h), r.pixels};
   h["baseline_height"] = p.baseline_image.height;
   h["baseline_width"] = p.baseline_image.width;
@@ -214,6 +220,10 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(OptionalField(h, "tolerance", &p.tolerance));
     RETURN_IF_ERROR(OptionalField(h, "targets", &r.targets));
     RETURN_IF_ERROR(OptionalField(h, "top_k", &r.top_k));
+    RETURN_IF_ERROR(OptionalField(h, "regions", &r.regions.kind));
+    RETURN_IF_ERROR(OptionalField(h, "region_min_side", &r.regions.min_side));
+    RETURN_IF_ERROR(OptionalField(h, "segments", &r.regions.segments));
+    RETURN_IF_ERROR(OptionalField(h, "top_regions", &r.regions.top));
     if (frames.size() == 3) {
       Image& b = p.baseline_image;
       RETURN_IF_ERROR(Field(h, "baseline_height", &b.height));

@@ -6,7 +6,7 @@
 //   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
-//                                         baseline,...,targets,top_k}, pixels(, baseline pixels)]
+//                                         baseline,...,targets,top_k,regions,...}, pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,target,
 //                                         probabilities,content_type,n_steps_used,tolerance_met,others},
 //                                  payload(, one payload per entry of others)]
@@ -64,6 +64,7 @@ struct JobRequest {
   // top_k classes at the input; one reply carries them all (JobReply::others).
   std::vector<int> targets;
   int top_k = 0;
+  RegionRequest regions;  // IDG for regions (json, png)
 };
 
 struct JobReply {

@@ -89,6 +89,25 @@ Status ValidatePathRequest(const PathRequest& p, const std::string& method, cons
   return Status::Ok();
 }
 
+Status ValidateRegionRequest(const RegionRequest& r, const std::string& format) {
+  if (r.kind != "none" && r.kind != "quadtree" && r.kind != "superpixels") {
+    return InvalidError("regions: '" + Shorten(r.kind, 32) + "' is not none, quadtree or superpixels");
+  }
+  if (r.min_side < 2 || r.min_side > 4096) {
+    return InvalidError("region_min_side: expected 2..4096 pixels (pixels are a level of their own)");
+  }
+  if (r.segments < 1 || r.segments > kMaxSegments) {
+    return InvalidError("segments: expected 1.." + std::to_string(kMaxSegments));
+  }
+  if (r.top < 1 || r.top > kMaxTopRegions)
+    return InvalidError("top_regions: expected 1.." + std::to_string(kMaxTopRegions));
+  if (r.kind != "none" && format != "json" && format != "png") {
+    return InvalidError("regions: the hierarchy comes back in format json (or its top regions drawn in png), not " +
+                        Shorten(format, 16));
+  }
+  return Status::Ok();
+}
+
 Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
                        const RequestLimits& limits) {
   const std::string raise = " (raise with --max-targets)";

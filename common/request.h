@@ -52,6 +52,20 @@ const std::vector<std::string>& BaselineKinds();
 // Gauss-Legendre's; scan follows one path).
 Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);
 
+// Integrated Directional Gradients for image regions (worker/regions.h).
+struct RegionRequest {
+  std::string kind = "none";  // none | quadtree | superpixels
+  int min_side = 2;           // quadtree: patches are split while a side is longer
+  int segments = 16;          // superpixels: about this many (SLIC)
+  int top = 5;                // png: the regions drawn
+};
+constexpr int kMaxSegments = 1024;
+constexpr int kMaxTopRegions = 64;
+
+// Checks a RegionRequest and the format it goes with: the hierarchy comes
+// back in json, the top regions drawn in png.
+Status ValidateRegionRequest(const RegionRequest& regions, const std::string& format);
+
 // Checks the classes to explain for one image: indices within 0..classes-1
 // or -1 (predicted), none twice, at most limits.max_targets; or top_k in
 // 1..max_targets. `top_k` 0 and one target is the original's request. The

@@ -407,6 +407,10 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
     return;
   }
   gathering->negotiated = *negotiated;
+  if (Status regions = ValidateRegionRequest(parsed->regions, negotiated->format->name); !regions.ok()) {
+    exchange->Error(HttpStatusOf(regions), regions.message());
+    return;
+  }
   std::vector<Job> jobs;
   for (size_t i = 0; i < parsed->inputs.size(); ++i) {
     AttributionInput& input = parsed->inputs[i];
@@ -423,6 +427,7 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
     job.request.format = negotiated->format->name;
     job.request.heatmap = parsed->heatmap;
     job.request.paths = parsed->paths;
+    job.request.regions = parsed->regions;
     job.request.height = input.image.height;
     job.request.width = input.image.width;
     job.request.channels = input.image.channels;

@@ -15,14 +15,20 @@ const char kPathFlagsHelp[] =
     "  --smoothgrad-samples N  SmoothGrad over IG: noisy inputs averaged (default 0: off; n_steps passes each)\n"
     "  --smoothgrad-sigma S the noise's sd as a share of the input's range (default 0.15)\n"
     "  --seed N             seeds the uniform baselines and the noise (default 0)\n"
-    "  --tolerance T        adaptive Gauss-Legendre steps until |delta| <= T |f(x) - f(baseline)|\n";
+    "  --tolerance T        adaptive Gauss-Legendre steps until |delta| <= T |f(x) - f(baseline)|\n"
+    "  --regions R          IDG for image regions: quadtree or superpixels (with --format json or png)\n"
+    "  --region-min-side N  quadtree: patches split while a side is longer (default 2)\n"
+    "  --segments N         superpixels: about this many (default 16)\n"
+    "  --top-regions N      png: the regions drawn (default 5)\n";
 
-std::string PathFlagParameter(const std::string& flag) {
+std::string OptionFlagParameter(const std::string& flag) {
   if (flag.rfind("--", 0) != 0) return {};
   std::string name = flag.substr(2);
   std::replace(name.begin(), name.end(), '-', '_');
-  const auto& names = PathParameters();
-  return std::find(names.begin(), names.end(), name) != names.end() ? name : std::string();
+  for (const auto* names : {&PathParameters(), &RegionParameters()}) {
+    if (std::find(names->begin(), names->end(), name) != names->end()) return name;
+  }
+  return {};
 }
 
 int Fail(const std::string& message) {

@@ -14,11 +14,13 @@
 
 namespace intgrads {
 
-// The path options as flags: --baseline, --blur-sigma, --baseline-count,
-// --smoothgrad-samples, --smoothgrad-sigma, --seed, --tolerance (the
-// parameters of common/attributions.h, PathParameters, with - for _), and
-// --baseline-image PATH. The parameter a flag names, or "" for another flag.
-std::string PathFlagParameter(const std::string& flag);
+// The path and region options as flags: --baseline, --blur-sigma,
+// --baseline-count, --smoothgrad-samples, --smoothgrad-sigma, --seed,
+// --tolerance, --regions, --region-min-side, --segments, --top-regions (the
+// parameters of common/attributions.h, PathParameters and RegionParameters,
+// with - for _), and --baseline-image PATH. The parameter a flag names, or ""
+// for another flag.
+std::string OptionFlagParameter(const std::string& flag);
 extern const char kPathFlagsHelp[];
 
 // Prints "intgrads-images: MESSAGE" on stderr; returns the exit code 2.

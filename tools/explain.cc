@@ -117,7 +117,7 @@ int RunExplain(const std::vector<std::string>& args) {
     }
     if (i + 1 >= args.size()) return Fail("explain: " + a + " needs a value (see --help)");
     const std::string& v = args[++i];
-    if (const std::string name = PathFlagParameter(a); !name.empty()) {
+    if (const std::string name = OptionFlagParameter(a); !name.empty()) {
       path_query += "&" + name + "=" + UrlEncode(v);
       continue;
     }

@@ -32,9 +32,11 @@ const char kAttributeHelp[] =
     "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
     "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
     "--method override its fields, --target CLASSES (comma-separated) or --top-k K its target_class:\n"
-    "with several classes, out.gzip becomes out-CLASS.gzip, one file per class.\n\n"
+    "with several classes, out.gzip becomes out-CLASS.gzip, one file per class. --format gzip (the\n"
+    "default, the service's bytes), npz, json or png (docs/API.md).\n\n"
     "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
-    "  riemann_middle, riemann_trapezoid, scan), --chunk-size N, --threads N, --gzip-level N\n"
+    "  riemann_middle, riemann_trapezoid, scan), --target CLASSES, --top-k K, --format F, --chunk-size N,\n"
+    "  --threads N, --gzip-level N\n"
     "the options beyond the original (docs/API.md):\n";
 
 int RunAttribute(const std::vector<std::string>& args) {
@@ -44,13 +46,16 @@ int RunAttribute(const std::vector<std::string>& args) {
   int n_steps = 0;
   std::string method, target;
   int top_k = 0;
+  std::string format = "gzip";
   PathRequest paths;
+  RegionRequest regions;
   std::string baseline_image;
   auto handle = [&](const std::string& a, size_t* i) -> Status {
     if (*i + 1 >= args.size()) return InvalidError("attribute: unknown flag or missing value: " + a);
     const std::string& v = args[++*i];
-    if (const std::string name = PathFlagParameter(a); !name.empty()) {
+    if (const std::string name = OptionFlagParameter(a); !name.empty()) {
       auto set = SetPathOption(name, v, &paths);
+      if (set.ok() && !*set) set = SetRegionOption(name, v, &regions);
       return set.ok() ? Status::Ok() : InvalidError("attribute: --" + set.status().message());
     }
     try {
@@ -68,6 +73,8 @@ int RunAttribute(const std::vector<std::string>& args) {
         target = v;
       else if (a == "--top-k")
         top_k = std::stoi(v);
+      else if (a == "--format")
+        format = v;
       else if (a == "--chunk-size")
         options.engine.chunk_size = std::stoi(v);
       else if (a == "--threads")
@@ -112,6 +119,8 @@ int RunAttribute(const std::vector<std::string>& args) {
   job.channels = request->image.channels;
   job.pixels.assign(request->image.pixels.begin(), request->image.pixels.end());
   job.paths = paths;
+  job.regions = regions;
+  job.format = format;
   const auto started = std::chrono::steady_clock::now();
   JobReply reply = ComputeReply(**model, device, job, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -164,12 +173,19 @@ int RunPrepare(const std::vector<std::string>& args) {
 }  // namespace intgrads
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (!args.empty() && args[0] == "attribute") return intgrads::RunAttribute({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "explain") return intgrads::RunExplain({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "prepare") return intgrads::RunPrepare({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "train") return intgrads::RunTrain({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "evaluate") return intgrads::RunEvaluate({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "path-scan") return intgrads::RunPathScan({args.begin() + 1, args.end()});
-  return intgrads::RunLauncher(args);
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    const std::string command = args.empty() ? "" : args[0];
+    const std::vector<std::string> rest = args.empty() ? args : std::vector<std::string>(args.begin() + 1, args.end());
+    if (command == "attribute") return intgrads::RunAttribute(rest);
+    if (command == "explain") return intgrads::RunExplain(rest);
+    if (command == "prepare") return intgrads::RunPrepare(rest);
+    if (command == "train") return intgrads::RunTrain(rest);
+    if (command == "evaluate") return intgrads::RunEvaluate(rest);
+    if (command == "path-scan") return intgrads::RunPathScan(rest);
+    return intgrads::RunLauncher(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "intgrads-images: %s\n", e.what());
+    return 1;
+  }
 }

@@ -203,6 +203,10 @@ std::string EncodeJson(const Explanation& e) {
     out += "\":";
     out += NestedOf(*tensor);
   }
+  if (e.regions != nullptr) {
+    out += ",\"regions\":";
+    out += RegionsJson(*e.regions);
+  }
   out += '}';
   return out;
 }
@@ -284,6 +288,99 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input,
   const double probability = e.probabilities.empty() ? 0.0 : e.probabilities[a.target];
   DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
   DrawText(canvas, margin, caption + line, "delta " + Short(a.convergence_delta), text, ink);
+  return EncodePng(canvas);
+}
+
+StatusOr<std::string> EncodeRegionsPng(const Explanation& e, const Image& input, int top) {
+  const Regions& r = *e.regions;
+  const int side = r.side;
+  if (input.width != side || input.height != side || input.channels != 3) {
+    return InvalidError("regions: the input is not the model's " + std::to_string(side) + " x " + std::to_string(side) +
+                        " RGB");
+  }
+  const std::vector<int> chosen = TopRegions(r, top);
+  const int zoom = std::max(1, 256 / side);
+  const int panel = side * zoom;
+  const int text = panel >= 256 ? 2 : 1;
+  const int margin = 4;
+  const int line = 9 * text;
+  Image canvas;
+  canvas.width = std::max(panel, 160) + 2 * margin;
+  canvas.height = margin + panel + margin + 3 * line + margin;
+  canvas.channels = 3;
+  canvas.pixels.assign(static_cast<size_t>(canvas.width) * canvas.height * 3, 255);
+  // Which chosen region (by rank) holds each pixel: the first whose subtree
+  // holds the pixel's smallest node.
+  std::vector<int> rank(static_cast<size_t>(side) * side, -1);
+  for (size_t i = 0; i < rank.size(); ++i) {
+    for (int node = r.labels[i]; node > 0 && rank[i] < 0; node = r.nodes[static_cast<size_t>(node)].parent) {
+      const auto found = std::find(chosen.begin(), chosen.end(), node);
+      if (found != chosen.end()) rank[i] = static_cast<int>(found - chosen.begin());
+    }
+  }
+  const uint8_t positive[3] = {20, 170, 60}, negative[3] = {200, 30, 170};
+  auto colour_of = [&](int k) {
+    return r.nodes[static_cast<size_t>(chosen[static_cast<size_t>(k)])].idg >= 0 ? positive : negative;
+  };
+  for (int y = 0; y < side; ++y) {
+    for (int x = 0; x < side; ++x) {
+      const size_t i = static_cast<size_t>(y) * side + x;
+      const double luminance = 0.299 * input.at(y, x, 0) + 0.587 * input.at(y, x, 1) + 0.114 * input.at(y, x, 2);
+      uint8_t mixed[3];
+      for (int c = 0; c < 3; ++c) {
+        // The regions tinted over the image; the rest of the image faded.
+        const double under = rank[i] >= 0 ? input.at(y, x, c) : 0.5 * 255.0 + 0.5 * luminance;
+        const double tint = rank[i] >= 0 ? 0.35 : 0.0;
+        mixed[c] =
+            static_cast<uint8_t>(std::lround(rank[i] >= 0 ? tint * colour_of(rank[i])[c] + (1 - tint) * under : under));
+      }
+      for (int dy = 0; dy < zoom; ++dy) {
+        for (int dx = 0; dx < zoom; ++dx) SetPixel(canvas, margin + x * zoom + dx, margin + y * zoom + dy, mixed);
+      }
+    }
+  }
+  // Outlines where a pixel's rank differs from its neighbour's, and the ranks.
+  const int thick = std::max(1, zoom / 8);
+  for (int y = 0; y < side; ++y) {
+    for (int x = 0; x < side; ++x) {
+      const int k = rank[static_cast<size_t>(y) * side + x];
+      if (k < 0) continue;
+      const int ys[4] = {y - 1, y + 1, y, y}, xs[4] = {x, x, x - 1, x + 1};
+      for (int d = 0; d < 4; ++d) {
+        const bool edge = ys[d] < 0 || xs[d] < 0 || ys[d] >= side || xs[d] >= side ||
+                          rank[static_cast<size_t>(ys[d]) * side + xs[d]] != k;
+        if (!edge) continue;
+        for (int t = 0; t < zoom; ++t) {
+          for (int w = 0; w < thick; ++w) {
+            const int px = margin + x * zoom + (d == 2 ? w : d == 3 ? zoom - 1 - w : t);
+            const int py = margin + y * zoom + (d == 0 ? w : d == 1 ? zoom - 1 - w : t);
+            SetPixel(canvas, px, py, colour_of(k));
+          }
+        }
+      }
+    }
+  }
+  for (size_t k = 0; k < chosen.size(); ++k) {
+    const RegionNode& n = r.nodes[static_cast<size_t>(chosen[k])];
+    DrawText(canvas, margin + n.left * zoom + 2 * thick + 1, margin + n.top * zoom + 2 * thick + 1,
+             std::to_string(k + 1), text, colour_of(static_cast<int>(k)));
+  }
+  const uint8_t ink[3] = {20, 20, 20};
+  const Attribution& a = *e.attribution;
+  const int caption = margin + panel + margin;
+  const double probability = e.probabilities.empty() ? 0.0 : e.probabilities[a.target];
+  DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
+  DrawText(canvas, margin, caption + line, "idg " + r.kind + " top " + std::to_string(chosen.size()), text, ink);
+  // The dividends as shares of Z, as many as fit.
+  const size_t fits = static_cast<size_t>((canvas.width - 2 * margin) / (6 * text));
+  std::string shares;
+  for (size_t k = 0; k < chosen.size(); ++k) {
+    const std::string item = (k ? " " : "") + std::to_string(k + 1) + ":" +
+                             Short(100.0 * r.nodes[static_cast<size_t>(chosen[k])].dividend) + "%";
+    if (shares.size() + item.size() > fits) break;
+    shares += item;
+  }
+  DrawText(canvas, margin, caption + 2 * line, shares, text, ink);
   return EncodePng(canvas);
 }
 

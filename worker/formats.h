@@ -9,7 +9,8 @@
 //         the predicted class and the method (about 10 bytes per number,
 //         several times the gzip's size; docs/API.md)
 //   png   the IG heatmap over the input at the model's input size, with a
-//         colour scale and a caption naming the class and the delta
+//         colour scale and a caption naming the class and the delta; with
+//         regions, the top regions by IDG instead (EncodeRegionsPng)
 // Off the original path (OnOriginalPath), gzip, npz and json also carry
 // path_inputs and path_baselines.
 #pragma once
@@ -20,6 +21,7 @@
 #include "common/image.h"
 #include "common/status.h"
 #include "worker/engine.h"
+#include "worker/regions.h"
 
 namespace intgrads {
 
@@ -30,6 +32,7 @@ struct Explanation {
   std::vector<double> probabilities;  // softmax of attribution->logits
   std::string method;
   int n_steps = 0;
+  const Regions* regions = nullptr;  // IDG for regions, when asked: json carries it, png draws it
 };
 
 // softmax(logits[0]) in double precision.
@@ -40,6 +43,11 @@ std::string EncodeJson(const Explanation& explanation);
 // `input` is the RGB image the model saw (input_size x input_size); heatmap:
 // "signed" (red positive, blue negative) or "absolute" (|IG|, black to yellow).
 StatusOr<std::string> EncodeHeatmapPng(const Explanation& explanation, const Image& input, const std::string& heatmap);
+
+// The `top` regions with the largest IDG dividends over the input (RGB, the
+// model's input size), outlined and numbered by rank, green where IDG is
+// positive and magenta where negative, with a caption.
+StatusOr<std::string> EncodeRegionsPng(const Explanation& explanation, const Image& input, int top);
 
 // Writes `text` into `canvas` (RGB) at (x, y) in a 5 x 7 bitmap font scaled
 // by `scale`; letters are drawn upper case, unknown characters as '?'.

@@ -75,6 +75,7 @@ const PayloadFormat* Validate(const JobRequest& request, int num_classes, const 
     valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
   }
   if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
+  if (valid.ok()) valid = ValidateRegionRequest(request.regions, request.format);
   if (valid.ok() && request.top_k == 0 && request.targets.empty()) {
     valid = ValidateTargets({request.target}, 0, num_classes, request.method, options.limits);
   } else if (valid.ok()) {
@@ -144,8 +145,18 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     std::vector<double> probabilities = Probabilities(attributions.front().logits);
     for (size_t i = 0; i < attributions.size(); ++i) {
       const Attribution& attribution = attributions[i];
-      Explanation explanation{&attribution,  &input,         &model.info().classes,
-                              probabilities, request.method, attribution.n_steps};
+      StatusOr<Regions> regions = Regions();
+      if (request.regions.kind != "none") {
+        regions = ComputeRegions(attribution, request.regions, seen);
+        if (!regions.ok()) throw std::runtime_error(regions.status().message());
+      }
+      Explanation explanation{&attribution,
+                              &input,
+                              &model.info().classes,
+                              probabilities,
+                              request.method,
+                              attribution.n_steps,
+                              request.regions.kind != "none" ? &regions.value() : nullptr};
       StatusOr<std::string> payload = std::string();
       if (format->name == "gzip") {
         payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
@@ -153,6 +164,8 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
         payload = EncodeNpz(explanation);
       } else if (format->name == "json") {
         payload = EncodeJson(explanation);
+      } else if (explanation.regions != nullptr) {
+        payload = EncodeRegionsPng(explanation, seen, request.regions.top);
       } else {
         payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
       }

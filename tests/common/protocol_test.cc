@@ -99,7 +99,14 @@ TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
   EXPECT_EQ(request->request.top_k, 0);
   r.targets.clear();
   r.top_k = 3;
-  EXPECT_EQ(DecodeMessage(EncodeRequest(r))->request.top_k, 3);
+  r.regions = {"superpixels", 4, 25, 7};
+  auto second_request = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(second_request.ok());
+  EXPECT_EQ(second_request->request.top_k, 3);
+  EXPECT_EQ(second_request->request.regions.kind, "superpixels");
+  EXPECT_EQ(second_request->request.regions.min_side, 4);
+  EXPECT_EQ(second_request->request.regions.segments, 25);
+  EXPECT_EQ(second_request->request.regions.top, 7);
 
   JobReply reply;
   reply.id = 9;

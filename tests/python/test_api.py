@@ -333,6 +333,48 @@ class Targets(unittest.TestCase):
             self.assertIn(words, json.loads(body)["error"], query)
 
 
+class Regions(unittest.TestCase):
+    def test_the_hierarchy_in_json_follows_the_definition(self):
+        status, _, body = post(body=png(picture(40, 32, 32)),
+                               query=f"?target=cat&n_steps={STEPS}&format=json&regions=quadtree&region_min_side=4")
+        self.assertEqual(status, 200, body[:300])
+        doc = json.loads(body)
+        regions = doc["regions"]
+        nodes = regions["nodes"]
+        self.assertEqual(len(nodes), 1 + 4 + 16 + 64)  # 32 -> 16 -> 8 -> 4
+        self.assertAlmostEqual(nodes[0]["value"], 1.0, places=9)
+        # IDG(S) = sum of IG over S / |z_S|, z = x - 0 (the zero baseline), from the arrays in the answer.
+        ig = np.array(doc["integrated_grads"], dtype=np.float64)[0]
+        z = np.array(doc["input"], dtype=np.float64)[0]
+        for node in nodes[:6] + nodes[-3:]:
+            top, left, height, width = node["box"]
+            window = (slice(None), slice(top, top + height), slice(left, left + width))
+            expected = ig[window].sum() / np.sqrt((z[window] ** 2).sum())
+            self.assertAlmostEqual(node["idg"], expected, delta=1e-5 * max(1.0, abs(expected)))
+        # Dividends are |IDG| / Z; each node's value holds its own dividend and its subtree's.
+        for node in nodes:
+            self.assertAlmostEqual(node["dividend"], abs(node["idg"]) / regions["normalizer"], places=12)
+        leaf = nodes[-1]
+        top, left, height, width = leaf["box"]
+        pixels = np.array(regions["pixel_value"])[top:top + height, left:left + width].sum()
+        self.assertAlmostEqual(leaf["value"], leaf["dividend"] + pixels, places=12)
+
+    def test_superpixels_and_the_png_of_the_top_regions(self):
+        status, headers, body = post(body=png(picture(41)),
+                                     query=f"?n_steps={STEPS}&format=png&regions=superpixels&segments=9&top_regions=3")
+        self.assertEqual((status, headers.get("Content-Type")), (200, "image/png"), body[:300])
+        self.assertEqual(Image.open(io.BytesIO(body)).size[0], 32 * 8 + 8)
+        status, _, body = post(body=png(picture(41)), query=f"?n_steps={STEPS}&format=json&regions=superpixels")
+        regions = json.loads(body)["regions"]
+        self.assertEqual(regions["kind"], "superpixels")
+        self.assertEqual(sum(n["pixels"] for n in regions["nodes"][1:]), 32 * 32)
+        for query, words in (("&format=gzip&regions=quadtree", "format json"), ("&format=json&regions=octree", "octree"),
+                             ("&format=json&regions=quadtree&region_min_side=1", "region_min_side")):
+            status, _, body = post(body=png(picture(41)), query=f"?n_steps={STEPS}" + query)
+            self.assertEqual(status, 422, query)
+            self.assertIn(words, json.loads(body)["error"], query)
+
+
 class Attacks(unittest.TestCase):
     """Hostile and careless uploads: each gets a 4xx naming the problem, and
     the service answers the next good request."""
@@ -463,6 +505,12 @@ class CommandLineClient(unittest.TestCase):
             with zipfile.ZipFile(os.path.join(out, "a.zip")) as archive:
                 self.assertEqual(len(json.loads(archive.read("summary.json"))), 2)
             self.assertIn("top 2", run.stdout)
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", path, "--out", out, "--server",
+                                  GATEWAY.url, "--n-steps", STEPS, "--format", "json", "--regions", "superpixels",
+                                  "--segments", "4"], capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(os.path.join(out, "a.json")) as f:
+                self.assertEqual(json.load(f)["regions"]["kind"], "superpixels")
 
 
 class PythonClient(unittest.TestCase):
