@@ -555,6 +555,15 @@ class PythonClient(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.client.explain_targets(picture(36))
 
+    def test_regions(self):
+        regions = self.client.regions(picture(38), target="cat", kind="quadtree", n_steps=int(STEPS),
+                                      region_min_side=8)
+        self.assertEqual(len(regions["nodes"]), 1 + 4 + 16)
+        self.assertEqual(regions["pixel_value"].shape, (32, 32))
+        self.assertAlmostEqual(regions["nodes"][0]["value"], 1.0, places=9)
+        png_bytes = self.client.heatmap(picture(38), n_steps=int(STEPS), regions="superpixels", top_regions=2)
+        self.assertEqual(Image.open(io.BytesIO(png_bytes)).format, "PNG")
+
     def test_options_pass_through(self):
         e = self.client.explain(picture(15), target="cat", n_steps=int(STEPS), baseline="image",
                                 baseline_image=np.full((4, 4, 3), 255, np.uint8), smoothgrad_samples=2, seed=3)
