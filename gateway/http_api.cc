@@ -148,8 +148,9 @@ StatusOr<uint16_t> HttpApi::Start() {
     // Pistache 0.0.5 applies its header and body timeouts to a connection
     // whose response is still pending (pistache issue #1030): a shorter one
     // would answer a long attribution with 408. So both outlast the request
-    // deadline; the deadline itself bounds a slow client.
-    const auto timeout = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(60);
+    // deadline (by the 5 s a late answer needs to be written), and that bounds
+    // a client that sends its request slowly.
+    const auto timeout = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(5);
     endpoint_->init(Pistache::Http::Endpoint::options()
                         .threads(options_.threads)
                         .flags(Pistache::Tcp::Options::ReuseAddr)

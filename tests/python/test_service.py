@@ -6,7 +6,9 @@ import gzip
 import json
 import os
 import shutil
+import select
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -160,6 +162,34 @@ class Service(unittest.TestCase):
         self.addCleanup(gateway.stop)
         status, _, _ = http("POST", gateway.url + "/model/", b'{"img_data": [' + b"1," * 2000 + b'1]}')
         self.assertEqual(status, 413)
+
+    def test_a_client_sending_its_body_byte_by_byte_is_cut_off_and_blocks_no_one(self):
+        # --request-timeout-ms 1000: the header and body timeouts are 1 s + 5 s.
+        gateway = Gateway("--request-timeout-ms", "1000", "--threads", "1")
+        self.addCleanup(gateway.stop)
+        started = time.time()
+        with socket.create_connection(("127.0.0.1", gateway.port)) as slow:
+            slow.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+            answer = b""
+            sent = 1
+            while time.time() - started < 30 and sent < 1000:
+                # Meanwhile the one HTTP thread serves everyone else at once.
+                self.assertEqual(http("GET", gateway.url + "/healthz", timeout=2)[0], 200)
+                readable, _, _ = select.select([slow], [], [], 0.5)
+                if readable:
+                    answer = slow.recv(4096)
+                    break
+                try:
+                    slow.sendall(b" ")
+                    sent += 1
+                except OSError:  # closed by the gateway
+                    break
+        elapsed = time.time() - started
+        self.assertLess(elapsed, 15, "the trickling client was never cut off")
+        self.assertGreater(elapsed, 4)
+        if answer:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer[:100])
 
     def test_no_worker_is_503_and_readyz_says_so(self):
         gateway = Gateway("--request-timeout-ms", "500")
