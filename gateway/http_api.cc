@@ -511,6 +511,8 @@ void HttpApi::GetModel(const Pistache::Rest::Request& request, const std::shared
                   {"max_pixels", options_.limits.max_pixels},
                   {"max_n_steps", options_.limits.max_n_steps},
                   {"max_images", options_.max_images},
+                  {"max_paths", options_.limits.max_paths},
+                  {"max_targets", options_.limits.max_targets},
                   {"request_timeout_ms", options_.request_timeout_ms}}}});
 }
 

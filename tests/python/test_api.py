@@ -421,6 +421,7 @@ class Describe(unittest.TestCase):
         self.assertEqual(info["classes"][3], "cat")
         np.testing.assert_allclose(info["normalization"]["mean"], [0.4914, 0.4822, 0.4465], atol=1e-4)
         self.assertEqual(info["limits"]["max_images"], 4)
+        self.assertEqual((info["limits"]["max_paths"], info["limits"]["max_targets"]), (64, 16))
         self.assertIn("scan", info["methods"])
         self.assertEqual(json.loads(http("GET", GATEWAY.url + "/v1/models/default")[2])["name"], "default")
         self.assertEqual(http("GET", GATEWAY.url + "/v1/models/nope")[0], 404)
