@@ -16,34 +16,46 @@ std::string Dump(const json& header) { return header.dump(-1, ' ', false, json::
 
 json Header(MessageType type) { return json{{"v", kProtocolVersion}, {"type", kTypeNames[static_cast<int>(type)]}}; }
 
-// Reads header[key] as T, or explains what is wrong.
+// Whether a JSON value is a T, and what a T is called in messages. The
+// elements of an integer list must also fit T (a scalar header field is read
+// as it always was).
+template <typename T, bool kElement = false>
+bool Is(const json& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return v.is_string();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return v.is_number();
+  } else {
+    return v.is_number_integer() && (!kElement || v.get<int64_t>() == static_cast<int64_t>(v.get<T>()));
+  }
+}
+template <typename T>
+const char* Called() {
+  if constexpr (std::is_same_v<T, std::string>) return "a string";
+  if constexpr (std::is_floating_point_v<T>) return "a number";
+  return "an integer";
+}
+
+template <typename T>
+struct IsList : std::false_type {};
+template <typename E>
+struct IsList<std::vector<E>> : std::true_type {};
+
+// Reads header[key] as T (a string, a number, or a list of them), or
+// explains what is wrong.
 template <typename T>
 Status Field(const json& header, const char* key, T* out) {
   const auto it = header.find(key);
   if (it == header.end()) return InvalidError(std::string("protocol: header lacks '") + key + "'");
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (!it->is_string()) return InvalidError(std::string("protocol: '") + key + "' is not a string");
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (!it->is_number()) return InvalidError(std::string("protocol: '") + key + "' is not a number");
-  } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+  if constexpr (IsList<T>::value) {
+    using E = typename T::value_type;
     if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
     for (const auto& e : *it) {
-      if (!e.is_number()) return InvalidError(std::string("protocol: '") + key + "' holds a non-number");
+      if (!Is<E, true>(e))
+        return InvalidError(std::string("protocol: '") + key + "' holds something not " + Called<E>());
     }
-  } else if constexpr (std::is_same_v<T, std::vector<int>>) {
-    if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
-    for (const auto& e : *it) {
-      if (!e.is_number_integer() || e.get<int64_t>() != e.get<int>()) {
-        return InvalidError(std::string("protocol: '") + key + "' holds a non-integer");
-      }
-    }
-  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-    if (!it->is_array()) return InvalidError(std::string("protocol: '") + key + "' is not a list");
-    for (const auto& e : *it) {
-      if (!e.is_string()) return InvalidError(std::string("protocol: '") + key + "' holds a non-string");
-    }
-  } else {
-    if (!it->is_number_integer()) return InvalidError(std::string("protocol: '") + key + "' is not an integer");
+  } else if (!Is<T>(*it)) {
+    return InvalidError(std::string("protocol: '") + key + "' is not " + Called<T>());
   }
   *out = it->get<T>();
   return Status::Ok();
