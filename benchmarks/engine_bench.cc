@@ -1,8 +1,9 @@
 // Times one attribution (n_steps forward and input-gradient passes) of the
 // engine alone, warm, on the reference configurations under their
 // deterministic weights.
-//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--method M]
-//   [--bf16] [--cuda [--tf32]] [NAME ...]
+//   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N]
+//   [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [NAME ...]
+// The batch size follows from the budget as in the worker (MB per point, measured at load, is printed).
 // With --method scan the time includes the forward-only scan that places the points.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
@@ -20,7 +21,7 @@
 
 int main(int argc, char** argv) {
   using namespace intgrads;
-  int threads = 2, n_steps = 50, repeats = 5;
+  int threads = 2, n_steps = 50, repeats = 5, budget_mb = -1;
   EngineOptions options;
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
@@ -28,11 +29,14 @@ int main(int argc, char** argv) {
   bool bf16 = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size") && i + 1 < argc) {
-      (a == "--threads"   ? threads
-       : a == "--n-steps" ? n_steps
-       : a == "--repeats" ? repeats
-                          : options.chunk_size) = std::atoi(argv[++i]);
+    if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size" ||
+         a == "--memory-budget-mb") &&
+        i + 1 < argc) {
+      (a == "--threads"      ? threads
+       : a == "--n-steps"    ? n_steps
+       : a == "--repeats"    ? repeats
+       : a == "--chunk-size" ? options.chunk_size
+                             : budget_mb) = std::atoi(argv[++i]);
     } else if (a == "--method" && i + 1 < argc) {
       method = argv[++i];
     } else if (a == "--bf16") {
@@ -49,8 +53,9 @@ int main(int argc, char** argv) {
   if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
   torch::set_num_threads(threads);
   std::printf(
-      "| model | device | threads | method | n_steps | first s | best s | median s |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "| model | device | threads | method | n_steps | MB per point | batch | first s | best s | median s |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  options.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
   for (const std::string& name : names) {
     auto ref = name == "default" ? std::nullopt : testing::LoadReference(name);
     if (name != "default" && !ref) {
@@ -63,7 +68,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;
     }
-    (*model)->To(torch::TensorOptions().device(device).dtype(bf16 ? torch::kBFloat16 : torch::kFloat32));
+    (*model)->To(torch::TensorOptions().dtype(bf16 ? torch::kBFloat16 : torch::kFloat32));
+    options.point_bytes = MeasurePointBytes(**model);
+    (*model)->To(device);
     const torch::Tensor input =
         torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
     if (!PlanSchedule(**model, input, 3, method, n_steps, options).ok()) {
@@ -79,8 +86,10 @@ int main(int argc, char** argv) {
     }
     std::vector<double> warm(seconds.begin() + 1, seconds.end());
     std::sort(warm.begin(), warm.end());
-    std::printf("| %s | %s | %d | %s | %d | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(), threads,
-                method.c_str(), n_steps, seconds.front(), warm.front(), warm[warm.size() / 2]);
+    std::printf("| %s | %s | %d | %s | %d | %.1f | %lld | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(),
+                threads, method.c_str(), n_steps, static_cast<double>(options.point_bytes) / (1024.0 * 1024.0),
+                static_cast<long long>(ChunkRows(options, n_steps, device.is_cuda())), seconds.front(), warm.front(),
+                warm[warm.size() / 2]);
     if (bf16) {  // the error against float32: the same weights loaded afresh, the same input
       auto full_model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
       (*full_model)->To(device);

@@ -152,6 +152,10 @@ Frames EncodeReply(const JobReply& r) {
   h["error"] = r.error;
   h["convergence_delta"] = r.convergence_delta;
   h["compute_seconds"] = r.compute_seconds;
+  h["prepare_seconds"] = r.prepare_seconds;
+  h["attribute_seconds"] = r.attribute_seconds;
+  h["encode_seconds"] = r.encode_seconds;
+  h["compress_seconds"] = r.compress_seconds;
   h["target"] = r.target;
   h["probabilities"] = r.probabilities;
   h["content_type"] = r.content_type;
@@ -260,6 +264,10 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     RETURN_IF_ERROR(Field(h, "error", &r.error));
     RETURN_IF_ERROR(Field(h, "convergence_delta", &r.convergence_delta));
     RETURN_IF_ERROR(Field(h, "compute_seconds", &r.compute_seconds));
+    RETURN_IF_ERROR(OptionalField(h, "prepare_seconds", &r.prepare_seconds));
+    RETURN_IF_ERROR(OptionalField(h, "attribute_seconds", &r.attribute_seconds));
+    RETURN_IF_ERROR(OptionalField(h, "encode_seconds", &r.encode_seconds));
+    RETURN_IF_ERROR(OptionalField(h, "compress_seconds", &r.compress_seconds));
     RETURN_IF_ERROR(OptionalField(h, "target", &r.target));
     RETURN_IF_ERROR(OptionalField(h, "probabilities", &r.probabilities));
     RETURN_IF_ERROR(OptionalField(h, "content_type", &r.content_type));

@@ -7,7 +7,8 @@
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
 //                                         baseline,...,targets,top_k,regions,...}, pixels(, baseline pixels)]
-//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,target,
+//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
+//                                         attribute_seconds,encode_seconds,compress_seconds,target,
 //                                         probabilities,content_type,n_steps_used,tolerance_met,others},
 //                                  payload(, one payload per entry of others)]
 //
@@ -72,7 +73,11 @@ struct JobReply {
   int status = 200;  // an HTTP status: 200, or the error's
   std::string error;
   double convergence_delta = 0.0;
-  double compute_seconds = 0.0;       // the worker's time on it
+  double compute_seconds = 0.0;       // the worker's time on it, of which:
+  double prepare_seconds = 0.0;       //   the image to the model's input, paths and schedule
+  double attribute_seconds = 0.0;     //   the forward and backward passes (the engine)
+  double encode_seconds = 0.0;        //   torch.save (or npz, JSON, PNG) and regions
+  double compress_seconds = 0.0;      //   gzip
   std::string payload;                // the request's format when status is 200
   int target = -1;                    // the class attributed (the predicted one for kPredictedTarget)
   std::vector<double> probabilities;  // softmax of f(x)

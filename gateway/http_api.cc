@@ -223,9 +223,14 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::share
     // The gateway's own share: from the handler's start to here, less the
     // worker's time on the request (validation, the ZeroMQ hops, queueing).
     const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - exchange->received()).count();
-    char timing[96];
-    std::snprintf(timing, sizeof(timing), "gateway;dur=%.3f, compute;dur=%.3f",
-                  total_ms - 1000.0 * reply.compute_seconds, 1000.0 * reply.compute_seconds);
+    // The worker's time, and its parts (protocol.h).
+    char timing[256];
+    std::snprintf(timing, sizeof(timing),
+                  "gateway;dur=%.3f, compute;dur=%.3f, prepare;dur=%.3f, attribute;dur=%.3f, encode;dur=%.3f, "
+                  "gzip;dur=%.3f",
+                  total_ms - 1000.0 * reply.compute_seconds, 1000.0 * reply.compute_seconds,
+                  1000.0 * reply.prepare_seconds, 1000.0 * reply.attribute_seconds, 1000.0 * reply.encode_seconds,
+                  1000.0 * reply.compress_seconds);
     exchange->Header("Server-Timing", timing);
     exchange->Header("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
     exchange->Header("X-Convergence-Delta", Printf("%.9g", reply.convergence_delta));

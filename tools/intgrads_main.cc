@@ -36,7 +36,7 @@ const char kAttributeHelp[] =
     "default, the service's bytes), npz, json or png (docs/API.md).\n\n"
     "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
     "  riemann_middle, riemann_trapezoid, scan), --target CLASSES, --top-k K, --format F, --chunk-size N,\n"
-    "  --threads N, --gzip-level N\n"
+    "  --memory-budget-mb N, --threads N, --gzip-level N (as intgrads-worker's)\n"
     "the options beyond the original (docs/API.md):\n";
 
 int RunAttribute(const std::vector<std::string>& args) {
@@ -50,6 +50,7 @@ int RunAttribute(const std::vector<std::string>& args) {
   PathRequest paths;
   RegionRequest regions;
   std::string baseline_image;
+  int64_t budget_mb = -1;
   auto handle = [&](const std::string& a, size_t* i) -> Status {
     if (*i + 1 >= args.size()) return InvalidError("attribute: unknown flag or missing value: " + a);
     const std::string& v = args[++*i];
@@ -77,6 +78,8 @@ int RunAttribute(const std::vector<std::string>& args) {
         format = v;
       else if (a == "--chunk-size")
         options.engine.chunk_size = std::stoi(v);
+      else if (a == "--memory-budget-mb")
+        budget_mb = std::stoll(v);
       else if (a == "--threads")
         torch::set_num_threads(std::stoi(v));
       else if (a == "--gzip-level")
@@ -97,8 +100,9 @@ int RunAttribute(const std::vector<std::string>& args) {
     paths.baseline_image = std::move(image).value();
   }
   torch::Device device(torch::kCPU);
-  auto model = LoadFlaggedModel(model_flags, &device);
+  auto model = LoadFlaggedModel(model_flags, &device, &options.engine.point_bytes);
   if (!model.ok()) return Fail(model.status().message());
+  options.engine.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
   auto body = ReadWholeFile(input_path);
   if (!body.ok()) return Fail("attribute: " + body.status().message());
   auto request = ParseModelRequest(*body, (*model)->info().classes, options.limits);

@@ -39,6 +39,9 @@ void PrintHelp() {
       "  -p, --port PORT          HTTP port (default 8888)\n"
       "  --workers N              local workers (default 1 on the CPU, one per GPU with --cuda)\n"
       "  --threads N              CPU threads per worker (default: cores / workers)\n"
+      "  --memory-budget-mb N     each worker's memory for a batch of path points (default 3072 on a CPU,\n"
+      "                           no bound on a GPU; see intgrads-worker --help)\n"
+      "  --gzip-level N           each worker's response compression (default 0; see intgrads-worker --help)\n"
       "  --token TOKEN            require 'Authorization: Bearer TOKEN' (default: $INTGRADS_TOKEN; none if unset)\n"
       "  --help                   this text\n"
       "Other flags are passed to intgrads-gateway (limits, timeouts); see its --help.\n",
@@ -55,6 +58,7 @@ pid_t Spawn(const std::vector<std::string>& argv) {
   const pid_t pid = fork();
   if (pid == 0) {
     std::vector<char*> c_argv;
+    c_argv.reserve(argv.size() + 1);
     for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));
     c_argv.push_back(nullptr);
     sigset_t none;
@@ -71,7 +75,7 @@ pid_t Spawn(const std::vector<std::string>& argv) {
 
 int RunLauncher(const std::vector<std::string>& args) {
   ModelFlags model_flags;
-  std::string host = "localhost", port = "8888";
+  std::string host = "localhost", port = "8888", budget_mb, gzip_level;
   int workers = 0, threads = 0;
   std::vector<std::string> gateway_extra;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -86,7 +90,7 @@ int RunLauncher(const std::vector<std::string>& args) {
       PrintHelp();
       return 0;
     }
-    if (a.rfind("-", 0) != 0 || i + 1 >= args.size()) {
+    if (a.rfind('-', 0) != 0 || i + 1 >= args.size()) {
       std::fprintf(stderr, "intgrads-images: unknown argument or missing value: %s (see --help)\n", a.c_str());
       return 2;
     }
@@ -97,6 +101,10 @@ int RunLauncher(const std::vector<std::string>& args) {
       host = v;
     else if (a == "-p" || a == "--port")
       port = v;
+    else if (a == "--memory-budget-mb")
+      budget_mb = v;
+    else if (a == "--gzip-level")
+      gzip_level = v;
     else if (a == "--workers" || a == "--threads") {
       try {
         (a == "--workers" ? workers : threads) = std::stoi(v);
@@ -150,10 +158,12 @@ int RunLauncher(const std::vector<std::string>& args) {
     if (model_flags.cuda) {
       argv.insert(argv.end(), {"--cuda", "--device", std::to_string(index % std::max(1, workers))});
       if (model_flags.tf32) argv.emplace_back("--tf32");
-      if (model_flags.bf16) argv.emplace_back("--bf16");
     } else {
       argv.emplace_back("--cpu");
     }
+    if (model_flags.bf16) argv.emplace_back("--bf16");
+    if (!budget_mb.empty()) argv.insert(argv.end(), {"--memory-budget-mb", budget_mb});
+    if (!gzip_level.empty()) argv.insert(argv.end(), {"--gzip-level", gzip_level});
     return argv;
   };
   std::vector<pid_t> worker_pids;

@@ -4,6 +4,10 @@
 #include <cmath>
 #include <random>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "common/request.h"
 #include "common/torch_file.h"
 
@@ -157,6 +161,49 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
   return schedule;
 }
 
+int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda) {
+  if (options.chunk_size > 0) return options.chunk_size;
+  int64_t chunk = cuda ? rows : std::min(rows, kCpuChunk);
+  if (options.memory_budget_bytes > 0 && options.point_bytes > 0) {
+    chunk = std::min(chunk, std::max<int64_t>(1, options.memory_budget_bytes / options.point_bytes));
+  }
+  return std::max<int64_t>(chunk, 1);
+}
+
+namespace {
+
+// Bytes the C library's allocator holds for the program (every arena, and
+// the blocks it maps apart), or -1 where it cannot tell.
+int64_t AllocatedBytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
+#else
+  return -1;
+#endif
+}
+
+}  // namespace
+
+int64_t MeasurePointBytes(const Classifier& model) {
+  const ModelInfo& info = model.info();
+  const torch::Tensor points =
+      torch::zeros({kProbePoints, 3, info.input_size, info.input_size}, torch::TensorOptions().dtype(model.dtype()))
+          .requires_grad_(true);
+  torch::AutoGradMode enable_grad(true);
+  const int64_t before = AllocatedBytes();
+  if (before < 0) return 0;
+  int64_t held = 0;
+  try {
+    torch::Tensor out = model.Forward(points);
+    if (!out.device().is_cpu()) return 0;
+    held = AllocatedBytes() - before;
+  } catch (const std::exception&) {
+    return 0;  // a model that is not on the CPU
+  }
+  return std::max<int64_t>(0, static_cast<int64_t>(kBackwardFactor * static_cast<double>(held) / kProbePoints));
+}
+
 bool IsIncomplete(const Attribution& attribution, double fraction) {
   return std::fabs(attribution.convergence_delta) >
          fraction * std::fabs(attribution.target_logit - attribution.baseline_logit);
@@ -230,8 +277,7 @@ std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::
   for (int64_t t = 0; t < target_count; ++t) gradients.push_back(torch::empty_like(path_points));
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
   const int64_t rows = count * n;
-  const int64_t chunk =
-      options.chunk_size > 0 ? options.chunk_size : (input.is_cuda() ? rows : std::min(rows, kCpuChunk));
+  const int64_t chunk = ChunkRows(options, rows, input.is_cuda());
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t size = std::min(chunk, rows - first);
     torch::Tensor points = path_points.slice(0, first, first + size).to(compute).detach().requires_grad_(true);

@@ -100,12 +100,32 @@ StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInf
                                       const torch::Tensor& baseline_image = {});
 
 struct EngineOptions {
-  // Path points per forward/backward batch; 0: all at once on a GPU, at
-  // most kCpuChunk on a CPU, where much larger batches run slower (256 rows
-  // of the default model: 9.6 s at once, 4.0 s in chunks of 32 to 128).
+  // Path points per forward/backward batch; 0: chosen by ChunkRows.
   int chunk_size = 0;
+  // The memory a batch may take (0: no bound), and what one path point
+  // takes (MeasurePointBytes; 0: unknown, no bound).
+  int64_t memory_budget_bytes = 0;
+  int64_t point_bytes = 0;
 };
 constexpr int64_t kCpuChunk = 64;
+
+// Path points per batch for `rows` of them: chunk_size if set; else all at
+// once on a GPU and at most kCpuChunk on a CPU, where much larger batches run
+// slower (256 rows of the default model: 9.6 s at once, 4.0 s in chunks of
+// 32 to 128); and no more than the memory budget holds (at least one).
+int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda);
+
+// The memory one path point costs in a forward and input-gradient pass, in
+// bytes: what the C library's allocator holds (glibc's mallinfo2) after a
+// forward pass of kProbePoints points with the graph kept for the backward
+// pass, less what it held before, per point, times kBackwardFactor for the
+// gradients the backward pass adds while it frees the graph. Measured on a
+// model on the CPU; the sizes are the same on a GPU (cuDNN's workspaces
+// aside), so measure before moving the model. 0 where it cannot be measured
+// (another C library, a model on a GPU).
+constexpr int64_t kProbePoints = 4;
+constexpr double kBackwardFactor = 1.25;
+int64_t MeasurePointBytes(const Classifier& model);
 
 // input: 1 x 3 x S x S normalized, on the model's device. Path points are
 // formed in the input's dtype and cast to the model's (Classifier::dtype) for

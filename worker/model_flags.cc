@@ -3,6 +3,8 @@
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 
+#include "worker/engine.h"
+
 namespace intgrads {
 
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags) {
@@ -54,7 +56,8 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
   return false;
 }
 
-StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device) {
+StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
+                                                       int64_t* point_bytes) {
   if (flags.cuda) {
     if (!torch::cuda::is_available()) {
       return UnavailableError("--cuda was given but CUDA is not available here (this LibTorch " +
@@ -71,8 +74,15 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Classifier> model,
                    flags.family ? LoadModelFile(*flags.family, flags.path) : LoadDefaultModel());
-  model->To(torch::TensorOptions().device(*device).dtype(flags.bf16 ? torch::kBFloat16 : torch::kFloat32));
+  model->To(torch::TensorOptions().dtype(flags.bf16 ? torch::kBFloat16 : torch::kFloat32));
+  if (point_bytes != nullptr) *point_bytes = MeasurePointBytes(*model);  // on the CPU, before the move
+  model->To(*device);
   return model;
+}
+
+int64_t MemoryBudgetBytes(int64_t megabytes, const torch::Device& device) {
+  if (megabytes < 0) megabytes = device.is_cuda() ? 0 : kDefaultCpuBudgetMb;
+  return megabytes * 1024 * 1024;
 }
 
 const char* ModelFlagName(ModelFamily family) {

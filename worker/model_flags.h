@@ -33,8 +33,16 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
 
 // Loads the model the flags name (the embedded default model without a model
 // flag) onto the device they name, in bfloat16 with --bf16, or explains why
-// not.
-StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device);
+// not. With `point_bytes`, also measures the memory of one path point
+// (MeasurePointBytes, on the CPU before the move to the device).
+StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
+                                                       int64_t* point_bytes = nullptr);
+
+// The memory budget of a batch of path points in bytes: `megabytes` if set
+// (>= 0; 0: no bound), else kDefaultCpuBudgetMb on a CPU and no bound on a
+// GPU, where one batch is fastest while it fits.
+constexpr int64_t kDefaultCpuBudgetMb = 3072;
+int64_t MemoryBudgetBytes(int64_t megabytes, const torch::Device& device);
 
 // The long flag that loads a family: "--bit-path", "--lanet-path", "--model".
 const char* ModelFlagName(ModelFamily family);

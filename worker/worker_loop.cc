@@ -98,6 +98,14 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     reply.error = invalid.message();
     return reply;
   }
+  auto since = [](Clock::time_point* mark) {
+    const Clock::time_point now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - *mark).count();
+    *mark = now;
+    return seconds;
+  };
+  Clock::time_point mark = Clock::now();
+  double prepare = 0.0, attribute = 0.0, encode = 0.0, compress = 0.0;
   try {
     Image image;
     image.height = request.height;
@@ -133,6 +141,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
       reply.error = (!paths.ok() ? paths.status() : schedule.status()).message();
       return reply;
     }
+    prepare = since(&mark);
     std::vector<Attribution> attributions;
     if (wanted.tolerance > 0.0) {
       int spent = 0;
@@ -142,6 +151,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
     } else {
       attributions = AttributeTargets(model, input, *paths, targets, *schedule, options.engine);
     }
+    attribute = since(&mark);
     std::vector<double> probabilities = Probabilities(attributions.front().logits);
     for (size_t i = 0; i < attributions.size(); ++i) {
       const Attribution& attribution = attributions[i];
@@ -159,7 +169,10 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
                               request.regions.kind != "none" ? &regions.value() : nullptr};
       StatusOr<std::string> payload = std::string();
       if (format->name == "gzip") {
-        payload = GzipCompress(EncodeAttribution(attribution), options.gzip_level);
+        const std::string saved = EncodeAttribution(attribution);
+        encode += since(&mark);
+        payload = GzipCompress(saved, options.gzip_level);
+        compress += since(&mark);
       } else if (format->name == "npz") {
         payload = EncodeNpz(explanation);
       } else if (format->name == "json") {
@@ -170,6 +183,7 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
         payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
       }
       if (!payload.ok()) throw std::runtime_error(payload.status().message());
+      encode += since(&mark);
       JobReply& out = i == 0 ? reply : reply.others.emplace_back();
       out.id = request.id;
       out.payload = std::move(payload).value();
@@ -181,6 +195,10 @@ JobReply ComputeReply(const Classifier& model, const torch::Device& device, cons
       out.tolerance_met = !(wanted.tolerance > 0.0 && IsIncomplete(attribution, wanted.tolerance));
       WarnIfIncomplete(attribution, request);
     }
+    reply.prepare_seconds = prepare;
+    reply.attribute_seconds = attribute;
+    reply.encode_seconds = encode;
+    reply.compress_seconds = compress;
   } catch (const std::bad_alloc&) {
     reply = JobReply{};
     reply.id = request.id;
@@ -212,7 +230,10 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
   std::deque<JobRequest> jobs;
   bool busy = false;
   bool quit = false;
-  std::thread compute([&] {
+  // Requests are computed on the calling thread, which should be the one
+  // that loaded the model (worker_main.cc says why). The socket's loop runs
+  // on a thread of its own.
+  auto compute = [&] {
     zmq::socket_t results_out(context, zmq::socket_type::pair);
     results_out.connect("inproc://results");
     while (true) {
@@ -236,7 +257,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       std::lock_guard<std::mutex> lock(mutex);
       busy = false;
     }
-  });
+  };
 
   WorkerInfo info = DescribeWorker(model, device, options.model_name);
   info.token = options.token;
@@ -250,63 +271,70 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
   std::unique_ptr<zmq::socket_t> gateway = connect();
   std::fprintf(stderr, "intgrads-worker: serving %s %s on %s, connected to %s\n", info.family.c_str(),
                info.variant.c_str(), info.device.c_str(), options.connect.c_str());
-  const auto interval = std::chrono::milliseconds(options.heartbeat_ms);
-  auto gateway_expiry = Clock::now() + interval * options.liveness;
-  auto next_heartbeat = Clock::now() + interval;
-  std::optional<Clock::time_point> stop_deadline;
-  while (true) {
-    if (stop.load() && !stop_deadline) {
-      stop_deadline = Clock::now() + std::chrono::milliseconds(options.grace_ms);
-      std::fprintf(stderr, "intgrads-worker: stopping, finishing the request in flight\n");
-    }
-    if (stop_deadline) {
-      std::lock_guard<std::mutex> lock(mutex);
-      if ((!busy && jobs.empty()) || Clock::now() > *stop_deadline) break;
-    }
-    zmq::pollitem_t items[] = {{static_cast<void*>(*gateway), 0, ZMQ_POLLIN, 0},
-                               {static_cast<void*>(results_in), 0, ZMQ_POLLIN, 0}};
-    try {
-      zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
-    } catch (const zmq::error_t& e) {
-      if (e.num() == EINTR) continue;  // a signal: the loop checks `stop`
-      throw;
-    }
-    if (items[0].revents & ZMQ_POLLIN) {
-      const Frames frames = Receive(*gateway);
-      gateway_expiry = Clock::now() + interval * options.liveness;
-      auto message = DecodeMessage(frames);
-      if (!message.ok()) {
-        std::fprintf(stderr, "intgrads-worker: dropped a bad message: %s\n", message.status().message().c_str());
-      } else if (message->type == MessageType::kRequest && !stop_deadline) {
+  std::thread io([&] {
+    const auto interval = std::chrono::milliseconds(options.heartbeat_ms);
+    auto gateway_expiry = Clock::now() + interval * options.liveness;
+    auto next_heartbeat = Clock::now() + interval;
+    std::optional<Clock::time_point> stop_deadline;
+    while (true) {
+      if (stop.load() && !stop_deadline) {
+        stop_deadline = Clock::now() + std::chrono::milliseconds(options.grace_ms);
+        std::fprintf(stderr, "intgrads-worker: stopping, finishing the request in flight\n");
+      }
+      if (stop_deadline) {
         std::lock_guard<std::mutex> lock(mutex);
-        jobs.push_back(std::move(message->request));
-        wake.notify_one();
-      } else if (message->type == MessageType::kDisconnect) {
-        gateway_expiry = Clock::now();  // the gateway is going: reconnect and announce again
+        if ((!busy && jobs.empty()) || Clock::now() > *stop_deadline) break;
+      }
+      zmq::pollitem_t items[] = {{static_cast<void*>(*gateway), 0, ZMQ_POLLIN, 0},
+                                 {static_cast<void*>(results_in), 0, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;  // a signal: the loop checks `stop`
+        throw;
+      }
+      if (items[0].revents & ZMQ_POLLIN) {
+        const Frames frames = Receive(*gateway);
+        gateway_expiry = Clock::now() + interval * options.liveness;
+        auto message = DecodeMessage(frames);
+        if (!message.ok()) {
+          std::fprintf(stderr, "intgrads-worker: dropped a bad message: %s\n", message.status().message().c_str());
+        } else if (message->type == MessageType::kRequest && !stop_deadline) {
+          std::lock_guard<std::mutex> lock(mutex);
+          jobs.push_back(std::move(message->request));
+          wake.notify_one();
+        } else if (message->type == MessageType::kDisconnect) {
+          gateway_expiry = Clock::now();  // the gateway is going: reconnect and announce again
+        }
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        Send(*gateway, Receive(results_in));
+        next_heartbeat = Clock::now() + interval;
+      }
+      if (Clock::now() >= next_heartbeat) {
+        Send(*gateway, EncodeHeartbeat());
+        next_heartbeat = Clock::now() + interval;
+      }
+      if (Clock::now() >= gateway_expiry && !stop_deadline) {
+        std::fprintf(stderr, "intgrads-worker: gateway silent, reconnecting to %s\n", options.connect.c_str());
+        gateway = connect();
+        gateway_expiry = Clock::now() + interval * options.liveness;
       }
     }
-    if (items[1].revents & ZMQ_POLLIN) {
-      Send(*gateway, Receive(results_in));
-      next_heartbeat = Clock::now() + interval;
+    // A reply the compute loop sent just before it went idle: forward it before the goodbye.
+    for (Frames pending = Receive(results_in); !pending.empty(); pending = Receive(results_in)) {
+      Send(*gateway, pending);
     }
-    if (Clock::now() >= next_heartbeat) {
-      Send(*gateway, EncodeHeartbeat());
-      next_heartbeat = Clock::now() + interval;
+    Send(*gateway, EncodeDisconnect());
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      quit = true;
+      jobs.clear();
     }
-    if (Clock::now() >= gateway_expiry && !stop_deadline) {
-      std::fprintf(stderr, "intgrads-worker: gateway silent, reconnecting to %s\n", options.connect.c_str());
-      gateway = connect();
-      gateway_expiry = Clock::now() + interval * options.liveness;
-    }
-  }
-  Send(*gateway, EncodeDisconnect());
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    quit = true;
-    jobs.clear();
-  }
-  wake.notify_all();
-  compute.join();
+    wake.notify_all();
+  });
+  compute();
+  io.join();
   // Let the goodbye leave before the context closes.
   gateway->set(zmq::sockopt::linger, 500);
   gateway->close();

@@ -21,7 +21,9 @@ struct WorkerOptions {
   std::string token;  // presented to the gateway when joining
   int heartbeat_ms = 1000;
   int liveness = 3;  // heartbeats missed before the gateway counts as gone
-  int gzip_level = 1;
+  // 0 (stored): on BiT-R50x1's 1.2 MB answer level 1 took 36 ms for 32% fewer
+  // bytes, which pays only on links slower than about 100 Mbit/s.
+  int gzip_level = 0;
   int grace_ms = 30000;  // how long shutdown waits for the request in flight
   EngineOptions engine;
   RequestLimits limits;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/secret.h"
@@ -29,8 +30,13 @@ void PrintHelp() {
       "  --name NAME              the model name requests use (default 'default')\n"
       "  --token TOKEN            the deployment's token, presented when joining (default: $INTGRADS_TOKEN)\n"
       "  --threads N              intra-op CPU threads (default: all cores)\n"
-      "  --chunk-size N           path points per forward/backward batch (default 0: all on a GPU, 64 on a CPU)\n"
-      "  --gzip-level N           response compression 0..9 (default 1)\n"
+      "  --memory-budget-mb N     memory for one batch of path points; the batch size follows from the\n"
+      "                           model's memory per point, measured at start (default 3072 on a CPU, 0 on\n"
+      "                           a GPU; 0: no bound)\n"
+      "  --chunk-size N           path points per batch, by hand (default 0: from the budget, and at most\n"
+      "                           64 on a CPU, where larger batches run slower)\n"
+      "  --gzip-level N           response compression 0..9 (default 0, stored: level 1 costs ~30 ms\n"
+      "                           a 1 MB answer for a third fewer bytes; worth it below ~100 Mbit/s)\n"
       "  --max-n-steps N          largest n_steps accepted (default 1024)\n"
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
       "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
@@ -39,13 +45,12 @@ void PrintHelp() {
       intgrads::ModelFlagsHelp());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   using namespace intgrads;
   std::vector<std::string> args(argv + 1, argv + argc);
   ModelFlags model_flags;
   WorkerOptions options;
+  int64_t budget_mb = -1;
   for (size_t i = 0; i < args.size(); ++i) {
     auto consumed = ConsumeModelFlag(args, &i, &model_flags);
     if (!consumed.ok()) {
@@ -74,6 +79,8 @@ int main(int argc, char** argv) {
         torch::set_num_threads(std::stoi(v));
       else if (a == "--chunk-size")
         options.engine.chunk_size = std::stoi(v);
+      else if (a == "--memory-budget-mb")
+        budget_mb = std::stoll(v);
       else if (a == "--gzip-level")
         options.gzip_level = std::stoi(v);
       else if (a == "--max-n-steps")
@@ -97,10 +104,29 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   torch::Device device(torch::kCPU);
-  auto model = LoadFlaggedModel(model_flags, &device);
+  auto model = LoadFlaggedModel(model_flags, &device, &options.engine.point_bytes);
   if (!model.ok()) {
     std::fprintf(stderr, "intgrads-worker: %s\n", model.status().message().c_str());
     return 2;
   }
+  options.engine.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
+  std::fprintf(stderr, "intgrads-worker: %.1f MB per path point, batches of at most %lld points\n",
+               static_cast<double>(options.engine.point_bytes) / (1024.0 * 1024.0),
+               static_cast<long long>(ChunkRows(options.engine, 1 << 20, device.is_cuda())));
   return RunWorker(**model, device, options, g_stop);
+}
+
+}  // namespace
+
+// The worker runs on a thread of its own, which loads the model and computes
+// every request (RunWorker's socket loop gets another): passes run on a
+// thread other than the one that loaded the model took 1.5-1.8x as long on
+// this CPU build (docs/PERFORMANCE.md), and unlike the main thread's, a
+// thread's stack is mapped whole at its start, so a request that exhausts the
+// memory cannot leave it unable to grow (a SIGSEGV instead of a 503).
+int main(int argc, char** argv) {
+  int code = 0;
+  std::thread worker([&] { code = Run(argc, argv); });
+  worker.join();
+  return code;
 }

@@ -41,6 +41,10 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   reply.error = "bad";
   reply.convergence_delta = -0.25;
   reply.compute_seconds = 1.5;
+  reply.prepare_seconds = 0.125;
+  reply.attribute_seconds = 1.25;
+  reply.encode_seconds = 0.0625;
+  reply.compress_seconds = 0.03125;
   reply.payload = std::string("\x1f\x8b\x00", 3);
   reply.target = 5;
   reply.probabilities = {0.25, 0.75};
@@ -51,6 +55,10 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(m->reply.payload, reply.payload);
   EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
   EXPECT_DOUBLE_EQ(m->reply.compute_seconds, 1.5);
+  EXPECT_DOUBLE_EQ(m->reply.prepare_seconds, 0.125);
+  EXPECT_DOUBLE_EQ(m->reply.attribute_seconds, 1.25);
+  EXPECT_DOUBLE_EQ(m->reply.encode_seconds, 0.0625);
+  EXPECT_DOUBLE_EQ(m->reply.compress_seconds, 0.03125);
   EXPECT_EQ(m->reply.target, 5);
   EXPECT_EQ(m->reply.probabilities, reply.probabilities);
   EXPECT_EQ(m->reply.content_type, "application/x-npz");

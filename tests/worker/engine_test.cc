@@ -252,6 +252,64 @@ TEST(Engine, ChunksDeterminismAndAnUnchangedModel) {
   EXPECT_TRUE(torch::equal(before, (*model)->Forward(x)));  // the model is never modified
 }
 
+TEST(Chunks, ChosenByHandByTheDeviceAndByTheMemoryBudget) {
+  EngineOptions options;
+  EXPECT_EQ(ChunkRows(options, 50, false), 50);
+  EXPECT_EQ(ChunkRows(options, 300, false), kCpuChunk);  // larger CPU batches run slower
+  EXPECT_EQ(ChunkRows(options, 300, true), 300);         // a GPU takes all at once
+  options.point_bytes = 300;
+  options.memory_budget_bytes = 1000;
+  EXPECT_EQ(ChunkRows(options, 300, false), 3);
+  EXPECT_EQ(ChunkRows(options, 300, true), 3);
+  options.memory_budget_bytes = 100;  // less than one point: still one at a time
+  EXPECT_EQ(ChunkRows(options, 300, false), 1);
+  options.point_bytes = 0;  // unknown: no bound
+  EXPECT_EQ(ChunkRows(options, 300, true), 300);
+  options.point_bytes = 300;
+  options.chunk_size = 7;  // by hand
+  EXPECT_EQ(ChunkRows(options, 300, false), 7);
+}
+
+// relu(x * w): the graph keeps relu's output (3 x S x S floats a point) and
+// nothing else of size, so the probe must find about that, times the
+// backward factor.
+class KeepsOneActivation final : public Classifier {
+ public:
+  KeepsOneActivation() {
+    info_.classes = {"a"};
+    info_.input_size = 64;
+    w_ = torch::linspace(-1, 1, 3 * 64 * 64).view({1, 3, 64, 64});
+  }
+  torch::Tensor Forward(const torch::Tensor& x) const override {
+    return torch::relu(x * w_).sum({1, 2, 3}).unsqueeze(1);
+  }
+  void To(const torch::TensorOptions&) override {}
+  torch::Tensor w_;
+};
+
+TEST(Chunks, TheProbeMeasuresWhatAPathPointKeeps) {
+  KeepsOneActivation model;
+  const int64_t bytes = MeasurePointBytes(model);
+#if defined(__GLIBC__)
+  const double expected = kBackwardFactor * 3 * 64 * 64 * sizeof(float);
+  EXPECT_GT(static_cast<double>(bytes), 0.8 * expected);
+  EXPECT_LT(static_cast<double>(bytes), 2.0 * expected);
+#else
+  EXPECT_EQ(bytes, 0);
+#endif
+  // A real network: more than its input, and a batch that fits the budget.
+  auto ref = testing::LoadReference("lanet-c16-l8");
+  if (!ref) GTEST_SKIP() << "reference missing";
+  auto lanet = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  ASSERT_TRUE(lanet.ok());
+  const int64_t lanet_bytes = MeasurePointBytes(**lanet);
+  EXPECT_GT(lanet_bytes, 10 * 3 * 32 * 32 * 4);
+  EngineOptions options;
+  options.point_bytes = lanet_bytes;
+  options.memory_budget_bytes = 5 * lanet_bytes + 1;
+  EXPECT_EQ(ChunkRows(options, 50, false), 5);
+}
+
 // --bf16: weights and passes in bfloat16, everything returned in float32, and
 // IG within the tolerance docs/PERFORMANCE.md states (0.08 relative L2 on the
 // default model at n_steps 50; held to 0.2 here).
