@@ -39,7 +39,7 @@ void PrintHelp() {
       "  -p, --port PORT          HTTP port (default 8888)\n"
       "  --workers N              local workers (default 1 on the CPU, one per GPU with --cuda)\n"
       "  --threads N              CPU threads per worker (default: cores / workers)\n"
-      "  --memory-budget-mb N     each worker's memory for a batch of path points (default 3072 on a CPU,\n"
+      "  --memory-budget-mb N     each worker's memory for a batch of path points (default 1536 on a CPU,\n"
       "                           no bound on a GPU; see intgrads-worker --help)\n"
       "  --gzip-level N           each worker's response compression (default 0; see intgrads-worker --help)\n"
       "  --token TOKEN            require 'Authorization: Bearer TOKEN' (default: $INTGRADS_TOKEN; none if unset)\n"

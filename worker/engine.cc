@@ -1,12 +1,11 @@
 #include "worker/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <mutex>
 #include <random>
-
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
+#include <unordered_map>
 
 #include "common/request.h"
 #include "common/torch_file.h"
@@ -172,15 +171,69 @@ int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda) {
 
 namespace {
 
-// Bytes the C library's allocator holds for the program (every arena, and
-// the blocks it maps apart), or -1 where it cannot tell.
-int64_t AllocatedBytes() {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-  const struct mallinfo2 info = mallinfo2();
-  return static_cast<int64_t>(info.uordblks + info.hblkhd);
-#else
-  return -1;
-#endif
+// While installed as LibTorch's CPU allocator: counts the bytes of the CPU
+// tensors alive and their peak, passing every allocation to the allocator it
+// replaced (which must free by a raw deleter, as LibTorch's own does; else
+// nothing is counted). Static: tensors allocated under it may outlive the probe.
+class CountingAllocator final : public c10::Allocator {
+ public:
+  void Install() {
+    inner_ = c10::GetAllocator(c10::DeviceType::CPU);
+    inner_deleter_ = inner_->raw_deleter();
+    alive_ = 0;
+    peak_ = 0;
+    if (inner_deleter_ != nullptr) c10::SetAllocator(c10::DeviceType::CPU, this, kPriority);
+  }
+  void Uninstall() const {
+    if (inner_deleter_ != nullptr) c10::SetAllocator(c10::DeviceType::CPU, inner_, kPriority);
+  }
+  int64_t peak() const { return peak_.load(); }
+
+  c10::DataPtr allocate(size_t n) const override {
+    c10::DataPtr inner = inner_->allocate(n);
+    void* data = inner.get();
+    if (data == nullptr || inner.get_context() != data) return inner;  // not the raw kind: not counted
+    const c10::Device device = inner.device();
+    (void)inner.release_context();
+    const auto bytes = static_cast<int64_t>(n);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      sizes_[data] = bytes;
+    }
+    const int64_t now = alive_ += bytes;
+    int64_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    return {data, data, &Release, device};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &Release; }
+
+ private:
+  static constexpr uint8_t kPriority = 255;  // above any allocator set at static initialization
+  static void Release(void* data);
+  c10::Allocator* inner_ = nullptr;
+  c10::DeleterFnPtr inner_deleter_ = nullptr;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<void*, int64_t> sizes_;
+  mutable std::atomic<int64_t> alive_{0}, peak_{0};
+};
+
+CountingAllocator& Counting() {
+  static CountingAllocator counting;
+  return counting;
+}
+
+void CountingAllocator::Release(void* data) {
+  CountingAllocator& counting = Counting();
+  {
+    std::lock_guard<std::mutex> lock(counting.mutex_);
+    auto it = counting.sizes_.find(data);
+    if (it != counting.sizes_.end()) {
+      counting.alive_ -= it->second;
+      counting.sizes_.erase(it);
+    }
+  }
+  counting.inner_deleter_(data);
 }
 
 }  // namespace
@@ -191,17 +244,21 @@ int64_t MeasurePointBytes(const Classifier& model) {
       torch::zeros({kProbePoints, 3, info.input_size, info.input_size}, torch::TensorOptions().dtype(model.dtype()))
           .requires_grad_(true);
   torch::AutoGradMode enable_grad(true);
-  const int64_t before = AllocatedBytes();
-  if (before < 0) return 0;
-  int64_t held = 0;
+  CountingAllocator& counting = Counting();
+  counting.Install();
+  int64_t peak = 0;
   try {
     torch::Tensor out = model.Forward(points);
-    if (!out.device().is_cpu()) return 0;
-    held = AllocatedBytes() - before;
+    if (out.device().is_cpu()) {
+      // As the engine: one target's logit, summed over the batch, back to the points.
+      (void)torch::autograd::grad({out.select(1, 0).sum()}, {points});
+      peak = counting.peak();
+    }
   } catch (const std::exception&) {
-    return 0;  // a model that is not on the CPU
+    peak = 0;  // a model that is not on the CPU
   }
-  return std::max<int64_t>(0, static_cast<int64_t>(kBackwardFactor * static_cast<double>(held) / kProbePoints));
+  counting.Uninstall();
+  return peak / kProbePoints;
 }
 
 bool IsIncomplete(const Attribution& attribution, double fraction) {

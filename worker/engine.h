@@ -116,15 +116,12 @@ constexpr int64_t kCpuChunk = 64;
 int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda);
 
 // The memory one path point costs in a forward and input-gradient pass, in
-// bytes: what the C library's allocator holds (glibc's mallinfo2) after a
-// forward pass of kProbePoints points with the graph kept for the backward
-// pass, less what it held before, per point, times kBackwardFactor for the
-// gradients the backward pass adds while it frees the graph. Measured on a
-// model on the CPU; the sizes are the same on a GPU (cuDNN's workspaces
-// aside), so measure before moving the model. 0 where it cannot be measured
-// (another C library, a model on a GPU).
+// bytes: the peak of the CPU tensors alive during a forward and backward pass
+// of kProbePoints points (LibTorch's CPU allocator, counted while the probe
+// runs), per point. Measured on a model on the CPU; the sizes are the same on
+// a GPU (cuDNN's workspaces aside), so measure before moving the model. 0
+// where it cannot be measured (a model on a GPU).
 constexpr int64_t kProbePoints = 4;
-constexpr double kBackwardFactor = 1.25;
 int64_t MeasurePointBytes(const Classifier& model);
 
 // input: 1 x 3 x S x S normalized, on the model's device. Path points are

@@ -31,7 +31,7 @@ void PrintHelp() {
       "  --token TOKEN            the deployment's token, presented when joining (default: $INTGRADS_TOKEN)\n"
       "  --threads N              intra-op CPU threads (default: all cores)\n"
       "  --memory-budget-mb N     memory for one batch of path points; the batch size follows from the\n"
-      "                           model's memory per point, measured at start (default 3072 on a CPU, 0 on\n"
+      "                           model's memory per point, measured at start (default 1536 on a CPU, 0 on\n"
       "                           a GPU; 0: no bound)\n"
       "  --chunk-size N           path points per batch, by hand (default 0: from the budget, and at most\n"
       "                           64 on a CPU, where larger batches run slower)\n"

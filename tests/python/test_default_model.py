@@ -95,12 +95,14 @@ class ResourceFaults(unittest.TestCase):
     @unittest.skipIf(os.environ.get("INTGRADS_SANITIZED"), "an address-space limit and ASan cannot be combined")
     def test_an_allocation_failure_is_a_503_and_the_worker_goes_on(self):
         """A real allocation failure: the worker runs with its address space
-        limited to what it needs at rest plus 768 MiB; 1024 path points of
-        the default model need more than that, 8 need a few MiB."""
+        limited to what it needs at rest plus 768 MiB and is told to take all
+        path points in one batch (--chunk-size, past its memory budget); 1024
+        path points of the default model need more than that, 8 need a few
+        MiB."""
         gateway = Gateway()
         self.addCleanup(gateway.stop)
         argv = [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--threads", "1",
-                "--heartbeat-ms", "200"]
+                "--heartbeat-ms", "200", "--chunk-size", "1024"]
         probe = subprocess.Popen(argv)
         wait_until(lambda: len(gateway.workers()) == 1, what="the probe worker")
         limit = vm_peak_bytes(probe.pid) + (768 << 20)
