@@ -3,7 +3,7 @@
 # after deploy/gpu-check.sh, whose build it reuses or makes): the engine alone
 # on GPU 0 for the reference configurations at n_steps=50 (IEEE float32, then
 # TensorFloat-32), the chunk size's
-# effect on LaNet-128/24, the same engine on the machine's CPUs for scale, and
+# effect on LaNet-128/24 (by hand and from a memory budget), the same engine on the machine's CPUs for scale, and
 # the service's throughput with 1, 2 and 4 workers sharing GPU 0.
 #   benchmarks/gpu.sh        # output in $OUT (default /tmp/gpu-bench): gpu-bench.txt
 set -euo pipefail
@@ -27,6 +27,8 @@ bench=build-gpu/bin/intgrads-bench-engine
   echo "## LaNet-128/24 on cuda:0 in chunks of 10 and 25 path points"
   $bench --cuda --repeats 5 --chunk-size 10 lanet-c128-l24
   $bench --cuda --repeats 5 --chunk-size 25 lanet-c128-l24 | tail -1
+  echo "## LaNet-128/24 on cuda:0 with a 4 GB budget (the batch size follows from it)"
+  $bench --cuda --repeats 5 --memory-budget-mb 4096 lanet-c128-l24 | tail -1
   echo "## n_steps 300 on cuda:0"
   $bench --cuda --repeats 3 --n-steps 300 bit-m-r50x1 lanet-c128-l24
   echo "## engine on the CPU, $(nproc) threads"

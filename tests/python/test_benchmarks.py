@@ -1,0 +1,75 @@
+"""The performance comparison's own checks (benchmarks/baselines.py,
+benchmarks/compare.py): our Python rendering of the networks computes the
+reference networks' logits and Captum's IG, and the one command runs end to
+end and finds the service's IG equal to the baseline's."""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+import torch
+
+import reference_models as rm
+
+BENCHMARKS = os.path.join(rm.REPO, "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+
+import baselines  # noqa: E402
+import compare  # noqa: E402
+
+
+class Baselines(unittest.TestCase):
+    def test_our_python_networks_are_the_reference_ones(self):
+        for name in ("bit-m-r50x1", "lanet-c16-l8"):
+            with self.subTest(name):
+                ref, forward, weights = baselines.load(name)
+                x = rm.normalized_input(ref)
+                with torch.no_grad():
+                    logits = forward(weights, x)[0]
+                    zero = forward(weights, torch.zeros_like(x))[0]
+                torch.testing.assert_close(logits, torch.tensor(ref["expected_logits_eval"]), rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(zero, torch.tensor(ref["expected_logits_zero_input_eval"]), rtol=1e-4,
+                                           atol=1e-5)
+                captum = torch.tensor(ref["expected_integrated_grads"]["integrated_grads_chw"])
+                ig = baselines.integrated_gradients(forward, weights, x, torch.zeros_like(x), 50, 3)[0].detach()
+                self.assertLess((ig - captum).abs().max().item(), 1e-3 * captum.abs().max().item())
+                # The original method's second pass is the same IG; its first gives the per-step gradients.
+                again, directional = baselines.original(forward, weights, x, torch.zeros_like(x), 50, 3)
+                self.assertTrue(torch.equal(again[0].detach(), ig))
+                self.assertEqual(tuple(directional.shape), (50, 3, 32, 32))
+
+    def test_the_weights_are_parameters_as_in_a_loaded_model(self):
+        _, _, weights = baselines.load("bit-m-r50x1")
+        self.assertTrue(weights["root.conv.weight"].requires_grad)
+        _, _, weights = baselines.load("lanet-c16-l8")
+        self.assertTrue(weights["stem.0.weight"].requires_grad)
+        self.assertFalse(weights["stem.1.running_mean"].requires_grad)
+
+
+class Compare(unittest.TestCase):
+    def test_one_model_end_to_end(self):
+        done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "compare.py"), "--models", "bit-m-r50x1",
+                               "--repeats", "1", "--json"], capture_output=True, text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        result = json.loads(done.stdout)
+        self.assertEqual(sorted(result["dense_gflops"]), ["conv 1x1", "torch.mm"])
+        self.assertTrue(all(rate > 0.0 for rate in result["dense_gflops"].values()))
+        (row,) = result["models"]
+        self.assertEqual(row["model"], "bit-m-r50x1")
+        for key in ("original_s", "captum_s", "service_s", "engine_s", "engine_gflops"):
+            self.assertGreater(row[key], 0.0, key)
+        # The service's attribution is computed in it, not beside it: its parts fit in the client's time.
+        parts = row["service_parts_s"]
+        self.assertLess(parts["attribute"], parts["compute"] + 1e-6)
+        self.assertLess(parts["compute"] + parts["gateway"], row["service_s"])
+        self.assertLess(row["ig_max_error_vs_captum"], 1e-3)
+        self.assertGreater(row["peak_mb"]["worker"], 100.0)
+        self.assertEqual(row["batch"], 50)  # BiT-R50x1 fits the CPU budget in one batch
+        tables = compare.render(result)  # what the command prints without --json
+        self.assertEqual(tables.count("| bit-m-r50x1 |"), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
