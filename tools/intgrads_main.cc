@@ -100,9 +100,8 @@ int RunAttribute(const std::vector<std::string>& args) {
     paths.baseline_image = std::move(image).value();
   }
   torch::Device device(torch::kCPU);
-  auto model = LoadFlaggedModel(model_flags, &device, &options.engine.point_bytes);
+  auto model = LoadFlaggedModel(model_flags, &device, &options.engine, budget_mb);
   if (!model.ok()) return Fail(model.status().message());
-  options.engine.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
   auto body = ReadWholeFile(input_path);
   if (!body.ok()) return Fail("attribute: " + body.status().message());
   auto request = ParseModelRequest(*body, (*model)->info().classes, options.limits);

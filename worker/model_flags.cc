@@ -3,8 +3,6 @@
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 
-#include "worker/engine.h"
-
 namespace intgrads {
 
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags) {
@@ -57,7 +55,7 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
 }
 
 StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
-                                                       int64_t* point_bytes) {
+                                                       EngineOptions* engine, int64_t budget_mb) {
   if (flags.cuda) {
     if (!torch::cuda::is_available()) {
       return UnavailableError("--cuda was given but CUDA is not available here (this LibTorch " +
@@ -75,7 +73,12 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   ASSIGN_OR_RETURN(std::unique_ptr<Classifier> model,
                    flags.family ? LoadModelFile(*flags.family, flags.path) : LoadDefaultModel());
   model->To(torch::TensorOptions().dtype(flags.bf16 ? torch::kBFloat16 : torch::kFloat32));
-  if (point_bytes != nullptr) *point_bytes = MeasurePointBytes(*model);  // on the CPU, before the move
+  if (engine != nullptr) {
+    engine->memory_budget_bytes = MemoryBudgetBytes(budget_mb, *device);
+    if (engine->memory_budget_bytes > 0 && engine->chunk_size <= 0) {
+      engine->point_bytes = MeasurePointBytes(*model);  // on the CPU, before the move
+    }
+  }
   model->To(*device);
   return model;
 }

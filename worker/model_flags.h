@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/engine.h"
 #include "worker/model.h"
 
 namespace intgrads {
@@ -33,10 +34,12 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
 
 // Loads the model the flags name (the embedded default model without a model
 // flag) onto the device they name, in bfloat16 with --bf16, or explains why
-// not. With `point_bytes`, also measures the memory of one path point
-// (MeasurePointBytes, on the CPU before the move to the device).
+// not. With `engine`, also sets its memory budget (MemoryBudgetBytes of
+// `budget_mb`) and, where that bounds the batches and chunk_size does not set
+// them by hand, measures the memory of one path point (MeasurePointBytes, on
+// the CPU before the move to the device).
 StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
-                                                       int64_t* point_bytes = nullptr);
+                                                       EngineOptions* engine = nullptr, int64_t budget_mb = -1);
 
 // The memory budget of a batch of path points in bytes (the tensors alive at
 // the peak of its passes): `megabytes` if set (>= 0; 0: no bound), else

@@ -104,15 +104,18 @@ int Run(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   torch::Device device(torch::kCPU);
-  auto model = LoadFlaggedModel(model_flags, &device, &options.engine.point_bytes);
+  auto model = LoadFlaggedModel(model_flags, &device, &options.engine, budget_mb);
   if (!model.ok()) {
     std::fprintf(stderr, "intgrads-worker: %s\n", model.status().message().c_str());
     return 2;
   }
-  options.engine.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
-  std::fprintf(stderr, "intgrads-worker: %.1f MB per path point, batches of at most %lld points\n",
-               static_cast<double>(options.engine.point_bytes) / (1024.0 * 1024.0),
-               static_cast<long long>(ChunkRows(options.engine, 1 << 20, device.is_cuda())));
+  const long long most = ChunkRows(options.engine, 1 << 20, device.is_cuda());
+  if (options.engine.point_bytes > 0) {
+    std::fprintf(stderr, "intgrads-worker: %.1f MB per path point, batches of at most %lld points\n",
+                 static_cast<double>(options.engine.point_bytes) / (1024.0 * 1024.0), most);
+  } else {
+    std::fprintf(stderr, "intgrads-worker: batches of at most %lld path points (no memory budget measured)\n", most);
+  }
   return RunWorker(**model, device, options, g_stop);
 }
 
