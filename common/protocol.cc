@@ -145,7 +145,7 @@ Frames EncodeRequest(const JobRequest& r) {
   return {Dump(h), r.pixels, std::string(p.baseline_image.pixels.begin(), p.baseline_image.pixels.end())};
 }
 
-Frames EncodeReply(const JobReply& r) {
+Frames EncodeReply(JobReply r) {
   json h = Header(MessageType::kReply);
   h["id"] = r.id;
   h["status"] = r.status;
@@ -161,15 +161,15 @@ Frames EncodeReply(const JobReply& r) {
   h["content_type"] = r.content_type;
   h["n_steps_used"] = r.n_steps;
   h["tolerance_met"] = r.tolerance_met ? 1 : 0;
-  Frames frames = {"", r.payload};
+  Frames frames = {"", std::move(r.payload)};
   if (!r.others.empty()) {
     json others = json::array();
-    for (const JobReply& o : r.others) {
+    for (JobReply& o : r.others) {
       others.push_back({{"target", o.target},
                         {"convergence_delta", o.convergence_delta},
                         {"n_steps_used", o.n_steps},
                         {"tolerance_met", o.tolerance_met ? 1 : 0}});
-      frames.push_back(o.payload);
+      frames.push_back(std::move(o.payload));
     }
     h["others"] = std::move(others);
   }
@@ -177,7 +177,7 @@ Frames EncodeReply(const JobReply& r) {
   return frames;
 }
 
-StatusOr<Message> DecodeMessage(const Frames& frames) {
+StatusOr<Message> DecodeMessage(Frames frames) {
   if (frames.empty()) return InvalidError("protocol: empty message");
   const json h = json::parse(frames[0], nullptr, /*allow_exceptions=*/false);
   if (h.is_discarded() || !h.is_object()) return InvalidError("protocol: header is not a JSON object");
@@ -225,7 +225,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
       return InvalidError("protocol: pixel frame of " + std::to_string(frames[1].size()) +
                           " bytes does not match the header's image shape");
     }
-    r.pixels = frames[1];
+    r.pixels = std::move(frames[1]);
     PathRequest& p = r.paths;
     RETURN_IF_ERROR(OptionalField(h, "baseline", &p.baseline));
     RETURN_IF_ERROR(OptionalField(h, "blur_sigma", &p.blur_sigma));
@@ -275,7 +275,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
     int met = 1;
     RETURN_IF_ERROR(OptionalField(h, "tolerance_met", &met));
     r.tolerance_met = met != 0;
-    r.payload = frames[1];
+    r.payload = std::move(frames[1]);
     for (size_t i = 0; i < others.size(); ++i) {
       if (!others[i].is_object()) return InvalidError("protocol: an entry of 'others' is not an object");
       JobReply o;
@@ -289,7 +289,7 @@ StatusOr<Message> DecodeMessage(const Frames& frames) {
       int other_met = 1;
       RETURN_IF_ERROR(OptionalField(others[i], "tolerance_met", &other_met));
       o.tolerance_met = other_met != 0;
-      o.payload = frames[2 + i];
+      o.payload = std::move(frames[2 + i]);
       r.others.push_back(std::move(o));
     }
   } else {

@@ -111,8 +111,10 @@ Frames EncodeReady(const WorkerInfo& info);
 Frames EncodeHeartbeat();
 Frames EncodeDisconnect();
 Frames EncodeRequest(const JobRequest& request);
-Frames EncodeReply(const JobReply& reply);
+// Moves the payloads into the frames.
+Frames EncodeReply(JobReply reply);
 
-StatusOr<Message> DecodeMessage(const Frames& frames);
+// Moves the pixel and payload frames into the message.
+StatusOr<Message> DecodeMessage(Frames frames);
 
 }  // namespace intgrads

@@ -152,8 +152,8 @@ void Broker::DropWorker(const std::string& identity, const std::string& why) {
   workers_.erase(it);
 }
 
-void Broker::HandleWorkerMessage(const std::string& identity, const Frames& frames) {
-  auto message = DecodeMessage(frames);
+void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
+  auto message = DecodeMessage(std::move(frames));
   if (!message.ok()) {
     std::fprintf(stderr, "intgrads-gateway: bad message from a worker: %s\n", message.status().message().c_str());
     return;
@@ -295,7 +295,7 @@ void Broker::Run() {
       if (parts.size() < 2) continue;
       Frames frames;
       for (size_t i = 1; i < parts.size(); ++i) frames.emplace_back(parts[i].to_string());
-      HandleWorkerMessage(parts[0].to_string(), frames);
+      HandleWorkerMessage(parts[0].to_string(), std::move(frames));
     }
     ExpireDeadlines();
     Dispatch();

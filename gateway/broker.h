@@ -101,7 +101,7 @@ class Broker {
 
   explicit Broker(const BrokerOptions& options);
   void Run();
-  void HandleWorkerMessage(const std::string& identity, const Frames& frames);
+  void HandleWorkerMessage(const std::string& identity, Frames frames);
   void DropWorker(const std::string& identity, const std::string& why);
   void Requeue(InFlight in_flight, const std::string& why);
   void Dispatch();

@@ -1,5 +1,6 @@
 // intgrads-gateway: the HTTP front and the ZeroMQ broker.
 //   intgrads-gateway --host H --port P --bind-workers tcp://*:5555
+#include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -44,6 +45,14 @@ void PrintHelp() {
 
 int main(int argc, char** argv) {
   using namespace intgrads;
+  // An answer (a megabyte or more at n_steps 50) is copied on its way out:
+  // from ZeroMQ into the reply, and by Pistache into its growing response
+  // buffer. Above glibc's mmap threshold every such buffer is fresh pages,
+  // each faulting in on first touch: measured, 2-5 ms of the gateway's time
+  // per answer. Kept on the heap, and the freed heap kept for reuse, the
+  // same copies cost a third of that (docs/PERFORMANCE.md).
+  mallopt(M_MMAP_THRESHOLD, 16 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   std::vector<std::string> args(argv + 1, argv + argc);
   BrokerOptions broker_options;
   HttpOptions http_options;

@@ -27,11 +27,30 @@ void Send(zmq::socket_t& socket, const Frames& frames) {
   zmq::send_multipart(socket, buffers);
 }
 
-Frames Receive(zmq::socket_t& socket) {
+// Hands the frames to ZeroMQ without copying them: each message owns its
+// string until ZeroMQ is done with it (a reply's payload is a megabyte and
+// more; copies of it cost the request time).
+void SendOwned(zmq::socket_t& socket, Frames frames) {
+  std::vector<zmq::message_t> parts;
+  parts.reserve(frames.size());
+  for (std::string& frame : frames) {
+    auto* owned = new std::string(std::move(frame));
+    parts.emplace_back(
+        owned->data(), owned->size(), [](void* /*data*/, void* hint) { delete static_cast<std::string*>(hint); },
+        owned);
+  }
+  zmq::send_multipart(socket, parts);
+}
+
+std::vector<zmq::message_t> ReceiveParts(zmq::socket_t& socket) {
   std::vector<zmq::message_t> parts;
   (void)zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait);
+  return parts;
+}
+
+Frames Receive(zmq::socket_t& socket) {
   Frames frames;
-  for (auto& p : parts) frames.emplace_back(p.to_string());
+  for (auto& p : ReceiveParts(socket)) frames.emplace_back(p.to_string());
   return frames;
 }
 
@@ -253,7 +272,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s\n",
                    static_cast<unsigned long long>(job.id), reply.status,
                    reply.n_steps > 0 ? reply.n_steps : job.n_steps, job.method.c_str(), seconds);
-      Send(results_out, EncodeReply(reply));
+      SendOwned(results_out, EncodeReply(std::move(reply)));
       std::lock_guard<std::mutex> lock(mutex);
       busy = false;
     }
@@ -294,9 +313,9 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
         throw;
       }
       if (items[0].revents & ZMQ_POLLIN) {
-        const Frames frames = Receive(*gateway);
+        Frames frames = Receive(*gateway);
         gateway_expiry = Clock::now() + interval * options.liveness;
-        auto message = DecodeMessage(frames);
+        auto message = DecodeMessage(std::move(frames));
         if (!message.ok()) {
           std::fprintf(stderr, "intgrads-worker: dropped a bad message: %s\n", message.status().message().c_str());
         } else if (message->type == MessageType::kRequest && !stop_deadline) {
@@ -308,7 +327,8 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
         }
       }
       if (items[1].revents & ZMQ_POLLIN) {
-        Send(*gateway, Receive(results_in));
+        std::vector<zmq::message_t> reply = ReceiveParts(results_in);
+        zmq::send_multipart(*gateway, reply);  // as received: no copy
         next_heartbeat = Clock::now() + interval;
       }
       if (Clock::now() >= next_heartbeat) {
@@ -322,8 +342,8 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       }
     }
     // A reply the compute loop sent just before it went idle: forward it before the goodbye.
-    for (Frames pending = Receive(results_in); !pending.empty(); pending = Receive(results_in)) {
-      Send(*gateway, pending);
+    for (auto pending = ReceiveParts(results_in); !pending.empty(); pending = ReceiveParts(results_in)) {
+      zmq::send_multipart(*gateway, pending);
     }
     Send(*gateway, EncodeDisconnect());
     {
