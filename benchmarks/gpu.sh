@@ -4,7 +4,8 @@
 # on GPU 0 for the reference configurations at n_steps=50 (IEEE float32, then
 # TensorFloat-32), the chunk size's
 # effect on LaNet-128/24 (by hand and from a memory budget), the same engine on the machine's CPUs for scale, and
-# the service's throughput with 1, 2 and 4 workers sharing GPU 0.
+# the service's throughput with 1, 2 and 4 workers sharing GPU 0, and one
+# worker batching the requests queued at it.
 #   benchmarks/gpu.sh        # output in $OUT (default /tmp/gpu-bench): gpu-bench.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +37,7 @@ bench=build-gpu/bin/intgrads-bench-engine
   echo "## service: 1, 2 and 4 workers on cuda:0, BiT-R50x1, n_steps 50, 8 concurrent clients"
   INTGRADS_BIN=build-gpu/bin python3 benchmarks/throughput.py --cuda --model bit-m-r50x1 --n-steps 50 \
     --requests 64 --concurrency 8
+  echo "## batching inside one worker on cuda:0 (none, 8 requests, 8 with a 20 ms window), 16 concurrent clients"
+  INTGRADS_BIN=build-gpu/bin python3 benchmarks/throughput.py --cuda --model bit-m-r50x1 --n-steps 50 \
+    --workers 1 --batch 1,8,8:20 --requests 64 --concurrency 16 --overhead-samples 5
 } 2>&1 | tee "$log"

@@ -3,9 +3,11 @@
 under a fixed concurrent load, and the gateway's own overhead per request.
 
     /usr/bin/python3 benchmarks/throughput.py [--model lanet-c16-l8 | --model default] [--n-steps 16]
-        [--requests 48] [--concurrency 8] [--workers 1,2,4] [--cuda] [--json]
+        [--requests 48] [--concurrency 8] [--workers 1,2,4] [--batch 1,8,8:50] [--cuda] [--json]
 
-With --cuda every worker computes on GPU 0 (benchmarks/gpu.sh).
+With --cuda every worker computes on GPU 0 (benchmarks/gpu.sh). --batch runs
+each worker count once per batching setting: N (intgrads-worker
+--batch-requests N) or N:MS (and --batch-window-ms MS); 1 is no batching.
 
 Everything runs on 127.0.0.1. The overhead is measured on an idle service,
 one request at a time, twice: the client's latency minus the worker's own
@@ -96,6 +98,9 @@ def main():
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--overhead-samples", type=int, default=20)
+    parser.add_argument("--batch", default="1",
+                        help="batching settings to run, comma-separated: N or N:MS (--batch-requests N "
+                             "--batch-window-ms MS); 1: none")
     parser.add_argument("--cuda", action="store_true", help="workers compute on GPU 0")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -107,9 +112,9 @@ def main():
         if args.model == "default":  # the embedded model, on an image drawn here
             pixels = [[[(x * 8 + y) % 256, (y * 8) % 256, (x * y) % 256] for x in range(32)] for y in range(32)]
 
-            def launch(endpoint):
+            def launch(endpoint, *batching):
                 return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", endpoint, "--cpu",
-                                         "--threads", "1", "--heartbeat-ms", "1000", *extra])
+                                         "--threads", "1", "--heartbeat-ms", "1000", *extra, *batching])
         else:
             ref = rm.reference(args.model)
             if ref is None:
@@ -118,34 +123,38 @@ def main():
             checkpoint = os.path.join(tmp, "model.pth")
             rm.write_checkpoint(ref, checkpoint)
 
-            def launch(endpoint):
-                return start_worker(endpoint, ref["family"], checkpoint, *extra, heartbeat_ms=1000)
+            def launch(endpoint, *batching):
+                return start_worker(endpoint, ref["family"], checkpoint, *extra, *batching, heartbeat_ms=1000)
         body = json.dumps({"img_data": pixels, "target_class": "cat", "n_steps": args.n_steps}).encode()
+        settings = [(int(b.split(":")[0]), int(b.split(":")[1]) if ":" in b else 0) for b in args.batch.split(",")]
         for count in [int(n) for n in args.workers.split(",")]:
-            gateway = Gateway(heartbeat_ms=1000)
-            workers = [launch(gateway.endpoint) for _ in range(count)]
-            try:
-                wait_until(lambda: len(gateway.workers()) == count, what=f"{count} workers")
-                http("POST", gateway.url + "/model/", body)  # warm-up
-                run = {"workers": count}
-                if count == 1:
-                    run.update(measure_overhead(gateway.url, body, args.overhead_samples))
-                run.update(run_load(gateway.url, body, args.requests, args.concurrency))
-                results["runs"].append(run)
-            finally:
-                for w in workers:
-                    stop(w)
-                gateway.stop()
+            for batch, window in settings:
+                gateway = Gateway(heartbeat_ms=1000)
+                batching = ("--batch-requests", str(batch), "--batch-window-ms", str(window)) if batch > 1 else ()
+                workers = [launch(gateway.endpoint, *batching) for _ in range(count)]
+                try:
+                    wait_until(lambda: len(gateway.workers()) == count, what=f"{count} workers")
+                    http("POST", gateway.url + "/model/", body)  # warm-up
+                    run = {"workers": count, "batch": batch, "window_ms": window}
+                    if count == 1 and batch == 1:
+                        run.update(measure_overhead(gateway.url, body, args.overhead_samples))
+                    run.update(run_load(gateway.url, body, args.requests, args.concurrency))
+                    results["runs"].append(run)
+                finally:
+                    for w in workers:
+                        stop(w)
+                    gateway.stop()
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(f"model {args.model}, n_steps {args.n_steps}, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
           f"1 thread per worker, workers on {results['device']}")
-    print("| workers | requests | failed | req/s | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| workers | batch (window ms) | requests | failed | req/s | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:
-        print(f"| {r['workers']} | {r['requests']} | {r['failed']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | "
-              f"{r['p99_ms']:.0f} |")
+        batching = "none" if r["batch"] == 1 else f"{r['batch']} ({r['window_ms']})"
+        print(f"| {r['workers']} | {batching} | {r['requests']} | {r['failed']} | {r['rps']:.2f} | "
+              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
     one = results["runs"][0]
     if "overhead_ms_median" in one:
         print(f"overhead per request (idle, 1 worker), client latency minus the worker's time: median "

@@ -105,6 +105,7 @@ Frames EncodeReady(const WorkerInfo& info) {
   h["token"] = info.token;
   h["mean"] = info.mean;
   h["std"] = info.std;
+  h["slots"] = info.slots;
   return {Dump(h)};
 }
 
@@ -202,7 +203,12 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     RETURN_IF_ERROR(Field(h, "token", &m.ready.token));
     RETURN_IF_ERROR(OptionalField(h, "mean", &m.ready.mean));
     RETURN_IF_ERROR(OptionalField(h, "std", &m.ready.std));
+    RETURN_IF_ERROR(OptionalField(h, "slots", &m.ready.slots));
     if (m.ready.classes.empty()) return InvalidError("protocol: a ready message with no classes");
+    if (m.ready.slots < 1 || m.ready.slots > kMaxSlots) {
+      return InvalidError("protocol: slots " + std::to_string(m.ready.slots) + " is not in 1.." +
+                          std::to_string(kMaxSlots));
+    }
   } else if (type == "heartbeat" || type == "disconnect") {
     m.type = type == "heartbeat" ? MessageType::kHeartbeat : MessageType::kDisconnect;
     RETURN_IF_ERROR(ExpectFrames(frames, 1, type.c_str()));

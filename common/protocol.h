@@ -3,7 +3,7 @@
 // a header frame (a small JSON object with the protocol version and the
 // message type) and, for requests and replies, one binary frame:
 //
-//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std}]
+//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std,slots}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
 //                                         baseline,...,targets,top_k,regions,...}, pixels(, baseline pixels)]
@@ -12,7 +12,7 @@
 //                                         probabilities,content_type,n_steps_used,tolerance_met,others},
 //                                  payload(, one payload per entry of others)]
 //
-// The fields after `channels` and `compute_seconds` (and mean, std) are
+// The fields after `channels` and `compute_seconds` (and mean, std, slots) are
 // optional: a peer that omits them gets the defaults below.
 //   disconnect both ways          [header]
 //
@@ -30,6 +30,8 @@
 namespace intgrads {
 
 constexpr int kProtocolVersion = 1;
+// The most requests a worker may ask to hold at once.
+constexpr int kMaxSlots = 256;
 
 enum class MessageType { kReady, kHeartbeat, kRequest, kReply, kDisconnect };
 
@@ -44,6 +46,7 @@ struct WorkerInfo {
   std::string token;         // the deployment's shared secret, if it has one
   std::vector<double> mean;  // the per-channel normalization, as the model applies it
   std::vector<double> std;
+  int slots = 1;  // requests the worker takes at a time (it batches them)
 };
 
 // JobRequest::target for "the model's top class at the input".

@@ -103,7 +103,7 @@ void Broker::Publish() {
       std::snprintf(buf, sizeof(buf), "%02x", c);
       hex += buf;
     }
-    snapshot.push_back({hex, w.info, w.job ? "busy" : "idle", w.served});
+    snapshot.push_back({hex, w.info, w.jobs.empty() ? "idle" : "busy", w.jobs.size(), w.served});
   }
   std::lock_guard<std::mutex> lock(inbox_mutex_);
   published_workers_ = std::move(snapshot);
@@ -141,8 +141,8 @@ void Broker::DropWorker(const std::string& identity, const std::string& why) {
   if (it == workers_.end()) return;
   std::fprintf(stderr, "intgrads-gateway: worker %s (%s %s) dropped: %s\n", it->second.info.device.c_str(),
                it->second.info.family.c_str(), it->second.info.variant.c_str(), why.c_str());
-  if (it->second.job) {
-    auto job = in_flight_.find(*it->second.job);
+  for (uint64_t id : it->second.jobs) {
+    auto job = in_flight_.find(id);
     if (job != in_flight_.end()) {
       InFlight moved = std::move(job->second);
       in_flight_.erase(job);
@@ -192,7 +192,7 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
   auto job = in_flight_.find(reply.id);
   if (job == in_flight_.end() || job->second.worker != identity) return;  // a late answer to a retried job
   // The worker's state first, so that whoever the answer reaches sees it counted.
-  it->second.job.reset();
+  it->second.jobs.erase(reply.id);
   ++it->second.served;
   InFlight answered = std::move(job->second);
   in_flight_.erase(job);
@@ -247,9 +247,12 @@ void Broker::Dispatch() {
     }
     WorkerState* chosen = nullptr;
     for (auto& [identity, w] : workers_) {
-      // The idle worker that has served least: spreads work over the pool.
-      if (!w.job && (job->job.model.empty() || w.info.model == job->job.model) &&
-          (chosen == nullptr || w.served < chosen->served)) {
+      // Of the workers with a free slot, the one holding fewest requests,
+      // then the one that has served least: spreads work over the pool.
+      const bool free = w.jobs.size() < static_cast<size_t>(std::max(1, w.info.slots));
+      if (free && (job->job.model.empty() || w.info.model == job->job.model) &&
+          (chosen == nullptr || w.jobs.size() < chosen->jobs.size() ||
+           (w.jobs.size() == chosen->jobs.size() && w.served < chosen->served))) {
         chosen = &w;
       }
     }
@@ -257,7 +260,7 @@ void Broker::Dispatch() {
       ++job;
       continue;
     }
-    chosen->job = job->job.request.id;
+    chosen->jobs.insert(job->job.request.id);
     SendTo(chosen->identity, EncodeRequest(job->job.request));
     InFlight in_flight{std::move(job->job), chosen->identity, job->attempts + 1};
     in_flight_.emplace(in_flight.job.request.id, std::move(in_flight));

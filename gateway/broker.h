@@ -1,7 +1,8 @@
 // The gateway's broker: one thread owns the ROUTER socket that workers
 // connect to (the Majordomo pattern of the ZeroMQ guide, our own code).
 // Workers announce what they serve (ready), the broker keeps a queue of
-// ready workers, gives each request to one ready worker serving its model,
+// ready workers, gives each request to one ready worker serving its model
+// (a worker that batches holds up to its `slots` requests at once),
 // and relays the reply to the request's callback. Heartbeats run both ways;
 // a worker silent for `liveness` intervals is dropped and its request
 // retried on another worker within the request's deadline. Every submitted
@@ -20,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,7 +55,8 @@ struct Job {
 struct WorkerSnapshot {
   std::string id;
   WorkerInfo info;
-  std::string state;  // "idle" | "busy"
+  std::string state;     // "idle" | "busy"
+  size_t in_flight = 0;  // requests it holds, at most info.slots
   uint64_t served = 0;
 };
 
@@ -86,7 +89,7 @@ class Broker {
     std::string identity;
     WorkerInfo info;
     Clock::time_point expiry;
-    std::optional<uint64_t> job;  // in flight
+    std::set<uint64_t> jobs;  // in flight: at most info.slots
     uint64_t served = 0;
   };
   struct InFlight {

@@ -567,6 +567,8 @@ void HttpApi::GetWorkers(const Pistache::Rest::Request&, const std::shared_ptr<E
                     {"variant", w.info.variant},
                     {"device", w.info.device},
                     {"state", w.state},
+                    {"in_flight", w.in_flight},
+                    {"slots", w.info.slots},
                     {"requests_served", w.served}});
   }
   exchange->Json(200, json{{"workers", list}, {"queue_depth", broker_.QueueDepth()}});

@@ -42,6 +42,9 @@ void PrintHelp() {
       "  --memory-budget-mb N     each worker's memory for a batch of path points (default 1536 on a CPU,\n"
       "                           no bound on a GPU; see intgrads-worker --help)\n"
       "  --gzip-level N           each worker's response compression (default 0; see intgrads-worker --help)\n"
+      "  --batch-requests N, --batch-window-ms MS\n"
+      "                           each worker's batching of queued requests (default 1, 0: none; see\n"
+      "                           intgrads-worker --help)\n"
       "  --token TOKEN            require 'Authorization: Bearer TOKEN' (default: $INTGRADS_TOKEN; none if unset)\n"
       "  --help                   this text\n"
       "Other flags are passed to intgrads-gateway (limits, timeouts); see its --help.\n",
@@ -75,7 +78,7 @@ pid_t Spawn(const std::vector<std::string>& argv) {
 
 int RunLauncher(const std::vector<std::string>& args) {
   ModelFlags model_flags;
-  std::string host = "localhost", port = "8888", budget_mb, gzip_level;
+  std::string host = "localhost", port = "8888", budget_mb, gzip_level, batch_requests, batch_window_ms;
   int workers = 0, threads = 0;
   std::vector<std::string> gateway_extra;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -105,6 +108,10 @@ int RunLauncher(const std::vector<std::string>& args) {
       budget_mb = v;
     else if (a == "--gzip-level")
       gzip_level = v;
+    else if (a == "--batch-requests")
+      batch_requests = v;
+    else if (a == "--batch-window-ms")
+      batch_window_ms = v;
     else if (a == "--workers" || a == "--threads") {
       try {
         (a == "--workers" ? workers : threads) = std::stoi(v);
@@ -164,6 +171,8 @@ int RunLauncher(const std::vector<std::string>& args) {
     if (model_flags.bf16) argv.emplace_back("--bf16");
     if (!budget_mb.empty()) argv.insert(argv.end(), {"--memory-budget-mb", budget_mb});
     if (!gzip_level.empty()) argv.insert(argv.end(), {"--gzip-level", gzip_level});
+    if (!batch_requests.empty()) argv.insert(argv.end(), {"--batch-requests", batch_requests});
+    if (!batch_window_ms.empty()) argv.insert(argv.end(), {"--batch-window-ms", batch_window_ms});
     return argv;
   };
   std::vector<pid_t> worker_pids;

@@ -294,80 +294,145 @@ std::vector<int> ChooseTargets(const Targets& targets, const torch::Tensor& logi
 std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::Tensor& input,
                                           const std::vector<Path>& paths, const Targets& wanted,
                                           const PathSchedule& schedule, const EngineOptions& options) {
-  const auto n = static_cast<int64_t>(schedule.alphas.size());
-  const auto count = static_cast<int64_t>(paths.size());
-  const torch::ScalarType compute = model.dtype();
+  return AttributeJobs(model, {{input, paths, wanted, schedule}}, options).front();
+}
+
+namespace {
+
+// One job between the passes: its ends' logits, its targets, its path
+// points and the gradients the passes fill in.
+struct Prepared {
+  int64_t n = 0;                                   // path points per path
+  int64_t count = 0;                               // paths
+  torch::Tensor inputs, baselines, differences;    // P x 3 x S x S
+  torch::Tensor logits, end_logits, start_logits;  // 1 x classes; P x classes each
+  torch::Tensor path_points;                       // P n x 3 x S x S
+  std::vector<int> targets;
+  std::vector<torch::Tensor> gradients;  // per target, like path_points
+};
+
+Prepared Prepare(const Classifier& model, const PathJob& job) {
+  const torch::Tensor& input = job.input;
+  Prepared p;
+  p.n = static_cast<int64_t>(job.schedule.alphas.size());
+  p.count = static_cast<int64_t>(job.paths.size());
   std::vector<torch::Tensor> starts, ends;
-  for (const Path& p : paths) {
-    ends.push_back(p.input);
-    starts.push_back(p.baseline);
+  for (const Path& path : job.paths) {
+    ends.push_back(path.input);
+    starts.push_back(path.baseline);
   }
-  const torch::Tensor inputs = torch::cat(ends);       // P x 3 x S x S
-  const torch::Tensor baselines = torch::cat(starts);  // P x 3 x S x S
-  torch::Tensor logits, end_logits, start_logits;      // 1 x classes; P x classes each
+  p.inputs = torch::cat(ends);
+  p.baselines = torch::cat(starts);
   {
     // One forward pass over f(input), the paths' ends (unless one is `input`
     // itself) and their starts.
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> rows = {input};
     std::vector<int64_t> end_row;
-    for (const Path& p : paths) {
-      end_row.push_back(p.input.is_same(input) ? 0 : static_cast<int64_t>(rows.size()));
-      if (!p.input.is_same(input)) rows.push_back(p.input);
+    for (const Path& path : job.paths) {
+      end_row.push_back(path.input.is_same(input) ? 0 : static_cast<int64_t>(rows.size()));
+      if (!path.input.is_same(input)) rows.push_back(path.input);
     }
     const auto first_start = static_cast<int64_t>(rows.size());
-    rows.push_back(baselines);
-    torch::Tensor f = model.Forward(torch::cat(rows).to(compute)).to(input.scalar_type()).to(torch::kCPU);
-    logits = f.slice(0, 0, 1).contiguous();
-    end_logits = f.index_select(0, torch::tensor(end_row, torch::kInt64));
-    start_logits = f.slice(0, first_start, first_start + count);
+    rows.push_back(p.baselines);
+    torch::Tensor f = model.Forward(torch::cat(rows).to(model.dtype())).to(input.scalar_type()).to(torch::kCPU);
+    p.logits = f.slice(0, 0, 1).contiguous();
+    p.end_logits = f.index_select(0, torch::tensor(end_row, torch::kInt64));
+    p.start_logits = f.slice(0, first_start, first_start + p.count);
   }
-  const std::vector<int> targets = ChooseTargets(wanted, logits);
-  const auto target_count = static_cast<int64_t>(targets.size());
+  p.targets = ChooseTargets(job.targets, p.logits);
   // Path points in the input's dtype (float32 as Captum forms them):
   // baseline + alpha * (x - baseline), path by path.
-  const torch::Tensor alphas64 = torch::tensor(schedule.alphas, torch::kFloat64);
-  torch::Tensor alphas = alphas64.to(input.options()).view({1, n, 1, 1, 1});
-  const torch::Tensor differences = inputs - baselines;
-  torch::Tensor path_points = (baselines.unsqueeze(1) + alphas * differences.unsqueeze(1)).flatten(0, 1);
-  std::vector<torch::Tensor> gradients;
-  for (int64_t t = 0; t < target_count; ++t) gradients.push_back(torch::empty_like(path_points));
+  const torch::Tensor alphas =
+      torch::tensor(job.schedule.alphas, torch::kFloat64).to(input.options()).view({1, p.n, 1, 1, 1});
+  p.differences = p.inputs - p.baselines;
+  p.path_points = (p.baselines.unsqueeze(1) + alphas * p.differences.unsqueeze(1)).flatten(0, 1);
+  for (size_t t = 0; t < p.targets.size(); ++t) p.gradients.push_back(torch::empty_like(p.path_points));
+  return p;
+}
+
+// The rows [first, first + size) of one job that fall in a batch, at
+// `offset` in it.
+struct Segment {
+  size_t job = 0;
+  int64_t first = 0, size = 0, offset = 0;
+};
+
+// Forward and backward passes over the path points of all jobs, in batches
+// of ChunkRows rows that may mix jobs: one forward pass a batch, then one
+// backward pass per target index, whose objective sums each row's logit of
+// its own job's target (rows of a job with fewer targets sit it out).
+void RunPasses(const Classifier& model, std::vector<Prepared>& jobs, const EngineOptions& options) {
+  const torch::ScalarType compute = model.dtype();
+  int64_t rows = 0;
+  for (const Prepared& p : jobs) rows += p.path_points.size(0);
+  if (rows == 0) return;
+  const int64_t chunk = ChunkRows(options, rows, jobs.front().path_points.is_cuda());
   torch::AutoGradMode enable_grad(true);  // even when called under a NoGradGuard
-  const int64_t rows = count * n;
-  const int64_t chunk = ChunkRows(options, rows, input.is_cuda());
-  for (int64_t first = 0; first < rows; first += chunk) {
-    const int64_t size = std::min(chunk, rows - first);
-    torch::Tensor points = path_points.slice(0, first, first + size).to(compute).detach().requires_grad_(true);
+  size_t job = 0;
+  int64_t row = 0;  // within `job`
+  while (job < jobs.size()) {
+    std::vector<Segment> segments;
+    std::vector<torch::Tensor> parts;
+    for (int64_t filled = 0; filled < chunk && job < jobs.size();) {
+      const int64_t left = jobs[job].path_points.size(0) - row;
+      const int64_t take = std::min(left, chunk - filled);
+      if (take > 0) {
+        segments.push_back({job, row, take, filled});
+        parts.push_back(jobs[job].path_points.slice(0, row, row + take).to(compute));
+        filled += take;
+        row += take;
+      }
+      if (row == jobs[job].path_points.size(0)) {
+        ++job;
+        row = 0;
+      }
+    }
+    if (segments.empty()) break;
+    torch::Tensor points = (parts.size() == 1 ? parts.front() : torch::cat(parts)).detach().requires_grad_(true);
     torch::Tensor out = model.Forward(points);
-    // One forward pass, one backward pass per target through its graph.
-    for (int64_t t = 0; t < target_count; ++t) {
-      torch::Tensor objective = out.select(1, targets[static_cast<size_t>(t)]).sum();
+    size_t target_count = 0;
+    for (const Segment& s : segments) target_count = std::max(target_count, jobs[s.job].targets.size());
+    for (size_t t = 0; t < target_count; ++t) {
+      torch::Tensor objective;
+      for (const Segment& s : segments) {
+        if (t >= jobs[s.job].targets.size()) continue;
+        torch::Tensor term = out.slice(0, s.offset, s.offset + s.size).select(1, jobs[s.job].targets[t]).sum();
+        objective = objective.defined() ? objective + term : term;
+      }
       const bool more = t + 1 < target_count;
-      gradients[static_cast<size_t>(t)]
-          .slice(0, first, first + size)
-          .copy_(torch::autograd::grad({objective}, {points}, {}, /*retain_graph=*/more)[0]);
+      const torch::Tensor grad = torch::autograd::grad({objective}, {points}, {}, /*retain_graph=*/more)[0];
+      for (const Segment& s : segments) {
+        if (t >= jobs[s.job].targets.size()) continue;
+        jobs[s.job].gradients[t].slice(0, s.first, s.first + s.size).copy_(grad.slice(0, s.offset, s.offset + s.size));
+      }
     }
   }
-  const torch::Tensor steps64 = torch::tensor(schedule.step_sizes, torch::kFloat64).view({1, n, 1});
-  const torch::Tensor steps = steps64.to(input.options());
+}
+
+std::vector<Attribution> Finish(const PathJob& job, const Prepared& p) {
+  const torch::TensorOptions& options = job.input.options();
+  const torch::Tensor steps64 = torch::tensor(job.schedule.step_sizes, torch::kFloat64).view({1, p.n, 1});
+  const torch::Tensor steps = steps64.to(options);
   const torch::Tensor step_sizes =
-      (steps64.expand({count, n, 1}).reshape({count * n, 1}) / static_cast<double>(count)).to(torch::kFloat32);
-  const torch::Tensor points_cpu = path_points.to(torch::kCPU);
-  const torch::Tensor inputs_cpu = inputs.to(torch::kCPU);
-  const torch::Tensor baselines_cpu = baselines.to(torch::kCPU);
+      (steps64.expand({p.count, p.n, 1}).reshape({p.count * p.n, 1}) / static_cast<double>(p.count))
+          .to(torch::kFloat32);
+  const torch::Tensor points_cpu = p.path_points.to(torch::kCPU);
+  const torch::Tensor inputs_cpu = p.inputs.to(torch::kCPU);
+  const torch::Tensor baselines_cpu = p.baselines.to(torch::kCPU);
   std::vector<Attribution> results;
-  for (int64_t t = 0; t < target_count; ++t) {
+  for (size_t t = 0; t < p.targets.size(); ++t) {
     Attribution a;
-    a.n_steps = static_cast<int>(n);
-    a.target = targets[static_cast<size_t>(t)];
-    a.logits = logits;
-    a.target_logit = end_logits.select(1, a.target).mean().item<double>();
-    a.baseline_logit = start_logits.select(1, a.target).mean().item<double>();
+    a.n_steps = static_cast<int>(p.n);
+    a.target = p.targets[t];
+    a.logits = p.logits;
+    a.target_logit = p.end_logits.select(1, a.target).mean().item<double>();
+    a.baseline_logit = p.start_logits.select(1, a.target).mean().item<double>();
     // Per path: (x_p - b_p) * sum_k s_k grad_{p,k}; IG: their mean.
-    const torch::Tensor& g = gradients[static_cast<size_t>(t)];
-    torch::Tensor totals = (g.reshape({count, n, -1}) * steps).sum(1).reshape(differences.sizes());
-    torch::Tensor per_path = totals * differences;
-    a.integrated_grads = (count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
+    const torch::Tensor& g = p.gradients[t];
+    torch::Tensor totals = (g.reshape({p.count, p.n, -1}) * steps).sum(1).reshape(p.differences.sizes());
+    torch::Tensor per_path = totals * p.differences;
+    a.integrated_grads = (p.count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
     a.step_sizes = step_sizes;
     a.path_gradients = g.to(torch::kCPU);
     a.path_points = points_cpu;
@@ -376,6 +441,20 @@ std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::
     a.convergence_delta = a.integrated_grads.sum().item<double>() - (a.target_logit - a.baseline_logit);
     results.push_back(std::move(a));
   }
+  return results;
+}
+
+}  // namespace
+
+std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
+                                                    const EngineOptions& options) {
+  std::vector<Prepared> prepared;
+  prepared.reserve(jobs.size());
+  for (const PathJob& job : jobs) prepared.push_back(Prepare(model, job));
+  RunPasses(model, prepared, options);
+  std::vector<std::vector<Attribution>> results;
+  results.reserve(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) results.push_back(Finish(jobs[i], prepared[i]));
   return results;
 }
 

@@ -155,6 +155,21 @@ std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::
                                           const std::vector<Path>& paths, const Targets& targets,
                                           const PathSchedule& schedule, const EngineOptions& options);
 
+// Several requests at once (the worker's batching of queued requests): each
+// job's path points join shared forward and backward batches of ChunkRows
+// rows, and each job's result is what AttributeTargets gives for it alone.
+// The models here treat the rows of a batch independently (GroupNorm is per
+// sample, BatchNorm runs in eval mode), so sharing changes no number beyond
+// float rounding.
+struct PathJob {
+  torch::Tensor input;
+  std::vector<Path> paths;
+  Targets targets;
+  PathSchedule schedule;
+};
+std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
+                                                    const EngineOptions& options);
+
 // MakeSchedule, or for "scan" the scan of the model along the path from
 // `baseline` (zero if undefined) to `input` and PlanFromScan.
 StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,

@@ -106,136 +106,226 @@ const PayloadFormat* Validate(const JobRequest& request, int num_classes, const 
 
 }  // namespace
 
-JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
-                      const WorkerOptions& options) {
+namespace {
+
+double Since(Clock::time_point* mark) {
+  const Clock::time_point now = Clock::now();
+  const double seconds = std::chrono::duration<double>(now - *mark).count();
+  *mark = now;
+  return seconds;
+}
+
+// The reply to a request whose computation threw; call it in a catch block.
+JobReply FailureReply(uint64_t id) {
   JobReply reply;
-  reply.id = request.id;
-  Status invalid;
-  const PayloadFormat* format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
-  if (format == nullptr) {
-    reply.status = invalid.code() == StatusCode::kTooLarge ? 413 : 422;
-    reply.error = invalid.message();
-    return reply;
-  }
-  auto since = [](Clock::time_point* mark) {
-    const Clock::time_point now = Clock::now();
-    const double seconds = std::chrono::duration<double>(now - *mark).count();
-    *mark = now;
-    return seconds;
-  };
-  Clock::time_point mark = Clock::now();
-  double prepare = 0.0, attribute = 0.0, encode = 0.0, compress = 0.0;
+  reply.id = id;
+  const std::string out_of_memory = "the worker ran out of memory for this request; retry later or with fewer n_steps";
   try {
-    Image image;
-    image.height = request.height;
-    image.width = request.width;
-    image.channels = request.channels;
-    image.pixels.assign(request.pixels.begin(), request.pixels.end());
-    const Image seen = ModelInputImage(image, model.info());
-    torch::Tensor input = NormalizedTensor(seen, model.info()).to(device);
-    Targets targets{request.targets, request.top_k};
-    if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
-    if (request.method == "scan") {
-      // The scan needs its target before the path; other rules let the
-      // engine read predicted and top-k classes from the pass it makes at x
-      // anyway.
-      torch::NoGradGuard no_grad;
-      targets.classes = ChooseTargets(targets, model.Forward(input.to(model.dtype())).to(torch::kCPU));
-      targets.top_k = 0;
-    }
-    const PathRequest& wanted = request.paths;
-    torch::Tensor baseline_image;
-    if (!wanted.baseline_image.pixels.empty()) {
-      baseline_image = NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
-    }
-    auto paths = MakePaths(input, model.info(), wanted, baseline_image);
-    StatusOr<PathSchedule> schedule = PathSchedule();
-    if (paths.ok() && wanted.tolerance <= 0.0) {
-      const int scan_target = targets.classes.empty() ? 0 : targets.classes.front();
-      schedule = PlanSchedule(model, input, scan_target, request.method, request.n_steps, options.engine,
-                              paths->front().baseline);
-    }
-    if (!paths.ok() || !schedule.ok()) {
-      reply.status = 422;
-      reply.error = (!paths.ok() ? paths.status() : schedule.status()).message();
-      return reply;
-    }
-    prepare = since(&mark);
-    std::vector<Attribution> attributions;
-    if (wanted.tolerance > 0.0) {
-      int spent = 0;
-      bool met = false;
-      attributions = AttributeToTolerance(model, input, *paths, targets, wanted.tolerance, options.limits.max_n_steps,
-                                          options.engine, &met, &spent);
-    } else {
-      attributions = AttributeTargets(model, input, *paths, targets, *schedule, options.engine);
-    }
-    attribute = since(&mark);
-    std::vector<double> probabilities = Probabilities(attributions.front().logits);
-    for (size_t i = 0; i < attributions.size(); ++i) {
-      const Attribution& attribution = attributions[i];
-      StatusOr<Regions> regions = Regions();
-      if (request.regions.kind != "none") {
-        regions = ComputeRegions(attribution, request.regions, seen);
-        if (!regions.ok()) throw std::runtime_error(regions.status().message());
-      }
-      Explanation explanation{&attribution,
-                              &input,
-                              &model.info().classes,
-                              probabilities,
-                              request.method,
-                              attribution.n_steps,
-                              request.regions.kind != "none" ? &regions.value() : nullptr};
-      StatusOr<std::string> payload = std::string();
-      if (format->name == "gzip") {
-        const std::string saved = EncodeAttribution(attribution);
-        encode += since(&mark);
-        payload = GzipCompress(saved, options.gzip_level);
-        compress += since(&mark);
-      } else if (format->name == "npz") {
-        payload = EncodeNpz(explanation);
-      } else if (format->name == "json") {
-        payload = EncodeJson(explanation);
-      } else if (explanation.regions != nullptr) {
-        payload = EncodeRegionsPng(explanation, seen, request.regions.top);
-      } else {
-        payload = EncodeHeatmapPng(explanation, seen, request.heatmap);
-      }
-      if (!payload.ok()) throw std::runtime_error(payload.status().message());
-      encode += since(&mark);
-      JobReply& out = i == 0 ? reply : reply.others.emplace_back();
-      out.id = request.id;
-      out.payload = std::move(payload).value();
-      out.content_type = format->content_type;
-      out.target = attribution.target;
-      out.probabilities = probabilities;
-      out.convergence_delta = attribution.convergence_delta;
-      out.n_steps = attribution.n_steps;
-      out.tolerance_met = !(wanted.tolerance > 0.0 && IsIncomplete(attribution, wanted.tolerance));
-      WarnIfIncomplete(attribution, request);
-    }
-    reply.prepare_seconds = prepare;
-    reply.attribute_seconds = attribute;
-    reply.encode_seconds = encode;
-    reply.compress_seconds = compress;
+    throw;
   } catch (const std::bad_alloc&) {
-    reply = JobReply{};
-    reply.id = request.id;
     reply.status = 503;
-    reply.error = "the worker ran out of memory for this request; retry later or with fewer n_steps";
+    reply.error = out_of_memory;
   } catch (const std::exception& e) {
     const std::string what = e.what();
-    const bool out_of_memory =
+    const bool memory =
         what.find("out of memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos;
-    std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(request.id),
+    std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(id),
                  what.substr(0, 500).c_str());
-    reply = JobReply{};
-    reply.id = request.id;
-    reply.status = out_of_memory ? 503 : 500;
-    reply.error = out_of_memory ? "the worker ran out of memory for this request; retry later or with fewer n_steps"
-                                : "internal error while computing the attribution";
+    reply.status = memory ? 503 : 500;
+    reply.error = memory ? out_of_memory : "internal error while computing the attribution";
   }
   return reply;
+}
+
+// One request on its way through the worker: validated and prepared (input,
+// paths, targets, schedule), attributed (alone or in passes shared with other
+// requests), encoded. `answered` once `reply` is final: refused, failed or done.
+struct Work {
+  const JobRequest* request = nullptr;
+  const PayloadFormat* format = nullptr;
+  bool answered = false;
+  JobReply reply;
+  Image seen;
+  PathJob job;
+  std::vector<Attribution> attributions;
+  double prepare = 0.0, attribute = 0.0, encode = 0.0, compress = 0.0;
+};
+
+void Refuse(Work* w, int status, const std::string& message) {
+  w->reply.status = status;
+  w->reply.error = message;
+  w->answered = true;
+}
+
+void Prepare(const Classifier& model, const torch::Device& device, const WorkerOptions& options, Work* w) {
+  const JobRequest& request = *w->request;
+  w->reply.id = request.id;
+  Status invalid;
+  w->format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
+  if (w->format == nullptr) {
+    Refuse(w, invalid.code() == StatusCode::kTooLarge ? 413 : 422, invalid.message());
+    return;
+  }
+  Clock::time_point mark = Clock::now();
+  Image image;
+  image.height = request.height;
+  image.width = request.width;
+  image.channels = request.channels;
+  image.pixels.assign(request.pixels.begin(), request.pixels.end());
+  w->seen = ModelInputImage(image, model.info());
+  torch::Tensor input = NormalizedTensor(w->seen, model.info()).to(device);
+  Targets targets{request.targets, request.top_k};
+  if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
+  if (request.method == "scan") {
+    // The scan needs its target before the path; other rules let the
+    // engine read predicted and top-k classes from the pass it makes at x
+    // anyway.
+    torch::NoGradGuard no_grad;
+    targets.classes = ChooseTargets(targets, model.Forward(input.to(model.dtype())).to(torch::kCPU));
+    targets.top_k = 0;
+  }
+  const PathRequest& wanted = request.paths;
+  torch::Tensor baseline_image;
+  if (!wanted.baseline_image.pixels.empty()) {
+    baseline_image = NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
+  }
+  auto paths = MakePaths(input, model.info(), wanted, baseline_image);
+  StatusOr<PathSchedule> schedule = PathSchedule();
+  if (paths.ok() && wanted.tolerance <= 0.0) {
+    const int scan_target = targets.classes.empty() ? 0 : targets.classes.front();
+    schedule = PlanSchedule(model, input, scan_target, request.method, request.n_steps, options.engine,
+                            paths->front().baseline);
+  }
+  if (!paths.ok() || !schedule.ok()) {
+    Refuse(w, 422, (!paths.ok() ? paths.status() : schedule.status()).message());
+    return;
+  }
+  w->job = PathJob{input, std::move(paths).value(), std::move(targets), std::move(schedule).value()};
+  w->prepare = Since(&mark);
+}
+
+void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
+  const JobRequest& request = *w->request;
+  const PayloadFormat* format = w->format;
+  Clock::time_point mark = Clock::now();
+  JobReply& reply = w->reply;
+  const std::vector<Attribution>& attributions = w->attributions;
+  std::vector<double> probabilities = Probabilities(attributions.front().logits);
+  for (size_t i = 0; i < attributions.size(); ++i) {
+    const Attribution& attribution = attributions[i];
+    StatusOr<Regions> regions = Regions();
+    if (request.regions.kind != "none") {
+      regions = ComputeRegions(attribution, request.regions, w->seen);
+      if (!regions.ok()) throw std::runtime_error(regions.status().message());
+    }
+    Explanation explanation{&attribution,
+                            &w->job.input,
+                            &model.info().classes,
+                            probabilities,
+                            request.method,
+                            attribution.n_steps,
+                            request.regions.kind != "none" ? &regions.value() : nullptr};
+    StatusOr<std::string> payload = std::string();
+    if (format->name == "gzip") {
+      const std::string saved = EncodeAttribution(attribution);
+      w->encode += Since(&mark);
+      payload = GzipCompress(saved, options.gzip_level);
+      w->compress += Since(&mark);
+    } else if (format->name == "npz") {
+      payload = EncodeNpz(explanation);
+    } else if (format->name == "json") {
+      payload = EncodeJson(explanation);
+    } else if (explanation.regions != nullptr) {
+      payload = EncodeRegionsPng(explanation, w->seen, request.regions.top);
+    } else {
+      payload = EncodeHeatmapPng(explanation, w->seen, request.heatmap);
+    }
+    if (!payload.ok()) throw std::runtime_error(payload.status().message());
+    w->encode += Since(&mark);
+    JobReply& out = i == 0 ? reply : reply.others.emplace_back();
+    out.id = request.id;
+    out.payload = std::move(payload).value();
+    out.content_type = format->content_type;
+    out.target = attribution.target;
+    out.probabilities = probabilities;
+    out.convergence_delta = attribution.convergence_delta;
+    out.n_steps = attribution.n_steps;
+    out.tolerance_met = !(request.paths.tolerance > 0.0 && IsIncomplete(attribution, request.paths.tolerance));
+    WarnIfIncomplete(attribution, request);
+  }
+  reply.status = 200;
+  reply.prepare_seconds = w->prepare;
+  reply.attribute_seconds = w->attribute;
+  reply.encode_seconds = w->encode;
+  reply.compress_seconds = w->compress;
+  w->answered = true;
+}
+
+}  // namespace
+
+std::vector<JobReply> ComputeReplies(const Classifier& model, const torch::Device& device,
+                                     const std::vector<JobRequest>& requests, const WorkerOptions& options) {
+  std::vector<Work> work(requests.size());
+  auto fail = [&work](size_t i) {
+    work[i].reply = FailureReply(work[i].request->id);
+    work[i].answered = true;
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    work[i].request = &requests[i];
+    try {
+      Prepare(model, device, options, &work[i]);
+    } catch (...) {
+      fail(i);
+    }
+  }
+  // Requests with a fixed schedule share their passes; adaptive steps
+  // (a tolerance) run alone, as each try depends on the one before.
+  std::vector<size_t> shared;
+  std::vector<PathJob> jobs;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].answered || work[i].request->paths.tolerance > 0.0) continue;
+    shared.push_back(i);
+    jobs.push_back(work[i].job);
+  }
+  if (!jobs.empty()) {
+    Clock::time_point mark = Clock::now();
+    try {
+      std::vector<std::vector<Attribution>> results = AttributeJobs(model, jobs, options.engine);
+      const double seconds = Since(&mark);
+      for (size_t k = 0; k < shared.size(); ++k) {
+        work[shared[k]].attributions = std::move(results[k]);
+        work[shared[k]].attribute = seconds;
+      }
+    } catch (...) {
+      for (size_t i : shared) fail(i);  // one allocation failure fails the passes they share
+    }
+  }
+  for (size_t i = 0; i < work.size(); ++i) {
+    Work& w = work[i];
+    try {
+      if (!w.answered && w.request->paths.tolerance > 0.0) {
+        Clock::time_point mark = Clock::now();
+        int spent = 0;
+        bool met = false;
+        w.attributions =
+            AttributeToTolerance(model, w.job.input, w.job.paths, w.job.targets, w.request->paths.tolerance,
+                                 options.limits.max_n_steps, options.engine, &met, &spent);
+        w.attribute = Since(&mark);
+      }
+      if (!w.answered) Encode(model, options, &w);
+    } catch (...) {
+      fail(i);
+    }
+  }
+  std::vector<JobReply> replies;
+  replies.reserve(work.size());
+  for (Work& w : work) replies.push_back(std::move(w.reply));
+  return replies;
+}
+
+JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
+                      const WorkerOptions& options) {
+  return ComputeReplies(model, device, {request}, options).front();
 }
 
 int RunWorker(const Classifier& model, const torch::Device& device, const WorkerOptions& options,
@@ -255,24 +345,36 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
   auto compute = [&] {
     zmq::socket_t results_out(context, zmq::socket_type::pair);
     results_out.connect("inproc://results");
+    const auto most = static_cast<size_t>(std::max(1, options.batch_requests));
     while (true) {
-      JobRequest job;
+      std::vector<JobRequest> batch;
       {
         std::unique_lock<std::mutex> lock(mutex);
         wake.wait(lock, [&] { return quit || !jobs.empty(); });
         if (jobs.empty()) break;
-        job = std::move(jobs.front());
-        jobs.pop_front();
+        if (jobs.size() < most && options.batch_window_ms > 0) {
+          // The first request waits up to the window for company.
+          wake.wait_for(lock, std::chrono::milliseconds(options.batch_window_ms),
+                        [&] { return quit || jobs.size() >= most; });
+        }
+        while (!jobs.empty() && batch.size() < most) {
+          batch.push_back(std::move(jobs.front()));
+          jobs.pop_front();
+        }
         busy = true;
       }
       const auto started = Clock::now();
-      JobReply reply = ComputeReply(model, device, job, options);
+      std::vector<JobReply> replies = ComputeReplies(model, device, batch, options);
       const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-      reply.compute_seconds = seconds;
-      std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s\n",
-                   static_cast<unsigned long long>(job.id), reply.status,
-                   reply.n_steps > 0 ? reply.n_steps : job.n_steps, job.method.c_str(), seconds);
-      SendOwned(results_out, EncodeReply(std::move(reply)));
+      for (size_t i = 0; i < batch.size(); ++i) {
+        JobReply& reply = replies[i];
+        reply.compute_seconds = seconds;
+        std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s%s\n",
+                     static_cast<unsigned long long>(batch[i].id), reply.status,
+                     reply.n_steps > 0 ? reply.n_steps : batch[i].n_steps, batch[i].method.c_str(), seconds,
+                     batch.size() > 1 ? (", batched with " + std::to_string(batch.size() - 1) + " more").c_str() : "");
+        SendOwned(results_out, EncodeReply(std::move(reply)));
+      }
       std::lock_guard<std::mutex> lock(mutex);
       busy = false;
     }
@@ -280,6 +382,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
 
   WorkerInfo info = DescribeWorker(model, device, options.model_name);
   info.token = options.token;
+  info.slots = std::max(1, options.batch_requests);
   auto connect = [&]() {
     auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);

@@ -1,6 +1,6 @@
 // The worker's side of the protocol: connect a DEALER socket to the
-// gateway, announce the model (ready), answer requests one at a time on a
-// compute thread while the socket thread keeps heartbeats going, reconnect
+// gateway, announce the model (ready), answer requests (one at a time, or
+// batched: WorkerOptions::batch_requests) on a compute thread while the socket thread keeps heartbeats going, reconnect
 // when the gateway falls silent, and say goodbye (disconnect) on shutdown.
 #pragma once
 
@@ -25,9 +25,21 @@ struct WorkerOptions {
   // bytes, which pays only on links slower than about 100 Mbit/s.
   int gzip_level = 0;
   int grace_ms = 30000;  // how long shutdown waits for the request in flight
+  // Batching across requests: up to `batch_requests` requests queued here
+  // share their forward and backward passes (AttributeJobs); the first waits
+  // up to `batch_window_ms` for the others. The worker asks the gateway for
+  // that many requests at a time (WorkerInfo::slots). 1: one at a time.
+  int batch_requests = 1;
+  int batch_window_ms = 0;
   EngineOptions engine;
   RequestLimits limits;
 };
+
+// Requests computed together: those with a fixed schedule share forward and
+// backward passes (AttributeJobs), one reply each, in order. A failure in the
+// shared passes (out of memory) fails all of them.
+std::vector<JobReply> ComputeReplies(const Classifier& model, const torch::Device& device,
+                                     const std::vector<JobRequest>& requests, const WorkerOptions& options);
 
 // One request, computed: the reply the gateway relays (status 200 with the
 // gzip'd torch.save payload, or a 4xx/5xx with an error message).

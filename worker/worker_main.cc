@@ -37,6 +37,11 @@ void PrintHelp() {
       "                           64 on a CPU, where larger batches run slower)\n"
       "  --gzip-level N           response compression 0..9 (default 0, stored: level 1 costs ~30 ms\n"
       "                           a 1 MB answer for a third fewer bytes; worth it below ~100 Mbit/s)\n"
+      "  --batch-requests N       take up to N requests at a time from the gateway (1..256, default 1) and\n"
+      "                           compute those queued here together: their path points share forward\n"
+      "                           and backward batches (meant for GPUs; on a CPU no gain, no harm)\n"
+      "  --batch-window-ms MS     how long a request waits for others to batch with (default 0: batch\n"
+      "                           only what queued while the worker was busy)\n"
       "  --max-n-steps N          largest n_steps accepted (default 1024)\n"
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
       "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
@@ -83,6 +88,10 @@ int Run(int argc, char** argv) {
         budget_mb = std::stoll(v);
       else if (a == "--gzip-level")
         options.gzip_level = std::stoi(v);
+      else if (a == "--batch-requests")
+        options.batch_requests = std::stoi(v);
+      else if (a == "--batch-window-ms")
+        options.batch_window_ms = std::stoi(v);
       else if (a == "--max-n-steps")
         options.limits.max_n_steps = std::stoi(v);
       else if (a == "--max-paths")
@@ -99,6 +108,11 @@ int Run(int argc, char** argv) {
       std::fprintf(stderr, "intgrads-worker: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
       return 2;
     }
+  }
+  if (options.batch_requests < 1 || options.batch_requests > kMaxSlots || options.batch_window_ms < 0) {
+    std::fprintf(stderr, "intgrads-worker: --batch-requests must be 1..%d and --batch-window-ms at least 0\n",
+                 kMaxSlots);
+    return 2;
   }
   if (options.token.empty()) options.token = TokenFromEnvironment();
   std::signal(SIGINT, OnSignal);

@@ -69,6 +69,9 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(ready->ready.variant, "R50x1");
   EXPECT_EQ(ready->ready.token, "s3cret");
   EXPECT_EQ(ready->ready.std, info.std);
+  EXPECT_EQ(ready->ready.slots, 1);
+  info.slots = 8;
+  EXPECT_EQ(DecodeMessage(EncodeReady(info))->ready.slots, 8);
   EXPECT_EQ(DecodeMessage(EncodeHeartbeat())->type, MessageType::kHeartbeat);
   EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
 }
@@ -88,6 +91,10 @@ TEST(Protocol, LaterFieldsAreOptional) {
   ASSERT_TRUE(reply.ok()) << reply.status().message();
   EXPECT_EQ(reply->reply.content_type, "application/gzip");
   EXPECT_TRUE(reply->reply.probabilities.empty());
+  auto ready = DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+                                  "device": "cpu", "classes": ["a"], "input_size": 32, "token": ""})"});
+  ASSERT_TRUE(ready.ok()) << ready.status().message();
+  EXPECT_EQ(ready->ready.slots, 1);  // one request at a time
   auto bad = DecodeMessage({R"({"v": 1, "type": "reply", "id": 1, "status": 200, "error": "",
                                 "convergence_delta": 0.5, "compute_seconds": 1.0, "probabilities": ["x"]})",
                             "payload"});
@@ -180,6 +187,13 @@ TEST(Protocol, RefusesMalformedMessages) {
   EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
                                    "device": "cpu", "classes": [], "input_size": 32})"})
                    .ok());
+  for (const char* slots : {"0", "257", "\"2\""}) {
+    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+                                   "device": "cpu", "classes": ["a"], "input_size": 32, "token": "", "slots": )") +
+                                slots + "}"})
+                     .ok())
+        << slots;
+  }
 }
 
 TEST(Gzip, RoundTripAndBombGuard) {

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <future>
+#include <map>
+#include <mutex>
 #include <zmq_addon.hpp>
 
 namespace intgrads {
@@ -126,6 +128,66 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
   EXPECT_EQ(calls.load(), 1);
   // With a token, the forger never became a member.
   EXPECT_EQ(broker_->Workers().size(), options_.token.empty() ? 2u : 1u);
+}
+
+// A batching worker holds up to its slots; the rest wait for a free slot,
+// then go to the worker holding fewest; a lost worker's requests are all retried.
+TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
+  WorkerInfo batching = Info(options_.token);
+  batching.slots = 2;
+  FakeWorker first(context_, options_.bind);
+  first.Send(EncodeReady(batching));
+  WaitForWorkers(1);
+  std::mutex mutex;
+  std::map<uint64_t, std::string> answers;
+  auto submit = [&] {
+    Job job;
+    job.request.height = job.request.width = 1;
+    job.request.pixels = std::string(3, '\0');
+    job.deadline = Clock::now() + std::chrono::seconds(30);
+    job.done = [&](const JobReply& reply) {
+      std::lock_guard<std::mutex> lock(mutex);
+      answers[reply.id] = reply.status == 200 ? reply.payload : reply.error;
+    };
+    job.abandoned = [] { return false; };
+    ASSERT_TRUE(broker_->Submit(std::move(job)).ok());
+  };
+  for (int i = 0; i < 3; ++i) submit();
+  std::vector<uint64_t> held;
+  for (int i = 0; i < 2; ++i) {
+    auto request = first.Receive(std::chrono::seconds(5));
+    ASSERT_TRUE(request.has_value());
+    held.push_back(request->request.id);
+  }
+  EXPECT_FALSE(first.Receive(std::chrono::milliseconds(300)).has_value());  // the third waits
+  EXPECT_EQ(broker_->QueueDepth(), 1u);
+  ASSERT_EQ(broker_->Workers().size(), 1u);
+  EXPECT_EQ(broker_->Workers().front().in_flight, 2u);
+
+  // A second worker (one slot) takes the third; the first goes away with two.
+  FakeWorker second(context_, options_.bind);
+  second.Send(EncodeReady(Info(options_.token)));
+  auto third = second.Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(third.has_value());
+  first.Send(EncodeDisconnect());
+  second.Send(EncodeReply(Reply(third->request.id, "third")));
+  for (int i = 0; i < 2; ++i) {
+    auto retried = second.Receive(std::chrono::seconds(5));
+    ASSERT_TRUE(retried.has_value());
+    EXPECT_TRUE(retried->request.id == held[0] || retried->request.id == held[1]);
+    second.Send(EncodeReply(Reply(retried->request.id, "retried " + std::to_string(retried->request.id))));
+  }
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (answers.size() == 3) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[third->request.id], "third");
+  for (uint64_t id : held) EXPECT_EQ(answers[id], "retried " + std::to_string(id));
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, BrokerTest, ::testing::Values(std::string(), std::string("s3cret")),

@@ -227,6 +227,60 @@ class Service(unittest.TestCase):
         self.assertEqual(answers["r"][0], 200)
 
 
+    def test_a_batching_worker_answers_each_request_as_alone(self):
+        # Three requests (their own images, classes and n_steps) reach one
+        # worker that batches: it computes them together, and each answer
+        # equals the same request's answer computed alone, up to float32
+        # rounding: a batch of another size rounds differently, which moves
+        # BiT's IG here by up to 1% of its largest value (measured; with the
+        # same batches in float64 they agree to 1e-9: engine_test.cc).
+        ref = self.refs["bit-m-r50x1"]
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        log = open(os.path.join(self.dir, "batching-worker.log"), "w+")
+        self.addCleanup(log.close)
+        worker = subprocess.Popen(
+            [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "-bp",
+             self.checkpoints["bit-m-r50x1"], "--cpu", "--threads", "1", "--heartbeat-ms", "200",
+             "--batch-requests", "3", "--batch-window-ms", "2000"], stderr=log)
+        self.addCleanup(stop, worker)
+        gateway.wait_ready()
+        self.assertEqual(gateway.workers()[0]["slots"], 3)
+        image = ref["image_uint8_hwc"]
+        bodies = [json.dumps({"img_data": img, "target_class": cls, "n_steps": n}).encode()
+                  for img, cls, n in ((image, "cat", 8), (image[::-1], "dog", 12), ([r[::-1] for r in image], 3, 5))]
+        answers = [None] * len(bodies)
+
+        def post(i):
+            answers[i] = http("POST", gateway.url + "/model/", bodies[i])
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        log.seek(0)
+        self.assertIn("batched with 2 more", log.read())
+
+        def tensors(payload):
+            with tempfile.NamedTemporaryFile(suffix=".gzip") as f:
+                f.write(payload)
+                f.flush()
+                return rm.load_gzip_dict(f.name)
+        for i, body in enumerate(bodies):
+            self.assertEqual(answers[i][0], 200, answers[i][2][:200])
+            together = tensors(answers[i][2])
+            status, _, payload = http("POST", gateway.url + "/model/", body)  # alone: waits out the window
+            self.assertEqual(status, 200)
+            alone = tensors(payload)
+            self.assertEqual(list(together.keys()), list(alone.keys()))
+            self.assertEqual(together["target_class"], alone["target_class"])
+            for key in ("integrated_grads", "integrated_directional_grads"):
+                scale = alone[key].abs().max().item()
+                self.assertLess((together[key] - alone[key]).abs().max().item(), 3e-2 * scale, key)
+            torch.testing.assert_close(together["output"], alone["output"])
+            for key in ("step_sizes", "intermediates"):
+                torch.testing.assert_close(together[key], alone[key], rtol=0, atol=0)
+
     def test_several_models_behind_one_gateway(self):
         gateway = Gateway()
         self.addCleanup(gateway.stop)

@@ -455,6 +455,7 @@ class Counting final : public Classifier {
   }
   torch::Tensor Forward(const torch::Tensor& x) const override {
     forward_rows += x.size(0);
+    if (x.requires_grad()) ++path_batches;
     // Class c: sum(w_c * x) + (c + 1) * sum(x^2) / 10, so the classes differ.
     torch::Tensor flat = x.flatten(1);
     torch::Tensor square = (flat * flat).sum(1, true) * torch::tensor({0.1, 0.2, 0.3, 0.4});
@@ -462,6 +463,7 @@ class Counting final : public Classifier {
   }
   void To(const torch::TensorOptions&) override {}
   mutable int64_t forward_rows = 0;
+  mutable int64_t path_batches = 0;  // forward passes over path points
   torch::Tensor w_;
 };
 
@@ -486,6 +488,98 @@ TEST(Targets, SeveralTargetsShareTheForwardPassesAndEqualOneAtATime) {
     EXPECT_DOUBLE_EQ(together[t].baseline_logit, alone.baseline_logit) << t;
   }
 }
+
+PathJob MakeJob(const torch::Tensor& input, std::vector<Path> paths, std::vector<int> classes, int top_k,
+                const std::string& method, int n_steps) {
+  PathJob job;
+  job.input = input;
+  job.paths = std::move(paths);
+  job.targets.classes = std::move(classes);
+  job.targets.top_k = top_k;
+  job.schedule = *MakeSchedule(method, n_steps);
+  return job;
+}
+
+// The worker's batching: requests with their own inputs, paths, targets and
+// rules share batches that cut across them, and each gets what it gets alone.
+TEST(Batching, JobsSharingBatchesEqualEachAlone) {
+  const torch::Tensor x1 = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
+  const torch::Tensor x2 = torch::linspace(2.0, -0.5, 48).view({1, 3, 4, 4});
+  const torch::Tensor x3 = torch::cos(torch::linspace(0.0, 9.0, 48)).view({1, 3, 4, 4});
+  std::vector<PathJob> jobs;
+  jobs.push_back(MakeJob(x1, {{x1, torch::zeros_like(x1)}}, {1}, 0, "gausslegendre", 7));
+  jobs.push_back(
+      MakeJob(x2, {{x2, torch::zeros_like(x2)}, {x2, torch::full_like(x2, 0.25)}}, {3, 0}, 0, "riemann_trapezoid", 5));
+  jobs.push_back(MakeJob(x3, {{x3, torch::zeros_like(x3)}}, {}, 2, "gausslegendre", 4));
+  EngineOptions chunked;
+  chunked.chunk_size = 6;  // 7 + 10 + 4 path points: batches of 6, 6, 6 and 3, mixing jobs
+  Counting model;
+  const std::vector<std::vector<Attribution>> together = AttributeJobs(model, jobs, chunked);
+  EXPECT_EQ(model.path_batches, 4);
+  ASSERT_EQ(together.size(), jobs.size());
+  int64_t batches_alone = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    Counting alone_model;
+    const std::vector<Attribution> alone =
+        AttributeTargets(alone_model, jobs[j].input, jobs[j].paths, jobs[j].targets, jobs[j].schedule, chunked);
+    batches_alone += alone_model.path_batches;
+    ASSERT_EQ(together[j].size(), alone.size()) << j;
+    for (size_t t = 0; t < alone.size(); ++t) {
+      EXPECT_EQ(together[j][t].target, alone[t].target) << j << " " << t;
+      EXPECT_EQ(together[j][t].n_steps, alone[t].n_steps);
+      EXPECT_TRUE(torch::allclose(together[j][t].integrated_grads, alone[t].integrated_grads, 1e-6, 1e-7));
+      EXPECT_TRUE(torch::allclose(together[j][t].path_gradients, alone[t].path_gradients, 1e-6, 1e-7));
+      EXPECT_TRUE(torch::equal(together[j][t].path_points, alone[t].path_points));
+      EXPECT_TRUE(torch::equal(together[j][t].step_sizes, alone[t].step_sizes));
+      EXPECT_NEAR(together[j][t].convergence_delta, alone[t].convergence_delta, 1e-5);
+    }
+  }
+  EXPECT_EQ(batches_alone, 2 + 2 + 1);
+  EXPECT_EQ(together[2].size(), 2U);  // top_k 2, chosen from the job's own input
+}
+
+// The reference networks, in float64 so that the comparison is exact to
+// rounding: batches that mix requests of different n_steps and classes
+// (chunks of 5 over 4 + 6 + 3 path points) give each what it gets alone.
+// (In float32 the rounding alone moves IG by up to ~1% of its largest value
+// on these networks when the batch size changes: test_service.py.)
+class BatchingOnReferenceNetworks : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchingOnReferenceNetworks, MixedBatchesEqualEachAloneInFloat64) {
+  auto ref = testing::LoadReference(GetParam());
+  if (!ref) GTEST_SKIP() << "reference missing";
+  const ModelFamily family = GetParam().rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
+  auto model = LoadModel(family, testing::DeterministicStateDict(*ref));
+  ASSERT_TRUE(model.ok());
+  (*model)->To(torch::TensorOptions().dtype(torch::kFloat64));
+  torch::Generator generator = at::detail::createCPUGenerator(5);
+  std::vector<PathJob> jobs;
+  const std::vector<int> steps = {4, 6, 3};
+  const std::vector<int> classes = {2, 7, 0};
+  for (size_t j = 0; j < steps.size(); ++j) {
+    const torch::Tensor x = torch::randn({1, 3, 32, 32}, generator).to(torch::kFloat64);
+    jobs.push_back(MakeJob(x, {{x, torch::zeros_like(x)}}, {classes[j]}, 0, "gausslegendre", steps[j]));
+  }
+  EngineOptions chunked;
+  chunked.chunk_size = 5;  // batches of 4 + 1, 5, 3 path points
+  const auto together = AttributeJobs(**model, jobs, chunked);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Attribution alone = Attribute(**model, jobs[j].input, classes[j], jobs[j].schedule, chunked);
+    const double scale = alone.integrated_grads.abs().max().item<double>();
+    EXPECT_LT((together[j][0].integrated_grads - alone.integrated_grads).abs().max().item<double>(), 1e-9 * scale) << j;
+    const double step_scale = alone.path_gradients.abs().max().item<double>();
+    EXPECT_LT((together[j][0].path_gradients - alone.path_gradients).abs().max().item<double>(), 1e-9 * step_scale)
+        << j;
+    EXPECT_NEAR(together[j][0].convergence_delta, alone.convergence_delta, 1e-9 * std::fabs(alone.target_logit));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, BatchingOnReferenceNetworks, ::testing::Values("lanet-c16-l8", "bit-m-r50x1"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
 
 TEST(Targets, TopKIsTheMostProbableFirstAndPredictedIsTheArgmax) {
   const torch::Tensor logits = torch::tensor({{0.5, 3.0, -1.0, 2.0}});
