@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
 
 import baselines  # noqa: E402
 import reference_models as rm  # noqa: E402
-from service import BIN, Gateway, http, stop  # noqa: E402
+from service import BIN, Gateway, http, server_timing, stop  # noqa: E402
 
 ALL = ["default", "bit-m-r50x1", "lanet-c16-l8", "bit-s-r101x3", "lanet-c128-l24"]
 QUICK = ["default", "bit-m-r50x1"]
@@ -137,8 +137,7 @@ def service(name, args, repeats, checkpoint_dir):
             seconds = time.perf_counter() - started
             if status != 200:
                 raise SystemExit(f"service {name}: {status} {payload[:200]}")
-            timing = {k: float(v) / 1000.0 for k, v in
-                      (part.strip().split(";dur=") for part in headers["Server-Timing"].split(","))}
+            timing = {k: ms / 1000.0 for k, ms in server_timing(headers["Server-Timing"]).items()}
             if i > 0:
                 rows.append(dict(timing, client=seconds))
         ig = torch.load(io.BytesIO(gzip.decompress(payload)))["integrated_grads"].numpy()

@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import BIN, Gateway, http, start_worker, stop, wait_until  # noqa: E402
+from service import BIN, Gateway, http, server_timing, start_worker, stop, wait_until  # noqa: E402
 
 
 def percentile(values, p):
@@ -63,11 +63,6 @@ def run_load(url, body, requests, concurrency):
     wall = time.perf_counter() - started
     return {"requests": requests, "failed": len(failures), "seconds": wall, "rps": len(latencies) / wall,
             "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99)}
-
-
-def server_timing(header):
-    """{"gateway": ms, "compute": ms} from 'gateway;dur=1.2, compute;dur=80.0'."""
-    return {name.strip(): float(dur) for name, dur in (part.split(";dur=") for part in header.split(","))}
 
 
 def measure_overhead(url, body, samples):

@@ -43,6 +43,12 @@ def wait_until(predicate, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def server_timing(header):
+    """The gateway's Server-Timing header as {name: ms}: 'gateway;dur=1.2, compute;dur=80.0' ->
+    {"gateway": 1.2, "compute": 80.0}."""
+    return {name.strip(): float(dur) for name, dur in (part.split(";dur=") for part in header.split(","))}
+
+
 class Gateway:
     def __init__(self, *extra, heartbeat_ms=200):
         self.port = free_port()

@@ -18,7 +18,7 @@ import unittest
 import torch
 
 import reference_models as rm
-from service import BIN, Gateway, free_port, http, start_worker, stop, wait_until
+from service import BIN, Gateway, free_port, http, server_timing, start_worker, stop, wait_until
 
 CURL = shutil.which("curl")
 
@@ -119,7 +119,7 @@ class Service(unittest.TestCase):
         self.assertIn("X-Convergence-Delta", headers)
         # Server-Timing: the gateway's own share and the worker's, in ms; the latter is X-Compute-Seconds,
         # and its parts (input, passes, torch.save, gzip) add up to no more than it.
-        timing = {k: float(v) for k, v in (part.strip().split(";dur=") for part in headers["Server-Timing"].split(","))}
+        timing = server_timing(headers["Server-Timing"])
         self.assertEqual(sorted(timing), ["attribute", "compute", "encode", "gateway", "gzip", "prepare"])
         self.assertGreater(timing["gateway"], 0.0)
         self.assertAlmostEqual(timing["compute"], 1000 * float(headers["X-Compute-Seconds"]), delta=0.01)
