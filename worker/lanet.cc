@@ -89,15 +89,22 @@ struct Op {
   bool folded = false;
   torch::Tensor b1, b2;
 
-  torch::Tensor operator()(const torch::Tensor& x, bool train) const {
+  bool StartsWithRelu() const { return kind != Kind::kIdentity && kind != Kind::kMaxPool; }
+
+  // `*relu_x`: relu(x), made here if undefined. Every op that starts with
+  // relu and reads the same state shares it (in a normal cell three
+  // SepConvs read state 1; a reduction cell's FactorizedReduces read it too),
+  // so it is computed, kept for the backward pass and differentiated once.
+  torch::Tensor operator()(const torch::Tensor& x, torch::Tensor* relu_x, bool train) const {
     auto pw = [train](const torch::Tensor& w) { return train ? StandardizeLanet(w) : w; };
     auto norm = [&](const BatchNorm& bn, const torch::Tensor& y) { return folded ? y : bn(y, train); };
+    if (StartsWithRelu() && !relu_x->defined()) *relu_x = torch::relu(x);
+    const torch::Tensor& r = *relu_x;
     switch (kind) {
       case Kind::kIdentity: return x;
       case Kind::kMaxPool: return torch::max_pool2d(x, 3, stride, 1);
-      case Kind::kReluConvBn: return norm(bn1, torch::conv2d(torch::relu(x), pw(pw1), b1));
+      case Kind::kReluConvBn: return norm(bn1, torch::conv2d(r, pw(pw1), b1));
       case Kind::kFactorizedReduce: {
-        torch::Tensor r = torch::relu(x);
         using torch::indexing::None;
         using torch::indexing::Slice;
         torch::Tensor shifted = r.index({Slice(), Slice(), Slice(1, None), Slice(1, None)});
@@ -105,7 +112,7 @@ struct Op {
       }
       case Kind::kSepConv: {
         const int64_t c = x.size(1);
-        torch::Tensor y = torch::conv2d(torch::relu(x), dw1, {}, stride, padding, 1, c);
+        torch::Tensor y = torch::conv2d(r, dw1, {}, stride, padding, 1, c);
         y = norm(bn1, torch::conv2d(y, pw(pw1), b1));
         y = torch::conv2d(torch::relu(y), dw2, {}, 1, padding, 1, c);
         return norm(bn2, torch::conv2d(y, pw(pw2), b2));
@@ -267,19 +274,24 @@ class Lanet final : public Classifier {
     torch::Tensor s0 = torch::conv2d(x, stem_conv_, stem_bias_, 1, 1);
     if (train_) s0 = stem_bn_(s0, train_);
     torch::Tensor s1 = s0;
-    std::vector<torch::Tensor> states;
+    torch::Tensor r0, r1;  // relu(s0), relu(s1), once made
+    std::vector<torch::Tensor> states, relus;
     for (const Cell& cell : cells_) {
       states.clear();
-      states.push_back(cell.preprocess0(s0, train_));
-      states.push_back(cell.preprocess1(s1, train_));
-      for (size_t i = 0; i < kNodes; ++i) {
-        states.push_back(cell.ops[2 * i](states[InputOf(static_cast<int>(2 * i))], train_) +
-                         cell.ops[2 * i + 1](states[InputOf(static_cast<int>(2 * i + 1))], train_));
-      }
+      relus.assign(2 + kNodes, torch::Tensor());
+      states.push_back(cell.preprocess0(s0, &r0, train_));
+      states.push_back(cell.preprocess1(s1, &r1, train_));
+      auto apply = [&](int k) {
+        const auto input = static_cast<size_t>(InputOf(k));
+        return cell.ops[static_cast<size_t>(k)](states[input], &relus[input], train_);
+      };
+      for (int i = 0; i < static_cast<int>(kNodes); ++i) states.push_back(apply(2 * i) + apply(2 * i + 1));
       std::vector<torch::Tensor> outputs;
       for (int s : concat_) outputs.push_back(states[s]);
       s0 = s1;
+      r0 = r1;  // the next cell's preprocess0 reads this cell's input s1
       s1 = torch::cat(outputs, 1);
+      r1 = torch::Tensor();
     }
     torch::Tensor pooled = torch::adaptive_avg_pool2d(s1, {1, 1}).flatten(1);
     return torch::linear(pooled, classifier_w_, classifier_b_);
