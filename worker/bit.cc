@@ -67,7 +67,7 @@ class Bit final : public Classifier {
   torch::Tensor Forward(const torch::Tensor& x) const override {
     torch::Tensor y = torch::conv2d(x, root_, {}, 2, 3);
     y = torch::constant_pad_nd(y, {1, 1, 1, 1}, 0);
-    y = torch::max_pool2d(y, 3, 2, 0);
+    y = MaxPool2d(y, 3, 2, 0);
     for (const Unit& u : units_) {
       torch::Tensor a = torch::relu(torch::group_norm(y, kGroups, u.gn1_w, u.gn1_b, kGroupNormEps));
       torch::Tensor shortcut = u.downsample.defined() ? torch::conv2d(a, u.downsample, {}, u.stride) : y;

@@ -102,7 +102,7 @@ struct Op {
     const torch::Tensor& r = *relu_x;
     switch (kind) {
       case Kind::kIdentity: return x;
-      case Kind::kMaxPool: return torch::max_pool2d(x, 3, stride, 1);
+      case Kind::kMaxPool: return MaxPool2d(x, 3, stride, 1);
       case Kind::kReluConvBn: return norm(bn1, torch::conv2d(r, pw(pw1), b1));
       case Kind::kFactorizedReduce: {
         using torch::indexing::None;

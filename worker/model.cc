@@ -1,5 +1,6 @@
 #include "worker/model.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -27,6 +28,7 @@ Normalization FamilyNormalization(ModelFamily family) {
 std::vector<std::string> DefaultClassNames(int num_classes) {
   if (num_classes == static_cast<int>(Cifar10Classes().size())) return Cifar10Classes();
   std::vector<std::string> names;
+  names.reserve(static_cast<size_t>(std::max(0, num_classes)));
   for (int i = 0; i < num_classes; ++i) names.push_back("class_" + std::to_string(i));
   return names;
 }
@@ -49,6 +51,11 @@ std::string Summarize(const std::vector<std::string>& names) {
 }
 
 }  // namespace
+
+torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  if (!x.device().is_cpu() || x.dim() != 4) return torch::max_pool2d(x, kernel, stride, padding);
+  return torch::max_pool2d(x.contiguous(at::MemoryFormat::ChannelsLast), kernel, stride, padding).contiguous();
+}
 
 Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what) {
   std::map<std::string, c10::IntArrayRef> found;

@@ -654,6 +654,26 @@ StateDict RandomStateDict(const KeyShapes& keys) {
   return weights;
 }
 
+// The channels-last max-pool gives what LibTorch's NCHW one gives: values,
+// and gradients (its argmax), ties included.
+TEST(Models, MaxPoolInChannelsLastIsTheSame) {
+  torch::Generator generator = at::detail::createCPUGenerator(11);
+  for (const int64_t stride : {1, 2}) {
+    torch::Tensor x = torch::round(torch::randn({5, 6, 12, 12}, generator) * 1.5);  // many ties
+    x.slice(2, 0, 4).slice(3, 0, 4).zero_();                                        // and a flat region
+    const torch::Tensor a = x.clone().requires_grad_(true);
+    const torch::Tensor b = x.clone().requires_grad_(true);
+    const torch::Tensor plain = torch::max_pool2d(a, 3, stride, 1);
+    const torch::Tensor ours = MaxPool2d(b, 3, stride, 1);
+    EXPECT_TRUE(ours.is_contiguous());
+    ASSERT_TRUE(torch::equal(plain, ours)) << stride;
+    const torch::Tensor g = torch::randn(plain.sizes(), generator);
+    plain.backward(g);
+    ours.backward(g);
+    EXPECT_TRUE(torch::equal(a.grad(), b.grad())) << stride;
+  }
+}
+
 TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
   EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(), BitKeys({{3, 4, 6, 3}, 2, 10}).size() + 34 * 9);  // R152 vs R50
   auto lanet = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
