@@ -88,6 +88,12 @@ struct Op {
   // b1 for conv_1, b2 for conv_2).
   bool folded = false;
   torch::Tensor b1, b2;
+  // Eval mode, FactorizedReduce: its two 1 x 1 stride-2 convolutions (of x
+  // and of x shifted by one pixel) as one 2 x 2 stride-2 convolution whose
+  // kernel holds conv_1 at (0, 0) and conv_2 at (1, 1), zeros elsewhere, with
+  // both biases: the same sums, without the shifted copy, the concatenation
+  // and their backward passes (which zero-filled a map per slice).
+  torch::Tensor reduce_w, reduce_b;
 
   bool StartsWithRelu() const { return kind != Kind::kIdentity && kind != Kind::kMaxPool; }
 
@@ -105,6 +111,9 @@ struct Op {
       case Kind::kMaxPool: return MaxPool2d(x, 3, stride, 1);
       case Kind::kReluConvBn: return norm(bn1, torch::conv2d(r, pw(pw1), b1));
       case Kind::kFactorizedReduce: {
+        if (reduce_w.defined() && r.size(2) % 2 == 0 && r.size(3) % 2 == 0) {
+          return torch::conv2d(r, reduce_w, reduce_b, 2);
+        }
         using torch::indexing::None;
         using torch::indexing::Slice;
         torch::Tensor shifted = r.index({Slice(), Slice(), Slice(1, None), Slice(1, None)});
@@ -127,10 +136,17 @@ struct Op {
       case Kind::kIdentity:
       case Kind::kMaxPool: return;
       case Kind::kReluConvBn: b1 = bn1.Fold(&pw1, 0, pw1.size(0)); break;
-      case Kind::kFactorizedReduce:
+      case Kind::kFactorizedReduce: {
         b1 = bn1.Fold(&dw1, 0, dw1.size(0));
         b2 = bn1.Fold(&dw2, dw1.size(0), dw2.size(0));
+        torch::NoGradGuard no_grad;
+        const int64_t half = dw1.size(0);
+        reduce_w = torch::zeros({half + dw2.size(0), dw1.size(1), 2, 2}, dw1.options());
+        reduce_w.slice(0, 0, half).select(2, 0).select(2, 0).copy_(dw1.select(2, 0).select(2, 0));
+        reduce_w.slice(0, half).select(2, 1).select(2, 1).copy_(dw2.select(2, 0).select(2, 0));
+        reduce_b = torch::cat({b1, b2});
         break;
+      }
       case Kind::kSepConv:
         b1 = bn1.Fold(&pw1, 0, pw1.size(0));
         b2 = bn2.Fold(&pw2, 0, pw2.size(0));
@@ -140,8 +156,8 @@ struct Op {
   }
 
   std::vector<torch::Tensor*> Tensors() {
-    return {&dw1,     &pw1,        &dw2,      &pw2,      &bn1.weight, &bn1.bias, &bn1.mean,
-            &bn1.var, &bn2.weight, &bn2.bias, &bn2.mean, &bn2.var,    &b1,       &b2};
+    return {&dw1,        &pw1,      &dw2,      &pw2,     &bn1.weight, &bn1.bias, &bn1.mean, &bn1.var,
+            &bn2.weight, &bn2.bias, &bn2.mean, &bn2.var, &b1,         &b2,       &reduce_w, &reduce_b};
   }
 };
 
