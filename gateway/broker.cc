@@ -249,7 +249,7 @@ void Broker::Dispatch() {
     for (auto& [identity, w] : workers_) {
       // Of the workers with a free slot, the one holding fewest requests,
       // then the one that has served least: spreads work over the pool.
-      const bool free = w.jobs.size() < static_cast<size_t>(std::max(1, w.info.slots));
+      const bool free = w.jobs.size() < static_cast<size_t>(w.info.slots);  // slots >= 1: DecodeMessage
       if (free && (job->job.model.empty() || w.info.model == job->job.model) &&
           (chosen == nullptr || w.jobs.size() < chosen->jobs.size() ||
            (w.jobs.size() == chosen->jobs.size() && w.served < chosen->served))) {

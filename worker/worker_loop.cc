@@ -20,17 +20,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void Send(zmq::socket_t& socket, const Frames& frames) {
-  std::vector<zmq::const_buffer> buffers;
-  buffers.reserve(frames.size());
-  for (const std::string& f : frames) buffers.emplace_back(f.data(), f.size());
-  zmq::send_multipart(socket, buffers);
-}
-
 // Hands the frames to ZeroMQ without copying them: each message owns its
 // string until ZeroMQ is done with it (a reply's payload is a megabyte and
 // more; copies of it cost the request time).
-void SendOwned(zmq::socket_t& socket, Frames frames) {
+void Send(zmq::socket_t& socket, Frames frames) {
   std::vector<zmq::message_t> parts;
   parts.reserve(frames.size());
   for (std::string& frame : frames) {
@@ -342,10 +335,12 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
   // Requests are computed on the calling thread, which should be the one
   // that loaded the model (worker_main.cc says why). The socket's loop runs
   // on a thread of its own.
+  // Requests taken at a time: announced to the gateway, batched here.
+  const int slots = std::max(1, options.batch_requests);
   auto compute = [&] {
     zmq::socket_t results_out(context, zmq::socket_type::pair);
     results_out.connect("inproc://results");
-    const auto most = static_cast<size_t>(std::max(1, options.batch_requests));
+    const auto most = static_cast<size_t>(slots);
     while (true) {
       std::vector<JobRequest> batch;
       {
@@ -373,7 +368,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
                      static_cast<unsigned long long>(batch[i].id), reply.status,
                      reply.n_steps > 0 ? reply.n_steps : batch[i].n_steps, batch[i].method.c_str(), seconds,
                      batch.size() > 1 ? (", batched with " + std::to_string(batch.size() - 1) + " more").c_str() : "");
-        SendOwned(results_out, EncodeReply(std::move(reply)));
+        Send(results_out, EncodeReply(std::move(reply)));
       }
       std::lock_guard<std::mutex> lock(mutex);
       busy = false;
@@ -382,7 +377,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
 
   WorkerInfo info = DescribeWorker(model, device, options.model_name);
   info.token = options.token;
-  info.slots = std::max(1, options.batch_requests);
+  info.slots = slots;
   auto connect = [&]() {
     auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
