@@ -54,7 +54,8 @@ std::string Summarize(const std::vector<std::string>& names) {
 
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   if (!x.device().is_cpu() || x.dim() != 4) return torch::max_pool2d(x, kernel, stride, padding);
-  return torch::max_pool2d(x.contiguous(at::MemoryFormat::ChannelsLast), kernel, stride, padding).contiguous();
+  return torch::max_pool2d(x.contiguous(at::MemoryFormat::ChannelsLast), kernel, stride, padding)
+      .contiguous(x.suggest_memory_format());
 }
 
 Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what) {

@@ -63,6 +63,7 @@ class Classifier {
 // where its channels-last kernel is vectorized (2 ms); the two layout copies
 // cost less than the difference. Values, argmax (first in the window, ties
 // included) and so gradients are the same (engine_test.cc).
+// The result keeps the input's memory format.
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
 // The keys and shapes a family's state dict must have.
