@@ -455,7 +455,10 @@ class Counting final : public Classifier {
   }
   torch::Tensor Forward(const torch::Tensor& x) const override {
     forward_rows += x.size(0);
-    if (x.requires_grad()) ++path_batches;
+    if (x.requires_grad()) {
+      ++path_batches;
+      path_batch_rows.push_back(x.size(0));
+    }
     // Class c: sum(w_c * x) + (c + 1) * sum(x^2) / 10, so the classes differ.
     torch::Tensor flat = x.flatten(1);
     torch::Tensor square = (flat * flat).sum(1, true) * torch::tensor({0.1, 0.2, 0.3, 0.4});
@@ -464,8 +467,30 @@ class Counting final : public Classifier {
   void To(const torch::TensorOptions&) override {}
   mutable int64_t forward_rows = 0;
   mutable int64_t path_batches = 0;  // forward passes over path points
+  mutable std::vector<int64_t> path_batch_rows;
   torch::Tensor w_;
 };
+
+// The passes take as few batches as ChunkRows allows, their sizes evened out.
+TEST(Chunks, BatchesAreEvenedOut) {
+  const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
+  const PathSchedule schedule = *MakeSchedule("gausslegendre", 50);
+  for (const auto& [most, rows] : std::vector<std::pair<int, std::vector<int64_t>>>{{16, {13, 13, 12, 12}},
+                                                                                    {8, {8, 7, 7, 7, 7, 7, 7}},
+                                                                                    {50, {50}},
+                                                                                    {64, {50}},
+                                                                                    {1, std::vector<int64_t>(50, 1)}}) {
+    Counting model;
+    EngineOptions options;
+    options.chunk_size = most;
+    const Attribution chunked = Attribute(model, x, 1, schedule, options);
+    EXPECT_EQ(model.path_batch_rows, rows) << most;
+    Counting whole_model;
+    options.chunk_size = 50;
+    const Attribution whole = Attribute(whole_model, x, 1, schedule, options);
+    EXPECT_TRUE(torch::allclose(chunked.integrated_grads, whole.integrated_grads, 1e-6, 1e-7)) << most;
+  }
+}
 
 TEST(Targets, SeveralTargetsShareTheForwardPassesAndEqualOneAtATime) {
   Counting model;
@@ -512,10 +537,10 @@ TEST(Batching, JobsSharingBatchesEqualEachAlone) {
       MakeJob(x2, {{x2, torch::zeros_like(x2)}, {x2, torch::full_like(x2, 0.25)}}, {3, 0}, 0, "riemann_trapezoid", 5));
   jobs.push_back(MakeJob(x3, {{x3, torch::zeros_like(x3)}}, {}, 2, "gausslegendre", 4));
   EngineOptions chunked;
-  chunked.chunk_size = 6;  // 7 + 10 + 4 path points: batches of 6, 6, 6 and 3, mixing jobs
+  chunked.chunk_size = 6;  // 7 + 10 + 4 path points: batches of 6, 5, 5 and 5, mixing jobs
   Counting model;
   const std::vector<std::vector<Attribution>> together = AttributeJobs(model, jobs, chunked);
-  EXPECT_EQ(model.path_batches, 4);
+  EXPECT_EQ(model.path_batch_rows, (std::vector<int64_t>{6, 5, 5, 5}));
   ASSERT_EQ(together.size(), jobs.size());
   int64_t batches_alone = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
