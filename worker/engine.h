@@ -100,7 +100,7 @@ StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInf
                                       const torch::Tensor& baseline_image = {});
 
 struct EngineOptions {
-  // Path points per forward/backward batch; 0: chosen by ChunkRows.
+  // The most path points per forward/backward batch; 0: chosen by ChunkRows.
   int chunk_size = 0;
   // The memory a batch may take (0: no bound), and what one path point
   // takes (MeasurePointBytes; 0: unknown, no bound).
@@ -109,10 +109,12 @@ struct EngineOptions {
 };
 constexpr int64_t kCpuChunk = 64;
 
-// Path points per batch for `rows` of them: chunk_size if set; else all at
-// once on a GPU and at most kCpuChunk on a CPU, where much larger batches run
-// slower (256 rows of the default model: 9.6 s at once, 4.0 s in chunks of
-// 32 to 128); and no more than the memory budget holds (at least one).
+// The most path points per batch for `rows` of them: chunk_size if set; else
+// all at once on a GPU and at most kCpuChunk on a CPU, where much larger
+// batches run slower (256 rows of the default model: 9.6 s at once, 4.0 s in
+// chunks of 32 to 128); and no more than the memory budget holds (at least
+// one). The passes take as few batches as this allows, evened out (50 rows at
+// most 16 a batch: 13, 13, 12, 12).
 int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda);
 
 // The memory one path point costs in a forward and input-gradient pass, in
@@ -156,8 +158,8 @@ std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::
                                           const PathSchedule& schedule, const EngineOptions& options);
 
 // Several requests at once (the worker's batching of queued requests): each
-// job's path points join shared forward and backward batches of ChunkRows
-// rows, and each job's result is what AttributeTargets gives for it alone.
+// job's path points join shared forward and backward batches of at most
+// ChunkRows rows, and each job's result is what AttributeTargets gives for it alone.
 // The models here treat the rows of a batch independently (GroupNorm is per
 // sample, BatchNorm runs in eval mode), so sharing changes no number beyond
 // float rounding.
