@@ -74,14 +74,6 @@ torch::Tensor StandardizeLanet(const torch::Tensor& w) {
   return (centered / std.expand_as(centered)).contiguous();
 }
 
-// LaNet runs in channels-last on a CPU: its depthwise and small 1 x 1
-// convolutions, concatenations and max-pools need no layout copies there
-// (the default model's engine time 0.34-0.40 s -> 0.25-0.30 s on the build
-// machine). BiT does not: its GroupNorms are slower in it (PERFORMANCE.md).
-torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x) {
-  return x.device().is_cpu() && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
-}
-
 // One operation: SepConv, FactorizedReduce, ReLUConvBN, max-pool or identity.
 struct Op {
   enum class Kind { kIdentity, kMaxPool, kSepConv, kFactorizedReduce, kReluConvBn } kind = Kind::kIdentity;
@@ -295,6 +287,10 @@ class Lanet final : public Classifier {
   }
 
   torch::Tensor Forward(const torch::Tensor& x) const override {
+    // Channels-last on a CPU: its depthwise and small 1 x 1 convolutions,
+    // concatenations and max-pools need no layout copies there (the default
+    // model's engine 0.41 -> 0.31-0.35 s on the build machine). BiT stays
+    // NCHW: its GroupNorms are slower in channels-last (PERFORMANCE.md).
     torch::Tensor s0 = torch::conv2d(ChannelsLastOnCpu(x), stem_conv_, stem_bias_, 1, 1);
     if (train_) s0 = stem_bn_(s0, train_);
     torch::Tensor s1 = s0;

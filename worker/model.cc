@@ -52,10 +52,12 @@ std::string Summarize(const std::vector<std::string>& names) {
 
 }  // namespace
 
+torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x) {
+  return x.device().is_cpu() && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+}
+
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  if (!x.device().is_cpu() || x.dim() != 4) return torch::max_pool2d(x, kernel, stride, padding);
-  return torch::max_pool2d(x.contiguous(at::MemoryFormat::ChannelsLast), kernel, stride, padding)
-      .contiguous(x.suggest_memory_format());
+  return torch::max_pool2d(ChannelsLastOnCpu(x), kernel, stride, padding).contiguous(x.suggest_memory_format());
 }
 
 Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what) {

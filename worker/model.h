@@ -58,6 +58,10 @@ class Classifier {
   torch::ScalarType dtype_ = torch::kFloat32;
 };
 
+// A 4-D CPU tensor in channels-last (a copy unless it is already); any
+// other tensor as it is.
+torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
+
 // torch::max_pool2d, faster on a CPU: LibTorch 1.13's max-pool kernel for
 // NCHW tensors is scalar (13 ms for 50 x 16 x 32 x 32 on the build machine)
 // where its channels-last kernel is vectorized (2 ms); the two layout copies

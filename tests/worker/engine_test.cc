@@ -455,10 +455,7 @@ class Counting final : public Classifier {
   }
   torch::Tensor Forward(const torch::Tensor& x) const override {
     forward_rows += x.size(0);
-    if (x.requires_grad()) {
-      ++path_batches;
-      path_batch_rows.push_back(x.size(0));
-    }
+    if (x.requires_grad()) path_batch_rows.push_back(x.size(0));
     // Class c: sum(w_c * x) + (c + 1) * sum(x^2) / 10, so the classes differ.
     torch::Tensor flat = x.flatten(1);
     torch::Tensor square = (flat * flat).sum(1, true) * torch::tensor({0.1, 0.2, 0.3, 0.4});
@@ -466,8 +463,7 @@ class Counting final : public Classifier {
   }
   void To(const torch::TensorOptions&) override {}
   mutable int64_t forward_rows = 0;
-  mutable int64_t path_batches = 0;  // forward passes over path points
-  mutable std::vector<int64_t> path_batch_rows;
+  mutable std::vector<int64_t> path_batch_rows;  // the size of each forward pass over path points
   torch::Tensor w_;
 };
 
@@ -547,7 +543,7 @@ TEST(Batching, JobsSharingBatchesEqualEachAlone) {
     Counting alone_model;
     const std::vector<Attribution> alone =
         AttributeTargets(alone_model, jobs[j].input, jobs[j].paths, jobs[j].targets, jobs[j].schedule, chunked);
-    batches_alone += alone_model.path_batches;
+    batches_alone += static_cast<int64_t>(alone_model.path_batch_rows.size());
     ASSERT_EQ(together[j].size(), alone.size()) << j;
     for (size_t t = 0; t < alone.size(); ++t) {
       EXPECT_EQ(together[j][t].target, alone[t].target) << j << " " << t;
