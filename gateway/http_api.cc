@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/secret.h"
 #include "common/zip.h"
+#include "gateway/body_limit.h"
 #include "gateway/routes.h"
 
 namespace intgrads {
@@ -71,14 +73,18 @@ class Exchange {
   void Header(const std::string& name, const std::string& value) {
     writer_.headers().add(std::make_shared<TextHeader>(name, value));
   }
-  void Send(int status, const std::string& body, const MediaType& type) {
+  Pistache::Async::Promise<ssize_t> Send(int status, const std::string& body, const MediaType& type) {
     metrics_.Record(route_, status, std::chrono::duration<double>(Clock::now() - received_).count());
-    writer_.send(static_cast<Code>(status), body, type);
+    return writer_.send(static_cast<Code>(status), body, type);
   }
-  void Json(int status, const json& body) { Send(status, DumpJson(body), kJson); }
-  void Error(int status, const std::string& message) {
+  Pistache::Async::Promise<ssize_t> Json(int status, const json& body) { return Send(status, DumpJson(body), kJson); }
+  Pistache::Async::Promise<ssize_t> Error(int status, const std::string& message) {
     if (status == 503) Header("Retry-After", "1");
-    Json(status, json{{"error", message}});
+    return Json(status, json{{"error", message}});
+  }
+  Pistache::Async::Promise<ssize_t> Unauthorized() {
+    Header("WWW-Authenticate", "Bearer");
+    return Error(401, "authorization: this service needs 'Authorization: Bearer <token>'");
   }
   bool gone() const { return writer_.getPeer() == nullptr; }
   Clock::time_point received() const { return received_; }
@@ -157,7 +163,11 @@ StatusOr<uint16_t> HttpApi::Start() {
                         .maxRequestSize(options_.max_body_bytes + size_t{64} * 1024)
                         .headerTimeout(timeout)
                         .bodyTimeout(timeout));
-    endpoint_->setHandler(router_.handler());
+    endpoint_->setHandler(std::make_shared<BodyLimitHandler>(
+        router_.handler(), options_.max_body_bytes,
+        [this](const RequestHead& head, std::optional<uint64_t> body_bytes, ResponseWriter writer) {
+          return RefuseBody(head, body_bytes, std::move(writer));
+        }));
     endpoint_->serveThreaded();
     return static_cast<uint16_t>(endpoint_->getPort());
   } catch (const std::exception& e) {
@@ -170,21 +180,34 @@ void HttpApi::Shutdown() {
   if (endpoint_) endpoint_->shutdown();
 }
 
+bool HttpApi::TokenAccepted(std::string_view authorization) const {
+  return options_.token.empty() || ConstantTimeEquals(authorization, "Bearer " + options_.token);
+}
+
 bool HttpApi::Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const {
-  if (options_.token.empty()) return true;
-  if (ConstantTimeEquals(HeaderText<Pistache::Http::Header::Authorization>(request), "Bearer " + options_.token)) {
-    return true;
-  }
-  exchange.Header("WWW-Authenticate", "Bearer");
-  exchange.Json(401, json{{"error", "authorization: this service needs 'Authorization: Bearer <token>'"}});
+  if (TokenAccepted(HeaderText<Pistache::Http::Header::Authorization>(request))) return true;
+  exchange.Unauthorized();
   return false;
+}
+
+std::string HttpApi::BodyTooLarge(std::optional<uint64_t> body_bytes) const {
+  const bool known = body_bytes && *body_bytes != std::numeric_limits<uint64_t>::max();  // else it overflowed
+  return "body: " + (known ? std::to_string(*body_bytes) + " bytes, " : std::string()) + "over the limit of " +
+         std::to_string(options_.max_body_bytes) + " bytes (raise with --max-body-bytes)";
 }
 
 bool HttpApi::BodyWithinLimit(const std::string& body, Exchange& exchange) const {
   if (body.size() <= options_.max_body_bytes) return true;
-  exchange.Error(413, "body: " + std::to_string(body.size()) + " bytes is over the limit of " +
-                          std::to_string(options_.max_body_bytes) + " (raise with --max-body-bytes)");
+  exchange.Error(413, BodyTooLarge(body.size()));
   return false;
+}
+
+Pistache::Async::Promise<ssize_t> HttpApi::RefuseBody(const RequestHead& head, std::optional<uint64_t> body_bytes,
+                                                      ResponseWriter writer) {
+  Exchange exchange(std::move(writer), RouteOf(head.method, head.target), metrics_);
+  // A client without the token learns nothing, not even the limit.
+  if (!TokenAccepted(head.Field("authorization").value_or(""))) return exchange.Unauthorized();
+  return exchange.Error(413, BodyTooLarge(body_bytes));
 }
 
 void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {

@@ -23,6 +23,7 @@
 #include "common/request.h"
 #include "gateway/broker.h"
 #include "gateway/metrics.h"
+#include "gateway/request_head.h"
 
 namespace intgrads {
 
@@ -59,9 +60,15 @@ class HttpApi {
   void GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
   Handler HandlerFor(const std::string& method, const std::string& path) const;
   StatusOr<std::string> ResolveModel(const std::string& requested) const;
+  // Whether an Authorization header's value lets a request in.
+  bool TokenAccepted(std::string_view authorization) const;
   // False (and a 401 sent) when a token is set and the request lacks it.
   bool Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const;
+  std::string BodyTooLarge(std::optional<uint64_t> body_bytes) const;
   bool BodyWithinLimit(const std::string& body, Exchange& exchange) const;
+  // BodyLimitHandler's refusal of a body over the limit, from the request's head alone.
+  Pistache::Async::Promise<ssize_t> RefuseBody(const RequestHead& head, std::optional<uint64_t> body_bytes,
+                                               Pistache::Http::ResponseWriter writer);
 
   Broker& broker_;
   HttpOptions options_;

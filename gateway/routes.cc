@@ -1,5 +1,7 @@
 #include "gateway/routes.h"
 
+#include <algorithm>
+
 extern "C" {
 extern const char intgrads_openapi_begin[], intgrads_openapi_end[];
 extern const char intgrads_docs_begin[], intgrads_docs_end[];
@@ -40,6 +42,41 @@ std::string RouterPath(const std::string& path) {
   // Pistache ignores a trailing slash: /model serves /model and /model/.
   if (out.size() > 1 && out.back() == '/') out.pop_back();
   return out;
+}
+
+namespace {
+
+// A path's segments, the query and a trailing slash left off.
+std::vector<std::string_view> Segments(std::string_view path) {
+  path = path.substr(0, path.find('?'));
+  std::vector<std::string_view> segments;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    const size_t end = std::min(path.find('/'), path.size());
+    segments.push_back(path.substr(0, end));
+    path.remove_prefix(end);
+  }
+  return segments;
+}
+
+}  // namespace
+
+std::string RouteOf(std::string_view method, std::string_view target) {
+  const std::vector<std::string_view> requested = Segments(target);
+  for (const RouteSpec& route : HttpRoutes()) {
+    if (route.method != method) continue;
+    const std::vector<std::string_view> pattern = Segments(route.path);
+    if (pattern.size() != requested.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < pattern.size() && same; ++i) {
+      same = pattern[i] == requested[i] || (pattern[i].front() == '{' && pattern[i].back() == '}');
+    }
+    if (same) return route.path;
+  }
+  return "(none)";
 }
 
 std::string_view OpenApiDocument() {

@@ -19,6 +19,11 @@ const std::vector<RouteSpec>& HttpRoutes();
 // Pistache's form of a path: {name} -> :name, no trailing slash.
 std::string RouterPath(const std::string& path);
 
+// The route (its path as in HttpRoutes) that serves a request line's method
+// and target, or "(none)": what the metrics count a request under when it
+// is answered before Pistache's router has seen it.
+std::string RouteOf(std::string_view method, std::string_view target);
+
 // Files compiled into the gateway (gateway/web/).
 std::string_view OpenApiDocument();  // openapi.json
 std::string_view DocsPage();         // docs.html: renders openapi.json

@@ -90,5 +90,17 @@ TEST(Metrics, RendersPrometheusText) {
   EXPECT_TRUE(has("intgrads_workers{model=\"default\",state=\"idle\"} 0"));
 }
 
+TEST(Routes, RouteOfARequestLineMatchesTheTable) {
+  EXPECT_EQ(RouteOf("POST", "/model/"), "/model/");
+  EXPECT_EQ(RouteOf("POST", "/model"), "/model/");
+  EXPECT_EQ(RouteOf("POST", "/models/bit-m-r50x1/model?x=1"), "/models/{name}/model");
+  EXPECT_EQ(RouteOf("POST", "/v1/models/lanet/attributions"), "/v1/models/{name}/attributions");
+  EXPECT_EQ(RouteOf("GET", "/v1/models/lanet"), "/v1/models/{name}");
+  EXPECT_EQ(RouteOf("GET", "/"), "/");
+  EXPECT_EQ(RouteOf("GET", "/model/"), "(none)");
+  EXPECT_EQ(RouteOf("POST", "/models//model"), "(none)");
+  EXPECT_EQ(RouteOf("", ""), "(none)");
+}
+
 }  // namespace
 }  // namespace intgrads

@@ -165,8 +165,61 @@ class Service(unittest.TestCase):
     def test_body_over_the_limit(self):
         gateway = Gateway("--max-body-bytes", "1000")
         self.addCleanup(gateway.stop)
-        status, _, _ = http("POST", gateway.url + "/model/", b'{"img_data": [' + b"1," * 2000 + b'1]}')
+        status, _, answer = http("POST", gateway.url + "/model/", b'{"img_data": [' + b"1," * 2000 + b'1]}')
         self.assertEqual(status, 413)
+        self.assertIn("--max-body-bytes", json.loads(answer)["error"])
+
+    def test_a_body_far_over_the_limit_is_refused_from_its_head_in_json(self):
+        gateway = Gateway("--max-body-bytes", "1000", "--token", "s3cret")
+        self.addCleanup(gateway.stop)
+        head = b"POST /models/any/model HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+
+        def exchange(request, body_after=b""):
+            """Sends the request, then the rest of its body while answers may
+            already be coming, then reads until the gateway closes."""
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as s:
+                s.sendall(request)
+                s.sendall(body_after)  # read and dropped by the gateway, never a reset
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            status = int(answer.split(b" ", 2)[1])
+            return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+
+        cases = {
+            # Five megabytes that Pistache would have buffered up to its limit, then refused in plain text.
+            "declared": (head + b"Content-Length: 5000000\r\n\r\n", b"1" * 5000000),
+            # Pistache reserved the declared size at once: a 500 "std::bad_alloc", then "stoull".
+            "huge": (head + b"Content-Length: 99999999999999999\r\n\r\n{}", b""),
+            "overflowing": (head + b"Content-Length: 18446744073709551617\r\n\r\n{}", b""),
+            # No size declared: refused when the bytes would overflow Pistache's buffer.
+            "chunked": (head + b"Transfer-Encoding: chunked\r\n\r\n",
+                        b"".join(b"1000\r\n" + b"1" * 4096 + b"\r\n" for _ in range(100))),
+        }
+        for name, (request, body_after) in cases.items():
+            status, error = exchange(request, body_after)
+            self.assertEqual(status, 413, name)
+            self.assertIn("over the limit of 1000 bytes (raise with --max-body-bytes)", error, name)
+        self.assertIn("5000000 bytes", exchange(*cases["declared"])[1])
+        # Without the token, nothing about the body is said.
+        unauthorized = b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
+        self.assertEqual(exchange(unauthorized)[0], 401)
+        # curl stops at the answer to its Expect: 100-continue.
+        if CURL:
+            body = os.path.join(tempfile.mkdtemp(), "big.json")
+            self.addCleanup(shutil.rmtree, os.path.dirname(body))
+            with open(body, "wb") as f:
+                f.write(b"1" * 3000000)
+            done = subprocess.run([CURL, "-s", "-H", "Authorization: Bearer s3cret", "--data-binary", "@" + body,
+                                   "-w", "\n%{http_code}", gateway.url + "/model/"],
+                                  capture_output=True, timeout=60)
+            answer, code = done.stdout.rsplit(b"\n", 1)
+            self.assertEqual(code, b"413")
+            self.assertIn("--max-body-bytes", json.loads(answer)["error"])
+        # Counted under their routes, and the gateway serves on.
+        metrics = http("GET", gateway.url + "/metrics", headers={"Authorization": "Bearer s3cret"})[2].decode()
+        self.assertIn('route="/models/{name}/model",status="413"', metrics)
+        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
     def test_a_client_sending_its_body_byte_by_byte_is_cut_off_and_blocks_no_one(self):
         # --request-timeout-ms 1000: the header and body timeouts are 1 s + 5 s.

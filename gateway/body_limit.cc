@@ -1,0 +1,108 @@
+#include "gateway/body_limit.h"
+
+#include <pistache/transport.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+namespace intgrads {
+
+namespace {
+
+constexpr const char* kConnectionData = "intgrads.body_limit";
+// A head longer than this is left to Pistache (it refuses it with its buffer).
+constexpr size_t kMaxHeadBytes = size_t{64} * 1024;
+
+}  // namespace
+
+// What this handler knows of one connection's current request.
+struct BodyLimitHandler::Connection {
+  std::chrono::steady_clock::time_point request_since;  // the parser's, to see it start a new request
+  std::string head_bytes;                               // while the head is incomplete
+  std::optional<RequestHead> head;
+  uint64_t bytes_fed = 0;  // to Pistache's parser for this request: its buffer's fill
+  bool refused = false;    // once refused, the connection only drains
+};
+
+BodyLimitHandler::BodyLimitHandler(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes,
+                                   Refusal refuse)
+    : inner_(std::move(inner)), max_body_bytes_(max_body_bytes), refuse_(std::move(refuse)) {}
+
+std::shared_ptr<Pistache::Tcp::Handler> BodyLimitHandler::clone() const {
+  // Pistache clones the handler for each of its threads, after the endpoint
+  // has set the sizes on this one.
+  auto inner = std::static_pointer_cast<Pistache::Http::Handler>(inner_->clone());
+  inner->setMaxRequestSize(getMaxRequestSize());
+  inner->setMaxResponseSize(getMaxResponseSize());
+  auto copy = std::make_shared<BodyLimitHandler>(std::move(inner), max_body_bytes_, refuse_);
+  copy->setMaxRequestSize(getMaxRequestSize());
+  copy->setMaxResponseSize(getMaxResponseSize());
+  return copy;
+}
+
+void BodyLimitHandler::onRequest(const Pistache::Http::Request& request, Pistache::Http::ResponseWriter response) {
+  inner_->onRequest(request, std::move(response));
+}
+
+void BodyLimitHandler::onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+  if (!inner_has_transport_) {
+    // The inner handler answers through this thread's transport, which
+    // Pistache hands only to the handler it serves (this one), by
+    // Transport::init. So hand it over, and take it back.
+    const std::shared_ptr<BodyLimitHandler> self = shared_from_this();
+    transport()->init(inner_);
+    transport()->init(self);
+    inner_has_transport_ = true;
+  }
+  // Tcp::Handler's members are public; Http::Handler makes its overrides private.
+  static_cast<Pistache::Tcp::Handler&>(*inner_).onConnection(peer);  // puts the parser on the peer
+  auto connection = std::make_shared<Connection>();
+  connection->request_since = getParser(peer)->time();
+  peer->putData(kConnectionData, connection);
+}
+
+void BodyLimitHandler::onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+  static_cast<Pistache::Tcp::Handler&>(*inner_).onDisconnection(peer);
+}
+
+void BodyLimitHandler::onInput(const char* buffer, size_t len, const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+  auto connection = std::static_pointer_cast<Connection>(peer->tryGetData(kConnectionData));
+  if (connection == nullptr) return;  // not connected through onConnection: cannot happen
+  if (connection->refused) return;
+  // The parser resets (and takes a new time) when it has answered a request.
+  const auto since = getParser(peer)->time();
+  if (since != connection->request_since) *connection = Connection{since, {}, {}, 0, false};
+
+  if (!connection->head) {
+    const size_t room = kMaxHeadBytes - std::min(kMaxHeadBytes, connection->head_bytes.size());
+    connection->head_bytes.append(buffer, std::min(len, room));
+    connection->head = ParseRequestHead(connection->head_bytes);
+    if (connection->head) {
+      connection->head_bytes.clear();
+      const std::optional<uint64_t> declared = connection->head->ContentLength();
+      if (declared && *declared > max_body_bytes_) return Refuse(peer, *connection, declared);
+    }
+  }
+  // Pistache refuses a request when its buffer would overflow; refuse it first.
+  if (connection->bytes_fed + len > getMaxRequestSize()) return Refuse(peer, *connection, std::nullopt);
+  connection->bytes_fed += len;
+  static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
+}
+
+void BodyLimitHandler::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
+                              std::optional<uint64_t> body_bytes) {
+  connection.refused = true;
+  Pistache::Http::ResponseWriter writer(Pistache::Http::Version::Http11, transport(), this, peer);
+  writer.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);
+  const std::weak_ptr<Pistache::Tcp::Peer> weak_peer = peer;
+  const auto close_for_writing = [weak_peer] {
+    if (auto open = weak_peer.lock()) ::shutdown(open->fd(), SHUT_WR);
+  };
+  refuse_(connection.head.value_or(RequestHead{}), body_bytes, std::move(writer))
+      .then([close_for_writing](ssize_t) { close_for_writing(); },
+            [close_for_writing](const std::exception_ptr&) { close_for_writing(); });
+}
+
+}  // namespace intgrads

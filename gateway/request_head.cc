@@ -1,0 +1,77 @@
+#include "gateway/request_head.h"
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+
+namespace intgrads {
+
+namespace {
+
+std::string_view Trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+std::string Lower(std::string_view text) {
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
+}  // namespace
+
+std::optional<std::string_view> RequestHead::Field(std::string_view name) const {
+  for (const auto& [field, value] : fields) {
+    if (field == name) return std::string_view(value);
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> RequestHead::ContentLength() const {
+  std::optional<uint64_t> largest;
+  for (const auto& [field, value] : fields) {
+    if (field != "content-length" || value.empty()) continue;
+    if (!std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    uint64_t length = 0;
+    for (const char c : value) {
+      const auto digit = static_cast<uint64_t>(c - '0');
+      if (length > (std::numeric_limits<uint64_t>::max() - digit) / 10) {
+        length = std::numeric_limits<uint64_t>::max();
+        break;
+      }
+      length = length * 10 + digit;
+    }
+    largest = std::max(largest.value_or(0), length);
+  }
+  return largest;
+}
+
+std::optional<RequestHead> ParseRequestHead(std::string_view bytes) {
+  const size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos) return std::nullopt;
+  std::string_view rest = bytes.substr(0, end + 2);
+  RequestHead head;
+  bool first = true;
+  while (!rest.empty()) {
+    const size_t eol = rest.find("\r\n");
+    const std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(eol + 2);
+    if (first) {
+      first = false;
+      const size_t method_end = line.find(' ');
+      if (method_end == std::string_view::npos) continue;
+      head.method = std::string(line.substr(0, method_end));
+      const std::string_view after = line.substr(method_end + 1);
+      head.target = std::string(after.substr(0, after.find(' ')));
+      continue;
+    }
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    head.fields.emplace_back(Lower(Trim(line.substr(0, colon))), std::string(Trim(line.substr(colon + 1))));
+  }
+  return head;
+}
+
+}  // namespace intgrads

@@ -1,0 +1,34 @@
+// An HTTP request's head (request line and header fields) read from the raw
+// bytes, before the server's parser has seen the blank line that ends it.
+// The gateway uses it to refuse a body that is too large while only its
+// head has arrived: Pistache 0.0.5 reserves Content-Length bytes as soon as
+// the head is complete, and answers a body over its buffer in plain text.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace intgrads {
+
+struct RequestHead {
+  std::string method;
+  std::string target;                                       // as sent: path and query
+  std::vector<std::pair<std::string, std::string>> fields;  // names lower-cased, values trimmed
+
+  // The first field of that (lower-case) name.
+  std::optional<std::string_view> Field(std::string_view name) const;
+  // Content-Length: nullopt when absent or not a number; UINT64_MAX when its
+  // digits overflow. Of several, the largest.
+  std::optional<uint64_t> ContentLength() const;
+};
+
+// The head at the start of bytes, once bytes hold its terminating blank line;
+// nullopt before that. Lines it cannot read are skipped: this is a first look
+// for limits, and the server's own parser still judges the request.
+std::optional<RequestHead> ParseRequestHead(std::string_view bytes);
+
+}  // namespace intgrads

@@ -1,0 +1,50 @@
+#include "gateway/request_head.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+
+namespace intgrads {
+namespace {
+
+TEST(RequestHead, WaitsForTheBlankLineThatEndsIt) {
+  EXPECT_FALSE(ParseRequestHead("POST /model/ HTTP/1.1\r\nContent-Length: 5\r\n").has_value());
+  EXPECT_FALSE(ParseRequestHead("POST /model/ HTTP/1.1\r\nContent-Length: 5\r\n\r").has_value());
+  EXPECT_TRUE(ParseRequestHead("POST /model/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n").has_value());
+}
+
+TEST(RequestHead, ReadsTheRequestLineAndFields) {
+  const auto head = ParseRequestHead(
+      "POST /v1/attributions?n_steps=4 HTTP/1.1\r\nHost: x\r\nAUTHORIZATION:  Bearer t \r\n"
+      "content-length: 12\r\n\r\n{\"img_data\"");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->method, "POST");
+  EXPECT_EQ(head->target, "/v1/attributions?n_steps=4");
+  EXPECT_EQ(head->Field("authorization"), "Bearer t");
+  EXPECT_FALSE(head->Field("accept").has_value());
+  EXPECT_EQ(head->ContentLength(), 12U);
+}
+
+TEST(RequestHead, ContentLengthOfNoneBadOverflowingAndSeveral) {
+  auto length = [](const std::string& fields) {
+    return ParseRequestHead("POST / HTTP/1.1\r\n" + fields + "\r\n")->ContentLength();
+  };
+  EXPECT_FALSE(length("Host: x\r\n").has_value());
+  EXPECT_FALSE(length("Content-Length: abc\r\n").has_value());
+  EXPECT_FALSE(length("Content-Length: -1\r\n").has_value());
+  EXPECT_FALSE(length("Content-Length:\r\n").has_value());
+  EXPECT_EQ(length("Content-Length: 18446744073709551615\r\n"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(length("Content-Length: 18446744073709551616\r\n"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(length("Content-Length: 99999999999999999999999999\r\n"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(length("Content-Length: 10\r\nContent-Length: 99999\r\nContent-Length: 7\r\n"), 99999U);
+}
+
+TEST(RequestHead, LinesItCannotReadAreSkipped) {
+  const auto head = ParseRequestHead("GARBAGE\r\nno colon here\r\nContent-Length: 3\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->method, "");
+  EXPECT_EQ(head->ContentLength(), 3U);
+}
+
+}  // namespace
+}  // namespace intgrads
