@@ -188,7 +188,7 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
   }
   it->second.expiry = expiry;
   if (message->type != MessageType::kReply) return;
-  const JobReply& reply = message->reply;
+  JobReply& reply = message->reply;
   auto job = in_flight_.find(reply.id);
   if (job == in_flight_.end() || job->second.worker != identity) return;  // a late answer to a retried job
   // The worker's state first, so that whoever the answer reaches sees it counted.
@@ -196,8 +196,8 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
   ++it->second.served;
   InFlight answered = std::move(job->second);
   in_flight_.erase(job);
-  Publish();  // before the answer leaves: a client that asks /v1/workers next sees it counted
-  answered.job.done(reply);
+  Publish();                            // before the answer leaves: a client that asks /v1/workers next sees it counted
+  answered.job.done(std::move(reply));  // the payload moves on to the HTTP answer
 }
 
 void Broker::ExpireDeadlines() {

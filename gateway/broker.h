@@ -47,7 +47,7 @@ struct Job {
   JobRequest request;  // request.id is assigned by Submit
   std::string model;   // the model name; empty: any worker
   Clock::time_point deadline;
-  std::function<void(const JobReply&)> done;
+  std::function<void(JobReply)> done;
   // True once the client has gone away: the job is dropped before it reaches a worker.
   std::function<bool()> abandoned;
 };
