@@ -31,8 +31,8 @@ void PrintHelp() {
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
       "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
       "  --max-images N           most images in one /v1/attributions request (default 16)\n"
-      "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000); a client\n"
-      "                           still sending its request 5 s past it gets a 408\n"
+      "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000)\n"
+      "  --client-timeout-ms N    how long a client may take to send its request (default 30000), else 408\n"
       "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
       "  --token TOKEN            require 'Authorization: Bearer TOKEN' on every route but /healthz, and the\n"
       "                           same token from workers joining (default: $INTGRADS_TOKEN; none if unset)\n"
@@ -94,6 +94,8 @@ int main(int argc, char** argv) {
         http_options.max_images = std::max(1, std::stoi(v));
       else if (a == "--request-timeout-ms")
         http_options.request_timeout_ms = std::stoi(v);
+      else if (a == "--client-timeout-ms")
+        http_options.client_timeout_ms = std::max(1, std::stoi(v));
       else if (a == "--heartbeat-ms")
         broker_options.heartbeat_ms = std::max(10, std::stoi(v));
       else if (a == "--grace-ms")

@@ -10,7 +10,7 @@
 
 #include "common/secret.h"
 #include "common/zip.h"
-#include "gateway/body_limit.h"
+#include "gateway/request_guard.h"
 #include "gateway/routes.h"
 
 namespace intgrads {
@@ -180,19 +180,20 @@ StatusOr<uint16_t> HttpApi::Start() {
     Pistache::Address address(options_.host == "localhost" ? "127.0.0.1" : options_.host,
                               Pistache::Port(options_.port));
     endpoint_ = std::make_unique<Pistache::Http::Endpoint>(address);
-    // Pistache 0.0.5 applies its header and body timeouts to a connection
-    // whose response is still pending (pistache issue #1030): a shorter one
-    // would answer a long attribution with 408. So both outlast the request
-    // deadline (by the 5 s a late answer needs to be written), and that bounds
-    // a client that sends its request slowly.
-    const auto timeout = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(5);
+    // The header and body timeouts bound a client slow to send its request;
+    // RequestGuard lifts them once it has (pistache issue #1030), and from
+    // then on the keep-alive timeout, which outlasts the request's deadline
+    // by the 5 s a late answer needs to be written, applies to the connection.
+    const std::chrono::milliseconds client_timeout(options_.client_timeout_ms);
+    const auto keepalive = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(5);
     endpoint_->init(Pistache::Http::Endpoint::options()
                         .threads(options_.threads)
                         .flags(Pistache::Tcp::Options::ReuseAddr)
                         .maxRequestSize(options_.max_body_bytes + size_t{64} * 1024)
-                        .headerTimeout(timeout)
-                        .bodyTimeout(timeout));
-    endpoint_->setHandler(std::make_shared<BodyLimitHandler>(
+                        .headerTimeout(client_timeout)
+                        .bodyTimeout(client_timeout)
+                        .keepaliveTimeout(keepalive));
+    endpoint_->setHandler(std::make_shared<RequestGuard>(
         router_.handler(), options_.max_body_bytes,
         [this](const RequestHead& head, std::optional<uint64_t> body_bytes, ResponseWriter writer) {
           return RefuseBody(head, body_bytes, std::move(writer));

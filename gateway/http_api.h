@@ -33,6 +33,7 @@ struct HttpOptions {
   int threads = 2;
   size_t max_body_bytes = size_t{32} * 1024 * 1024;
   int request_timeout_ms = 300000;  // a request's deadline, waiting and computing
+  int client_timeout_ms = 30000;    // for a client to send a request's head and body
   std::string token;                // when set, every route but /healthz needs "Authorization: Bearer <token>"
   RequestLimits limits;
   int max_images = 16;  // images in one /v1/attributions request
@@ -66,7 +67,7 @@ class HttpApi {
   bool Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const;
   std::string BodyTooLarge(std::optional<uint64_t> body_bytes) const;
   bool BodyWithinLimit(const std::string& body, Exchange& exchange) const;
-  // BodyLimitHandler's refusal of a body over the limit, from the request's head alone.
+  // RequestGuard's refusal of a body over the limit, from the request's head alone.
   Pistache::Async::Promise<ssize_t> RefuseBody(const RequestHead& head, std::optional<uint64_t> body_bytes,
                                                Pistache::Http::ResponseWriter writer);
 

@@ -1,4 +1,4 @@
-#include "gateway/body_limit.h"
+#include "gateway/request_guard.h"
 
 #include <pistache/transport.h>
 #include <sys/socket.h>
@@ -11,14 +11,14 @@ namespace intgrads {
 
 namespace {
 
-constexpr const char* kConnectionData = "intgrads.body_limit";
+constexpr const char* kConnectionData = "intgrads.request_guard";
 // A head longer than this is left to Pistache (it refuses it with its buffer).
 constexpr size_t kMaxHeadBytes = size_t{64} * 1024;
 
 }  // namespace
 
 // What this handler knows of one connection's current request.
-struct BodyLimitHandler::Connection {
+struct RequestGuard::Connection {
   std::chrono::steady_clock::time_point request_since;  // the parser's, to see it start a new request
   std::string head_bytes;                               // while the head is incomplete
   std::optional<RequestHead> head;
@@ -26,32 +26,31 @@ struct BodyLimitHandler::Connection {
   bool refused = false;    // once refused, the connection only drains
 };
 
-BodyLimitHandler::BodyLimitHandler(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes,
-                                   Refusal refuse)
+RequestGuard::RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse)
     : inner_(std::move(inner)), max_body_bytes_(max_body_bytes), refuse_(std::move(refuse)) {}
 
-std::shared_ptr<Pistache::Tcp::Handler> BodyLimitHandler::clone() const {
+std::shared_ptr<Pistache::Tcp::Handler> RequestGuard::clone() const {
   // Pistache clones the handler for each of its threads, after the endpoint
   // has set the sizes on this one.
   auto inner = std::static_pointer_cast<Pistache::Http::Handler>(inner_->clone());
   inner->setMaxRequestSize(getMaxRequestSize());
   inner->setMaxResponseSize(getMaxResponseSize());
-  auto copy = std::make_shared<BodyLimitHandler>(std::move(inner), max_body_bytes_, refuse_);
+  auto copy = std::make_shared<RequestGuard>(std::move(inner), max_body_bytes_, refuse_);
   copy->setMaxRequestSize(getMaxRequestSize());
   copy->setMaxResponseSize(getMaxResponseSize());
   return copy;
 }
 
-void BodyLimitHandler::onRequest(const Pistache::Http::Request& request, Pistache::Http::ResponseWriter response) {
+void RequestGuard::onRequest(const Pistache::Http::Request& request, Pistache::Http::ResponseWriter response) {
   inner_->onRequest(request, std::move(response));
 }
 
-void BodyLimitHandler::onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+void RequestGuard::onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
   if (!inner_has_transport_) {
     // The inner handler answers through this thread's transport, which
     // Pistache hands only to the handler it serves (this one), by
     // Transport::init. So hand it over, and take it back.
-    const std::shared_ptr<BodyLimitHandler> self = shared_from_this();
+    const std::shared_ptr<RequestGuard> self = shared_from_this();
     transport()->init(inner_);
     transport()->init(self);
     inner_has_transport_ = true;
@@ -63,11 +62,11 @@ void BodyLimitHandler::onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& 
   peer->putData(kConnectionData, connection);
 }
 
-void BodyLimitHandler::onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+void RequestGuard::onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
   static_cast<Pistache::Tcp::Handler&>(*inner_).onDisconnection(peer);
 }
 
-void BodyLimitHandler::onInput(const char* buffer, size_t len, const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
+void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr<Pistache::Tcp::Peer>& peer) {
   auto connection = std::static_pointer_cast<Connection>(peer->tryGetData(kConnectionData));
   if (connection == nullptr) return;  // not connected through onConnection: cannot happen
   if (connection->refused) return;
@@ -89,10 +88,12 @@ void BodyLimitHandler::onInput(const char* buffer, size_t len, const std::shared
   if (connection->bytes_fed + len > getMaxRequestSize()) return Refuse(peer, *connection, std::nullopt);
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
+  // A new parser time: a request arrived whole and went to the router.
+  if (getParser(peer)->time() != since) peer->setIdle(true);
 }
 
-void BodyLimitHandler::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
-                              std::optional<uint64_t> body_bytes) {
+void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
+                          std::optional<uint64_t> body_bytes) {
   connection.refused = true;
   Pistache::Http::ResponseWriter writer(Pistache::Http::Version::Http11, transport(), this, peer);
   writer.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);

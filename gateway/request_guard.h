@@ -1,0 +1,62 @@
+// Stands in front of Pistache's HTTP handler (the router's) and mends two
+// ways in which Pistache 0.0.5 treats connections:
+//
+// - A request whose body is over the gateway's limit is refused before
+//   Pistache buffers it: by its Content-Length as soon as the head has
+//   arrived, or, for a body without one (chunked), when the bytes received
+//   would overflow Pistache's buffer. Pistache reserved whatever
+//   Content-Length said (a huge one was a 500 "std::bad_alloc") and refused
+//   an overflowing body with a plain-text 413 of its own. The refusal is the
+//   gateway's to write (a callback, so it is the same JSON as every other
+//   error); then the connection is closed for writing and the rest of what
+//   the client sends on it is read and dropped, so a client still sending
+//   its body reads the answer rather than a reset.
+// - Once a request has arrived whole, its connection counts as idle, so
+//   Pistache's header and body timeouts (for clients slow to send) no longer
+//   apply while its answer is being computed (pistache issue #1030); the
+//   keep-alive timeout does.
+//
+//   endpoint.setHandler(std::make_shared<RequestGuard>(router.handler(), limit, refuse));
+#pragma once
+
+#include <pistache/http.h>
+#include <pistache/peer.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "gateway/request_head.h"
+
+namespace intgrads {
+
+class RequestGuard final : public Pistache::Http::Handler, public std::enable_shared_from_this<RequestGuard> {
+ public:
+  // Writes the refusal of a request (its head as sent; its body's size when
+  // known) and returns the write's promise.
+  using Refusal = std::function<Pistache::Async::Promise<ssize_t>(
+      const RequestHead& head, std::optional<uint64_t> body_bytes, Pistache::Http::ResponseWriter writer)>;
+
+  RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse);
+
+  std::shared_ptr<Pistache::Tcp::Handler> clone() const override;
+  // Requests are parsed and answered by the inner handler; this only forwards.
+  void onRequest(const Pistache::Http::Request& request, Pistache::Http::ResponseWriter response) override;
+
+ private:
+  struct Connection;
+
+  void onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
+  void onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
+  void onInput(const char* buffer, size_t len, const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
+  void Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
+              std::optional<uint64_t> body_bytes);
+
+  std::shared_ptr<Pistache::Http::Handler> inner_;
+  uint64_t max_body_bytes_;
+  Refusal refuse_;
+  bool inner_has_transport_ = false;
+};
+
+}  // namespace intgrads
