@@ -45,6 +45,7 @@ def bodies(ref):
         b"[" * 20000 + b"]" * 20000,
         b'{"img_data": [[[1,2,NaN]]], "target_class": "cat"}',
         json.dumps({"img_data": [[[1, 2, 3]] * 5000], "target_class": "cat"}).encode(),  # over --max-image-side
+        b"{" + b" " * 2000000 + b"}",  # over --max-body-bytes: refused from its head, the rest read and dropped
     ]
     return [good, grey], bad
 
@@ -67,7 +68,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = os.path.join(tmp, "lanet.pth")
         rm.write_checkpoint(ref, checkpoint)
-        gateway = Gateway("--max-image-side", "1024", heartbeat_ms=500)
+        gateway = Gateway("--max-image-side", "1024", "--max-body-bytes", "1000000", heartbeat_ms=500)
         workers = [start_worker(gateway.endpoint, "lanet", checkpoint, heartbeat_ms=500) for _ in range(args.workers)]
         try:
             wait_until(lambda: len(gateway.workers()) == args.workers, what="workers")

@@ -70,9 +70,18 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   auto connection = std::static_pointer_cast<Connection>(peer->tryGetData(kConnectionData));
   if (connection == nullptr) return;  // not connected through onConnection: cannot happen
   if (connection->refused) return;
-  // The parser resets (and takes a new time) when it has answered a request.
-  const auto since = getParser(peer)->time();
+  const std::shared_ptr<Pistache::Http::RequestParser> parser = getParser(peer);
+  // Pistache's parser resets, and takes a new time, when it dispatches a request.
+  auto since = parser->time();
   if (since != connection->request_since) *connection = Connection{since, {}, {}, 0, false};
+  if (connection->bytes_fed == 0) {
+    // A request's first bytes: the client's time to send it starts now, not
+    // when the connection's last request was dispatched, and the header and
+    // body timeouts apply to it again. (The parser holds nothing yet.)
+    parser->reset();
+    since = connection->request_since = parser->time();
+    peer->setIdle(false);
+  }
 
   if (!connection->head) {
     const size_t room = kMaxHeadBytes - std::min(kMaxHeadBytes, connection->head_bytes.size());
@@ -89,7 +98,7 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
   // A new parser time: a request arrived whole and went to the router.
-  if (getParser(peer)->time() != since) peer->setIdle(true);
+  if (parser->time() != since) peer->setIdle(true);
 }
 
 void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,

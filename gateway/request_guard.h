@@ -11,10 +11,12 @@
 //   error); then the connection is closed for writing and the rest of what
 //   the client sends on it is read and dropped, so a client still sending
 //   its body reads the answer rather than a reset.
-// - Once a request has arrived whole, its connection counts as idle, so
-//   Pistache's header and body timeouts (for clients slow to send) no longer
-//   apply while its answer is being computed (pistache issue #1030); the
-//   keep-alive timeout does.
+// - Pistache's header and body timeouts (for clients slow to send) run from
+//   a request's first byte until it has arrived whole; then the connection
+//   counts as idle, so they no longer apply while its answer is computed
+//   (pistache issue #1030) and the keep-alive timeout does. Pistache alone
+//   ran them on through the wait for the answer, and left a kept-alive
+//   connection's next request to the keep-alive timeout.
 //
 //   endpoint.setHandler(std::make_shared<RequestGuard>(router.handler(), limit, refuse));
 #pragma once

@@ -249,6 +249,32 @@ class Service(unittest.TestCase):
         if answer:
             self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer[:100])
 
+    def test_a_kept_alive_connection_trickling_its_next_request_is_cut_off(self):
+        gateway = Gateway("--client-timeout-ms", "1000")
+        self.addCleanup(gateway.stop)
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as kept:
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            first = kept.recv(4096)
+            self.assertTrue(first.startswith(b"HTTP/1.1 200"), first[:100])
+            time.sleep(1.5)  # idle longer than the client timeout: the keep-alive timeout's business
+            started = time.time()
+            kept.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            answer = b""
+            while time.time() - started < 15 and not answer:
+                readable, _, _ = select.select([kept], [], [], 0.5)
+                if readable:
+                    answer = kept.recv(4096)
+                    break
+                try:
+                    kept.sendall(b" ")
+                except OSError:  # closed by the gateway
+                    break
+        elapsed = time.time() - started
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer[:100])
+        # Counted from the request's first byte, not from the last answer.
+        self.assertGreater(elapsed, 0.9)
+        self.assertLess(elapsed, 5)
+
     def test_an_answer_slower_than_the_client_timeout_still_arrives(self):
         # Pistache 0.0.5 applied its header timeout to connections whose
         # answer was pending (pistache issue #1030): this was a 408.
