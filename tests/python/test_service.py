@@ -23,6 +23,23 @@ from service import BIN, Gateway, free_port, http, server_timing, start_worker, 
 CURL = shutil.which("curl")
 
 
+def trickle(connection, between=lambda: None, limit_s=15):
+    """Sends a space every 0.5 s (calling `between` before each wait) until
+    the gateway answers, closes the connection or limit_s pass; returns the
+    answer's first bytes, or b""."""
+    started = time.time()
+    while time.time() - started < limit_s:
+        between()
+        readable, _, _ = select.select([connection], [], [], 0.5)
+        if readable:
+            return connection.recv(4096)
+        try:
+            connection.sendall(b" ")
+        except OSError:  # closed by the gateway
+            break
+    return b""
+
+
 def readme_curl(port, cwd):
     """The seed README's command, word for word but the port."""
     command = (f'curl http://localhost:{port}/model/ --data @input_json_file.json --output saved_file.gzip '
@@ -229,20 +246,9 @@ class Service(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", gateway.port)) as slow:
             slow.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 1000\r\n\r\n{")
-            answer = b""
-            sent = 1
-            while time.time() - started < 30 and sent < 1000:
-                # Meanwhile the one HTTP thread serves everyone else at once.
-                self.assertEqual(http("GET", gateway.url + "/healthz", timeout=2)[0], 200)
-                readable, _, _ = select.select([slow], [], [], 0.5)
-                if readable:
-                    answer = slow.recv(4096)
-                    break
-                try:
-                    slow.sendall(b" ")
-                    sent += 1
-                except OSError:  # closed by the gateway
-                    break
+            # Meanwhile the one HTTP thread serves everyone else at once.
+            answer = trickle(slow, lambda: self.assertEqual(
+                http("GET", gateway.url + "/healthz", timeout=2)[0], 200))
         elapsed = time.time() - started
         self.assertLess(elapsed, 10, "the trickling client was never cut off")
         self.assertGreater(elapsed, 0.9)
@@ -259,16 +265,7 @@ class Service(unittest.TestCase):
             time.sleep(1.5)  # idle longer than the client timeout: the keep-alive timeout's business
             started = time.time()
             kept.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-            answer = b""
-            while time.time() - started < 15 and not answer:
-                readable, _, _ = select.select([kept], [], [], 0.5)
-                if readable:
-                    answer = kept.recv(4096)
-                    break
-                try:
-                    kept.sendall(b" ")
-                except OSError:  # closed by the gateway
-                    break
+            answer = trickle(kept)
         elapsed = time.time() - started
         self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer[:100])
         # Counted from the request's first byte, not from the last answer.
