@@ -16,6 +16,18 @@ inline bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// Whether an HTTP host or a ZeroMQ bind endpoint listens on every interface
+// ("0.0.0.0", "::", "tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://[::]:5555"):
+// there a deployment without a token is open to whoever reaches the port.
+inline bool ListensOnAllInterfaces(std::string_view address) {
+  constexpr std::string_view kTcp = "tcp://";
+  if (address.substr(0, kTcp.size()) == kTcp) {
+    address.remove_prefix(kTcp.size());
+    address = address.substr(0, address.rfind(':'));
+  }
+  return address == "*" || address == "0.0.0.0" || address == "::" || address == "[::]" || address == "[*]";
+}
+
 // The token from a --token flag, else from the INTGRADS_TOKEN environment variable.
 inline std::string TokenFromEnvironment() {
   const char* value = std::getenv("INTGRADS_TOKEN");

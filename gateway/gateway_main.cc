@@ -134,8 +134,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "intgrads-gateway: %s\n", port.status().message().c_str());
     return 2;
   }
-  if ((http_options.host == "0.0.0.0" || http_options.host == "::") && http_options.token.empty()) {
+  if (http_options.token.empty() && ListensOnAllInterfaces(http_options.host)) {
     std::fprintf(stderr, "intgrads-gateway: warning: serving on all interfaces without a token (see --token)\n");
+  }
+  if (broker_options.token.empty() && ListensOnAllInterfaces(broker_options.bind)) {
+    std::fprintf(stderr,
+                 "intgrads-gateway: warning: workers may join from any interface without a token: whoever reaches "
+                 "%s can join the pool and answer requests (see --token)\n",
+                 broker_options.bind.c_str());
   }
   std::fprintf(stderr, "intgrads-gateway: serving http://%s:%u/model/, workers connect to %s\n",
                http_options.host.c_str(), static_cast<unsigned>(*port), broker_options.bind.c_str());
