@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -195,8 +194,8 @@ StatusOr<uint16_t> HttpApi::Start() {
                         .keepaliveTimeout(keepalive));
     endpoint_->setHandler(std::make_shared<RequestGuard>(
         router_.handler(), options_.max_body_bytes,
-        [this](const RequestHead& head, std::optional<uint64_t> body_bytes, ResponseWriter writer) {
-          return RefuseBody(head, body_bytes, std::move(writer));
+        [this](const RequestHead& head, int status, const std::string& message, ResponseWriter writer) {
+          return RefuseRequest(head, status, message, std::move(writer));
         }));
     endpoint_->serveThreaded();
     return static_cast<uint16_t>(endpoint_->getPort());
@@ -220,24 +219,18 @@ bool HttpApi::Authorized(const Pistache::Rest::Request& request, Exchange& excha
   return false;
 }
 
-std::string HttpApi::BodyTooLarge(std::optional<uint64_t> body_bytes) const {
-  const bool known = body_bytes && *body_bytes != std::numeric_limits<uint64_t>::max();  // else it overflowed
-  return "body: " + (known ? std::to_string(*body_bytes) + " bytes, " : std::string()) + "over the limit of " +
-         std::to_string(options_.max_body_bytes) + " bytes (raise with --max-body-bytes)";
-}
-
 bool HttpApi::BodyWithinLimit(const std::string& body, Exchange& exchange) const {
   if (body.size() <= options_.max_body_bytes) return true;
-  exchange.Error(413, BodyTooLarge(body.size()));
+  exchange.Error(413, BodyTooLarge(body.size(), options_.max_body_bytes));
   return false;
 }
 
-Pistache::Async::Promise<ssize_t> HttpApi::RefuseBody(const RequestHead& head, std::optional<uint64_t> body_bytes,
-                                                      ResponseWriter writer) {
+Pistache::Async::Promise<ssize_t> HttpApi::RefuseRequest(const RequestHead& head, int status,
+                                                         const std::string& message, ResponseWriter writer) {
   Exchange exchange(std::move(writer), RouteOf(head.method, head.target), metrics_);
   // A client without the token learns nothing, not even the limit.
   if (!TokenAccepted(head.Field("authorization").value_or(""))) return exchange.Unauthorized();
-  return exchange.Error(413, BodyTooLarge(body_bytes));
+  return exchange.Error(status, message);
 }
 
 void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {

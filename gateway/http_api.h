@@ -65,11 +65,11 @@ class HttpApi {
   bool TokenAccepted(std::string_view authorization) const;
   // False (and a 401 sent) when a token is set and the request lacks it.
   bool Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const;
-  std::string BodyTooLarge(std::optional<uint64_t> body_bytes) const;
   bool BodyWithinLimit(const std::string& body, Exchange& exchange) const;
-  // RequestGuard's refusal of a body over the limit, from the request's head alone.
-  Pistache::Async::Promise<ssize_t> RefuseBody(const RequestHead& head, std::optional<uint64_t> body_bytes,
-                                               Pistache::Http::ResponseWriter writer);
+  // RequestGuard's refusal of a request from its head alone (a body over the
+  // limit, a Content-Length that cannot be trusted).
+  Pistache::Async::Promise<ssize_t> RefuseRequest(const RequestHead& head, int status, const std::string& message,
+                                                  Pistache::Http::ResponseWriter writer);
 
   Broker& broker_;
   HttpOptions options_;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -89,20 +90,26 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
     connection->head = ParseRequestHead(connection->head_bytes);
     if (connection->head) {
       connection->head_bytes.clear();
+      const std::string framing_error = connection->head->FramingError();
+      if (!framing_error.empty()) return Refuse(peer, *connection, 400, framing_error);
       const std::optional<uint64_t> declared = connection->head->ContentLength();
-      if (declared && *declared > max_body_bytes_) return Refuse(peer, *connection, declared);
+      if (declared && *declared > max_body_bytes_) {
+        return Refuse(peer, *connection, 413, BodyTooLarge(declared, max_body_bytes_));
+      }
     }
   }
   // Pistache refuses a request when its buffer would overflow; refuse it first.
-  if (connection->bytes_fed + len > getMaxRequestSize()) return Refuse(peer, *connection, std::nullopt);
+  if (connection->bytes_fed + len > getMaxRequestSize()) {
+    return Refuse(peer, *connection, 413, BodyTooLarge(std::nullopt, max_body_bytes_));
+  }
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
   // A new parser time: a request arrived whole and went to the router.
   if (parser->time() != since) peer->setIdle(true);
 }
 
-void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
-                          std::optional<uint64_t> body_bytes) {
+void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection, int status,
+                          const std::string& message) {
   connection.refused = true;
   Pistache::Http::ResponseWriter writer(Pistache::Http::Version::Http11, transport(), this, peer);
   writer.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);
@@ -110,9 +117,15 @@ void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Conn
   const auto close_for_writing = [weak_peer] {
     if (auto open = weak_peer.lock()) ::shutdown(open->fd(), SHUT_WR);
   };
-  refuse_(connection.head.value_or(RequestHead{}), body_bytes, std::move(writer))
+  refuse_(connection.head.value_or(RequestHead{}), status, message, std::move(writer))
       .then([close_for_writing](ssize_t) { close_for_writing(); },
             [close_for_writing](const std::exception_ptr&) { close_for_writing(); });
+}
+
+std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {
+  const bool known = body_bytes && *body_bytes != std::numeric_limits<uint64_t>::max();  // else it overflowed
+  return "body: " + (known ? std::to_string(*body_bytes) + " bytes, " : std::string()) + "over the limit of " +
+         std::to_string(max_body_bytes) + " bytes (raise with --max-body-bytes)";
 }
 
 }  // namespace intgrads

@@ -10,7 +10,9 @@
 //   gateway's to write (a callback, so it is the same JSON as every other
 //   error); then the connection is closed for writing and the rest of what
 //   the client sends on it is read and dropped, so a client still sending
-//   its body reads the answer rather than a reset.
+//   its body reads the answer rather than a reset. So is a request whose
+//   Content-Length is not a number (Pistache read "-1" as 2^64 - 1 and
+//   answered a 500), several that differ, or one beside a Transfer-Encoding.
 // - Pistache's header and body timeouts (for clients slow to send) run from
 //   a request's first byte until it has arrived whole; then the connection
 //   counts as idle, so they no longer apply while its answer is computed
@@ -28,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "gateway/request_head.h"
 
@@ -35,10 +38,10 @@ namespace intgrads {
 
 class RequestGuard final : public Pistache::Http::Handler, public std::enable_shared_from_this<RequestGuard> {
  public:
-  // Writes the refusal of a request (its head as sent; its body's size when
-  // known) and returns the write's promise.
+  // Writes the refusal of a request (its head as sent; the status, 400 or
+  // 413, and what is wrong) and returns the write's promise.
   using Refusal = std::function<Pistache::Async::Promise<ssize_t>(
-      const RequestHead& head, std::optional<uint64_t> body_bytes, Pistache::Http::ResponseWriter writer)>;
+      const RequestHead& head, int status, const std::string& message, Pistache::Http::ResponseWriter writer)>;
 
   RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse);
 
@@ -52,13 +55,16 @@ class RequestGuard final : public Pistache::Http::Handler, public std::enable_sh
   void onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
   void onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
   void onInput(const char* buffer, size_t len, const std::shared_ptr<Pistache::Tcp::Peer>& peer) override;
-  void Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection,
-              std::optional<uint64_t> body_bytes);
+  void Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Connection& connection, int status,
+              const std::string& message);
 
   std::shared_ptr<Pistache::Http::Handler> inner_;
   uint64_t max_body_bytes_;
   Refusal refuse_;
   bool inner_has_transport_ = false;
 };
+
+// The 413's message for a body over the limit (its size when known).
+std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes);
 
 }  // namespace intgrads

@@ -20,6 +20,10 @@ std::string Lower(std::string_view text) {
   return lower;
 }
 
+bool IsNumber(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 }  // namespace
 
 std::optional<std::string_view> RequestHead::Field(std::string_view name) const {
@@ -32,8 +36,7 @@ std::optional<std::string_view> RequestHead::Field(std::string_view name) const 
 std::optional<uint64_t> RequestHead::ContentLength() const {
   std::optional<uint64_t> largest;
   for (const auto& [field, value] : fields) {
-    if (field != "content-length" || value.empty()) continue;
-    if (!std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    if (field != "content-length" || !IsNumber(value)) continue;
     uint64_t length = 0;
     for (const char c : value) {
       const auto digit = static_cast<uint64_t>(c - '0');
@@ -46,6 +49,18 @@ std::optional<uint64_t> RequestHead::ContentLength() const {
     largest = std::max(largest.value_or(0), length);
   }
   return largest;
+}
+
+std::string RequestHead::FramingError() const {
+  std::optional<std::string_view> length;
+  for (const auto& [field, value] : fields) {
+    if (field != "content-length") continue;
+    if (!IsNumber(value)) return "Content-Length: '" + value.substr(0, 40) + "' is not a number of bytes";
+    if (length && *length != value) return "Content-Length: several, and they differ";
+    length = value;
+  }
+  if (length && Field("transfer-encoding")) return "Content-Length and Transfer-Encoding: one or the other";
+  return {};
 }
 
 std::optional<RequestHead> ParseRequestHead(std::string_view bytes) {

@@ -24,6 +24,10 @@ struct RequestHead {
   // Content-Length: nullopt when absent or not a number; UINT64_MAX when its
   // digits overflow. Of several, the largest.
   std::optional<uint64_t> ContentLength() const;
+  // Why the body's length cannot be trusted: a Content-Length that is not a
+  // number, several that differ, or one beside a Transfer-Encoding (RFC 9112,
+  // 6.3); empty when it can be.
+  std::string FramingError() const;
 };
 
 // The head at the start of bytes, once bytes hold its terminating blank line;

@@ -14,6 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (head.has_value() != (bytes.find("\r\n\r\n") != std::string_view::npos)) std::abort();
   if (head) {
     (void)head->ContentLength();
+    (void)head->FramingError();
     (void)head->Field("authorization");
   }
   return 0;

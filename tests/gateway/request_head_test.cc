@@ -39,6 +39,25 @@ TEST(RequestHead, ContentLengthOfNoneBadOverflowingAndSeveral) {
   EXPECT_EQ(length("Content-Length: 10\r\nContent-Length: 99999\r\nContent-Length: 7\r\n"), 99999U);
 }
 
+TEST(RequestHead, FramingErrorsAreNamed) {
+  auto framing = [](const std::string& fields) {
+    return ParseRequestHead("POST / HTTP/1.1\r\n" + fields + "\r\n")->FramingError();
+  };
+  EXPECT_EQ(framing("Host: x\r\n"), "");
+  EXPECT_EQ(framing("Content-Length: 12\r\n"), "");
+  EXPECT_EQ(framing("Content-Length: 12\r\ncontent-length:12\r\n"), "");  // the same twice
+  EXPECT_EQ(framing("Transfer-Encoding: chunked\r\n"), "");
+  EXPECT_EQ(framing("Content-Length: 99999999999999999999999\r\n"), "");  // a number, too large: a 413
+  EXPECT_EQ(framing("Content-Length: -1\r\n"), "Content-Length: '-1' is not a number of bytes");
+  EXPECT_EQ(framing("Content-Length:\r\n"), "Content-Length: '' is not a number of bytes");
+  EXPECT_EQ(framing("Content-Length: 2, 2\r\n"), "Content-Length: '2, 2' is not a number of bytes");
+  EXPECT_EQ(framing("Content-Length: " + std::string(100, 'x') + "\r\n"),
+            "Content-Length: '" + std::string(40, 'x') + "' is not a number of bytes");
+  EXPECT_EQ(framing("Content-Length: 2\r\nContent-Length: 3\r\n"), "Content-Length: several, and they differ");
+  EXPECT_EQ(framing("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"),
+            "Content-Length and Transfer-Encoding: one or the other");
+}
+
 TEST(RequestHead, LinesItCannotReadAreSkipped) {
   const auto head = ParseRequestHead("GARBAGE\r\nno colon here\r\nContent-Length: 3\r\n\r\n");
   ASSERT_TRUE(head.has_value());

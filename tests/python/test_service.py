@@ -23,6 +23,20 @@ from service import BIN, Gateway, free_port, http, server_timing, start_worker, 
 CURL = shutil.which("curl")
 
 
+def raw_exchange(port, request, body_after=b""):
+    """(status, the JSON error's message): sends the request, then the rest of
+    its body while the answer may already be coming, then reads until the
+    gateway closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(request)
+        s.sendall(body_after)  # read and dropped by the gateway after a refusal, never a reset
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+
+
 def trickle(connection, between=lambda: None, limit_s=15):
     """Sends a space every 0.5 s (calling `between` before each wait) until
     the gateway answers, closes the connection or limit_s pass; returns the
@@ -192,16 +206,7 @@ class Service(unittest.TestCase):
         head = b"POST /models/any/model HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
 
         def exchange(request, body_after=b""):
-            """Sends the request, then the rest of its body while answers may
-            already be coming, then reads until the gateway closes."""
-            with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as s:
-                s.sendall(request)
-                s.sendall(body_after)  # read and dropped by the gateway, never a reset
-                answer = b""
-                while chunk := s.recv(65536):
-                    answer += chunk
-            status = int(answer.split(b" ", 2)[1])
-            return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+            return raw_exchange(gateway.port, request, body_after)
 
         cases = {
             # Five megabytes that Pistache would have buffered up to its limit, then refused in plain text.
@@ -236,6 +241,19 @@ class Service(unittest.TestCase):
         # Counted under their routes, and the gateway serves on.
         metrics = http("GET", gateway.url + "/metrics", headers={"Authorization": "Bearer s3cret"})[2].decode()
         self.assertIn('route="/models/{name}/model",status="413"', metrics)
+        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
+
+    def test_a_content_length_that_cannot_be_trusted_is_a_400(self):
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        head = b"POST /model/ HTTP/1.1\r\nHost: x\r\n"
+        for fields, words in ((b"Content-Length: -1\r\n", "'-1' is not a number"),  # was a 500 from Pistache
+                              (b"Content-Length: 1e3\r\n", "'1e3' is not a number"),
+                              (b"Content-Length: 2\r\nContent-Length: 3\r\n", "differ"),
+                              (b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "one or the other")):
+            status, error = raw_exchange(gateway.port, head + fields + b"\r\n{}")
+            self.assertEqual(status, 400, fields)
+            self.assertIn(words, error, fields)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
     def test_a_client_sending_its_body_byte_by_byte_is_cut_off_and_blocks_no_one(self):
