@@ -13,6 +13,8 @@
 //   its body reads the answer rather than a reset. So is a request whose
 //   Content-Length is not a number (Pistache read "-1" as 2^64 - 1 and
 //   answered a 500), several that differ, or one beside a Transfer-Encoding.
+//   A request within the limit whose client waits for a "100 Continue"
+//   before sending its body (curl does for bodies over 1 MB) gets one.
 // - Pistache's header and body timeouts (for clients slow to send) run from
 //   a request's first byte until it has arrived whole; then the connection
 //   counts as idle, so they no longer apply while its answer is computed

@@ -63,6 +63,11 @@ std::string RequestHead::FramingError() const {
   return {};
 }
 
+bool RequestHead::ExpectsContinue() const {
+  const std::optional<std::string_view> expect = Field("expect");
+  return expect && Lower(*expect) == "100-continue";
+}
+
 std::optional<RequestHead> ParseRequestHead(std::string_view bytes) {
   const size_t end = bytes.find("\r\n\r\n");
   if (end == std::string_view::npos) return std::nullopt;

@@ -28,6 +28,8 @@ struct RequestHead {
   // number, several that differ, or one beside a Transfer-Encoding (RFC 9112,
   // 6.3); empty when it can be.
   std::string FramingError() const;
+  // Whether the client waits for a 100 (Continue) before it sends the body.
+  bool ExpectsContinue() const;
 };
 
 // The head at the start of bytes, once bytes hold its terminating blank line;

@@ -58,6 +58,16 @@ TEST(RequestHead, FramingErrorsAreNamed) {
             "Content-Length and Transfer-Encoding: one or the other");
 }
 
+TEST(RequestHead, ExpectsContinueOnlyWhenAsked) {
+  auto expects = [](const std::string& fields) {
+    return ParseRequestHead("POST / HTTP/1.1\r\n" + fields + "\r\n")->ExpectsContinue();
+  };
+  EXPECT_TRUE(expects("Expect: 100-continue\r\n"));
+  EXPECT_TRUE(expects("expect: 100-Continue\r\n"));
+  EXPECT_FALSE(expects("Host: x\r\n"));
+  EXPECT_FALSE(expects("Expect: something-else\r\n"));
+}
+
 TEST(RequestHead, LinesItCannotReadAreSkipped) {
   const auto head = ParseRequestHead("GARBAGE\r\nno colon here\r\nContent-Length: 3\r\n\r\n");
   ASSERT_TRUE(head.has_value());

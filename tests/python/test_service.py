@@ -256,6 +256,20 @@ class Service(unittest.TestCase):
             self.assertIn(words, error, fields)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
+    def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
+        # Pistache 0.0.5 never sent it: curl waited 1 s before any body over 1 MB.
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        body = b'{"img_data": [[[1,2,3]]], "target_class": "unicorn"}'
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+            s.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            self.assertEqual(s.recv(4096), b"HTTP/1.1 100 Continue\r\n\r\n")
+            s.sendall(body)
+            answer = s.recv(4096)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 422"), answer[:100])
+        self.assertIn(b"unicorn", answer)
+
     def test_a_client_sending_its_body_byte_by_byte_is_cut_off_and_blocks_no_one(self):
         # Pistache checks its timeouts every 0.5 s.
         gateway = Gateway("--client-timeout-ms", "1000", "--threads", "1")
