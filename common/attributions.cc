@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
+#include "common/text.h"
+
 namespace intgrads {
 
 using nlohmann::json;
@@ -23,18 +25,6 @@ std::string Printf17(double v) {
   char buffer[40];
   std::snprintf(buffer, sizeof(buffer), "%.17g", v);
   return buffer;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
 }
 
 // The media type of a Content-Type or Accept entry, lower case, without parameters.

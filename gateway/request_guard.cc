@@ -85,9 +85,10 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   }
 
   if (!connection->head) {
-    const size_t room = kMaxHeadBytes - std::min(kMaxHeadBytes, connection->head_bytes.size());
+    const size_t searched = connection->head_bytes.size();
+    const size_t room = kMaxHeadBytes - std::min(kMaxHeadBytes, searched);
     connection->head_bytes.append(buffer, std::min(len, room));
-    connection->head = ParseRequestHead(connection->head_bytes);
+    connection->head = ParseRequestHead(connection->head_bytes, searched);
     if (connection->head) {
       connection->head_bytes.clear();
       const std::string framing_error = connection->head->FramingError();

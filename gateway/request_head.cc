@@ -1,24 +1,13 @@
 #include "gateway/request_head.h"
 
 #include <algorithm>
-#include <cctype>
 #include <limits>
+
+#include "common/text.h"
 
 namespace intgrads {
 
 namespace {
-
-std::string_view Trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
-std::string Lower(std::string_view text) {
-  std::string lower(text);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return lower;
-}
 
 bool IsNumber(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -68,8 +57,10 @@ bool RequestHead::ExpectsContinue() const {
   return expect && Lower(*expect) == "100-continue";
 }
 
-std::optional<RequestHead> ParseRequestHead(std::string_view bytes) {
-  const size_t end = bytes.find("\r\n\r\n");
+std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searched) {
+  constexpr std::string_view kEnd = "\r\n\r\n";
+  // The end may straddle the old bytes and the new.
+  const size_t end = bytes.find(kEnd, searched < kEnd.size() ? 0 : searched - (kEnd.size() - 1));
   if (end == std::string_view::npos) return std::nullopt;
   std::string_view rest = bytes.substr(0, end + 2);
   RequestHead head;

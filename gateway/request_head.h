@@ -34,7 +34,9 @@ struct RequestHead {
 
 // The head at the start of bytes, once bytes hold its terminating blank line;
 // nullopt before that. Lines it cannot read are skipped: this is a first look
-// for limits, and the server's own parser still judges the request.
-std::optional<RequestHead> ParseRequestHead(std::string_view bytes);
+// for limits, and the server's own parser still judges the request. For a
+// head arriving in pieces, `searched` says how many leading bytes an earlier
+// call already saw without the blank line, so each byte is scanned once.
+std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searched = 0);
 
 }  // namespace intgrads

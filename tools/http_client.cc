@@ -11,14 +11,11 @@
 #include <cstring>
 #include <optional>
 
+#include "common/text.h"
+
 namespace intgrads {
 
 namespace {
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 class Socket {
  public:

@@ -13,6 +13,15 @@ TEST(RequestHead, WaitsForTheBlankLineThatEndsIt) {
   EXPECT_TRUE(ParseRequestHead("POST /model/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n").has_value());
 }
 
+TEST(RequestHead, FindsTheBlankLineWhereverThePiecesSplitIt) {
+  const std::string bytes = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    // What came before the cut was searched and held no blank line.
+    if (ParseRequestHead(bytes.substr(0, cut)).has_value()) continue;
+    EXPECT_TRUE(ParseRequestHead(bytes, cut).has_value()) << cut;
+  }
+}
+
 TEST(RequestHead, ReadsTheRequestLineAndFields) {
   const auto head = ParseRequestHead(
       "POST /v1/attributions?n_steps=4 HTTP/1.1\r\nHost: x\r\nAUTHORIZATION:  Bearer t \r\n"

@@ -205,9 +205,6 @@ class Service(unittest.TestCase):
         self.addCleanup(gateway.stop)
         head = b"POST /models/any/model HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
 
-        def exchange(request, body_after=b""):
-            return raw_exchange(gateway.port, request, body_after)
-
         cases = {
             # Five megabytes that Pistache would have buffered up to its limit, then refused in plain text.
             "declared": (head + b"Content-Length: 5000000\r\n\r\n", b"1" * 5000000),
@@ -219,13 +216,13 @@ class Service(unittest.TestCase):
                         b"".join(b"1000\r\n" + b"1" * 4096 + b"\r\n" for _ in range(100))),
         }
         for name, (request, body_after) in cases.items():
-            status, error = exchange(request, body_after)
+            status, error = raw_exchange(gateway.port, request, body_after)
             self.assertEqual(status, 413, name)
             self.assertIn("over the limit of 1000 bytes (raise with --max-body-bytes)", error, name)
-        self.assertIn("5000000 bytes", exchange(*cases["declared"])[1])
+        self.assertIn("5000000 bytes", raw_exchange(gateway.port, *cases["declared"])[1])
         # Without the token, nothing about the body is said.
         unauthorized = b"POST /model/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
-        self.assertEqual(exchange(unauthorized)[0], 401)
+        self.assertEqual(raw_exchange(gateway.port, unauthorized)[0], 401)
         # curl stops at the answer to its Expect: 100-continue.
         if CURL:
             body = os.path.join(tempfile.mkdtemp(), "big.json")
