@@ -82,7 +82,6 @@ class Exchange {
     metrics_.Record(route_, status, std::chrono::duration<double>(Clock::now() - received_).count());
     const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
     if (peer == nullptr) return Pistache::Async::Promise<ssize_t>::rejected(std::runtime_error("the client left"));
-    peer->setIdle(true);  // as ResponseWriter::send does: the keep-alive timeout applies again
     std::ostringstream head;
     head << "HTTP/1.1 " << status << ' ' << Pistache::Http::codeString(static_cast<Code>(status)) << "\r\n";
     writer_.headers().add<Pistache::Http::Header::ContentType>(type);
