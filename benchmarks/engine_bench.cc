@@ -15,12 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "common/memory.h"
 #include "tests/worker/reference.h"
 #include "worker/engine.h"
 #include "worker/model_flags.h"
 
 int main(int argc, char** argv) {
   using namespace intgrads;
+  KeepFreedMemoryForPasses();  // as the worker
   int threads = 2, n_steps = 50, repeats = 5, budget_mb = -1;
   EngineOptions options;
   torch::Device device(torch::kCPU);

@@ -1,6 +1,5 @@
 // intgrads-gateway: the HTTP front and the ZeroMQ broker.
 //   intgrads-gateway --host H --port P --bind-workers tcp://*:5555
-#include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/memory.h"
 #include "common/secret.h"
 #include "gateway/broker.h"
 #include "gateway/http_api.h"
@@ -51,8 +51,7 @@ int main(int argc, char** argv) {
   // each faulting in on first touch: measured, 2-5 ms of the gateway's time
   // per answer. Kept on the heap, and the freed heap kept for reuse, the
   // same copies cost a third of that (docs/PERFORMANCE.md).
-  mallopt(M_MMAP_THRESHOLD, 16 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  KeepFreedMemory(16 << 20, 64 << 20);
   std::vector<std::string> args(argv + 1, argv + argc);
   BrokerOptions broker_options;
   HttpOptions http_options;

@@ -15,6 +15,7 @@
 #include "common/attributions.h"
 #include "common/file.h"
 #include "common/image.h"
+#include "common/memory.h"
 #include "common/request.h"
 #include "tools/cli.h"
 #include "tools/explain.h"
@@ -176,6 +177,7 @@ int RunPrepare(const std::vector<std::string>& args) {
 }  // namespace intgrads
 
 int main(int argc, char** argv) {
+  intgrads::KeepFreedMemoryForPasses();
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {
     const std::string command = args.empty() ? "" : args[0];

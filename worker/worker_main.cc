@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/memory.h"
 #include "common/secret.h"
 #include "worker/model_flags.h"
 #include "worker/worker_loop.h"
@@ -143,6 +144,7 @@ int Run(int argc, char** argv) {
 // thread's stack is mapped whole at its start, so a request that exhausts the
 // memory cannot leave it unable to grow (a SIGSEGV instead of a 503).
 int main(int argc, char** argv) {
+  intgrads::KeepFreedMemoryForPasses();
   int code = 0;
   std::thread worker([&] { code = Run(argc, argv); });
   worker.join();
