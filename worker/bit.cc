@@ -26,8 +26,8 @@ torch::Tensor StandardizeBit(const torch::Tensor& w) {
 }
 
 struct Unit {
-  torch::Tensor gn1_w, gn1_b, conv1, gn2_w, gn2_b, conv2, gn3_w, gn3_b, conv3, downsample;
-  int stride = 1;
+  torch::Tensor gn1_w, gn1_b, gn2_w, gn2_b, gn3_w, gn3_b;
+  PackedConv conv1, conv2, conv3, downsample;
 };
 
 class Bit final : public Classifier {
@@ -38,17 +38,19 @@ class Bit final : public Classifier {
       for (int u = 1; u <= config.units[b]; ++u) {
         const std::string p = UnitPrefix(b + 1, u);
         Unit unit;
+        const int stride = (b > 0 && u == 1) ? 2 : 1;
         unit.gn1_w = w.at(p + "gn1.weight");
         unit.gn1_b = w.at(p + "gn1.bias");
-        unit.conv1 = StandardizeBit(w.at(p + "conv1.weight"));
+        unit.conv1 = PackedConv(StandardizeBit(w.at(p + "conv1.weight")), 1, 0);
         unit.gn2_w = w.at(p + "gn2.weight");
         unit.gn2_b = w.at(p + "gn2.bias");
-        unit.conv2 = StandardizeBit(w.at(p + "conv2.weight"));
+        unit.conv2 = PackedConv(StandardizeBit(w.at(p + "conv2.weight")), stride, 1);
         unit.gn3_w = w.at(p + "gn3.weight");
         unit.gn3_b = w.at(p + "gn3.bias");
-        unit.conv3 = StandardizeBit(w.at(p + "conv3.weight"));
-        if (w.count(p + "downsample.weight")) unit.downsample = StandardizeBit(w.at(p + "downsample.weight"));
-        unit.stride = (b > 0 && u == 1) ? 2 : 1;
+        unit.conv3 = PackedConv(StandardizeBit(w.at(p + "conv3.weight")), 1, 0);
+        if (w.count(p + "downsample.weight")) {
+          unit.downsample = PackedConv(StandardizeBit(w.at(p + "downsample.weight")), stride, 0);
+        }
         units_.push_back(std::move(unit));
       }
     }
@@ -70,12 +72,12 @@ class Bit final : public Classifier {
     y = MaxPool2d(y, 3, 2, 0);
     for (const Unit& u : units_) {
       torch::Tensor a = torch::relu(torch::group_norm(y, kGroups, u.gn1_w, u.gn1_b, kGroupNormEps));
-      torch::Tensor shortcut = u.downsample.defined() ? torch::conv2d(a, u.downsample, {}, u.stride) : y;
-      torch::Tensor h = torch::conv2d(a, u.conv1);
+      torch::Tensor shortcut = u.downsample.defined() ? u.downsample(a) : y;
+      torch::Tensor h = u.conv1(a);
       h = torch::relu(torch::group_norm(h, kGroups, u.gn2_w, u.gn2_b, kGroupNormEps));
-      h = torch::conv2d(h, u.conv2, {}, u.stride, 1);
+      h = u.conv2(h);
       h = torch::relu(torch::group_norm(h, kGroups, u.gn3_w, u.gn3_b, kGroupNormEps));
-      y = torch::conv2d(h, u.conv3) + shortcut;
+      y = u.conv3(h) + shortcut;
     }
     y = torch::relu(torch::group_norm(y, kGroups, head_gn_w_, head_gn_b_, kGroupNormEps));
     y = torch::mean(y, {2, 3}, /*keepdim=*/true);
@@ -90,10 +92,8 @@ class Bit final : public Classifier {
     };
     move(root_);
     for (Unit& u : units_) {
-      for (torch::Tensor* t :
-           {&u.gn1_w, &u.gn1_b, &u.conv1, &u.gn2_w, &u.gn2_b, &u.conv2, &u.gn3_w, &u.gn3_b, &u.conv3, &u.downsample}) {
-        move(*t);
-      }
+      for (torch::Tensor* t : {&u.gn1_w, &u.gn1_b, &u.gn2_w, &u.gn2_b, &u.gn3_w, &u.gn3_b}) move(*t);
+      for (PackedConv* c : {&u.conv1, &u.conv2, &u.conv3, &u.downsample}) c->To(options);
     }
     for (torch::Tensor* t : {&head_gn_w_, &head_gn_b_, &head_conv_w_, &head_conv_b_}) move(*t);
   }

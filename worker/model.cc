@@ -56,6 +56,75 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x) {
   return x.device().is_cpu() && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
 }
 
+namespace {
+
+// y = conv(x, forward) with the padding given; the input gradient is
+// conv(dy, backward) with the padding that undoes it. Both weights packed.
+struct PackedConvFunction : public torch::autograd::Function<PackedConvFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& forward, const torch::Tensor& backward, int64_t padding,
+                               int64_t back_padding) {
+    ctx->saved_data["backward"] = backward;
+    ctx->saved_data["padding"] = back_padding;
+    return at::mkldnn_convolution(x.detach().contiguous(), forward, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor backward = ctx->saved_data["backward"].toTensor();
+    const int64_t padding = ctx->saved_data["padding"].toInt();
+    torch::Tensor dx =
+        at::mkldnn_convolution(grads[0].contiguous(), backward, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// oneDNN's blocked copy of stride-1 convolution weights, for `padding`.
+torch::Tensor PackWeights(const torch::Tensor& weight, int64_t padding) {
+  return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), {padding, padding}, {1, 1}, {1, 1}, 1);
+}
+
+}  // namespace
+
+PackedConv::PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padding)
+    : weight_(weight), stride_(stride), padding_(padding), kernel_(weight.size(2)) {
+  Pack(weight);
+}
+
+void PackedConv::Pack(const torch::Tensor& weight) {
+  const bool square = weight.dim() == 4 && weight.size(2) == weight.size(3);
+  if (!at::hasMKLDNN() || stride_ != 1 || !square || !weight.device().is_cpu() ||
+      weight.scalar_type() != torch::kFloat32 || 2 * padding_ > kernel_ - 1) {
+    return;
+  }
+  forward_ = PackWeights(weight, padding_);
+  backward_ = PackWeights(weight.transpose(0, 1).flip({2, 3}), kernel_ - 1 - padding_);
+  if (kernel_ == 3 && padding_ == 1) {
+    const torch::Tensor centre = weight.slice(2, 1, 2).slice(3, 1, 2);
+    centre_forward_ = PackWeights(centre, 0);
+    centre_backward_ = PackWeights(centre.transpose(0, 1), 0);
+  }
+  weight_ = torch::Tensor();  // kept packed only: To unpacks
+}
+
+torch::Tensor PackedConv::operator()(const torch::Tensor& x) const {
+  if (!packed() || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || x.is_mkldnn()) {
+    return torch::conv2d(x, packed() ? forward_.to_dense() : weight_, {}, stride_, padding_);
+  }
+  if (centre_forward_.defined() && x.size(2) == 1 && x.size(3) == 1) {
+    return PackedConvFunction::apply(x, centre_forward_, centre_backward_, 0, 0);
+  }
+  return PackedConvFunction::apply(x, forward_, backward_, padding_, kernel_ - 1 - padding_);
+}
+
+void PackedConv::To(const torch::TensorOptions& options) {
+  torch::Tensor weight = packed() ? forward_.to_dense() : weight_;
+  if (!weight.defined()) return;
+  weight = weight.to(options);
+  forward_ = backward_ = centre_forward_ = centre_backward_ = torch::Tensor();
+  weight_ = weight;
+  Pack(weight);
+}
+
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   return torch::max_pool2d(ChannelsLastOnCpu(x), kernel, stride, padding).contiguous(x.suggest_memory_format());
 }

@@ -70,6 +70,35 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 // The result keeps the input's memory format.
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
+// A convolution without bias, given its weights (K x C x kh x kw), stride and
+// padding. On a CPU in float32, with stride 1, oneDNN's blocked copies of the
+// weights are made once, here, where torch::conv2d makes one on every call:
+// one for the forward pass, and one for the input gradient, which for stride
+// 1 is the convolution of the output gradient with the weights transposed and
+// flipped, padding kh - 1 - padding. A 3 x 3 convolution with padding 1 on a
+// 1 x 1 map reads only its centre tap, and runs as the 1 x 1 convolution of
+// that tap (BiT's last units at 32 x 32). Only input gradients flow: the
+// weights are constants. Anywhere else (a stride of 2, another dtype or
+// device after To, a LibTorch without oneDNN) it is torch::conv2d.
+// Measured in docs/PERFORMANCE.md; the same values to float32 rounding
+// (Models.PackedConvIsTheConvolution).
+class PackedConv {
+ public:
+  PackedConv() = default;
+  PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padding);
+  torch::Tensor operator()(const torch::Tensor& x) const;
+  void To(const torch::TensorOptions& options);
+  bool defined() const { return weight_.defined() || forward_.defined(); }
+  bool packed() const { return forward_.defined(); }
+
+ private:
+  void Pack(const torch::Tensor& weight);
+  torch::Tensor weight_;                            // unpacked
+  torch::Tensor forward_, backward_;                // packed, whole kernel
+  torch::Tensor centre_forward_, centre_backward_;  // packed, centre tap
+  int64_t stride_ = 1, padding_ = 0, kernel_ = 1;
+};
+
 // The keys and shapes a family's state dict must have.
 using KeyShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 

@@ -695,6 +695,40 @@ TEST(Models, MaxPoolInChannelsLastIsTheSame) {
   }
 }
 
+TEST(Models, PackedConvIsTheConvolution) {
+  torch::Generator generator = at::detail::createCPUGenerator(12);
+  struct Case {
+    int64_t kernel, stride, padding, side;
+  };
+  // Stride 1 (packed; a 3 x 3 on a 1 x 1 map by its centre tap) and stride 2 (plain).
+  for (const Case c :
+       {Case{1, 1, 0, 4}, Case{3, 1, 1, 5}, Case{3, 1, 1, 2}, Case{3, 1, 1, 1}, Case{3, 2, 1, 4}, Case{1, 2, 0, 4}}) {
+    const std::string what = "kernel " + std::to_string(c.kernel) + " stride " + std::to_string(c.stride) + " side " +
+                             std::to_string(c.side);
+    const torch::Tensor weight = torch::randn({24, 16, c.kernel, c.kernel}, generator);
+    PackedConv conv(weight, c.stride, c.padding);
+    EXPECT_EQ(conv.packed(), c.stride == 1 && at::hasMKLDNN()) << what;
+    const torch::Tensor x = torch::randn({6, 16, c.side, c.side}, generator);
+    const torch::Tensor a = x.clone().requires_grad_(true);
+    const torch::Tensor b = x.clone().requires_grad_(true);
+    const torch::Tensor plain = torch::conv2d(a, weight, {}, c.stride, c.padding);
+    const torch::Tensor ours = conv(b);
+    ASSERT_EQ(plain.sizes(), ours.sizes()) << what;
+    EXPECT_TRUE(torch::allclose(ours, plain, 1e-5, 1e-4)) << what << ": " << (ours - plain).abs().max().item<float>();
+    const torch::Tensor g = torch::randn(plain.sizes(), generator);
+    plain.backward(g);
+    ours.backward(g);
+    EXPECT_TRUE(torch::allclose(b.grad(), a.grad(), 1e-5, 1e-4))
+        << what << ": " << (b.grad() - a.grad()).abs().max().item<float>();
+    // Moved to float64 it is the plain convolution, to the last bit.
+    conv.To(torch::TensorOptions().dtype(torch::kFloat64));
+    EXPECT_FALSE(conv.packed()) << what;
+    const torch::Tensor x64 = x.to(torch::kFloat64);
+    EXPECT_TRUE(torch::equal(conv(x64), torch::conv2d(x64, weight.to(torch::kFloat64), {}, c.stride, c.padding)))
+        << what;
+  }
+}
+
 TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
   EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(), BitKeys({{3, 4, 6, 3}, 2, 10}).size() + 34 * 9);  // R152 vs R50
   auto lanet = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
