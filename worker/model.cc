@@ -92,8 +92,9 @@ PackedConv::PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padd
 
 void PackedConv::Pack(const torch::Tensor& weight) {
   const bool square = weight.dim() == 4 && weight.size(2) == weight.size(3);
-  if (!at::hasMKLDNN() || stride_ != 1 || !square || !weight.device().is_cpu() ||
-      weight.scalar_type() != torch::kFloat32 || 2 * padding_ > kernel_ - 1) {
+  const bool dtype = weight.scalar_type() == torch::kFloat32 || weight.scalar_type() == torch::kBFloat16;
+  if (!at::hasMKLDNN() || stride_ != 1 || !square || !weight.device().is_cpu() || !dtype ||
+      2 * padding_ > kernel_ - 1) {
     return;
   }
   forward_ = PackWeights(weight, padding_);
@@ -107,7 +108,7 @@ void PackedConv::Pack(const torch::Tensor& weight) {
 }
 
 torch::Tensor PackedConv::operator()(const torch::Tensor& x) const {
-  if (!packed() || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || x.is_mkldnn()) {
+  if (!packed() || !x.device().is_cpu() || x.scalar_type() != forward_.scalar_type() || x.is_mkldnn()) {
     return torch::conv2d(x, packed() ? forward_.to_dense() : weight_, {}, stride_, padding_);
   }
   if (centre_forward_.defined() && x.size(2) == 1 && x.size(3) == 1) {

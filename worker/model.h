@@ -71,7 +71,7 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
 // A convolution without bias, given its weights (K x C x kh x kw), stride and
-// padding. On a CPU in float32, with stride 1, oneDNN's blocked copies of the
+// padding. On a CPU in float32 or bfloat16, with stride 1, oneDNN's blocked copies of the
 // weights are made once, here, where torch::conv2d makes one on every call:
 // one for the forward pass, and one for the input gradient, which for stride
 // 1 is the convolution of the output gradient with the weights transposed and

@@ -729,6 +729,33 @@ TEST(Models, PackedConvIsTheConvolution) {
   }
 }
 
+// BiT under --bf16: packed bfloat16 convolutions, GroupNorm in float32
+// (its parameters stay float32). Logits and input gradients of a small BiT
+// with random weights stay close to float32's: measured 0.005 and 0.17
+// relative L2 (0.0075 and 0.22 with GroupNorm in bfloat16), held to 0.02
+// and 0.4.
+TEST(Engine, BitInBfloat16StaysCloseToFloat32) {
+  const StateDict weights = RandomStateDict(BitKeys({{1, 1, 1, 1}, 1, 10}));
+  auto low = LoadModel(ModelFamily::kBit, weights);
+  auto high = LoadModel(ModelFamily::kBit, weights);
+  ASSERT_TRUE(low.ok() && high.ok());
+  (*low)->To(torch::TensorOptions().dtype(torch::kBFloat16));
+  const torch::Tensor x = torch::randn({6, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(3)));
+  const torch::Tensor a = x.to(torch::kBFloat16).requires_grad_(true);
+  const torch::Tensor b = x.clone().requires_grad_(true);
+  const torch::Tensor out_low = (*low)->Forward(a);
+  const torch::Tensor out_high = (*high)->Forward(b);
+  EXPECT_EQ(out_low.scalar_type(), torch::kBFloat16);
+  const torch::Tensor grad_low = torch::autograd::grad({out_low.select(1, 3).sum()}, {a})[0].to(torch::kFloat32);
+  const torch::Tensor grad_high = torch::autograd::grad({out_high.select(1, 3).sum()}, {b})[0];
+  const double logits = ((out_low.to(torch::kFloat32) - out_high).norm() / out_high.norm()).item<double>();
+  const double grads = ((grad_low - grad_high).norm() / grad_high.norm()).item<double>();
+  std::printf("BiT bfloat16 against float32: logits relative L2 %.3g, input gradients %.3g\n", logits, grads);
+  EXPECT_GT(logits, 0.0);
+  EXPECT_LT(logits, 0.02);
+  EXPECT_LT(grads, 0.4);
+}
+
 TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
   EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(), BitKeys({{3, 4, 6, 3}, 2, 10}).size() + 34 * 9);  // R152 vs R50
   auto lanet = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
