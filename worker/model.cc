@@ -93,35 +93,53 @@ PackedConv::PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padd
 void PackedConv::Pack(const torch::Tensor& weight) {
   const bool square = weight.dim() == 4 && weight.size(2) == weight.size(3);
   const bool dtype = weight.scalar_type() == torch::kFloat32 || weight.scalar_type() == torch::kBFloat16;
-  if (!at::hasMKLDNN() || stride_ != 1 || !square || !weight.device().is_cpu() || !dtype ||
-      2 * padding_ > kernel_ - 1) {
-    return;
+  if (!at::hasMKLDNN() || !square || !weight.device().is_cpu() || !dtype) return;
+  if (stride_ == 1 || (kernel_ == 1 && padding_ == 0)) {
+    // Stride 1; or a strided 1 x 1, which reads the input's strided slice.
+    if (2 * padding_ > kernel_ - 1) return;
+    forward_ = PackWeights(weight, padding_);
+    backward_ = PackWeights(weight.transpose(0, 1).flip({2, 3}), kernel_ - 1 - padding_);
+    if (stride_ == 1 && kernel_ == 3 && padding_ == 1) {
+      const torch::Tensor centre = weight.slice(2, 1, 2).slice(3, 1, 2);
+      centre_forward_ = PackWeights(centre, 0);
+      centre_backward_ = PackWeights(centre.transpose(0, 1), 0);
+    }
+    weight_ = torch::Tensor();  // kept packed only: To unpacks
+  } else if (stride_ == 2 && kernel_ == 3 && padding_ == 1) {
+    // On a 2 x 2 map the one output reads taps (1..2, 1..2) of the four
+    // pixels: a 1 x 1 convolution of the pixels' channels side by side.
+    const int64_t out = weight.size(0), in = weight.size(1);
+    const torch::Tensor corner =
+        weight.slice(2, 1, 3).slice(3, 1, 3).permute({0, 2, 3, 1}).reshape({out, 4 * in, 1, 1});
+    corner_forward_ = PackWeights(corner, 0);
+    corner_backward_ = PackWeights(corner.transpose(0, 1), 0);
   }
-  forward_ = PackWeights(weight, padding_);
-  backward_ = PackWeights(weight.transpose(0, 1).flip({2, 3}), kernel_ - 1 - padding_);
-  if (kernel_ == 3 && padding_ == 1) {
-    const torch::Tensor centre = weight.slice(2, 1, 2).slice(3, 1, 2);
-    centre_forward_ = PackWeights(centre, 0);
-    centre_backward_ = PackWeights(centre.transpose(0, 1), 0);
-  }
-  weight_ = torch::Tensor();  // kept packed only: To unpacks
 }
 
 torch::Tensor PackedConv::operator()(const torch::Tensor& x) const {
-  if (!packed() || !x.device().is_cpu() || x.scalar_type() != forward_.scalar_type() || x.is_mkldnn()) {
-    return torch::conv2d(x, packed() ? forward_.to_dense() : weight_, {}, stride_, padding_);
+  const torch::Tensor& pack = packed() ? forward_ : corner_forward_;
+  if (!pack.defined() || !x.device().is_cpu() || x.scalar_type() != pack.scalar_type() || x.is_mkldnn()) {
+    return torch::conv2d(x, weight_.defined() ? weight_ : forward_.to_dense(), {}, stride_, padding_);
   }
   if (centre_forward_.defined() && x.size(2) == 1 && x.size(3) == 1) {
     return PackedConvFunction::apply(x, centre_forward_, centre_backward_, 0, 0);
   }
-  return PackedConvFunction::apply(x, forward_, backward_, padding_, kernel_ - 1 - padding_);
+  if (packed()) {
+    const torch::Tensor input = stride_ == 1 ? x : x.slice(2, 0, x.size(2), stride_).slice(3, 0, x.size(3), stride_);
+    return PackedConvFunction::apply(input, forward_, backward_, padding_, kernel_ - 1 - padding_);
+  }
+  if (x.size(2) == 2 && x.size(3) == 2) {
+    const torch::Tensor pixels = x.permute({0, 2, 3, 1}).reshape({x.size(0), 4 * x.size(1), 1, 1});
+    return PackedConvFunction::apply(pixels, corner_forward_, corner_backward_, 0, 0);
+  }
+  return torch::conv2d(x, weight_, {}, stride_, padding_);
 }
 
 void PackedConv::To(const torch::TensorOptions& options) {
-  torch::Tensor weight = packed() ? forward_.to_dense() : weight_;
+  torch::Tensor weight = weight_.defined() ? weight_ : forward_.defined() ? forward_.to_dense() : torch::Tensor();
   if (!weight.defined()) return;
   weight = weight.to(options);
-  forward_ = backward_ = centre_forward_ = centre_backward_ = torch::Tensor();
+  forward_ = backward_ = centre_forward_ = centre_backward_ = corner_forward_ = corner_backward_ = torch::Tensor();
   weight_ = weight;
   Pack(weight);
 }

@@ -71,16 +71,23 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
 // A convolution without bias, given its weights (K x C x kh x kw), stride and
-// padding. On a CPU in float32 or bfloat16, with stride 1, oneDNN's blocked copies of the
+// padding. On a CPU in float32 or bfloat16, oneDNN's blocked copies of the
 // weights are made once, here, where torch::conv2d makes one on every call:
 // one for the forward pass, and one for the input gradient, which for stride
 // 1 is the convolution of the output gradient with the weights transposed and
-// flipped, padding kh - 1 - padding. A 3 x 3 convolution with padding 1 on a
-// 1 x 1 map reads only its centre tap, and runs as the 1 x 1 convolution of
-// that tap (BiT's last units at 32 x 32). Only input gradients flow: the
-// weights are constants. Anywhere else (a stride of 2, another dtype or
-// device after To, a LibTorch without oneDNN) it is torch::conv2d.
-// Measured in docs/PERFORMANCE.md; the same values to float32 rounding
+// flipped, padding kh - 1 - padding. Exact rewrites put more of BiT's
+// convolutions on small maps on that path:
+// - a 1 x 1 convolution of stride s is the stride-1 one of the input's
+//   strided slice;
+// - a 3 x 3 with padding 1 on a 1 x 1 map reads only its centre tap: the
+//   1 x 1 convolution of that tap (BiT's last units at 32 x 32);
+// - a 3 x 3 of stride 2 and padding 1 on a 2 x 2 map has one output, which
+//   reads taps (1..2, 1..2) of the four pixels: a 1 x 1 convolution of the
+//   pixels' channels side by side (BiT's last block's first unit).
+// Only input gradients flow: the weights are constants. Anywhere else (a
+// 3 x 3 of stride 2 on a larger map, another dtype or device after To, a
+// LibTorch without oneDNN) it is torch::conv2d. Measured in
+// docs/PERFORMANCE.md; the same values to float32 rounding
 // (Models.PackedConvIsTheConvolution).
 class PackedConv {
  public:
@@ -96,6 +103,7 @@ class PackedConv {
   torch::Tensor weight_;                            // unpacked
   torch::Tensor forward_, backward_;                // packed, whole kernel
   torch::Tensor centre_forward_, centre_backward_;  // packed, centre tap
+  torch::Tensor corner_forward_, corner_backward_;  // packed, stride 2 on a 2 x 2 map
   int64_t stride_ = 1, padding_ = 0, kernel_ = 1;
 };
 

@@ -700,14 +700,16 @@ TEST(Models, PackedConvIsTheConvolution) {
   struct Case {
     int64_t kernel, stride, padding, side;
   };
-  // Stride 1 (packed; a 3 x 3 on a 1 x 1 map by its centre tap) and stride 2 (plain).
-  for (const Case c :
-       {Case{1, 1, 0, 4}, Case{3, 1, 1, 5}, Case{3, 1, 1, 2}, Case{3, 1, 1, 1}, Case{3, 2, 1, 4}, Case{1, 2, 0, 4}}) {
+  // Stride 1 (packed; a 3 x 3 on a 1 x 1 map by its centre tap), a strided
+  // 1 x 1 (packed, on the strided slice), a 3 x 3 of stride 2 on a 2 x 2 map
+  // (one 1 x 1 over the four pixels) and on larger maps (plain).
+  for (const Case c : {Case{1, 1, 0, 4}, Case{3, 1, 1, 5}, Case{3, 1, 1, 2}, Case{3, 1, 1, 1}, Case{3, 2, 1, 4},
+                       Case{3, 2, 1, 5}, Case{3, 2, 1, 2}, Case{1, 2, 0, 4}, Case{1, 2, 0, 5}, Case{1, 2, 0, 2}}) {
     const std::string what = "kernel " + std::to_string(c.kernel) + " stride " + std::to_string(c.stride) + " side " +
                              std::to_string(c.side);
     const torch::Tensor weight = torch::randn({24, 16, c.kernel, c.kernel}, generator);
     PackedConv conv(weight, c.stride, c.padding);
-    EXPECT_EQ(conv.packed(), c.stride == 1 && at::hasMKLDNN()) << what;
+    EXPECT_EQ(conv.packed(), (c.stride == 1 || c.kernel == 1) && at::hasMKLDNN()) << what;
     const torch::Tensor x = torch::randn({6, 16, c.side, c.side}, generator);
     const torch::Tensor a = x.clone().requires_grad_(true);
     const torch::Tensor b = x.clone().requires_grad_(true);
