@@ -85,6 +85,16 @@ torch::Tensor PackWeights(const torch::Tensor& weight, int64_t padding) {
 
 }  // namespace
 
+PackedConv::Pair PackedConv::Pair::Of(const torch::Tensor& weight, int64_t padding) {
+  const int64_t back_padding = weight.size(2) - 1 - padding;
+  return {PackWeights(weight, padding), PackWeights(weight.transpose(0, 1).flip({2, 3}), back_padding), padding,
+          back_padding};
+}
+
+torch::Tensor PackedConv::Pair::operator()(const torch::Tensor& x) const {
+  return PackedConvFunction::apply(x, forward, backward, padding, back_padding);
+}
+
 PackedConv::PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padding)
     : weight_(weight), stride_(stride), padding_(padding), kernel_(weight.size(2)) {
   Pack(weight);
@@ -97,50 +107,35 @@ void PackedConv::Pack(const torch::Tensor& weight) {
   if (stride_ == 1 || (kernel_ == 1 && padding_ == 0)) {
     // Stride 1; or a strided 1 x 1, which reads the input's strided slice.
     if (2 * padding_ > kernel_ - 1) return;
-    forward_ = PackWeights(weight, padding_);
-    backward_ = PackWeights(weight.transpose(0, 1).flip({2, 3}), kernel_ - 1 - padding_);
-    if (stride_ == 1 && kernel_ == 3 && padding_ == 1) {
-      const torch::Tensor centre = weight.slice(2, 1, 2).slice(3, 1, 2);
-      centre_forward_ = PackWeights(centre, 0);
-      centre_backward_ = PackWeights(centre.transpose(0, 1), 0);
-    }
+    whole_ = Pair::Of(weight, padding_);
+    if (stride_ == 1 && kernel_ == 3 && padding_ == 1) centre_ = Pair::Of(weight.slice(2, 1, 2).slice(3, 1, 2), 0);
     weight_ = torch::Tensor();  // kept packed only: To unpacks
   } else if (stride_ == 2 && kernel_ == 3 && padding_ == 1) {
     // On a 2 x 2 map the one output reads taps (1..2, 1..2) of the four
     // pixels: a 1 x 1 convolution of the pixels' channels side by side.
     const int64_t out = weight.size(0), in = weight.size(1);
-    const torch::Tensor corner =
-        weight.slice(2, 1, 3).slice(3, 1, 3).permute({0, 2, 3, 1}).reshape({out, 4 * in, 1, 1});
-    corner_forward_ = PackWeights(corner, 0);
-    corner_backward_ = PackWeights(corner.transpose(0, 1), 0);
+    corner_ = Pair::Of(weight.slice(2, 1, 3).slice(3, 1, 3).permute({0, 2, 3, 1}).reshape({out, 4 * in, 1, 1}), 0);
   }
 }
 
 torch::Tensor PackedConv::operator()(const torch::Tensor& x) const {
-  const torch::Tensor& pack = packed() ? forward_ : corner_forward_;
+  const torch::Tensor& pack = packed() ? whole_.forward : corner_.forward;
   if (!pack.defined() || !x.device().is_cpu() || x.scalar_type() != pack.scalar_type() || x.is_mkldnn()) {
-    return torch::conv2d(x, weight_.defined() ? weight_ : forward_.to_dense(), {}, stride_, padding_);
+    return torch::conv2d(x, weight_.defined() ? weight_ : whole_.forward.to_dense(), {}, stride_, padding_);
   }
-  if (centre_forward_.defined() && x.size(2) == 1 && x.size(3) == 1) {
-    return PackedConvFunction::apply(x, centre_forward_, centre_backward_, 0, 0);
-  }
-  if (packed()) {
-    const torch::Tensor input = stride_ == 1 ? x : x.slice(2, 0, x.size(2), stride_).slice(3, 0, x.size(3), stride_);
-    return PackedConvFunction::apply(input, forward_, backward_, padding_, kernel_ - 1 - padding_);
-  }
-  if (x.size(2) == 2 && x.size(3) == 2) {
-    const torch::Tensor pixels = x.permute({0, 2, 3, 1}).reshape({x.size(0), 4 * x.size(1), 1, 1});
-    return PackedConvFunction::apply(pixels, corner_forward_, corner_backward_, 0, 0);
-  }
+  if (centre_.defined() && x.size(2) == 1 && x.size(3) == 1) return centre_(x);
+  if (packed()) return whole_(stride_ == 1 ? x : x.slice(2, 0, x.size(2), stride_).slice(3, 0, x.size(3), stride_));
+  if (x.size(2) == 2 && x.size(3) == 2)
+    return corner_(x.permute({0, 2, 3, 1}).reshape({x.size(0), 4 * x.size(1), 1, 1}));
   return torch::conv2d(x, weight_, {}, stride_, padding_);
 }
 
 void PackedConv::To(const torch::TensorOptions& options) {
-  torch::Tensor weight = weight_.defined() ? weight_ : forward_.defined() ? forward_.to_dense() : torch::Tensor();
+  torch::Tensor weight = weight_.defined() ? weight_ : packed() ? whole_.forward.to_dense() : torch::Tensor();
   if (!weight.defined()) return;
   weight = weight.to(options);
-  forward_ = backward_ = centre_forward_ = centre_backward_ = corner_forward_ = corner_backward_ = torch::Tensor();
   weight_ = weight;
+  whole_ = centre_ = corner_ = Pair();
   Pack(weight);
 }
 

@@ -95,15 +95,24 @@ class PackedConv {
   PackedConv(const torch::Tensor& weight, int64_t stride, int64_t padding);
   torch::Tensor operator()(const torch::Tensor& x) const;
   void To(const torch::TensorOptions& options);
-  bool defined() const { return weight_.defined() || forward_.defined(); }
-  bool packed() const { return forward_.defined(); }
+  bool defined() const { return weight_.defined() || packed(); }
+  bool packed() const { return whole_.defined(); }
 
  private:
+  // A stride-1 convolution's two packed weights: the forward one, and the
+  // input gradient's (transposed and flipped, padding kh - 1 - padding).
+  struct Pair {
+    static Pair Of(const torch::Tensor& weight, int64_t padding);
+    torch::Tensor operator()(const torch::Tensor& x) const;
+    bool defined() const { return forward.defined(); }
+    torch::Tensor forward, backward;
+    int64_t padding = 0, back_padding = 0;
+  };
   void Pack(const torch::Tensor& weight);
-  torch::Tensor weight_;                            // unpacked
-  torch::Tensor forward_, backward_;                // packed, whole kernel
-  torch::Tensor centre_forward_, centre_backward_;  // packed, centre tap
-  torch::Tensor corner_forward_, corner_backward_;  // packed, stride 2 on a 2 x 2 map
+  torch::Tensor weight_;  // unpacked
+  Pair whole_;            // the whole kernel
+  Pair centre_;           // its centre tap, for a 1 x 1 map
+  Pair corner_;           // stride 2 on a 2 x 2 map: the four pixels' taps
   int64_t stride_ = 1, padding_ = 0, kernel_ = 1;
 };
 
