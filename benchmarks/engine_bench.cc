@@ -2,16 +2,21 @@
 // engine alone, warm, on the reference configurations under their
 // deterministic weights.
 //   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N]
-//   [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [NAME ...]
+//   [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [--profile] [NAME ...]
 // The batch size follows from the budget as in the worker (MB per point, measured at load, is printed).
 // With --method scan the time includes the forward-only scan that places the points.
+// --profile: one more attribution with every ATen operation and autograd node timed, then the operations
+// by their own time (without the operations they call), largest first: where the time goes.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,6 +24,88 @@
 #include "tests/worker/reference.h"
 #include "worker/engine.h"
 #include "worker/model_flags.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A convolution's shape, " KxK CIN->COUT on HxW" (the input's map; "depthwise KxK on HxW"), for the
+// forward and input-gradient calls; empty for other operations.
+std::string ConvolutionShape(const at::RecordFunction& fn) {
+  const std::string name = fn.name();
+  const bool forward = name == "aten::mkldnn_convolution" || name == "aten::convolution";
+  if (!forward && name != "aten::convolution_backward") return "";
+  const auto inputs = fn.inputs();  // forward (input, weight, ...); backward (grad_output, input, weight, ...)
+  const size_t input = forward ? 0 : 1;
+  if (inputs.size() < input + 2 || !inputs[input].isTensor() || !inputs[input + 1].isTensor()) return "";
+  const at::Tensor x = inputs[input].toTensor(), w = inputs[input + 1].toTensor();
+  if (x.dim() != 4 || w.dim() != 4) return "";
+  auto str = [](int64_t v) { return std::to_string(v); };
+  const std::string kernel = str(w.size(2)) + "x" + str(w.size(3));
+  const std::string map = " on " + str(x.size(2)) + "x" + str(x.size(3));
+  if (w.size(1) == 1 && x.size(1) > 1) return " depthwise " + kernel + map;
+  return " " + kernel + " " + str(x.size(1)) + "->" + str(w.size(0)) + map;
+}
+
+// Self time per operation name (convolutions by shape), from RecordFunction's start and end callbacks: each thread
+// keeps a stack of the operations open on it, and an operation's time is charged to it less the time of those it
+// opened.
+struct OpProfile {
+  struct Open {
+    Clock::time_point started;
+    double children = 0;
+  };
+  std::mutex mutex;
+  std::map<std::string, std::pair<double, long>> self;  // name: seconds, calls
+  static thread_local std::vector<Open> stack;
+
+  static OpProfile& Get() {
+    static OpProfile profile;
+    return profile;
+  }
+  static std::unique_ptr<at::ObserverContext> Start(const at::RecordFunction& /*fn*/) {
+    stack.push_back({Clock::now()});
+    return nullptr;
+  }
+  static void End(const at::RecordFunction& fn, at::ObserverContext* /*ctx*/) {
+    if (stack.empty()) return;  // opened before the callback was added
+    const Open open = stack.back();
+    stack.pop_back();
+    const double total = std::chrono::duration<double>(Clock::now() - open.started).count();
+    if (!stack.empty()) stack.back().children += total;
+    OpProfile& profile = Get();
+    std::lock_guard<std::mutex> lock(profile.mutex);
+    const std::string key = fn.name() + ConvolutionShape(fn);
+    auto& [seconds, calls] = profile.self[key];
+    seconds += total - open.children;
+    ++calls;
+  }
+  // The table, operations under 1% of the total summed into one row.
+  void Print(double wall) {
+    std::vector<std::pair<double, std::string>> rows;
+    double sum = 0;
+    for (const auto& [name, entry] : self) {
+      rows.push_back({entry.first, name + " | " + std::to_string(entry.second)});
+      sum += entry.first;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::printf("\n| operation | calls | self ms | share of the attribution |\n| --- | --- | --- | --- |\n");
+    double rest = 0;
+    for (const auto& [seconds, row] : rows) {
+      if (seconds < 0.01 * wall) {
+        rest += seconds;
+      } else {
+        std::printf("| %s | %.1f | %.1f%% |\n", row.c_str(), 1e3 * seconds, 100 * seconds / wall);
+      }
+    }
+    std::printf("| (each under 1%%) | | %.1f | %.1f%% |\n| (outside any operation) | | %.1f | %.1f%% |\n\n", 1e3 * rest,
+                100 * rest / wall, 1e3 * (wall - sum), 100 * (wall - sum) / wall);
+    self.clear();
+  }
+};
+thread_local std::vector<OpProfile::Open> OpProfile::stack;
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace intgrads;
@@ -28,7 +115,7 @@ int main(int argc, char** argv) {
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
   std::string method = "gausslegendre";
-  bool bf16 = false;
+  bool bf16 = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size" ||
@@ -43,6 +130,8 @@ int main(int argc, char** argv) {
       method = argv[++i];
     } else if (a == "--bf16") {
       bf16 = true;
+    } else if (a == "--profile") {
+      profile = true;
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
       AllowTf32(false);
@@ -53,6 +142,7 @@ int main(int argc, char** argv) {
     }
   }
   if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
+  repeats = std::max(repeats, 1);
   torch::set_num_threads(threads);
   std::printf(
       "| model | device | threads | method | n_steps | MB per point | batch | first s | best s | median s |\n"
@@ -92,6 +182,16 @@ int main(int argc, char** argv) {
                 threads, method.c_str(), n_steps, static_cast<double>(options.point_bytes) / (1024.0 * 1024.0),
                 static_cast<long long>(ChunkRows(options, n_steps, device.is_cuda())), seconds.front(), warm.front(),
                 warm[warm.size() / 2]);
+    if (profile) {
+      const at::CallbackHandle handle =
+          at::addGlobalCallback(at::RecordFunctionCallback(&OpProfile::Start, &OpProfile::End).needsInputs(true));
+      const auto started = Clock::now();
+      (void)Attribute(**model, input, 3, *PlanSchedule(**model, input, 3, method, n_steps, options), options);
+      const double wall = std::chrono::duration<double>(Clock::now() - started).count();
+      at::removeCallback(handle);
+      std::printf("\n%s, profiled: %.3f s\n", name.c_str(), wall);
+      OpProfile::Get().Print(wall);
+    }
     if (bf16) {  // the error against float32: the same weights loaded afresh, the same input
       auto full_model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
       (*full_model)->To(device);

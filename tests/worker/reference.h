@@ -31,7 +31,8 @@ inline torch::Tensor DeterministicEntry(const std::string& key, const std::vecto
   const double phase = static_cast<double>(byte_sum % 1000) / 100.0;
   torch::Tensor values = torch::empty({n}, torch::kFloat64);
   auto* v = values.data_ptr<double>();
-  const double scale = shape.size() > 1 ? std::sqrt(1.0 / static_cast<double>(n / shape[0])) : 1.0;
+  const int64_t fan_in = shape.size() > 1 ? n / shape[0] : 1;  // exact: n is the product of the shape
+  const double scale = shape.size() > 1 ? std::sqrt(1.0 / static_cast<double>(fan_in)) : 1.0;
   for (int64_t i = 0; i < n; ++i) {
     const double s = std::sin(0.37 * static_cast<double>(i) + phase);
     if (ends_with("running_mean"))
