@@ -74,6 +74,19 @@ torch::Tensor StandardizeLanet(const torch::Tensor& w) {
   return (centered / std.expand_as(centered)).contiguous();
 }
 
+// x (N, C, H, W), H and W even: (N, 2C, H / 2, W / 2) in channels-last, the
+// channels of pixel (2i, 2j) then those of (2i + 1, 2j + 1) at (i, j). One
+// strided view of x (pixel (2i + d, 2j + d) lies d (stride_h + stride_w) past
+// pixel (2i, 2j)) made contiguous; its gradient is one strided copy into a
+// zeroed map.
+torch::Tensor DiagonalPairs(const torch::Tensor& x) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2) / 2, w = x.size(3) / 2;
+  const torch::Tensor pairs = x.as_strided({n, h, w, 2, c}, {x.stride(0), 2 * x.stride(2), 2 * x.stride(3),
+                                                             x.stride(2) + x.stride(3), x.stride(1)})
+                                  .contiguous();
+  return pairs.view({n, h, w, 2 * c}).permute({0, 3, 1, 2});
+}
+
 // One operation: SepConv, FactorizedReduce, ReLUConvBN, max-pool or identity.
 struct Op {
   enum class Kind { kIdentity, kMaxPool, kSepConv, kFactorizedReduce, kReluConvBn } kind = Kind::kIdentity;
@@ -88,11 +101,14 @@ struct Op {
   // b1 for conv_1, b2 for conv_2).
   bool folded = false;
   torch::Tensor b1, b2;
-  // Eval mode, FactorizedReduce: its two 1 x 1 stride-2 convolutions (of x
-  // and of x shifted by one pixel) as one 2 x 2 stride-2 convolution whose
-  // kernel holds conv_1 at (0, 0) and conv_2 at (1, 1), zeros elsewhere, with
-  // both biases: the same sums, without the shifted copy, the concatenation
-  // and their backward passes (which zero-filled a map per slice).
+  // Eval mode, FactorizedReduce: its two 1 x 1 stride-2 convolutions, of the
+  // even pixels (2i, 2j) and of the odd ones (2i + 1, 2j + 1), as one 1 x 1
+  // convolution in two groups (conv_1's weight, then conv_2's, and both
+  // biases) over both pixels' channels side by side, gathered by one strided
+  // view (DiagonalPairs): the same sums, without the concatenation or a
+  // zero-filled map per slice in the backward pass. (A 2 x 2 stride-2 kernel
+  // with zeros off the diagonal, as this was before, computed four times the
+  // products: a tenth of LaNet-128/24's time.)
   torch::Tensor reduce_w, reduce_b;
 
   bool StartsWithRelu() const { return kind != Kind::kIdentity && kind != Kind::kMaxPool; }
@@ -112,7 +128,8 @@ struct Op {
       case Kind::kReluConvBn: return norm(bn1, torch::conv2d(r, pw(pw1), b1));
       case Kind::kFactorizedReduce: {
         if (reduce_w.defined() && r.size(2) % 2 == 0 && r.size(3) % 2 == 0) {
-          return torch::conv2d(r, reduce_w, reduce_b, 2);
+          const int64_t no_padding = 0;  // a literal 0 would also match the string-padding overload
+          return torch::conv2d(DiagonalPairs(r), reduce_w, reduce_b, 1, no_padding, 1, /*groups=*/2);
         }
         using torch::indexing::None;
         using torch::indexing::Slice;
@@ -140,10 +157,7 @@ struct Op {
         b1 = bn1.Fold(&dw1, 0, dw1.size(0));
         b2 = bn1.Fold(&dw2, dw1.size(0), dw2.size(0));
         torch::NoGradGuard no_grad;
-        const int64_t half = dw1.size(0);
-        reduce_w = torch::zeros({half + dw2.size(0), dw1.size(1), 2, 2}, dw1.options());
-        reduce_w.slice(0, 0, half).select(2, 0).select(2, 0).copy_(dw1.select(2, 0).select(2, 0));
-        reduce_w.slice(0, half).select(2, 1).select(2, 1).copy_(dw2.select(2, 0).select(2, 0));
+        reduce_w = torch::cat({dw1, dw2});
         reduce_b = torch::cat({b1, b2});
         break;
       }
