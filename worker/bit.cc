@@ -45,7 +45,7 @@ struct Unit {
 class Bit final : public Classifier {
  public:
   Bit(const BitConfig& config, const Weights& w) : config_(config) {
-    root_ = StandardizeBit(w.at("root.conv.weight"));
+    root_ = PackedConv(StandardizeBit(w.at("root.conv.weight")), 2, 3);
     for (int b = 0; b < 4; ++b) {
       for (int u = 1; u <= config.units[b]; ++u) {
         const std::string p = UnitPrefix(b + 1, u);
@@ -79,7 +79,7 @@ class Bit final : public Classifier {
   }
 
   torch::Tensor Forward(const torch::Tensor& x) const override {
-    torch::Tensor y = torch::conv2d(x, root_, {}, 2, 3);
+    torch::Tensor y = root_(x);
     y = torch::constant_pad_nd(y, {1, 1, 1, 1}, 0);
     y = MaxPool2d(y, 3, 2, 0);
     for (const Unit& u : units_) {
@@ -105,7 +105,7 @@ class Bit final : public Classifier {
     // GroupNorm's parameters stay float32 under bfloat16 (NormRelu).
     const bool reduced = options.has_dtype() && options.dtype() == torch::kBFloat16;
     const torch::TensorOptions norm = reduced ? options.dtype(torch::kFloat32) : options;
-    move(root_, options);
+    root_.To(options);
     for (Unit& u : units_) {
       for (torch::Tensor* t : {&u.gn1_w, &u.gn1_b, &u.gn2_w, &u.gn2_b, &u.gn3_w, &u.gn3_b}) move(*t, norm);
       for (PackedConv* c : {&u.conv1, &u.conv2, &u.conv3, &u.downsample}) c->To(options);
@@ -116,7 +116,7 @@ class Bit final : public Classifier {
 
  private:
   BitConfig config_;
-  torch::Tensor root_;
+  PackedConv root_;
   std::vector<Unit> units_;
   torch::Tensor head_gn_w_, head_gn_b_, head_conv_w_, head_conv_b_;
 };

@@ -58,6 +58,11 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x) {
 
 namespace {
 
+// A stride-1 convolution with a packed weight (PackWeights).
+torch::Tensor PackedConvolution(const torch::Tensor& x, const torch::Tensor& packed, int64_t padding) {
+  return at::mkldnn_convolution(x.contiguous(), packed, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
+}
+
 // y = conv(x, forward) with the padding given; the input gradient is
 // conv(dy, backward) with the padding that undoes it. Both weights packed.
 struct PackedConvFunction : public torch::autograd::Function<PackedConvFunction> {
@@ -66,15 +71,14 @@ struct PackedConvFunction : public torch::autograd::Function<PackedConvFunction>
                                int64_t back_padding) {
     ctx->saved_data["backward"] = backward;
     ctx->saved_data["padding"] = back_padding;
-    return at::mkldnn_convolution(x.detach().contiguous(), forward, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
+    return PackedConvolution(x.detach(), forward, padding);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const torch::Tensor backward = ctx->saved_data["backward"].toTensor();
     const int64_t padding = ctx->saved_data["padding"].toInt();
-    torch::Tensor dx =
-        at::mkldnn_convolution(grads[0].contiguous(), backward, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
-    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {PackedConvolution(grads[0], backward, padding), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -82,6 +86,55 @@ struct PackedConvFunction : public torch::autograd::Function<PackedConvFunction>
 torch::Tensor PackWeights(const torch::Tensor& weight, int64_t padding) {
   return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), {padding, padding}, {1, 1}, {1, 1}, 1);
 }
+
+// The kernel of a stride-s convolution for the space-to-depth layout, where
+// each s x s block of pixels is one pixel of s * s * C channels, ordered (row
+// in the block, column, channel): zero-padded to a multiple of s and
+// rearranged likewise. The strided convolution is the stride-1 convolution of
+// the rearranged input (padded) with it.
+torch::Tensor SpaceToDepthKernel(const torch::Tensor& weight, int64_t stride) {
+  const int64_t out = weight.size(0), in = weight.size(1), k = weight.size(2);
+  const int64_t blocks = (k + stride - 1) / stride;
+  const torch::Tensor padded = torch::constant_pad_nd(weight, {0, blocks * stride - k, 0, blocks * stride - k});
+  return padded.view({out, in, blocks, stride, blocks, stride})
+      .permute({0, 3, 5, 1, 2, 4})
+      .reshape({out, stride * stride * in, blocks, blocks});
+}
+
+// y = conv(x, weight) with stride s > 1, plainly; its input gradient through
+// the space-to-depth layout, as a stride-1 convolution of dy with `backward`
+// (SpaceToDepthKernel's kernel transposed, flipped and packed, padding
+// blocks - 1), rearranged back into pixels and cropped to x. oneDNN's own
+// input gradient of a strided kernel over few channels is slow (BiT's root,
+// 7 x 7 of stride 2 over 3 channels: 5.6 ms of BiT-R50x1's 130, against 2
+// this way). The forward pass stays oneDNN's, so its rounding is unchanged:
+// BiT's first GroupNorm, at the path's small scales, amplifies it.
+struct SpaceToDepthGradFunction : public torch::autograd::Function<SpaceToDepthGradFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& backward, int64_t stride,
+                               int64_t padding) {
+    ctx->saved_data["backward"] = backward;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["height"] = x.size(2);
+    ctx->saved_data["width"] = x.size(3);
+    return torch::conv2d(x.detach(), weight, {}, stride, padding);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor backward = ctx->saved_data["backward"].toTensor();
+    const int64_t stride = ctx->saved_data["stride"].toInt(), padding = ctx->saved_data["padding"].toInt();
+    const int64_t height = ctx->saved_data["height"].toInt(), width = ctx->saved_data["width"].toInt();
+    const torch::Tensor blocks = PackedConvolution(grads[0], backward, backward.size(2) - 1);
+    const int64_t n = blocks.size(0), c = blocks.size(1) / (stride * stride), h = blocks.size(2), w = blocks.size(3);
+    const torch::Tensor pixels =
+        blocks.view({n, stride, stride, c, h, w}).permute({0, 3, 4, 1, 5, 2}).reshape({n, c, h * stride, w * stride});
+    // Crop the padding; rows past the last one any output read get no gradient (zeros).
+    const torch::Tensor dx = torch::constant_pad_nd(
+        pixels, {-padding, width + padding - w * stride, -padding, height + padding - h * stride});
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -115,18 +168,22 @@ void PackedConv::Pack(const torch::Tensor& weight) {
     // pixels: a 1 x 1 convolution of the pixels' channels side by side.
     const int64_t out = weight.size(0), in = weight.size(1);
     corner_ = Pair::Of(weight.slice(2, 1, 3).slice(3, 1, 3).permute({0, 2, 3, 1}).reshape({out, 4 * in, 1, 1}), 0);
+  } else if (stride_ > 1 && kernel_ >= 5) {
+    space_ = PackWeights(SpaceToDepthKernel(weight, stride_).transpose(0, 1).flip({2, 3}),
+                         (kernel_ + stride_ - 1) / stride_ - 1);
   }
 }
 
 torch::Tensor PackedConv::operator()(const torch::Tensor& x) const {
-  const torch::Tensor& pack = packed() ? whole_.forward : corner_.forward;
+  const torch::Tensor& pack = packed() ? whole_.forward : corner_.defined() ? corner_.forward : space_;
   if (!pack.defined() || !x.device().is_cpu() || x.scalar_type() != pack.scalar_type() || x.is_mkldnn()) {
     return torch::conv2d(x, weight_.defined() ? weight_ : whole_.forward.to_dense(), {}, stride_, padding_);
   }
   if (centre_.defined() && x.size(2) == 1 && x.size(3) == 1) return centre_(x);
   if (packed()) return whole_(stride_ == 1 ? x : x.slice(2, 0, x.size(2), stride_).slice(3, 0, x.size(3), stride_));
-  if (x.size(2) == 2 && x.size(3) == 2)
+  if (corner_.defined() && x.size(2) == 2 && x.size(3) == 2)
     return corner_(x.permute({0, 2, 3, 1}).reshape({x.size(0), 4 * x.size(1), 1, 1}));
+  if (space_.defined()) return SpaceToDepthGradFunction::apply(x, weight_, space_, stride_, padding_);
   return torch::conv2d(x, weight_, {}, stride_, padding_);
 }
 
@@ -136,6 +193,7 @@ void PackedConv::To(const torch::TensorOptions& options) {
   weight = weight.to(options);
   weight_ = weight;
   whole_ = centre_ = corner_ = Pair();
+  space_ = torch::Tensor();
   Pack(weight);
 }
 

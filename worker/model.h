@@ -113,6 +113,7 @@ class PackedConv {
   Pair whole_;            // the whole kernel
   Pair centre_;           // its centre tap, for a 1 x 1 map
   Pair corner_;           // stride 2 on a 2 x 2 map: the four pixels' taps
+  torch::Tensor space_;   // a large strided kernel's input gradient, packed (SpaceToDepthGradFunction)
   int64_t stride_ = 1, padding_ = 0, kernel_ = 1;
 };
 
