@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <random>
+#include <type_traits>
 #include <unordered_map>
 
 #include "common/request.h"
@@ -171,11 +173,40 @@ int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda) {
 
 namespace {
 
+// c10::Allocator's interface differs between LibTorch releases: allocate is
+// const in 1.13 and not in 2.x, and 2.x requires copy_data, which 1.13 lacks.
+// AllocateForm and CopyDataForm override the form the headers in use declare
+// (the compiler finds which), so that one allocator builds against both; the
+// class below implements Allocate.
+template <typename A>
+constexpr bool kConstAllocate = std::is_same_v<decltype(&A::allocate), c10::DataPtr (A::*)(size_t) const>;
+template <typename A, typename = void>
+constexpr bool kDeclaresCopyData = false;
+template <typename A>
+constexpr bool kDeclaresCopyData<A, std::void_t<decltype(&A::copy_data)>> = true;
+
+template <typename A, bool = kConstAllocate<A>>
+struct AllocateForm : A {
+  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
+  virtual c10::DataPtr Allocate(size_t n) const = 0;
+};
+template <typename A>
+struct AllocateForm<A, true> : A {
+  c10::DataPtr allocate(size_t n) const override { return Allocate(n); }
+  virtual c10::DataPtr Allocate(size_t n) const = 0;
+};
+template <typename A, bool = kDeclaresCopyData<A>>
+struct CopyDataForm : A {};
+template <typename A>
+struct CopyDataForm<A, true> : A {
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+};
+
 // While installed as LibTorch's CPU allocator: counts the bytes of the CPU
 // tensors alive and their peak, passing every allocation to the allocator it
 // replaced (which must free by a raw deleter, as LibTorch's own does; else
 // nothing is counted). Static: tensors allocated under it may outlive the probe.
-class CountingAllocator final : public c10::Allocator {
+class CountingAllocator final : public CopyDataForm<AllocateForm<c10::Allocator>> {
  public:
   void Install() {
     inner_ = c10::GetAllocator(c10::DeviceType::CPU);
@@ -189,7 +220,7 @@ class CountingAllocator final : public c10::Allocator {
   }
   int64_t peak() const { return peak_.load(); }
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr Allocate(size_t n) const override {
     c10::DataPtr inner = inner_->allocate(n);
     void* data = inner.get();
     if (data == nullptr || inner.get_context() != data) return inner;  // not the raw kind: not counted
