@@ -3,7 +3,7 @@
 performance issue's table in one command.
 
     /usr/bin/python3 benchmarks/compare.py [--quick] [--json] [--threads 2] [--n-steps 50]
-                     [--repeats 3] [--models NAME ...] [--render RESULT.json]
+                     [--repeats 3] [--models NAME ...] [--settle 30] [--render RESULT.json]
 
 For each model (default: default, bit-m-r50x1, lanet-c16-l8, bit-s-r101x3,
 lanet-c128-l24; --quick: default and bit-m-r50x1 with fewer repeats, under 2
@@ -22,6 +22,10 @@ minutes), on this machine with the same threads everywhere:
   that much: docs/TESTING.md; LaNet-128/24's activations grow without bound
   under the deterministic weights, so its IG is only timed);
 - engine: build/bin/intgrads-bench-engine, the attribution alone, median;
+- BiT-R101x3 and LaNet-128/24: a pause (--settle, 30 s) before each of the
+  four, so that none runs while the machine is still taking back the
+  previous one's memory (the baselines peak at 5 and 18 GB; right after an
+  18 GB process LaNet-128/24's attribution ran up to 9% slower);
 - the machine's float32 dense-matrix rate (a 2048^3 product as torch.mm and
   as a 1 x 1 convolution, best of 5 each; the faster is the base) and the
   engine's rate: counted FLOPs of n_steps forward and input-gradient passes
@@ -151,16 +155,25 @@ def service(name, args, repeats, checkpoint_dir):
 
 def measure(name, args):
     repeats = 1 if name in LARGE else args.repeats
+
+    def settle():
+        if name in LARGE:
+            time.sleep(args.settle)
+
     with tempfile.TemporaryDirectory() as tmp:
         ig_path = os.path.join(tmp, "captum.npy")
+        settle()
         captum = baseline(name, "captum", args, repeats, ig_path)
         captum_ig = np.load(ig_path)
+        settle()
         original = baseline(name, "original", args, repeats)
+        settle()
         ours, ig = service(name, args, repeats, tmp)
     error = float(np.abs(ig - captum_ig).max())
     tolerance = IG_TOLERANCE.get(name, 1e-3)
     if tolerance is not None and error > tolerance * float(np.abs(captum_ig).max()):
         raise SystemExit(f"{name}: the service's IG differs from the Captum baseline's by {error:.3g}")
+    settle()
     bench = engine(name, args, max(repeats, 2))
     pass_flops = 2 * captum["forward_flops_per_image"] * args.n_steps  # n_steps forward + input-gradient passes
     return {
@@ -188,6 +201,8 @@ def main():
     parser.add_argument("--n-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds of rest before each part of BiT-R101x3 and LaNet-128/24 (default 30)")
     parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier --json run, measure nothing")
     args = parser.parse_args()
     if args.render:
