@@ -87,6 +87,13 @@ torch::Tensor PackWeights(const torch::Tensor& weight, int64_t padding) {
   return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), {padding, padding}, {1, 1}, {1, 1}, 1);
 }
 
+// The packed weight of a stride-1 convolution's input gradient: the kernel
+// transposed and flipped, for the padding kh - 1 - padding that undoes the
+// forward pass's.
+torch::Tensor PackInputGradient(const torch::Tensor& weight, int64_t padding) {
+  return PackWeights(weight.transpose(0, 1).flip({2, 3}), weight.size(2) - 1 - padding);
+}
+
 // The kernel of a stride-s convolution for the space-to-depth layout, where
 // each s x s block of pixels is one pixel of s * s * C channels, ordered (row
 // in the block, column, channel): zero-padded to a multiple of s and
@@ -103,8 +110,8 @@ torch::Tensor SpaceToDepthKernel(const torch::Tensor& weight, int64_t stride) {
 
 // y = conv(x, weight) with stride s > 1, plainly; its input gradient through
 // the space-to-depth layout, as a stride-1 convolution of dy with `backward`
-// (SpaceToDepthKernel's kernel transposed, flipped and packed, padding
-// blocks - 1), rearranged back into pixels and cropped to x. oneDNN's own
+// (PackInputGradient of SpaceToDepthKernel's kernel, padding blocks - 1),
+// rearranged back into pixels and cropped to x. oneDNN's own
 // input gradient of a strided kernel over few channels is slow (BiT's root,
 // 7 x 7 of stride 2 over 3 channels: 5.6 ms of BiT-R50x1's 130, against 2
 // this way). The forward pass stays oneDNN's, so its rounding is unchanged:
@@ -139,9 +146,7 @@ struct SpaceToDepthGradFunction : public torch::autograd::Function<SpaceToDepthG
 }  // namespace
 
 PackedConv::Pair PackedConv::Pair::Of(const torch::Tensor& weight, int64_t padding) {
-  const int64_t back_padding = weight.size(2) - 1 - padding;
-  return {PackWeights(weight, padding), PackWeights(weight.transpose(0, 1).flip({2, 3}), back_padding), padding,
-          back_padding};
+  return {PackWeights(weight, padding), PackInputGradient(weight, padding), padding, weight.size(2) - 1 - padding};
 }
 
 torch::Tensor PackedConv::Pair::operator()(const torch::Tensor& x) const {
@@ -169,8 +174,7 @@ void PackedConv::Pack(const torch::Tensor& weight) {
     const int64_t out = weight.size(0), in = weight.size(1);
     corner_ = Pair::Of(weight.slice(2, 1, 3).slice(3, 1, 3).permute({0, 2, 3, 1}).reshape({out, 4 * in, 1, 1}), 0);
   } else if (stride_ > 1 && kernel_ >= 5) {
-    space_ = PackWeights(SpaceToDepthKernel(weight, stride_).transpose(0, 1).flip({2, 3}),
-                         (kernel_ + stride_ - 1) / stride_ - 1);
+    space_ = PackInputGradient(SpaceToDepthKernel(weight, stride_), 0);
   }
 }
 

@@ -83,7 +83,10 @@ torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, 
 //   1 x 1 convolution of that tap (BiT's last units at 32 x 32);
 // - a 3 x 3 of stride 2 and padding 1 on a 2 x 2 map has one output, which
 //   reads taps (1..2, 1..2) of the four pixels: a 1 x 1 convolution of the
-//   pixels' channels side by side (BiT's last block's first unit).
+//   pixels' channels side by side (BiT's last block's first unit);
+// - a strided kernel of 5 or more (BiT's root, 7 x 7 of stride 2) keeps
+//   oneDNN's forward pass and takes its input gradient through the
+//   space-to-depth layout, as a stride-1 convolution (worker/model.cc).
 // Only input gradients flow: the weights are constants. Anywhere else (a
 // 3 x 3 of stride 2 on a larger map, another dtype or device after To, a
 // LibTorch without oneDNN) it is torch::conv2d. Measured in
