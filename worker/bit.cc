@@ -25,16 +25,10 @@ torch::Tensor StandardizeBit(const torch::Tensor& w) {
   return ((w - mean) / torch::sqrt(var + 1e-10)).contiguous();
 }
 
-// GroupNorm, then ReLU. The normalization runs in its parameters' dtype,
-// float32 when the model runs in bfloat16 (To), as torch.autocast runs
-// group_norm: LibTorch 1.13's CPU GroupNorm in bfloat16 took 105 of
-// BiT-R50x1's 185 ms (docs/PERFORMANCE.md), and its statistics lose less.
+// GroupNorm, then ReLU, in float32 when the model runs in bfloat16 (To), as
+// torch.autocast runs group_norm (GroupNormRelu).
 torch::Tensor NormRelu(const torch::Tensor& y, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (y.scalar_type() == weight.scalar_type()) {
-    return torch::relu(torch::group_norm(y, kGroups, weight, bias, kGroupNormEps));
-  }
-  return torch::relu(torch::group_norm(y.to(weight.scalar_type()), kGroups, weight, bias, kGroupNormEps))
-      .to(y.scalar_type());
+  return GroupNormRelu(y, kGroups, weight, bias, kGroupNormEps);
 }
 
 struct Unit {

@@ -70,6 +70,17 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 // The result keeps the input's memory format.
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 
+// relu(group_norm(x, groups, weight, bias, eps)), with the statistics and the
+// normalization in float32 whatever x's dtype (bfloat16 under --bf16: BiT's
+// GroupNorm parameters stay float32, as torch.autocast runs group_norm). On a
+// CPU, x in bfloat16 and constant float32 parameters: one pass over the data
+// forward and one backward (worker/group_norm.cc), with no casts around it and
+// no separate ReLU. Anywhere else, torch's GroupNorm in the parameters' dtype,
+// then ReLU; float32 keeps it, which matches Captum's rounding on the
+// reference (docs/PERFORMANCE.md).
+torch::Tensor GroupNormRelu(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
+                            const torch::Tensor& bias, double eps);
+
 // A convolution without bias, given its weights (K x C x kh x kw), stride and
 // padding. On a CPU in float32 or bfloat16, oneDNN's blocked copies of the
 // weights are made once, here, where torch::conv2d makes one on every call:

@@ -734,6 +734,52 @@ TEST(Models, PackedConvIsTheConvolution) {
   }
 }
 
+// GroupNormRelu's own loops (bfloat16 on a CPU) against torch's GroupNorm
+// and ReLU in float64: values and input gradients, on BiT's map sizes at 32 x
+// 32 (8 x 8 to 1 x 1: rows of 16 or more, short rows, one value per
+// channel), on rows and blocks that leave a remainder past 16 values, and on
+// blocks whose mean is large against their spread. In float32 it is torch's.
+TEST(Models, GroupNormReluIsGroupNormThenRelu) {
+  torch::Generator generator = at::detail::createCPUGenerator(5);
+  struct Case {
+    int64_t batch, channels, side;
+    double offset;  // added to x: a mean far from 0
+  };
+  for (const Case c :
+       {Case{3, 64, 8, 0}, Case{2, 128, 4, 0}, Case{3, 256, 2, 0}, Case{2, 512, 1, 0}, Case{8, 2048, 1, 0},
+        Case{2, 96, 3, 0}, Case{2, 32, 5, 0}, Case{2, 160, 1, 0}, Case{4, 64, 4, 50}, Case{2, 64, 16, 0}}) {
+    const std::string what = std::to_string(c.channels) + " x " + std::to_string(c.side) + " x " +
+                             std::to_string(c.side) + ", offset " + std::to_string(c.offset);
+    const torch::Tensor x = (torch::randn({c.batch, c.channels, c.side, c.side}, generator) * 0.5 + c.offset);
+    const torch::Tensor weight = torch::rand({c.channels}, generator) + 0.5;
+    const torch::Tensor bias = torch::randn({c.channels}, generator) * 0.3;
+    const torch::Tensor ours_in = x.to(torch::kBFloat16).requires_grad_(true);
+    const torch::Tensor ours = GroupNormRelu(ours_in, 32, weight, bias, 1e-5);
+    ASSERT_NE(ours.grad_fn(), nullptr);
+    EXPECT_NE(ours.grad_fn()->name().find("GroupNormRelu"), std::string::npos) << what;
+    ASSERT_EQ(ours.scalar_type(), torch::kBFloat16);
+    // The same bfloat16 input, in float64.
+    const torch::Tensor exact_in = ours_in.detach().to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor exact =
+        torch::relu(torch::group_norm(exact_in, 32, weight.to(torch::kFloat64), bias.to(torch::kFloat64), 1e-5));
+    // Only the results are rounded to bfloat16 (2^-9 of each); a float32
+    // computation, to 1e-5 of the largest, is well inside that.
+    const double largest = exact.abs().max().item<double>();
+    EXPECT_LT((ours.to(torch::kFloat64) - exact).abs().max().item<double>(), std::ldexp(largest, -8)) << what;
+    const torch::Tensor g = torch::randn(ours.sizes(), generator).to(torch::kBFloat16);
+    const torch::Tensor ours_grad = torch::autograd::grad({ours}, {ours_in}, {g})[0];
+    const torch::Tensor exact_grad = torch::autograd::grad({exact}, {exact_in}, {g.to(torch::kFloat64)})[0];
+    ASSERT_EQ(ours_grad.scalar_type(), torch::kBFloat16);
+    const double steepest = exact_grad.abs().max().item<double>();
+    EXPECT_LT((ours_grad.to(torch::kFloat64) - exact_grad).abs().max().item<double>(), std::ldexp(steepest, -8))
+        << what;
+    // float32: torch's, to the last bit.
+    EXPECT_TRUE(torch::equal(GroupNormRelu(x, 32, weight, bias, 1e-5),
+                             torch::relu(torch::group_norm(x, 32, weight, bias, 1e-5))))
+        << what;
+  }
+}
+
 // BiT under --bf16: packed bfloat16 convolutions, GroupNorm in float32
 // (its parameters stay float32). Logits and input gradients of a small BiT
 // with random weights stay close to float32's: measured 0.005 and 0.17

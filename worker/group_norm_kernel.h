@@ -1,0 +1,33 @@
+// The loops of GroupNormRelu (model.h, group_norm.cc), on raw arrays and
+// without LibTorch, so that this one file can be compiled for several
+// instruction sets (AVX-512, AVX2, the baseline) and the best one that the
+// CPU has is chosen when the program loads.
+//
+// x, y, dy, dx: N x C x H x W contiguous bfloat16, as its 16 bits, in
+// `groups` groups per sample of `channels` channels of `pixels` values: one
+// contiguous block of channels * pixels values per (sample, group), block
+// b = n * groups + g. weight, bias: C float32. mean, rstd: a float32 per
+// block. Each call works on blocks [begin, end). Everything is computed in
+// float32 (sums in double), and only the results are rounded to bfloat16.
+#pragma once
+
+#include <cstdint>
+
+namespace intgrads {
+
+struct GroupNormBlocks {
+  int64_t groups = 1, channels = 1, pixels = 1;
+  int64_t size() const { return channels * pixels; }
+};
+
+// y = relu(weight (x - mean) rstd + bias), with the block's mean and biased
+// variance (rstd = 1 / sqrt(var + eps)) written out.
+void GroupNormReluForward(const uint16_t* x, const float* weight, const float* bias, const GroupNormBlocks& shape,
+                          double eps, int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd);
+
+// dx of the same, given dy (the gradient of y), x, y and the statistics.
+void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y, const float* weight,
+                           const float* mean, const float* rstd, const GroupNormBlocks& shape, int64_t begin,
+                           int64_t end, uint16_t* dx);
+
+}  // namespace intgrads
