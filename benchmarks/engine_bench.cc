@@ -6,7 +6,8 @@
 // The batch size follows from the budget as in the worker (MB per point, measured at load, is printed).
 // With --method scan the time includes the forward-only scan that places the points.
 // --profile: one more attribution with every ATen operation and autograd node timed, then the operations
-// by their own time (without the operations they call), largest first: where the time goes.
+// by their own time (without the operations they call), largest first: where the time goes; and the
+// convolutions' totals by kind (1 x 1, depthwise, other), every shape counted.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
 #include <ATen/record_function.h>
@@ -80,7 +81,7 @@ struct OpProfile {
     seconds += total - open.children;
     ++calls;
   }
-  // The table, operations under 1% of the total summed into one row.
+  // The table, operations under 1% of the total summed into one row; then the convolutions' totals by kind.
   void Print(double wall) {
     std::vector<std::pair<double, std::string>> rows;
     double sum = 0;
@@ -100,6 +101,24 @@ struct OpProfile {
     }
     std::printf("| (each under 1%%) | | %.1f | %.1f%% |\n| (outside any operation) | | %.1f | %.1f%% |\n\n", 1e3 * rest,
                 100 * rest / wall, 1e3 * (wall - sum), 100 * (wall - sum) / wall);
+    // The convolutions again, every shape counted, by kind.
+    std::map<std::string, std::pair<double, long>> kinds;
+    for (const auto& [name, entry] : self) {
+      if (name.find(" on ") == std::string::npos) continue;  // not a convolution with its shape
+      const char* kind = name.find(" depthwise ") != std::string::npos ? "depthwise convolutions"
+                         : name.find(" 1x1 ") != std::string::npos     ? "1 x 1 convolutions"
+                                                                       : "other convolutions";
+      kinds[kind].first += entry.first;
+      kinds[kind].second += entry.second;
+    }
+    std::printf(
+        "| convolutions, forward and input gradient | calls | self ms | share of the attribution |\n"
+        "| --- | --- | --- | --- |\n");
+    for (const auto& [kind, entry] : kinds) {
+      std::printf("| %s | %ld | %.1f | %.1f%% |\n", kind.c_str(), entry.second, 1e3 * entry.first,
+                  100 * entry.first / wall);
+    }
+    std::printf("\n");
     self.clear();
   }
 };
