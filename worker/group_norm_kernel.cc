@@ -5,7 +5,6 @@
 // and the baseline, and the loader picks one (target_clones).
 #include "worker/group_norm_kernel.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -64,12 +63,14 @@ INTGRADS_INLINE void Store(Floats v, uint16_t* p) {
   std::memcpy(p, &h, sizeof(h));
 }
 INTGRADS_INLINE Floats Splat(float v) { return Floats{} + v; }
-INTGRADS_INLINE Floats Relu(Floats v) { return reinterpret_cast<Floats>(reinterpret_cast<Mask>(v) & (v > 0.0f)); }
-// dy where y > 0, else 0.
+// As torch's relu and threshold_backward, NaN passes: v unless v <= 0 (then
+// 0); dy unless y <= 0.
+INTGRADS_INLINE Floats Relu(Floats v) { return reinterpret_cast<Floats>(reinterpret_cast<Mask>(v) & ~(v <= 0.0f)); }
+INTGRADS_INLINE float Relu(float v) { return v <= 0.0f ? 0.0f : v; }
 INTGRADS_INLINE Floats ReluGrad(Floats dy, Floats y) {
-  return reinterpret_cast<Floats>(reinterpret_cast<Mask>(dy) & (y > 0.0f));
+  return reinterpret_cast<Floats>(reinterpret_cast<Mask>(dy) & ~(y <= 0.0f));
 }
-INTGRADS_INLINE float ReluGrad(float dy, float y) { return y > 0.0f ? dy : 0.0f; }
+INTGRADS_INLINE float ReluGrad(float dy, float y) { return y <= 0.0f ? 0.0f : dy; }
 
 // The 16 lanes' sum: halves added as vectors down to 4 lanes (reading lanes
 // one by one goes through memory), those in double.
@@ -109,8 +110,9 @@ float* Scratch(int64_t size) {
 }
 
 // P: the pixels per channel when known at compile time (0: shape.pixels).
-// Rows of 16 or more pixels run 16 at a time; a 1 x 1 map runs 16 channels at
-// a time; other rows (2 x 2 maps) one value at a time.
+// Rows of a multiple of 16 pixels run 16 at a time; a 1 x 1 map runs 16
+// channels at a time; other rows (2 x 2 maps) with each channel's scale and
+// shift spelt out per value, then 16 values at a time.
 template <int P, typename T>
 INTGRADS_INLINE void Forward(const T* x, const float* weight, const float* bias, const GroupNormBlocks& shape,
                              double eps, int64_t begin, int64_t end, T* y, float* mean, float* rstd) {
@@ -141,7 +143,7 @@ INTGRADS_INLINE void Forward(const T* x, const float* weight, const float* bias,
       for (; c + kWidth <= shape.channels; c += kWidth) {
         Store(Relu(Load(w + c) * r * (Load(xb + c) - mu) + Load(s + c)), yb + c);
       }
-      for (; c < shape.channels; ++c) Narrow(std::max(w[c] * r * (Widen(xb[c]) - mu) + s[c], 0.0f), yb + c);
+      for (; c < shape.channels; ++c) Narrow(Relu(w[c] * r * (Widen(xb[c]) - mu) + s[c]), yb + c);
     } else if (pixels % kWidth == 0) {
       for (int64_t c = 0; c < shape.channels; ++c) {
         const Floats scale = Splat(w[c] * r), shift = Splat(s[c]);
@@ -159,8 +161,7 @@ INTGRADS_INLINE void Forward(const T* x, const float* weight, const float* bias,
       for (int64_t i = 0; i < whole; i += kWidth) {
         Store(Relu(Load(scales + i) * (Load(xb + i) - mu) + Load(shifts + i)), yb + i);
       }
-      for (int64_t i = whole; i < size; ++i)
-        Narrow(std::max(scales[i] * (Widen(xb[i]) - mu) + shifts[i], 0.0f), yb + i);
+      for (int64_t i = whole; i < size; ++i) Narrow(Relu(scales[i] * (Widen(xb[i]) - mu) + shifts[i]), yb + i);
     }
   }
 }
@@ -230,13 +231,14 @@ INTGRADS_INLINE void Backward(const T* dy, const T* x, const T* y, const float* 
 
 INTGRADS_CLONES void GroupNormReluForward(const uint16_t* x, const float* weight, const float* bias,
                                           const GroupNormBlocks& shape, double eps, int64_t begin, int64_t end,
-                                          uint16_t* y, float* mean,
-                                          float* rstd){INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_FORWARD)}
+                                          uint16_t* y, float* mean, float* rstd) {
+  INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_FORWARD);
+}
 
 INTGRADS_CLONES void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y,
                                            const float* weight, const float* mean, const float* rstd,
                                            const GroupNormBlocks& shape, int64_t begin, int64_t end, uint16_t* dx) {
-  INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_BACKWARD)
+  INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_BACKWARD);
 }
 
 }  // namespace intgrads

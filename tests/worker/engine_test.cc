@@ -778,6 +778,21 @@ TEST(Models, GroupNormReluIsGroupNormThenRelu) {
                              torch::relu(torch::group_norm(x, 32, weight, bias, 1e-5))))
         << what;
   }
+  // A NaN makes its group NaN, forward and backward, as in torch (ReLU passes
+  // NaN): not zeros that would hide it. Map sizes of each loop: 1 x 1 (16
+  // channels a group), 4 x 4 and 2 x 2.
+  for (const int64_t side : {1, 4, 2}) {
+    torch::Tensor x = torch::randn({2, 512, side, side}, generator).to(torch::kBFloat16);
+    x[1][40][0][0] = std::nan("");  // group 2 of the second image
+    const torch::Tensor weight = torch::ones({512}), bias = torch::zeros({512});
+    const torch::Tensor in = x.clone().requires_grad_(true);
+    const torch::Tensor out = GroupNormRelu(in, 32, weight, bias, 1e-5);
+    const torch::Tensor grad = torch::autograd::grad({out}, {in}, {torch::ones_like(out)})[0];
+    const torch::Tensor nan = torch::isnan(out).view({2, 32, -1});
+    EXPECT_TRUE(nan[1][2].all().item<bool>()) << side;
+    EXPECT_EQ(nan.sum().item<int64_t>(), nan[1][2].numel()) << side;
+    EXPECT_TRUE(torch::isnan(grad).view({2, 32, -1})[1][2].all().item<bool>()) << side;
+  }
 }
 
 // BiT under --bf16: packed bfloat16 convolutions, GroupNorm in float32
