@@ -5,6 +5,8 @@
 // and the baseline, and the loader picks one (target_clones).
 #include "worker/group_norm_kernel.h"
 
+#include <c10/util/BFloat16.h>
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -28,22 +30,14 @@ typedef uint32_t Words __attribute__((vector_size(4 * kWidth)));
 typedef int32_t Mask __attribute__((vector_size(4 * kWidth)));
 typedef uint16_t Halves __attribute__((vector_size(2 * kWidth)));
 
-// bfloat16 is the upper half of a float32: widening is exact; narrowing
-// rounds to nearest even and keeps NaN a NaN, as c10::BFloat16 does.
-INTGRADS_INLINE float Widen(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-INTGRADS_INLINE void Narrow(float v, uint16_t* out) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  *out = static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
-}
+// One bfloat16 (as its bits) to float32 and back, for the values past the
+// last 16: c10::BFloat16's conversions (exact; nearest even, NaN kept).
+INTGRADS_INLINE float Widen(uint16_t v) { return static_cast<float>(c10::BFloat16(v, c10::BFloat16::from_bits())); }
+INTGRADS_INLINE void Narrow(float v, uint16_t* out) { *out = c10::BFloat16(v).x; }
 
-// The same, 16 values at a time; and float32 arrays (weights, scratch).
+// 16 values at a time, the same conversions on the bits (bfloat16 is the
+// upper half of a float32), without branches; and float32 arrays (weights,
+// scratch).
 INTGRADS_INLINE Floats Load(const float* p) {
   Floats v;
   std::memcpy(&v, p, sizeof(v));
@@ -118,8 +112,6 @@ INTGRADS_INLINE void Forward(const T* x, const float* weight, const float* bias,
                              double eps, int64_t begin, int64_t end, T* y, float* mean, float* rstd) {
   const int64_t pixels = P > 0 ? P : shape.pixels, size = shape.channels * pixels;
   const int64_t whole = size - size % kWidth;
-  float* scales = Scratch(2 * size);
-  float* shifts = scales + size;
   for (int64_t b = begin; b < end; ++b) {
     const T* xb = x + b * size;
     T* yb = y + b * size;
@@ -152,6 +144,8 @@ INTGRADS_INLINE void Forward(const T* x, const float* weight, const float* bias,
         }
       }
     } else {  // rows shorter than 16 (2 x 2 maps): the channels' scales and shifts spelt out per value
+      float* scales = Scratch(2 * size);
+      float* shifts = scales + size;
       for (int64_t c = 0; c < shape.channels; ++c) {
         for (int64_t i = c * pixels; i < (c + 1) * pixels; ++i) {
           scales[i] = w[c] * r;

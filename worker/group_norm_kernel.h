@@ -1,7 +1,7 @@
-// The loops of GroupNormRelu (model.h, group_norm.cc), on raw arrays and
-// without LibTorch, so that this one file can be compiled for several
-// instruction sets (AVX-512, AVX2, the baseline) and the best one that the
-// CPU has is chosen when the program loads.
+// The loops of GroupNormRelu (model.h, group_norm.cc), on raw arrays: each
+// entry point is built for several instruction sets (AVX-512, AVX2, the
+// baseline) and the best one that the CPU has is chosen when the program
+// loads; group_norm.cc holds the tensors and autograd around them.
 //
 // x, y, dy, dx: N x C x H x W contiguous bfloat16, as its 16 bits, in
 // `groups` groups per sample of `channels` channels of `pixels` values: one
