@@ -75,6 +75,16 @@ Status ExpectFrames(const Frames& frames, size_t count, const char* type) {
   return Status::Ok();
 }
 
+// An image frame's bytes must be height x width x channels, channels 1, 3 or 4.
+Status CheckImageFrame(int64_t height, int64_t width, int64_t channels, size_t frame_bytes, const char* what) {
+  if (height <= 0 || width <= 0 || (channels != 1 && channels != 3 && channels != 4) ||
+      static_cast<uint64_t>(height) * static_cast<uint64_t>(width) * static_cast<uint64_t>(channels) != frame_bytes) {
+    return InvalidError(std::string("protocol: ") + what + " frame of " + std::to_string(frame_bytes) +
+                        " bytes does not match the header's " + what + " shape");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 const std::vector<PayloadFormat>& PayloadFormats() {
@@ -225,12 +235,7 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     RETURN_IF_ERROR(Field(h, "channels", &r.channels));
     RETURN_IF_ERROR(OptionalField(h, "format", &r.format));
     RETURN_IF_ERROR(OptionalField(h, "heatmap", &r.heatmap));
-    if (r.height <= 0 || r.width <= 0 || (r.channels != 1 && r.channels != 3 && r.channels != 4) ||
-        static_cast<uint64_t>(r.height) * static_cast<uint64_t>(r.width) * static_cast<uint64_t>(r.channels) !=
-            frames[1].size()) {
-      return InvalidError("protocol: pixel frame of " + std::to_string(frames[1].size()) +
-                          " bytes does not match the header's image shape");
-    }
+    RETURN_IF_ERROR(CheckImageFrame(r.height, r.width, r.channels, frames[1].size(), "image"));
     r.pixels = std::move(frames[1]);
     PathRequest& p = r.paths;
     RETURN_IF_ERROR(OptionalField(h, "baseline", &p.baseline));
@@ -251,12 +256,7 @@ StatusOr<Message> DecodeMessage(Frames frames) {
       RETURN_IF_ERROR(Field(h, "baseline_height", &b.height));
       RETURN_IF_ERROR(Field(h, "baseline_width", &b.width));
       RETURN_IF_ERROR(Field(h, "baseline_channels", &b.channels));
-      if (b.height <= 0 || b.width <= 0 || (b.channels != 1 && b.channels != 3 && b.channels != 4) ||
-          static_cast<uint64_t>(b.height) * static_cast<uint64_t>(b.width) * static_cast<uint64_t>(b.channels) !=
-              frames[2].size()) {
-        return InvalidError("protocol: baseline frame of " + std::to_string(frames[2].size()) +
-                            " bytes does not match the header's baseline shape");
-      }
+      RETURN_IF_ERROR(CheckImageFrame(b.height, b.width, b.channels, frames[2].size(), "baseline"));
       b.pixels.assign(frames[2].begin(), frames[2].end());
     }
   } else if (type == "reply") {

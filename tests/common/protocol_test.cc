@@ -176,10 +176,25 @@ TEST(Protocol, RefusesMalformedMessages) {
   r.height = 2;
   r.width = 2;
   r.pixels = "short";
-  EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());  // pixel frame does not match the shape
+  auto refused = DecodeMessage(EncodeRequest(r));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("image frame of 5 bytes"), std::string::npos);
   Frames frames = EncodeRequest(r);
   frames.pop_back();
   EXPECT_FALSE(DecodeMessage(frames).ok());
+  r.channels = 1;
+  r.pixels = "four";
+  r.paths.baseline_image.height = 1;
+  r.paths.baseline_image.width = 2;
+  r.paths.baseline_image.channels = 3;
+  r.paths.baseline_image.pixels.assign(6, 7);
+  auto decoded = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->request.paths.baseline_image.pixels, r.paths.baseline_image.pixels);
+  r.paths.baseline_image.channels = 2;  // neither grey, RGB nor RGBA
+  refused = DecodeMessage(EncodeRequest(r));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("baseline frame of 6 bytes"), std::string::npos);
   EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "reply", "id": "x", "status": 200, "error": "",
                                    "convergence_delta": 0})",
                               ""})
