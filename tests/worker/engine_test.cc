@@ -21,8 +21,8 @@ class Quadratic final : public Classifier {
  public:
   using Classifier::info_;
   Quadratic() {
-    w_ = torch::linspace(-1, 1, 3 * 4 * 4).view({1, 3, 4, 4});
-    v_ = torch::linspace(0.5, -0.5, 3 * 4 * 4).view({1, 3, 4, 4});
+    w_ = torch::linspace(-1, 1, int64_t{3} * 4 * 4).view({1, 3, 4, 4});
+    v_ = torch::linspace(0.5, -0.5, int64_t{3} * 4 * 4).view({1, 3, 4, 4});
     info_.classes = {"a", "b"};
     info_.input_size = 4;
   }
@@ -41,7 +41,7 @@ class Quadratic final : public Classifier {
 class ScaleInvariant final : public Classifier {
  public:
   explicit ScaleInvariant(double eps) : eps_(eps) {
-    w_ = torch::linspace(-1, 2, 3 * 4 * 4).view({1, 3, 4, 4});
+    w_ = torch::linspace(-1, 2, int64_t{3} * 4 * 4).view({1, 3, 4, 4});
     info_.classes = {"a"};
     info_.input_size = 4;
   }
@@ -73,6 +73,7 @@ double Gap(const Curve& curve, const PathSchedule& schedule) {
 PathSchedule ScanSchedule(const Curve& curve, int n_steps) {
   const std::vector<double> alphas = ScanAlphas(kScanPoints);
   std::vector<double> values;
+  values.reserve(alphas.size());
   for (double a : alphas) values.push_back(curve.f(a));
   return PlanFromScan(alphas, values, n_steps);
 }
@@ -278,7 +279,7 @@ class KeepsOneActivation final : public Classifier {
   KeepsOneActivation() {
     info_.classes = {"a"};
     info_.input_size = 64;
-    w_ = torch::linspace(-1, 1, 3 * 64 * 64).view({1, 3, 64, 64});
+    w_ = torch::linspace(-1, 1, int64_t{3} * 64 * 64).view({1, 3, 64, 64});
   }
   torch::Tensor Forward(const torch::Tensor& x) const override {
     return torch::relu(x * w_).sum({1, 2, 3}).unsqueeze(1);
@@ -290,7 +291,7 @@ class KeepsOneActivation final : public Classifier {
 TEST(Chunks, TheProbeMeasuresWhatAPathPointKeeps) {
   KeepsOneActivation model;
   const int64_t bytes = MeasurePointBytes(model);
-  const int64_t activation = 3 * 64 * 64 * sizeof(float);
+  const auto activation = static_cast<int64_t>(sizeof(float)) * 3 * 64 * 64;
   EXPECT_GE(bytes, 2 * activation);
   EXPECT_LE(bytes, 3 * activation + 1024);
   // The allocator it counted with is gone again: a tensor allocated now is not counted in a later probe.
@@ -449,7 +450,7 @@ TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
 class Counting final : public Classifier {
  public:
   Counting() {
-    w_ = torch::linspace(-1, 1, 4 * 48).view({4, 48});
+    w_ = torch::linspace(-1, 1, int64_t{4} * 48).view({4, 48});
     info_.classes = {"a", "b", "c", "d"};
     info_.input_size = 4;
   }
@@ -620,7 +621,7 @@ TEST(Targets, TopKIsTheMostProbableFirstAndPredictedIsTheArgmax) {
 TEST(Paths, MistakesAreNamed) {
   Quadratic model;
   const torch::Tensor x = torch::zeros({1, 3, 4, 4});
-  auto message = [&](PathRequest options) {
+  auto message = [&](const PathRequest& options) {
     auto paths = MakePaths(x, model.info(), options);
     return paths.ok() ? std::string("ok") : paths.status().message();
   };
@@ -823,7 +824,8 @@ TEST(Engine, BitInBfloat16StaysCloseToFloat32) {
 }
 
 TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
-  EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(), BitKeys({{3, 4, 6, 3}, 2, 10}).size() + 34 * 9);  // R152 vs R50
+  EXPECT_EQ(BitKeys({{3, 8, 36, 3}, 2, 10}).size(),
+            BitKeys({{3, 4, 6, 3}, 2, 10}).size() + size_t{34} * 9);  // R152 vs R50
   auto lanet = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
   ASSERT_TRUE(lanet.ok()) << lanet.status().message();
   EXPECT_EQ((*lanet)->info().variant, "C8-L5");
