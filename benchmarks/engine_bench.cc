@@ -30,22 +30,26 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A convolution's shape, " KxK CIN->COUT on HxW" (the input's map; "depthwise KxK on HxW"), for the
-// forward and input-gradient calls; empty for other operations.
-std::string ConvolutionShape(const at::RecordFunction& fn) {
+// A convolution's kind ("1 x 1", "depthwise", "other") and shape, " KxK CIN->COUT on HxW" (the input's map;
+// "depthwise KxK on HxW"), for the forward and input-gradient calls; both empty for other operations.
+struct Convolution {
+  std::string kind, shape;
+};
+Convolution ConvolutionOf(const at::RecordFunction& fn) {
   const std::string name = fn.name();
   const bool forward = name == "aten::mkldnn_convolution" || name == "aten::convolution";
-  if (!forward && name != "aten::convolution_backward") return "";
+  if (!forward && name != "aten::convolution_backward") return {};
   const auto inputs = fn.inputs();  // forward (input, weight, ...); backward (grad_output, input, weight, ...)
   const size_t input = forward ? 0 : 1;
-  if (inputs.size() < input + 2 || !inputs[input].isTensor() || !inputs[input + 1].isTensor()) return "";
+  if (inputs.size() < input + 2 || !inputs[input].isTensor() || !inputs[input + 1].isTensor()) return {};
   const at::Tensor x = inputs[input].toTensor(), w = inputs[input + 1].toTensor();
-  if (x.dim() != 4 || w.dim() != 4) return "";
+  if (x.dim() != 4 || w.dim() != 4) return {};
   auto str = [](int64_t v) { return std::to_string(v); };
   const std::string kernel = str(w.size(2)) + "x" + str(w.size(3));
   const std::string map = " on " + str(x.size(2)) + "x" + str(x.size(3));
-  if (w.size(1) == 1 && x.size(1) > 1) return " depthwise " + kernel + map;
-  return " " + kernel + " " + str(x.size(1)) + "->" + str(w.size(0)) + map;
+  if (w.size(1) == 1 && x.size(1) > 1) return {"depthwise", " depthwise " + kernel + map};
+  return {w.size(2) == 1 && w.size(3) == 1 ? "1 x 1" : "other",
+          " " + kernel + " " + str(x.size(1)) + "->" + str(w.size(0)) + map};
 }
 
 // Self time per operation name (convolutions by shape), from RecordFunction's start and end callbacks: each thread
@@ -57,7 +61,8 @@ struct OpProfile {
     double children = 0;
   };
   std::mutex mutex;
-  std::map<std::string, std::pair<double, long>> self;  // name: seconds, calls
+  std::map<std::string, std::pair<double, long>> self;   // name: seconds, calls
+  std::map<std::string, std::pair<double, long>> kinds;  // the convolutions' kinds: seconds, calls
   static thread_local std::vector<Open> stack;
 
   static OpProfile& Get() {
@@ -76,10 +81,15 @@ struct OpProfile {
     if (!stack.empty()) stack.back().children += total;
     OpProfile& profile = Get();
     std::lock_guard<std::mutex> lock(profile.mutex);
-    const std::string key = fn.name() + ConvolutionShape(fn);
-    auto& [seconds, calls] = profile.self[key];
+    const Convolution convolution = ConvolutionOf(fn);
+    auto& [seconds, calls] = profile.self[fn.name() + convolution.shape];
     seconds += total - open.children;
     ++calls;
+    if (!convolution.kind.empty()) {
+      auto& [kind_seconds, kind_calls] = profile.kinds[convolution.kind];
+      kind_seconds += total - open.children;
+      ++kind_calls;
+    }
   }
   // The table, operations under 1% of the total summed into one row; then the convolutions' totals by kind.
   void Print(double wall) {
@@ -102,24 +112,16 @@ struct OpProfile {
     std::printf("| (each under 1%%) | | %.1f | %.1f%% |\n| (outside any operation) | | %.1f | %.1f%% |\n\n", 1e3 * rest,
                 100 * rest / wall, 1e3 * (wall - sum), 100 * (wall - sum) / wall);
     // The convolutions again, every shape counted, by kind.
-    std::map<std::string, std::pair<double, long>> kinds;
-    for (const auto& [name, entry] : self) {
-      if (name.find(" on ") == std::string::npos) continue;  // not a convolution with its shape
-      const char* kind = name.find(" depthwise ") != std::string::npos ? "depthwise convolutions"
-                         : name.find(" 1x1 ") != std::string::npos     ? "1 x 1 convolutions"
-                                                                       : "other convolutions";
-      kinds[kind].first += entry.first;
-      kinds[kind].second += entry.second;
-    }
     std::printf(
         "| convolutions, forward and input gradient | calls | self ms | share of the attribution |\n"
         "| --- | --- | --- | --- |\n");
     for (const auto& [kind, entry] : kinds) {
-      std::printf("| %s | %ld | %.1f | %.1f%% |\n", kind.c_str(), entry.second, 1e3 * entry.first,
+      std::printf("| %s convolutions | %ld | %.1f | %.1f%% |\n", kind.c_str(), entry.second, 1e3 * entry.first,
                   100 * entry.first / wall);
     }
     std::printf("\n");
     self.clear();
+    kinds.clear();
   }
 };
 thread_local std::vector<OpProfile::Open> OpProfile::stack;
