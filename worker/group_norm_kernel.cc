@@ -223,16 +223,32 @@ INTGRADS_INLINE void Backward(const T* dy, const T* x, const T* y, const float* 
 
 }  // namespace
 
-INTGRADS_CLONES void GroupNormReluForward(const uint16_t* x, const float* weight, const float* bias,
-                                          const GroupNormBlocks& shape, double eps, int64_t begin, int64_t end,
-                                          uint16_t* y, float* mean, float* rstd) {
+// The clones are functions of their own, apart from the header's
+// declarations, and not in the anonymous namespace: Clang 14 builds no clones
+// of a function declared before without target_clones, and only two of three
+// of a function with internal linkage.
+INTGRADS_CLONES void GroupNormReluForwardClones(const uint16_t* x, const float* weight, const float* bias,
+                                                const GroupNormBlocks& shape, double eps, int64_t begin, int64_t end,
+                                                uint16_t* y, float* mean, float* rstd) {
   INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_FORWARD);
 }
 
-INTGRADS_CLONES void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y,
-                                           const float* weight, const float* mean, const float* rstd,
-                                           const GroupNormBlocks& shape, int64_t begin, int64_t end, uint16_t* dx) {
+INTGRADS_CLONES void GroupNormReluBackwardClones(const uint16_t* dy, const uint16_t* x, const uint16_t* y,
+                                                 const float* weight, const float* mean, const float* rstd,
+                                                 const GroupNormBlocks& shape, int64_t begin, int64_t end,
+                                                 uint16_t* dx) {
   INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_BACKWARD);
+}
+
+void GroupNormReluForward(const uint16_t* x, const float* weight, const float* bias, const GroupNormBlocks& shape,
+                          double eps, int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd) {
+  GroupNormReluForwardClones(x, weight, bias, shape, eps, begin, end, y, mean, rstd);
+}
+
+void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y, const float* weight,
+                           const float* mean, const float* rstd, const GroupNormBlocks& shape, int64_t begin,
+                           int64_t end, uint16_t* dx) {
+  GroupNormReluBackwardClones(dy, x, y, weight, mean, rstd, shape, begin, end, dx);
 }
 
 }  // namespace intgrads
