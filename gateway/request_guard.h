@@ -13,6 +13,9 @@
 //   its body reads the answer rather than a reset. So is a request whose
 //   Content-Length is not a number (Pistache read "-1" as 2^64 - 1 and
 //   answered a 500), several that differ, or one beside a Transfer-Encoding.
+//   And so is a head Pistache cannot read (RequestHead::SyntaxError): it
+//   answered a garbled request line in plain text, and waited for the rest
+//   of a field line without a ':' until the client timed out.
 //   A request within the limit whose client waits for a "100 Continue"
 //   before sending its body (curl does for bodies over 1 MB) gets one.
 // - Pistache's header and body timeouts (for clients slow to send) run from
@@ -40,8 +43,8 @@ namespace intgrads {
 
 class RequestGuard final : public Pistache::Http::Handler, public std::enable_shared_from_this<RequestGuard> {
  public:
-  // Writes the refusal of a request (its head as sent; the status, 400 or
-  // 413, and what is wrong) and returns the write's promise.
+  // Writes the refusal of a request (its head as sent; the status, 400, 413,
+  // 501 or 505, and what is wrong) and returns the write's promise.
   using Refusal = std::function<Pistache::Async::Promise<ssize_t>(
       const RequestHead& head, int status, const std::string& message, Pistache::Http::ResponseWriter writer)>;
 

@@ -1,8 +1,11 @@
 #include "gateway/request_head.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
+#include <set>
 
+#include "common/request.h"
 #include "common/text.h"
 
 namespace intgrads {
@@ -52,6 +55,32 @@ std::string RequestHead::FramingError() const {
   return {};
 }
 
+HeadError RequestHead::SyntaxError() const {
+  auto quoted = [](const std::string& text) { return "'" + Shorten(text, 80) + "'"; };
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  // The methods Pistache 0.0.5 parses.
+  static const std::set<std::string, std::less<>> kMethods = {"OPTIONS", "GET",    "POST",  "HEAD",   "PUT",
+                                                              "PATCH",   "DELETE", "TRACE", "CONNECT"};
+  if (method.empty() || target.empty() || version.empty() || version.find(' ') != std::string::npos) {
+    return {400, "request line " + quoted(request_line) + " is not METHOD TARGET HTTP/1.1, one space apart"};
+  }
+  if (!kMethods.count(method)) {
+    return {501, "method " + quoted(method) + ": not one this server knows (GET, POST, HEAD, OPTIONS, ...)"};
+  }
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
+    const bool http = version.size() == 8 && version.compare(0, 5, "HTTP/") == 0 && is_digit(version[5]) &&
+                      version[6] == '.' && is_digit(version[7]);
+    return {http ? 505 : 400, "HTTP version " + quoted(version) +
+                                  (http ? ": this server speaks HTTP/1.1 and 1.0" : " is not HTTP/1.1 or HTTP/1.0")};
+  }
+  if (!unreadable_field.empty()) {
+    const bool folded = unreadable_field.front() == ' ' || unreadable_field.front() == '\t';
+    return {400, "header line " + quoted(unreadable_field) +
+                     (folded ? " continues the line before (obsolete line folding)" : " has no ':'")};
+  }
+  return {};
+}
+
 bool RequestHead::ExpectsContinue() const {
   const std::optional<std::string_view> expect = Field("expect");
   return expect && Lower(*expect) == "100-continue";
@@ -71,15 +100,21 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
     rest.remove_prefix(eol + 2);
     if (first) {
       first = false;
+      head.request_line = std::string(line);
       const size_t method_end = line.find(' ');
       if (method_end == std::string_view::npos) continue;
       head.method = std::string(line.substr(0, method_end));
       const std::string_view after = line.substr(method_end + 1);
-      head.target = std::string(after.substr(0, after.find(' ')));
+      const size_t target_end = after.find(' ');
+      head.target = std::string(after.substr(0, target_end));
+      if (target_end != std::string_view::npos) head.version = std::string(after.substr(target_end + 1));
       continue;
     }
     const size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
+    if (colon == std::string_view::npos || line.front() == ' ' || line.front() == '\t') {
+      if (head.unreadable_field.empty()) head.unreadable_field = std::string(line);
+      continue;
+    }
     head.fields.emplace_back(Lower(Trim(line.substr(0, colon))), std::string(Trim(line.substr(colon + 1))));
   }
   return head;

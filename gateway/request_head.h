@@ -14,10 +14,19 @@
 
 namespace intgrads {
 
+// Why a head cannot be read, and the status that says so; status 0: it can.
+struct HeadError {
+  int status = 0;
+  std::string message;
+};
+
 struct RequestHead {
+  std::string request_line;  // as sent
   std::string method;
   std::string target;                                       // as sent: path and query
+  std::string version;                                      // what follows the target
   std::vector<std::pair<std::string, std::string>> fields;  // names lower-cased, values trimmed
+  std::string unreadable_field;                             // the first field line without a ':', or folded
 
   // The first field of that (lower-case) name.
   std::optional<std::string_view> Field(std::string_view name) const;
@@ -28,13 +37,20 @@ struct RequestHead {
   // number, several that differ, or one beside a Transfer-Encoding (RFC 9112,
   // 6.3); empty when it can be.
   std::string FramingError() const;
+  // What Pistache 0.0.5 would answer in plain text or not at all, named in
+  // the gateway's JSON: a request line that is not METHOD SP TARGET SP
+  // HTTP/1.x (400; 505 for another HTTP version), a method it does not know
+  // (501), a field line without a ':' (400; Pistache waited for one until
+  // the client timed out) or folded onto the line before (400, RFC 9112,
+  // 5.2).
+  HeadError SyntaxError() const;
   // Whether the client waits for a 100 (Continue) before it sends the body.
   bool ExpectsContinue() const;
 };
 
 // The head at the start of bytes, once bytes hold its terminating blank line;
-// nullopt before that. Lines it cannot read are skipped: this is a first look
-// for limits, and the server's own parser still judges the request. For a
+// nullopt before that. Field lines it cannot read are skipped (the first is
+// kept for SyntaxError); the server's own parser still judges the rest. For a
 // head arriving in pieces, `searched` says how many leading bytes an earlier
 // call already saw without the blank line, so each byte is scanned once.
 std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searched = 0);

@@ -15,6 +15,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (head) {
     (void)head->ContentLength();
     (void)head->FramingError();
+    // A refusal's status is one of those it may give, with a message that says why.
+    const intgrads::HeadError error = head->SyntaxError();
+    const bool known = error.status == 0 || error.status == 400 || error.status == 501 || error.status == 505;
+    if (!known || (error.status != 0) == error.message.empty()) std::abort();
     (void)head->Field("authorization");
   }
   return 0;

@@ -253,6 +253,24 @@ class Service(unittest.TestCase):
             self.assertIn(words, error, fields)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
+    def test_a_head_pistache_cannot_read_is_refused_at_once_in_json(self):
+        # Pistache 0.0.5 answered these in plain text, or waited for the rest of
+        # a field line without a ':' until the client timeout (an empty 408).
+        gateway = Gateway("--client-timeout-ms", "10000")
+        self.addCleanup(gateway.stop)
+        for head, expected, words in ((b"garbage\r\n", 400, "is not METHOD TARGET HTTP/1.1"),
+                                      (b"GET /healthz\r\n", 400, "is not METHOD TARGET HTTP/1.1"),
+                                      (b"FOO /healthz HTTP/1.1\r\n", 501, "'FOO'"),
+                                      (b"GET /healthz HTTP/2.0\r\n", 505, "HTTP/1.1 and 1.0"),
+                                      (b"GET /healthz HTTP/1.1\r\nBadHeader\r\n", 400, "'BadHeader' has no ':'"),
+                                      (b"GET /healthz HTTP/1.1\r\nHost: x\r\n folded\r\n", 400, "folding")):
+            started = time.time()
+            status, error = raw_exchange(gateway.port, head + b"\r\n")
+            self.assertEqual(status, expected, head)
+            self.assertIn(words, error, head)
+            self.assertLess(time.time() - started, 5, head)
+        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
+
     def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
         # Pistache 0.0.5 never sent it: curl waited 1 s before any body over 1 MB.
         gateway = Gateway()
