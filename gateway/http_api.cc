@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/secret.h"
 #include "common/zip.h"
@@ -64,12 +66,40 @@ std::string Printf(const char* format, double value) {
 
 }  // namespace
 
+// A socket of our own (a dup of a connection's), closed with the last copy.
+class OwnedSocket {
+ public:
+  explicit OwnedSocket(int fd) : fd_(fd) {}
+  OwnedSocket(const OwnedSocket&) = delete;
+  OwnedSocket& operator=(const OwnedSocket&) = delete;
+  ~OwnedSocket() { ::close(fd_); }
+  void CloseForWriting() const { ::shutdown(fd_, SHUT_WR); }
+
+ private:
+  int fd_;
+};
+
 // One request's answer: the writer, the route it came by and when it
 // arrived. Every answer goes through Send, which counts it in the metrics.
+// Exchanges are made on Pistache's thread that reads the request.
 class Exchange {
  public:
   Exchange(ResponseWriter writer, std::string route, Metrics& metrics)
-      : writer_(std::move(writer)), route_(std::move(route)), metrics_(metrics), received_(Clock::now()) {}
+      : writer_(std::move(writer)), route_(std::move(route)), metrics_(metrics), received_(Clock::now()) {
+    // Pistache 0.0.5 answers "Connection: Close" to a request that did not
+    // ask to be kept alive (and RequestGuard to one it refuses), then kept the
+    // connection open; a server that says close closes (RFC 9112, 9.6). The
+    // socket is held by a dup of its descriptor, taken here where the
+    // connection is surely this request's: by the time the answer has been
+    // written, Pistache may have closed its descriptor and the number may
+    // serve another connection.
+    const auto connection = writer_.headers().tryGet<Pistache::Http::Header::Connection>();
+    const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
+    if (connection != nullptr && connection->control() == Pistache::Http::ConnectionControl::Close && peer) {
+      const int fd = ::fcntl(peer->fd(), F_DUPFD_CLOEXEC, 0);
+      if (fd >= 0) close_after_answer_ = std::make_shared<OwnedSocket>(fd);
+    }
+  }
 
   void Header(const std::string& name, const std::string& value) {
     writer_.headers().add(std::make_shared<TextHeader>(name, value));
@@ -91,18 +121,17 @@ class Exchange {
       head << "\r\n";
     }
     head << "Content-Length: " << body.size() << "\r\n\r\n";
-    std::string text = head.str();
-    // A small body goes with the head; a large one after it, not copied.
-    constexpr size_t kLargeBody = size_t{64} * 1024;
-    if (body.size() < kLargeBody) {
-      text += body;
-      const size_t size = text.size();
-      return peer->send(Pistache::RawBuffer(std::move(text), size));
-    }
-    const size_t head_size = text.size();
-    const size_t body_size = body.size();
-    peer->send(Pistache::RawBuffer(std::move(text), head_size), MSG_MORE);  // one packet with the body's start
-    return peer->send(Pistache::RawBuffer(std::move(body), body_size));
+    Pistache::Async::Promise<ssize_t> sent = Write(*peer, head.str(), std::move(body));
+    if (close_after_answer_ == nullptr) return sent;
+    // Closed for writing once written; the dup is closed when Pistache lets
+    // go of the write (also when it drops it, the client gone).
+    std::shared_ptr<OwnedSocket> socket = std::move(close_after_answer_);
+    return sent.then(
+        [socket](ssize_t bytes) {
+          socket->CloseForWriting();
+          return bytes;
+        },
+        [socket](const std::exception_ptr&) { socket->CloseForWriting(); });
   }
   Pistache::Async::Promise<ssize_t> Json(int status, const json& body) { return Send(status, DumpJson(body), kJson); }
   Pistache::Async::Promise<ssize_t> Error(int status, const std::string& message) {
@@ -117,10 +146,25 @@ class Exchange {
   Clock::time_point received() const { return received_; }
 
  private:
+  // A small body goes with the head; a large one after it, not copied.
+  static Pistache::Async::Promise<ssize_t> Write(Pistache::Tcp::Peer& peer, std::string head, std::string body) {
+    constexpr size_t kLargeBody = size_t{64} * 1024;
+    if (body.size() < kLargeBody) {
+      head += body;
+      const size_t size = head.size();
+      return peer.send(Pistache::RawBuffer(std::move(head), size));
+    }
+    const size_t head_size = head.size();
+    const size_t body_size = body.size();
+    peer.send(Pistache::RawBuffer(std::move(head), head_size), MSG_MORE);  // one packet with the body's start
+    return peer.send(Pistache::RawBuffer(std::move(body), body_size));
+  }
+
   ResponseWriter writer_;
   std::string route_;
   Metrics& metrics_;
   Clock::time_point received_;
+  std::shared_ptr<OwnedSocket> close_after_answer_;  // when the answer says Connection: Close
 };
 
 int HttpStatusOf(const Status& status) {

@@ -1,7 +1,6 @@
 #include "gateway/request_guard.h"
 
 #include <pistache/transport.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <limits>
@@ -123,13 +122,7 @@ void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Conn
   connection.refused = true;
   Pistache::Http::ResponseWriter writer(Pistache::Http::Version::Http11, transport(), this, peer);
   writer.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);
-  const std::weak_ptr<Pistache::Tcp::Peer> weak_peer = peer;
-  const auto close_for_writing = [weak_peer] {
-    if (auto open = weak_peer.lock()) ::shutdown(open->fd(), SHUT_WR);
-  };
-  refuse_(connection.head.value_or(RequestHead{}), status, message, std::move(writer))
-      .then([close_for_writing](ssize_t) { close_for_writing(); },
-            [close_for_writing](const std::exception_ptr&) { close_for_writing(); });
+  refuse_(connection.head.value_or(RequestHead{}), status, message, std::move(writer));
 }
 
 std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {

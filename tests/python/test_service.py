@@ -319,6 +319,31 @@ class Service(unittest.TestCase):
         self.assertGreater(elapsed, 0.9)
         self.assertLess(elapsed, 5)
 
+    def test_an_answer_that_says_close_is_followed_by_the_close(self):
+        # Pistache 0.0.5 answered "Connection: Close" to a request that did not
+        # ask to be kept alive, then held the connection until the keep-alive
+        # timeout (here 2 s + 5 s).
+        gateway = Gateway("--request-timeout-ms", "2000")
+        self.addCleanup(gateway.stop)
+        for version, fields in ((b"HTTP/1.1", b""), (b"HTTP/1.0", b""), (b"HTTP/1.1", b"Connection: close\r\n")):
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+                started = time.time()
+                s.sendall(b"GET /healthz " + version + b"\r\nHost: x\r\n" + fields + b"\r\n")
+                answer = b""
+                while chunk := s.recv(4096):  # until the gateway closes: a timeout fails the test
+                    answer += chunk
+                self.assertLess(time.time() - started, 3, (version, fields))
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+            self.assertIn(b"Connection: Close", answer)
+            self.assertTrue(answer.endswith(b'{"status":"ok"}'), answer[-100:])
+        # Kept alive when asked: a second request on the same connection is answered.
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as kept:
+            for _ in range(2):
+                kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+                answer = kept.recv(4096)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+                self.assertIn(b"Connection: Keep-Alive", answer)
+
     def test_an_answer_slower_than_the_client_timeout_still_arrives(self):
         # Pistache 0.0.5 applied its header timeout to connections whose
         # answer was pending (pistache issue #1030): this was a 408.
