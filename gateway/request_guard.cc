@@ -24,6 +24,11 @@ struct RequestGuard::Connection {
   std::optional<RequestHead> head;
   uint64_t bytes_fed = 0;  // to Pistache's parser for this request: its buffer's fill
   bool refused = false;    // once refused, the connection only drains
+  // The request's bytes, head and body, once its head says (0: not known,
+  // or a chunked body); and whether bytes past them came with it: the next
+  // request, pipelined, which Pistache drops when it dispatches this one.
+  uint64_t request_bytes = 0;
+  bool pipelined = false;
 };
 
 RequestGuard::RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse)
@@ -73,6 +78,9 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   const std::shared_ptr<Pistache::Http::RequestParser> parser = getParser(peer);
   // Pistache's parser resets, and takes a new time, when it dispatches a request.
   auto since = parser->time();
+  // After a pipelined request the connection closes with its answer; what
+  // follows is dropped, as Pistache dropped the rest of the bytes it came in.
+  if (connection->pipelined && since != connection->request_since) return;
   if (since != connection->request_since) *connection = Connection{since, {}, {}, 0, false};
   if (connection->bytes_fed == 0) {
     // A request's first bytes: the client's time to send it starts now, not
@@ -98,6 +106,9 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
       if (declared && *declared > max_body_bytes_) {
         return Refuse(peer, *connection, 413, BodyTooLarge(declared, max_body_bytes_));
       }
+      if (!connection->head->Field("transfer-encoding")) {
+        connection->request_bytes = connection->head->size + declared.value_or(0);
+      }
       // Pistache never answers "Expect: 100-continue", so curl waited 1 s
       // before sending any body over 1 MB.
       if (connection->head->ExpectsContinue()) {
@@ -111,6 +122,9 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   if (connection->bytes_fed + len > getMaxRequestSize()) {
     return Refuse(peer, *connection, 413, BodyTooLarge(std::nullopt, max_body_bytes_));
   }
+  if (connection->request_bytes != 0 && connection->bytes_fed + len > connection->request_bytes) {
+    connection->pipelined = true;  // read by the answer (ClosesAfterAnswer), made while Pistache dispatches
+  }
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
   // A new parser time: a request arrived whole and went to the router.
@@ -123,6 +137,11 @@ void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Conn
   Pistache::Http::ResponseWriter writer(Pistache::Http::Version::Http11, transport(), this, peer);
   writer.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);
   refuse_(connection.head.value_or(RequestHead{}), status, message, std::move(writer));
+}
+
+bool RequestGuard::Pipelined(const Pistache::Tcp::Peer& peer) {
+  auto connection = std::static_pointer_cast<Connection>(peer.tryGetData(kConnectionData));
+  return connection != nullptr && connection->pipelined;
 }
 
 std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {

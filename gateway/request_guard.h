@@ -52,6 +52,13 @@ class RequestGuard final : public Pistache::Http::Handler, public std::enable_sh
 
   RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse);
 
+  // Whether the request being dispatched on this connection came with bytes
+  // past its end: the next request, pipelined. Pistache 0.0.5 drops them, so
+  // its answer must say "Connection: Close" and close (RFC 9112, 9.3.2: the
+  // client then sends the rest again). Called on the thread that reads the
+  // connection, while it dispatches.
+  static bool Pipelined(const Pistache::Tcp::Peer& peer);
+
   std::shared_ptr<Pistache::Tcp::Handler> clone() const override;
   // Requests are parsed and answered by the inner handler; this only forwards.
   void onRequest(const Pistache::Http::Request& request, Pistache::Http::ResponseWriter response) override;

@@ -93,6 +93,7 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
   if (end == std::string_view::npos) return std::nullopt;
   std::string_view rest = bytes.substr(0, end + 2);
   RequestHead head;
+  head.size = end + kEnd.size();
   bool first = true;
   while (!rest.empty()) {
     const size_t eol = rest.find("\r\n");

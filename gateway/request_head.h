@@ -27,6 +27,7 @@ struct RequestHead {
   std::string version;                                      // what follows the target
   std::vector<std::pair<std::string, std::string>> fields;  // names lower-cased, values trimmed
   std::string unreadable_field;                             // the first field line without a ':', or folded
+  size_t size = 0;                                          // bytes, the blank line that ends it included
 
   // The first field of that (lower-case) name.
   std::optional<std::string_view> Field(std::string_view name) const;

@@ -13,6 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A head is read exactly when its blank line has arrived.
   if (head.has_value() != (bytes.find("\r\n\r\n") != std::string_view::npos)) std::abort();
   if (head) {
+    // It ends with the first blank line.
+    if (head->size != bytes.find("\r\n\r\n") + 4) std::abort();
     (void)head->ContentLength();
     (void)head->FramingError();
     // A refusal's status is one of those it may give, with a message that says why.

@@ -32,6 +32,11 @@ TEST(RequestHead, ReadsTheRequestLineAndFields) {
   EXPECT_EQ(head->Field("authorization"), "Bearer t");
   EXPECT_FALSE(head->Field("accept").has_value());
   EXPECT_EQ(head->ContentLength(), 12U);
+  EXPECT_EQ(head->version, "HTTP/1.1");
+  EXPECT_EQ(head->size,
+            std::string("POST /v1/attributions?n_steps=4 HTTP/1.1\r\nHost: x\r\nAUTHORIZATION:  Bearer t \r\n"
+                        "content-length: 12\r\n\r\n")
+                .size());
 }
 
 TEST(RequestHead, ContentLengthOfNoneBadOverflowingAndSeveral) {

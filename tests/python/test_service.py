@@ -344,6 +344,28 @@ class Service(unittest.TestCase):
                 self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
                 self.assertIn(b"Connection: Keep-Alive", answer)
 
+    def test_a_pipelined_request_is_answered_and_the_connection_closed_for_the_rest(self):
+        # Pistache 0.0.5 dropped what followed a request in the same read: the
+        # client waited for the second answer until the keep-alive timeout.
+        gateway = Gateway("--request-timeout-ms", "2000")
+        self.addCleanup(gateway.stop)
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+        body = b'{"img_data": [[[1,2,3]]], "target_class": "unicorn"}'
+        post = (b"POST /model/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
+        for first, status in ((get, b"200"), (post, b"422")):
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+                started = time.time()
+                s.sendall(first + get)
+                answer = b""
+                while chunk := s.recv(4096):  # until the gateway closes: a timeout fails the test
+                    answer += chunk
+                self.assertLess(time.time() - started, 3)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:100])
+            self.assertIn(b"Connection: Close", answer)
+            self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)  # the second is the client's to send again
+        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
+
     def test_an_answer_slower_than_the_client_timeout_still_arrives(self):
         # Pistache 0.0.5 applied its header timeout to connections whose
         # answer was pending (pistache issue #1030): this was a 408.
