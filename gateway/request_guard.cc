@@ -123,7 +123,7 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
     return Refuse(peer, *connection, 413, BodyTooLarge(std::nullopt, max_body_bytes_));
   }
   if (connection->request_bytes != 0 && connection->bytes_fed + len > connection->request_bytes) {
-    connection->pipelined = true;  // read by the answer (ClosesAfterAnswer), made while Pistache dispatches
+    connection->pipelined = true;  // read by the answer (Pipelined), made while Pistache dispatches
   }
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);

@@ -1,4 +1,4 @@
-// Stands in front of Pistache's HTTP handler (the router's) and mends two
+// Stands in front of Pistache's HTTP handler (the router's) and mends three
 // ways in which Pistache 0.0.5 treats connections:
 //
 // - A request whose body is over the gateway's limit is refused before
@@ -24,6 +24,9 @@
 //   (pistache issue #1030) and the keep-alive timeout does. Pistache alone
 //   ran them on through the wait for the answer, and left a kept-alive
 //   connection's next request to the keep-alive timeout.
+// - A request that arrives with the next one behind it (pipelined) marks its
+//   connection (Pipelined), so that its answer closes it: Pistache dropped
+//   the bytes after the request it dispatched and kept the connection open.
 //
 //   endpoint.setHandler(std::make_shared<RequestGuard>(router.handler(), limit, refuse));
 #pragma once
