@@ -98,8 +98,8 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
     connection->head = ParseRequestHead(connection->head_bytes, searched);
     if (connection->head) {
       connection->head_bytes.clear();
-      const HeadError syntax_error = connection->head->SyntaxError();
-      if (syntax_error.status != 0) return Refuse(peer, *connection, syntax_error.status, syntax_error.message);
+      const std::string syntax_error = connection->head->SyntaxError();
+      if (!syntax_error.empty()) return Refuse(peer, *connection, 400, syntax_error);
       const std::string framing_error = connection->head->FramingError();
       if (!framing_error.empty()) return Refuse(peer, *connection, 400, framing_error);
       const std::optional<uint64_t> declared = connection->head->ContentLength();

@@ -46,8 +46,8 @@ namespace intgrads {
 
 class RequestGuard final : public Pistache::Http::Handler, public std::enable_shared_from_this<RequestGuard> {
  public:
-  // Writes the refusal of a request (its head as sent; the status, 400, 413,
-  // 501 or 505, and what is wrong) and returns the write's promise. The
+  // Writes the refusal of a request (its head as sent; the status, 400 or
+  // 413, and what is wrong) and returns the write's promise. The
   // writer's answer says "Connection: Close", and the refusal closes the
   // connection for writing once it is written (HttpApi's answers do).
   using Refusal = std::function<Pistache::Async::Promise<ssize_t>(

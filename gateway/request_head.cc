@@ -55,28 +55,24 @@ std::string RequestHead::FramingError() const {
   return {};
 }
 
-HeadError RequestHead::SyntaxError() const {
+std::string RequestHead::SyntaxError() const {
   auto quoted = [](const std::string& text) { return "'" + Shorten(text, 80) + "'"; };
-  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
   // The methods Pistache 0.0.5 parses.
   static const std::set<std::string, std::less<>> kMethods = {"OPTIONS", "GET",    "POST",  "HEAD",   "PUT",
                                                               "PATCH",   "DELETE", "TRACE", "CONNECT"};
   if (method.empty() || target.empty() || version.empty() || version.find(' ') != std::string::npos) {
-    return {400, "request line " + quoted(request_line) + " is not METHOD TARGET HTTP/1.1, one space apart"};
+    return "request line " + quoted(request_line) + " is not METHOD TARGET HTTP/1.1, one space apart";
   }
   if (!kMethods.count(method)) {
-    return {501, "method " + quoted(method) + ": not one this server knows (GET, POST, HEAD, OPTIONS, ...)"};
+    return "method " + quoted(method) + ": not one this server knows (GET, POST, HEAD, OPTIONS, ...)";
   }
   if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    const bool http = version.size() == 8 && version.compare(0, 5, "HTTP/") == 0 && is_digit(version[5]) &&
-                      version[6] == '.' && is_digit(version[7]);
-    return {http ? 505 : 400, "HTTP version " + quoted(version) +
-                                  (http ? ": this server speaks HTTP/1.1 and 1.0" : " is not HTTP/1.1 or HTTP/1.0")};
+    return "HTTP version " + quoted(version) + ": this server speaks HTTP/1.1 and 1.0";
   }
   if (!unreadable_field.empty()) {
     const bool folded = unreadable_field.front() == ' ' || unreadable_field.front() == '\t';
-    return {400, "header line " + quoted(unreadable_field) +
-                     (folded ? " continues the line before (obsolete line folding)" : " has no ':'")};
+    return "header line " + quoted(unreadable_field) +
+           (folded ? " continues the line before (obsolete line folding)" : " has no ':'");
   }
   return {};
 }

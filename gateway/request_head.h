@@ -14,12 +14,6 @@
 
 namespace intgrads {
 
-// Why a head cannot be read, and the status that says so; status 0: it can.
-struct HeadError {
-  int status = 0;
-  std::string message;
-};
-
 struct RequestHead {
   std::string request_line;  // as sent
   std::string method;
@@ -38,13 +32,14 @@ struct RequestHead {
   // number, several that differ, or one beside a Transfer-Encoding (RFC 9112,
   // 6.3); empty when it can be.
   std::string FramingError() const;
-  // What Pistache 0.0.5 would answer in plain text or not at all, named in
-  // the gateway's JSON: a request line that is not METHOD SP TARGET SP
-  // HTTP/1.x (400; 505 for another HTTP version), a method it does not know
-  // (501), a field line without a ':' (400; Pistache waited for one until
-  // the client timed out) or folded onto the line before (400, RFC 9112,
-  // 5.2).
-  HeadError SyntaxError() const;
+  // Why the head cannot be read, for a 400 in the gateway's JSON where
+  // Pistache 0.0.5 answered in plain text or not at all: a request line that
+  // is not METHOD SP TARGET SP HTTP/1.x, a method Pistache does not know, a
+  // field line without a ':' (Pistache waited for one until the client timed
+  // out) or folded onto the line before (RFC 9112, 5.2); empty when it can.
+  // (RFC 9110 would allow a 501 for the method and a 505 for the version;
+  // bad input gets a 4xx here, as the README promises.)
+  std::string SyntaxError() const;
   // Whether the client waits for a 100 (Continue) before it sends the body.
   bool ExpectsContinue() const;
 };

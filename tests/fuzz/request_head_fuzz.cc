@@ -17,10 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (head->size != bytes.find("\r\n\r\n") + 4) std::abort();
     (void)head->ContentLength();
     (void)head->FramingError();
-    // A refusal's status is one of those it may give, with a message that says why.
-    const intgrads::HeadError error = head->SyntaxError();
-    const bool known = error.status == 0 || error.status == 400 || error.status == 501 || error.status == 505;
-    if (!known || (error.status != 0) == error.message.empty()) std::abort();
+    if (head->SyntaxError().size() > 300) std::abort();  // what it quotes is cut
     (void)head->Field("authorization");
   }
   return 0;

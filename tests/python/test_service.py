@@ -260,8 +260,8 @@ class Service(unittest.TestCase):
         self.addCleanup(gateway.stop)
         for head, expected, words in ((b"garbage\r\n", 400, "is not METHOD TARGET HTTP/1.1"),
                                       (b"GET /healthz\r\n", 400, "is not METHOD TARGET HTTP/1.1"),
-                                      (b"FOO /healthz HTTP/1.1\r\n", 501, "'FOO'"),
-                                      (b"GET /healthz HTTP/2.0\r\n", 505, "HTTP/1.1 and 1.0"),
+                                      (b"FOO /healthz HTTP/1.1\r\n", 400, "'FOO'"),
+                                      (b"GET /healthz HTTP/2.0\r\n", 400, "HTTP/1.1 and 1.0"),
                                       (b"GET /healthz HTTP/1.1\r\nBadHeader\r\n", 400, "'BadHeader' has no ':'"),
                                       (b"GET /healthz HTTP/1.1\r\nHost: x\r\n folded\r\n", 400, "folding")):
             started = time.time()
