@@ -51,7 +51,11 @@ std::string RequestHead::FramingError() const {
     if (length && *length != value) return "Content-Length: several, and they differ";
     length = value;
   }
-  if (length && Field("transfer-encoding")) return "Content-Length and Transfer-Encoding: one or the other";
+  const std::optional<std::string_view> coding = Field("transfer-encoding");
+  if (length && coding) return "Content-Length and Transfer-Encoding: one or the other";
+  if (coding && Lower(*coding) != "chunked") {
+    return "Transfer-Encoding: '" + Shorten(std::string(*coding), 40) + "': this server reads chunked bodies only";
+  }
   return {};
 }
 
@@ -113,6 +117,9 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
       continue;
     }
     head.fields.emplace_back(Lower(Trim(line.substr(0, colon))), std::string(Trim(line.substr(colon + 1))));
+    const std::string_view value = line.substr(colon + 1);
+    head.raw_fields.emplace_back(line.substr(0, colon),
+                                 value.substr(std::min(value.find_first_not_of(' '), value.size())));
   }
   return head;
 }

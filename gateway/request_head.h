@@ -20,8 +20,11 @@ struct RequestHead {
   std::string target;                                       // as sent: path and query
   std::string version;                                      // what follows the target
   std::vector<std::pair<std::string, std::string>> fields;  // names lower-cased, values trimmed
-  std::string unreadable_field;                             // the first field line without a ':', or folded
-  size_t size = 0;                                          // bytes, the blank line that ends it included
+  // The same as Pistache 0.0.5 reads them: the name as sent, the value from
+  // the first character that is not a space to the end of the line.
+  std::vector<std::pair<std::string, std::string>> raw_fields;
+  std::string unreadable_field;  // the first field line without a ':', or folded
+  size_t size = 0;               // bytes, the blank line that ends it included
 
   // The first field of that (lower-case) name.
   std::optional<std::string_view> Field(std::string_view name) const;
@@ -30,7 +33,8 @@ struct RequestHead {
   std::optional<uint64_t> ContentLength() const;
   // Why the body's length cannot be trusted: a Content-Length that is not a
   // number, several that differ, or one beside a Transfer-Encoding (RFC 9112,
-  // 6.3); empty when it can be.
+  // 6.3), or a Transfer-Encoding other than chunked (Pistache answered a
+  // plain-text 501); empty when it can be.
   std::string FramingError() const;
   // Why the head cannot be read, for a 400 in the gateway's JSON where
   // Pistache 0.0.5 answered in plain text or not at all: a request line that

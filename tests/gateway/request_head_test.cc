@@ -70,6 +70,9 @@ TEST(RequestHead, FramingErrorsAreNamed) {
   EXPECT_EQ(framing("Content-Length: 2\r\nContent-Length: 3\r\n"), "Content-Length: several, and they differ");
   EXPECT_EQ(framing("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"),
             "Content-Length and Transfer-Encoding: one or the other");
+  EXPECT_EQ(framing("Transfer-Encoding: Chunked\r\n"), "");
+  EXPECT_EQ(framing("Transfer-Encoding: gzip, chunked\r\n"),
+            "Transfer-Encoding: 'gzip, chunked': this server reads chunked bodies only");
 }
 
 TEST(RequestHead, ExpectsContinueOnlyWhenAsked) {
@@ -88,6 +91,14 @@ TEST(RequestHead, LinesItCannotReadAreSkipped) {
   EXPECT_EQ(head->method, "");
   EXPECT_EQ(head->ContentLength(), 3U);
   EXPECT_EQ(head->unreadable_field, "no colon here");
+}
+
+TEST(RequestHead, KeepsFieldsAsPistacheReadsThem) {
+  const auto head = ParseRequestHead("GET / HTTP/1.1\r\nHost:   x:80 \r\nX-Tab:\tv\r\nEmpty:\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  using Fields = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(head->raw_fields, (Fields{{"Host", "x:80 "}, {"X-Tab", "\tv"}, {"Empty", ""}}));
+  EXPECT_EQ(head->fields, (Fields{{"host", "x:80"}, {"x-tab", "v"}, {"empty", ""}}));
 }
 
 TEST(RequestHead, SyntaxErrorsAreNamed) {

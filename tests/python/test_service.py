@@ -271,6 +271,24 @@ class Service(unittest.TestCase):
             self.assertLess(time.time() - started, 5, head)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
+    def test_a_header_pistache_cannot_read_is_a_4xx_in_json_not_a_500(self):
+        # Pistache 0.0.5's own parsers threw on these, and it answered the
+        # exception's text in plain text: a 500 for most.
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        for field, expected, words in ((b"Host: x:notaport", 400, "Invalid port"),  # was a 500
+                                       (b"Date: not a date", 400, "Date"),  # was a 500
+                                       (b"Cache-Control: max-age=abc", 400, "delta-seconds"),  # was a 500
+                                       (b"Cookie: a", 400, "cookie"),  # was a 500
+                                       (b"Content-Type: garbage", 415, "Content-Type"),  # plain text
+                                       (b"Transfer-Encoding: bogus", 400, "chunked bodies only")):  # a 501
+            status, error = raw_exchange(gateway.port, b"GET /healthz HTTP/1.1\r\n" + field + b"\r\n\r\n")
+            self.assertEqual(status, expected, field)
+            self.assertIn(words, error, field)
+        # What curl sends, the seed README's header included, still passes.
+        status, _, _ = http("POST", gateway.url + "/model/", b"{}", {"Content-Type": "application/json; chartset=utf-8"})
+        self.assertEqual(status, 422)
+
     def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
         # Pistache 0.0.5 never sent it: curl waited 1 s before any body over 1 MB.
         gateway = Gateway()
