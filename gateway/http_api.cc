@@ -89,11 +89,10 @@ class Exchange {
     // Pistache 0.0.5 answers "Connection: Close" to a request that did not
     // ask to be kept alive (RequestGuard to one it refuses, and we to one that
     // came pipelined), then kept the connection open; a server that says
-    // close closes (RFC 9112, 9.6). The
-    // socket is held by a dup of its descriptor, taken here where the
-    // connection is surely this request's: by the time the answer has been
-    // written, Pistache may have closed its descriptor and the number may
-    // serve another connection.
+    // close closes (RFC 9112, 9.6). The socket is held by a dup of its
+    // descriptor, taken here where the connection is surely this request's:
+    // by the time the answer has been written, Pistache may have closed its
+    // descriptor and the number may serve another connection.
     const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
     if (peer && RequestGuard::Pipelined(*peer)) {
       writer_.headers().remove<Pistache::Http::Header::Connection>();
