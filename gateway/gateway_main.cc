@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/memory.h"
 #include "common/secret.h"
 #include "gateway/broker.h"
@@ -57,61 +58,49 @@ int main(int argc, char** argv) {
   HttpOptions http_options;
   std::string port_file;
   int grace_ms = 30000;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help") {
-      PrintHelp();
-      return 0;
-    }
-    if (i + 1 >= args.size()) {
-      std::fprintf(stderr, "intgrads-gateway: unknown flag or missing value: %s (see --help)\n", a.c_str());
-      return 2;
-    }
-    const std::string& v = args[++i];
-    try {
-      if (a == "-h" || a == "--host")
-        http_options.host = v;
-      else if (a == "-p" || a == "--port")
-        http_options.port = static_cast<uint16_t>(std::stoi(v));
-      else if (a == "--bind-workers")
-        broker_options.bind = v;
-      else if (a == "--threads")
-        http_options.threads = std::max(1, std::stoi(v));
-      else if (a == "--max-body-bytes")
-        http_options.max_body_bytes = std::stoull(v);
-      else if (a == "--max-image-side")
-        http_options.limits.max_side = std::stoi(v);
-      else if (a == "--max-pixels")
-        http_options.limits.max_pixels = std::stoll(v);
-      else if (a == "--max-n-steps")
-        http_options.limits.max_n_steps = std::stoi(v);
-      else if (a == "--max-paths")
-        http_options.limits.max_paths = std::stoi(v);
-      else if (a == "--max-targets")
-        http_options.limits.max_targets = std::stoi(v);
-      else if (a == "--max-images")
-        http_options.max_images = std::max(1, std::stoi(v));
-      else if (a == "--request-timeout-ms")
-        http_options.request_timeout_ms = std::stoi(v);
-      else if (a == "--client-timeout-ms")
-        http_options.client_timeout_ms = std::max(1, std::stoi(v));
-      else if (a == "--heartbeat-ms")
-        broker_options.heartbeat_ms = std::max(10, std::stoi(v));
-      else if (a == "--grace-ms")
-        grace_ms = std::stoi(v);
-      else if (a == "--token")
-        http_options.token = v;
-      else if (a == "--port-file")
-        port_file = v;
-      else {
-        std::fprintf(stderr, "intgrads-gateway: unknown flag %s (see --help)\n", a.c_str());
-        return 2;
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "intgrads-gateway: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
-      return 2;
-    }
-  }
+  FlagReader reader;
+  reader.program = "intgrads-gateway";
+  reader.print_help = PrintHelp;
+  reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
+    if (a == "-h" || a == "--host")
+      http_options.host = v;
+    else if (a == "-p" || a == "--port")
+      http_options.port = static_cast<uint16_t>(std::stoi(v));
+    else if (a == "--bind-workers")
+      broker_options.bind = v;
+    else if (a == "--threads")
+      http_options.threads = std::max(1, std::stoi(v));
+    else if (a == "--max-body-bytes")
+      http_options.max_body_bytes = std::stoull(v);
+    else if (a == "--max-image-side")
+      http_options.limits.max_side = std::stoi(v);
+    else if (a == "--max-pixels")
+      http_options.limits.max_pixels = std::stoll(v);
+    else if (a == "--max-n-steps")
+      http_options.limits.max_n_steps = std::stoi(v);
+    else if (a == "--max-paths")
+      http_options.limits.max_paths = std::stoi(v);
+    else if (a == "--max-targets")
+      http_options.limits.max_targets = std::stoi(v);
+    else if (a == "--max-images")
+      http_options.max_images = std::max(1, std::stoi(v));
+    else if (a == "--request-timeout-ms")
+      http_options.request_timeout_ms = std::stoi(v);
+    else if (a == "--client-timeout-ms")
+      http_options.client_timeout_ms = std::max(1, std::stoi(v));
+    else if (a == "--heartbeat-ms")
+      broker_options.heartbeat_ms = std::max(10, std::stoi(v));
+    else if (a == "--grace-ms")
+      grace_ms = std::stoi(v);
+    else if (a == "--token")
+      http_options.token = v;
+    else if (a == "--port-file")
+      port_file = v;
+    else
+      return false;
+    return true;
+  };
+  if (auto exit = ReadFlags(reader, args)) return *exit;
   if (http_options.token.empty()) http_options.token = TokenFromEnvironment();
   broker_options.token = http_options.token;
   // Block the signals in every thread; this thread waits for them.

@@ -36,20 +36,20 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-std::optional<int> WalkFlags(const std::vector<std::string>& args, const char* help, ModelFlags* model_flags,
-                             const ArgumentHandler& handle) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto consumed = ConsumeModelFlag(args, &i, model_flags);
-    if (!consumed.ok()) return Fail(consumed.status().message());
-    if (*consumed) continue;
-    if (args[i] == "--help") {
-      std::printf("%s\nmodel flags:\n%s", help, ModelFlagsHelp());
-      return 0;
-    }
-    Status status = handle(args[i], &i);
-    if (!status.ok()) return Fail(status.message());
+std::optional<int> WalkFlags(const std::string& command, const std::vector<std::string>& args, const char* help,
+                             ModelFlags* model_flags, const decltype(FlagReader::set)& set,
+                             const decltype(FlagReader::take)& take) {
+  FlagReader reader = ModelFlagReader(
+      "intgrads-images: " + command, [help] { std::printf("%s\nmodel flags:\n%s", help, ModelFlagsHelp()); },
+      model_flags);
+  reader.set = set;
+  if (take) {
+    reader.take = [model_flag = reader.take, &take](const std::vector<std::string>& all, size_t* i) {
+      StatusOr<bool> taken = model_flag(all, i);
+      return taken.ok() && !taken.value() ? take(all, i) : taken;
+    };
   }
-  return std::nullopt;
+  return ReadFlags(reader, args);
 }
 
 }  // namespace intgrads

@@ -1,7 +1,7 @@
 // What the subcommands of intgrads-images share: the error exit, and the walk
 // over their arguments with the model flags taken out.
 //
-//   if (auto exit = WalkFlags(args, kHelp, &model_flags, handle)) return *exit;
+//   if (auto exit = WalkFlags("attribute", args, kHelp, &model_flags, set)) return *exit;
 #pragma once
 
 #include <functional>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/status.h"
 #include "worker/model_flags.h"
 
@@ -26,15 +27,14 @@ extern const char kPathFlagsHelp[];
 // Prints "intgrads-images: MESSAGE" on stderr; returns the exit code 2.
 int Fail(const std::string& message);
 
-// Takes one argument that is not a model flag: args[*i]. It may consume values
-// by advancing *i.
-using ArgumentHandler = std::function<Status(const std::string& argument, size_t* i)>;
-
-// Walks args: model flags fill *model_flags, --help prints `help` followed by
-// the model flags' help and ends the program with 0, anything else goes to
-// `handle`; an error (a handler's or a model flag's) is printed and ends the
-// program with 2. Returns that exit code, or nothing when the walk is done.
-std::optional<int> WalkFlags(const std::vector<std::string>& args, const char* help, ModelFlags* model_flags,
-                             const ArgumentHandler& handle);
+// Walks the arguments of the subcommand `command` ("attribute") as
+// ReadFlags does (common/flags.h): model flags fill *model_flags, --help
+// prints `help` followed by the model flags' help, and `set` and `take` (if
+// given) read the rest. Errors print as "intgrads-images: COMMAND: MESSAGE".
+// Returns the exit status when the walk ends the program, nothing when it
+// is done.
+std::optional<int> WalkFlags(const std::string& command, const std::vector<std::string>& args, const char* help,
+                             ModelFlags* model_flags, const decltype(FlagReader::set)& set,
+                             const decltype(FlagReader::take)& take = nullptr);
 
 }  // namespace intgrads

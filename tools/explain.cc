@@ -105,49 +105,48 @@ int RunExplain(const std::vector<std::string>& args) {
   if (env_token != nullptr) token = env_token;
   int timeout = 600;
   std::string path_query, baseline_image_path;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("%s%s", kExplainHelp, kPathFlagsHelp);
-      return 0;
-    }
-    if (a.rfind("--", 0) != 0) {
-      inputs.push_back(a);
-      continue;
-    }
-    if (i + 1 >= args.size()) return Fail("explain: " + a + " needs a value (see --help)");
-    const std::string& v = args[++i];
+  FlagReader reader;
+  reader.program = "intgrads-images: explain";
+  reader.help_flags = {"--help", "-h"};
+  reader.print_help = [] { std::printf("%s%s", kExplainHelp, kPathFlagsHelp); };
+  reader.take = [&inputs](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+    if (all[*i].rfind('-', 0) == 0) return false;
+    inputs.push_back(all[*i]);  // an image, a folder or a zip
+    return true;
+  };
+  reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
     if (const std::string name = OptionFlagParameter(a); !name.empty()) {
       path_query += "&" + name + "=" + UrlEncode(v);
-      continue;
-    }
-    if (a == "--baseline-image")
+    } else if (a == "--baseline-image") {
       baseline_image_path = v;
-    else if (a == "--out")
+    } else if (a == "--out") {
       out_dir = v;
-    else if (a == "--target")
+    } else if (a == "--target") {
       target = v;
-    else if (a == "--top-k")
+    } else if (a == "--top-k") {
       top_k = v;
-    else if (a == "--server")
+    } else if (a == "--server") {
       server = v;
-    else if (a == "--format")
+    } else if (a == "--format") {
       format = v;
-    else if (a == "--n-steps")
+    } else if (a == "--n-steps") {
       n_steps = v;
-    else if (a == "--method")
+    } else if (a == "--method") {
       method = v;
-    else if (a == "--heatmap")
+    } else if (a == "--heatmap") {
       heatmap = v;
-    else if (a == "--model")
+    } else if (a == "--model") {
       model = v;
-    else if (a == "--token")
+    } else if (a == "--token") {
       token = v;
-    else if (a == "--timeout")
-      timeout = std::max(1, std::atoi(v.c_str()));
-    else
-      return Fail("explain: unknown flag " + a + " (see --help)");
-  }
+    } else if (a == "--timeout") {
+      timeout = std::max(1, std::stoi(v));
+    } else {
+      return false;
+    }
+    return true;
+  };
+  if (auto exit = ReadFlags(reader, args)) return *exit;
   if (out_dir.empty()) return Fail("explain: --out DIR is required (see --help)");
   const PayloadFormat* payload = FindPayloadFormat(format);
   if (payload == nullptr) return Fail("explain: --format must be gzip, npz, json or png, not '" + format + "'");

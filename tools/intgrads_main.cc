@@ -52,48 +52,43 @@ int RunAttribute(const std::vector<std::string>& args) {
   RegionRequest regions;
   std::string baseline_image;
   int64_t budget_mb = -1;
-  auto handle = [&](const std::string& a, size_t* i) -> Status {
-    if (*i + 1 >= args.size()) return InvalidError("attribute: unknown flag or missing value: " + a);
-    const std::string& v = args[++*i];
+  auto set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
     if (const std::string name = OptionFlagParameter(a); !name.empty()) {
-      auto set = SetPathOption(name, v, &paths);
-      if (set.ok() && !*set) set = SetRegionOption(name, v, &regions);
-      return set.ok() ? Status::Ok() : InvalidError("attribute: --" + set.status().message());
+      auto path_option = SetPathOption(name, v, &paths);
+      if (path_option.ok() && !*path_option) path_option = SetRegionOption(name, v, &regions);
+      if (!path_option.ok()) return InvalidError("--" + path_option.status().message());
+      return true;
     }
-    try {
-      if (a == "--baseline-image")
-        baseline_image = v;
-      else if (a == "--input")
-        input_path = v;
-      else if (a == "--output")
-        output_path = v;
-      else if (a == "--n-steps")
-        n_steps = std::stoi(v);
-      else if (a == "--method")
-        method = v;
-      else if (a == "--target")
-        target = v;
-      else if (a == "--top-k")
-        top_k = std::stoi(v);
-      else if (a == "--format")
-        format = v;
-      else if (a == "--chunk-size")
-        options.engine.chunk_size = std::stoi(v);
-      else if (a == "--memory-budget-mb")
-        budget_mb = std::stoll(v);
-      else if (a == "--threads")
-        torch::set_num_threads(std::stoi(v));
-      else if (a == "--gzip-level")
-        options.gzip_level = std::stoi(v);
-      else
-        return InvalidError("attribute: unknown flag " + a);
-    } catch (const std::exception&) {
-      return InvalidError("attribute: " + a + " needs a number, got '" + v + "'");
-    }
-    return Status::Ok();
+    if (a == "--baseline-image")
+      baseline_image = v;
+    else if (a == "--input")
+      input_path = v;
+    else if (a == "--output")
+      output_path = v;
+    else if (a == "--n-steps")
+      n_steps = std::stoi(v);
+    else if (a == "--method")
+      method = v;
+    else if (a == "--target")
+      target = v;
+    else if (a == "--top-k")
+      top_k = std::stoi(v);
+    else if (a == "--format")
+      format = v;
+    else if (a == "--chunk-size")
+      options.engine.chunk_size = std::stoi(v);
+    else if (a == "--memory-budget-mb")
+      budget_mb = std::stoll(v);
+    else if (a == "--threads")
+      torch::set_num_threads(std::stoi(v));
+    else if (a == "--gzip-level")
+      options.gzip_level = std::stoi(v);
+    else
+      return false;
+    return true;
   };
   const std::string help = std::string(kAttributeHelp) + kPathFlagsHelp;
-  if (auto exit = WalkFlags(args, help.c_str(), &model_flags, handle)) return *exit;
+  if (auto exit = WalkFlags("attribute", args, help.c_str(), &model_flags, set)) return *exit;
   if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
   if (!baseline_image.empty()) {
     auto image = ReadImageFile(baseline_image);

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/flags.h"
 #include "worker/model_flags.h"
 
 namespace intgrads {
@@ -81,23 +82,8 @@ int RunLauncher(const std::vector<std::string>& args) {
   std::string host = "localhost", port = "8888", budget_mb, gzip_level, batch_requests, batch_window_ms;
   int workers = 0, threads = 0;
   std::vector<std::string> gateway_extra;
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
-    if (!consumed.ok()) {
-      std::fprintf(stderr, "intgrads-images: %s\n", consumed.status().message().c_str());
-      return 2;
-    }
-    if (*consumed) continue;
-    const std::string& a = args[i];
-    if (a == "--help") {
-      PrintHelp();
-      return 0;
-    }
-    if (a.rfind('-', 0) != 0 || i + 1 >= args.size()) {
-      std::fprintf(stderr, "intgrads-images: unknown argument or missing value: %s (see --help)\n", a.c_str());
-      return 2;
-    }
-    const std::string& v = args[++i];
+  FlagReader reader = ModelFlagReader("intgrads-images", PrintHelp, &model_flags);
+  reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
     if (a == "--token")
       setenv("INTGRADS_TOKEN", v.c_str(), 1);  // the gateway and workers read it; it stays off their command lines
     else if (a == "-h" || a == "--host")
@@ -112,18 +98,19 @@ int RunLauncher(const std::vector<std::string>& args) {
       batch_requests = v;
     else if (a == "--batch-window-ms")
       batch_window_ms = v;
-    else if (a == "--workers" || a == "--threads") {
-      try {
-        (a == "--workers" ? workers : threads) = std::stoi(v);
-      } catch (const std::exception&) {
-        std::fprintf(stderr, "intgrads-images: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
-        return 2;
-      }
-    } else {
+    else if (a == "--workers")
+      workers = std::stoi(v);
+    else if (a == "--threads")
+      threads = std::stoi(v);
+    else if (a.rfind('-', 0) == 0) {  // the gateway's flags, checked there
       gateway_extra.push_back(a);
       gateway_extra.push_back(v);
+    } else {
+      return false;
     }
-  }
+    return true;
+  };
+  if (auto exit = ReadFlags(reader, args)) return *exit;
   // Fail at once, not at the first request.
   if (model_flags.cuda && !torch::cuda::is_available()) {
     std::fprintf(stderr, "intgrads-images: --cuda was given but CUDA is not available on this machine; use --cpu\n");

@@ -39,34 +39,25 @@ int RunPathScan(const std::vector<std::string>& args) {
   double smallest = 1e-6;
   bool as_json = false;
   bool float64 = false;
-  auto handle = [&](const std::string& a, size_t* i) -> Status {
-    if (a == "--json") {
-      as_json = true;
-      return Status::Ok();
-    }
-    if (a == "--float64") {
-      float64 = true;
-      return Status::Ok();
-    }
-    if (*i + 1 >= args.size()) return InvalidError("path-scan: unknown flag or missing value: " + a);
-    const std::string& v = args[++*i];
-    try {
-      if (a == "--input")
-        input_path = v;
-      else if (a == "--points")
-        points = std::stoi(v);
-      else if (a == "--smallest")
-        smallest = std::stod(v);
-      else if (a == "--threads")
-        torch::set_num_threads(std::stoi(v));
-      else
-        return InvalidError("path-scan: unknown flag " + a);
-    } catch (const std::exception&) {
-      return InvalidError(std::string("path-scan: ").append(a).append(" needs a number, got '").append(v) + "'");
-    }
-    return Status::Ok();
+  auto take = [&](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+    if (all[*i] == "--json") as_json = true;
+    if (all[*i] == "--float64") float64 = true;
+    return all[*i] == "--json" || all[*i] == "--float64";
   };
-  if (auto exit = WalkFlags(args, kHelp, &model_flags, handle)) return *exit;
+  auto set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
+    if (a == "--input")
+      input_path = v;
+    else if (a == "--points")
+      points = std::stoi(v);
+    else if (a == "--smallest")
+      smallest = std::stod(v);
+    else if (a == "--threads")
+      torch::set_num_threads(std::stoi(v));
+    else
+      return false;
+    return true;
+  };
+  if (auto exit = WalkFlags("path-scan", args, kHelp, &model_flags, set, take)) return *exit;
   if (input_path.empty()) return Fail("path-scan: --input is required");
   if (points < 2 || !(smallest > 0 && smallest < 1))
     return Fail("path-scan: need --points >= 2 and 0 < --smallest < 1");

@@ -108,45 +108,39 @@ const char kTrainHelp[] =
 
 int RunTrain(const std::vector<std::string>& args) {
   TrainOptions o;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help") {
-      std::printf("%s", kTrainHelp);
-      return 0;
-    }
-    if (i + 1 >= args.size()) return Fail("train: unknown flag or missing value: " + a);
-    const std::string& v = args[++i];
-    try {
-      if (a == "--data")
-        o.data = v;
-      else if (a == "--output")
-        o.output = v;
-      else if (a == "--channels")
-        o.lanet.channels = std::stoi(v);
-      else if (a == "--layers")
-        o.lanet.layers = std::stoi(v);
-      else if (a == "--epochs")
-        o.epochs = std::stoi(v);
-      else if (a == "--batch-size")
-        o.batch_size = std::stoll(v);
-      else if (a == "--lr")
-        o.lr = std::stod(v);
-      else if (a == "--weight-decay")
-        o.weight_decay = std::stod(v);
-      else if (a == "--validation")
-        o.validation = std::stoll(v);
-      else if (a == "--per-class")
-        o.per_class = std::stoul(v);
-      else if (a == "--seed")
-        o.seed = std::stoull(v);
-      else if (a == "--threads")
-        torch::set_num_threads(std::stoi(v));
-      else
-        return Fail("train: unknown flag " + a);
-    } catch (const std::exception&) {
-      return Fail(std::string("train: ").append(a).append(" needs a number, got '").append(v).append("'"));
-    }
-  }
+  FlagReader reader;
+  reader.program = "intgrads-images: train";
+  reader.print_help = [] { std::printf("%s", kTrainHelp); };
+  reader.set = [&o](const std::string& a, const std::string& v) -> StatusOr<bool> {
+    if (a == "--data")
+      o.data = v;
+    else if (a == "--output")
+      o.output = v;
+    else if (a == "--channels")
+      o.lanet.channels = std::stoi(v);
+    else if (a == "--layers")
+      o.lanet.layers = std::stoi(v);
+    else if (a == "--epochs")
+      o.epochs = std::stoi(v);
+    else if (a == "--batch-size")
+      o.batch_size = std::stoll(v);
+    else if (a == "--lr")
+      o.lr = std::stod(v);
+    else if (a == "--weight-decay")
+      o.weight_decay = std::stod(v);
+    else if (a == "--validation")
+      o.validation = std::stoll(v);
+    else if (a == "--per-class")
+      o.per_class = std::stoul(v);
+    else if (a == "--seed")
+      o.seed = std::stoull(v);
+    else if (a == "--threads")
+      torch::set_num_threads(std::stoi(v));
+    else
+      return false;
+    return true;
+  };
+  if (auto exit = ReadFlags(reader, args)) return *exit;
   if (o.data.empty() || o.output.empty()) return Fail("train: --data and --output are required (see --help)");
   if (o.lanet.channels < 2 || o.lanet.channels % 2 || o.lanet.layers < 3 || o.epochs < 1 || o.batch_size < 2) {
     return Fail("train: need an even --channels >= 2, --layers >= 3, --epochs >= 1 and --batch-size >= 2");
@@ -253,35 +247,29 @@ int RunEvaluate(const std::vector<std::string>& args) {
   ModelFlags model_flags;
   std::string path;
   int64_t batch_size = 500;
-  auto handle = [&](const std::string& a, size_t* i) -> Status {
-    if (a == "--batch-size" || a == "--threads") {
-      if (*i + 1 >= args.size()) return InvalidError("evaluate: " + a + " needs a value");
-      const std::string& v = args[++*i];
-      int value = 0;
-      try {
-        value = std::stoi(v);
-      } catch (const std::exception&) {
-      }
-      if (value < 1) return InvalidError("evaluate: " + a + " needs a positive number, got '" + v + "'");
-      if (a == "--batch-size")
-        batch_size = value;
-      else
-        torch::set_num_threads(value);
-    } else if (!a.empty() && a[0] == '-') {
-      return InvalidError("evaluate: unknown flag " + a);
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      return InvalidError("evaluate: one PATH only, got '" + path + "' and '" + a + "'");
-    }
-    return Status::Ok();
+  auto set_flag = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
+    if (a != "--batch-size" && a != "--threads") return false;
+    const int value = std::stoi(v);
+    if (value < 1) return InvalidError(a + " needs a positive number, got '" + v + "'");
+    if (a == "--batch-size")
+      batch_size = value;
+    else
+      torch::set_num_threads(value);
+    return true;
+  };
+  auto take = [&path](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+    const std::string& a = all[*i];
+    if (a.empty() || a[0] == '-') return false;
+    if (!path.empty()) return InvalidError("one PATH only, got '" + path + "' and '" + a + "'");
+    path = a;
+    return true;
   };
   const char help[] =
       "usage: intgrads-images evaluate PATH [model flags] [--batch-size N] [--threads N]\n\n"
       "Top-1 accuracy of a model on a CIFAR-style zip or folder tree (<split>/<class>/<image>), with\n"
       "the service's preprocessing. Prints the accuracy of each class, and last a line\n"
       "'top1_accuracy: 0.XXXX'. Without a model flag, the embedded default model.\n";
-  if (auto exit = WalkFlags(args, help, &model_flags, handle)) return *exit;
+  if (auto exit = WalkFlags("evaluate", args, help, &model_flags, set_flag, take)) return *exit;
   if (path.empty()) return Fail("evaluate: usage: intgrads-images evaluate PATH [model flags]");
   torch::Device device(torch::kCPU);
   auto model = LoadFlaggedModel(model_flags, &device);

@@ -54,6 +54,14 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
   return false;
 }
 
+FlagReader ModelFlagReader(std::string program, std::function<void()> print_help, ModelFlags* flags) {
+  FlagReader reader;
+  reader.program = std::move(program);
+  reader.print_help = std::move(print_help);
+  reader.take = [flags](const std::vector<std::string>& args, size_t* i) { return ConsumeModelFlag(args, i, flags); };
+  return reader;
+}
+
 StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
                                                        EngineOptions* engine, int64_t budget_mb) {
   if (flags.cuda) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/status.h"
 #include "worker/engine.h"
 #include "worker/model.h"
@@ -31,6 +32,10 @@ void AllowTf32(bool allow);
 // If args[*i] is a model flag, consumes it (and its value) and returns true.
 // A second model flag, or a flag without its value, is an error.
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags);
+
+// A FlagReader (common/flags.h) that reads the model flags into *flags (its
+// `take`); the caller adds `set` for the rest.
+FlagReader ModelFlagReader(std::string program, std::function<void()> print_help, ModelFlags* flags);
 
 // Loads the model the flags name (the embedded default model without a model
 // flag) onto the device they name, in bfloat16 with --bf16, or explains why

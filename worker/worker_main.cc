@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/memory.h"
 #include "common/secret.h"
 #include "worker/model_flags.h"
@@ -58,59 +59,39 @@ int Run(int argc, char** argv) {
   ModelFlags model_flags;
   WorkerOptions options;
   int64_t budget_mb = -1;
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto consumed = ConsumeModelFlag(args, &i, &model_flags);
-    if (!consumed.ok()) {
-      std::fprintf(stderr, "intgrads-worker: %s\n", consumed.status().message().c_str());
-      return 2;
-    }
-    if (*consumed) continue;
-    const std::string& a = args[i];
-    if (a == "--help") {
-      PrintHelp();
-      return 0;
-    }
-    if (i + 1 >= args.size()) {
-      std::fprintf(stderr, "intgrads-worker: unknown flag or missing value: %s (see --help)\n", a.c_str());
-      return 2;
-    }
-    const std::string& v = args[++i];
-    try {
-      if (a == "--connect")
-        options.connect = v;
-      else if (a == "--token")
-        options.token = v;
-      else if (a == "--name")
-        options.model_name = v;
-      else if (a == "--threads")
-        torch::set_num_threads(std::stoi(v));
-      else if (a == "--chunk-size")
-        options.engine.chunk_size = std::stoi(v);
-      else if (a == "--memory-budget-mb")
-        budget_mb = std::stoll(v);
-      else if (a == "--gzip-level")
-        options.gzip_level = std::stoi(v);
-      else if (a == "--batch-requests")
-        options.batch_requests = std::stoi(v);
-      else if (a == "--batch-window-ms")
-        options.batch_window_ms = std::stoi(v);
-      else if (a == "--max-n-steps")
-        options.limits.max_n_steps = std::stoi(v);
-      else if (a == "--max-paths")
-        options.limits.max_paths = std::stoi(v);
-      else if (a == "--max-targets")
-        options.limits.max_targets = std::stoi(v);
-      else if (a == "--heartbeat-ms")
-        options.heartbeat_ms = std::max(10, std::stoi(v));
-      else {
-        std::fprintf(stderr, "intgrads-worker: unknown flag %s (see --help)\n", a.c_str());
-        return 2;
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "intgrads-worker: %s needs a number, got '%s'\n", a.c_str(), v.c_str());
-      return 2;
-    }
-  }
+  FlagReader reader = ModelFlagReader("intgrads-worker", PrintHelp, &model_flags);
+  reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
+    if (a == "--connect")
+      options.connect = v;
+    else if (a == "--token")
+      options.token = v;
+    else if (a == "--name")
+      options.model_name = v;
+    else if (a == "--threads")
+      torch::set_num_threads(std::stoi(v));
+    else if (a == "--chunk-size")
+      options.engine.chunk_size = std::stoi(v);
+    else if (a == "--memory-budget-mb")
+      budget_mb = std::stoll(v);
+    else if (a == "--gzip-level")
+      options.gzip_level = std::stoi(v);
+    else if (a == "--batch-requests")
+      options.batch_requests = std::stoi(v);
+    else if (a == "--batch-window-ms")
+      options.batch_window_ms = std::stoi(v);
+    else if (a == "--max-n-steps")
+      options.limits.max_n_steps = std::stoi(v);
+    else if (a == "--max-paths")
+      options.limits.max_paths = std::stoi(v);
+    else if (a == "--max-targets")
+      options.limits.max_targets = std::stoi(v);
+    else if (a == "--heartbeat-ms")
+      options.heartbeat_ms = std::max(10, std::stoi(v));
+    else
+      return false;
+    return true;
+  };
+  if (auto exit = ReadFlags(reader, args)) return *exit;
   if (options.batch_requests < 1 || options.batch_requests > kMaxSlots || options.batch_window_ms < 0) {
     std::fprintf(stderr, "intgrads-worker: --batch-requests must be 1..%d and --batch-window-ms at least 0\n",
                  kMaxSlots);
