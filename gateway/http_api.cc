@@ -88,15 +88,17 @@ class Exchange {
       : writer_(std::move(writer)), route_(std::move(route)), metrics_(metrics), received_(Clock::now()) {
     // Pistache 0.0.5 answers "Connection: Close" to a request that did not
     // ask to be kept alive (RequestGuard to one it refuses, and we to one that
-    // came pipelined), then kept the connection open; a server that says
-    // close closes (RFC 9112, 9.6). The socket is held by a dup of its
-    // descriptor, taken here where the connection is surely this request's:
-    // by the time the answer has been written, Pistache may have closed its
-    // descriptor and the number may serve another connection.
+    // came pipelined or whose Connection field Pistache misread), then kept
+    // the connection open; a server that says close closes (RFC 9112, 9.6).
+    // The socket is held by a dup of its descriptor, taken here where the
+    // connection is surely this request's: by the time the answer has been
+    // written, Pistache may have closed its descriptor and the number may
+    // serve another connection.
     const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
-    if (peer && RequestGuard::Pipelined(*peer)) {
+    if (const std::optional<bool> closes = peer ? RequestGuard::AnswerCloses(*peer) : std::nullopt) {
       writer_.headers().remove<Pistache::Http::Header::Connection>();
-      writer_.headers().add<Pistache::Http::Header::Connection>(Pistache::Http::ConnectionControl::Close);
+      writer_.headers().add<Pistache::Http::Header::Connection>(*closes ? Pistache::Http::ConnectionControl::Close
+                                                                        : Pistache::Http::ConnectionControl::KeepAlive);
     }
     const auto connection = writer_.headers().tryGet<Pistache::Http::Header::Connection>();
     if (connection != nullptr && connection->control() == Pistache::Http::ConnectionControl::Close && peer) {

@@ -157,7 +157,7 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
     return Refuse(peer, *connection, 413, BodyTooLarge(std::nullopt, max_body_bytes_));
   }
   if (connection->request_bytes != 0 && connection->bytes_fed + len > connection->request_bytes) {
-    connection->pipelined = true;  // read by the answer (Pipelined), made while Pistache dispatches
+    connection->pipelined = true;  // read by the answer (AnswerCloses), made while Pistache dispatches
   }
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);
@@ -173,9 +173,10 @@ void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Conn
   refuse_(connection.head.value_or(RequestHead{}), status, message, std::move(writer));
 }
 
-bool RequestGuard::Pipelined(const Pistache::Tcp::Peer& peer) {
+std::optional<bool> RequestGuard::AnswerCloses(const Pistache::Tcp::Peer& peer) {
   auto connection = std::static_pointer_cast<Connection>(peer.tryGetData(kConnectionData));
-  return connection != nullptr && connection->pipelined;
+  if (connection == nullptr || !connection->head) return std::nullopt;
+  return connection->pipelined || !connection->head->KeepsAlive();
 }
 
 std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {

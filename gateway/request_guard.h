@@ -27,8 +27,10 @@
 //   ran them on through the wait for the answer, and left a kept-alive
 //   connection's next request to the keep-alive timeout.
 // - A request that arrives with the next one behind it (pipelined) marks its
-//   connection (Pipelined), so that its answer closes it: Pistache dropped
+//   connection, so that its answer closes it (AnswerCloses): Pistache dropped
 //   the bytes after the request it dispatched and kept the connection open.
+//   So does a request whose Connection field does not ask for keep-alive in
+//   its first token: Pistache answered "Connection: Ext" and kept it open.
 //
 //   endpoint.setHandler(std::make_shared<RequestGuard>(router.handler(), limit, refuse));
 #pragma once
@@ -57,12 +59,15 @@ class RequestGuard final : public Pistache::Http::Handler, public std::enable_sh
 
   RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse);
 
-  // Whether the request being dispatched on this connection came with bytes
-  // past its end: the next request, pipelined. Pistache 0.0.5 drops them, so
-  // its answer must say "Connection: Close" and close (RFC 9112, 9.3.2: the
-  // client then sends the rest again). Called on the thread that reads the
-  // connection, while it dispatches.
-  static bool Pipelined(const Pistache::Tcp::Peer& peer);
+  // Whether the answer to the request being dispatched on this connection
+  // closes it: when the request did not ask to keep it open
+  // (RequestHead::KeepsAlive), or came with bytes past its end, the next
+  // request, pipelined, which Pistache 0.0.5 drops (RFC 9112, 9.3.2: the
+  // client then sends the rest again). The answer says "Connection: Close"
+  // or "Keep-Alive" accordingly. Nothing when the head was left to Pistache
+  // (over 64 KiB). Called on the thread that reads the connection, while it
+  // dispatches.
+  static std::optional<bool> AnswerCloses(const Pistache::Tcp::Peer& peer);
 
   std::shared_ptr<Pistache::Tcp::Handler> clone() const override;
   // Requests are parsed and answered by the inner handler; this only forwards.

@@ -81,6 +81,22 @@ std::string RequestHead::SyntaxError() const {
   return {};
 }
 
+bool RequestHead::KeepsAlive() const {
+  bool keep_alive = false;
+  for (const auto& [name, value] : fields) {
+    if (name != "connection") continue;
+    std::string_view rest = value;
+    while (!rest.empty()) {
+      const size_t comma = std::min(rest.find(','), rest.size());
+      const std::string token = Lower(Trim(rest.substr(0, comma)));
+      if (token == "close") return false;
+      keep_alive = keep_alive || token == "keep-alive";
+      rest.remove_prefix(std::min(comma + 1, rest.size()));
+    }
+  }
+  return keep_alive;
+}
+
 bool RequestHead::ExpectsContinue() const {
   const std::optional<std::string_view> expect = Field("expect");
   return expect && Lower(*expect) == "100-continue";

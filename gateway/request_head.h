@@ -44,6 +44,12 @@ struct RequestHead {
   // (RFC 9110 would allow a 501 for the method and a 505 for the version;
   // bad input gets a 4xx here, as the README promises.)
   std::string SyntaxError() const;
+  // Whether the client wants the connection kept open after the answer: its
+  // Connection fields list "keep-alive" and not "close" (RFC 9112, 9.3),
+  // tokens in any case and order. Without "keep-alive" the answer closes, as
+  // Pistache 0.0.5 answers (it read only the field's first token, and
+  // answered "Connection: Ext" to any other, keeping the connection open).
+  bool KeepsAlive() const;
   // Whether the client waits for a 100 (Continue) before it sends the body.
   bool ExpectsContinue() const;
 };

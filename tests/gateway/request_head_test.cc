@@ -75,6 +75,26 @@ TEST(RequestHead, FramingErrorsAreNamed) {
             "Transfer-Encoding: 'gzip, chunked': this server reads chunked bodies only");
 }
 
+TEST(RequestHead, KeepsAliveWhenAskedAndNotToldToClose) {
+  auto keeps = [](const std::string& fields) {
+    return ParseRequestHead("GET / HTTP/1.1\r\n" + fields + "\r\n")->KeepsAlive();
+  };
+  EXPECT_TRUE(keeps("Connection: keep-alive\r\n"));
+  EXPECT_TRUE(keeps("Connection: Keep-Alive\r\n"));
+  EXPECT_TRUE(keeps("Connection: Upgrade, keep-alive\r\n"));  // Pistache read the first token only
+  EXPECT_TRUE(keeps("Connection: keep-alive , TE\r\n"));
+  EXPECT_TRUE(keeps("Connection: Upgrade\r\nConnection: keep-alive\r\n"));
+  EXPECT_FALSE(keeps("Host: x\r\n"));  // as Pistache answers: no Connection field, no keep-alive
+  EXPECT_FALSE(keeps("Connection: close\r\n"));
+  EXPECT_FALSE(keeps("Connection: TE, close\r\n"));
+  EXPECT_FALSE(keeps("Connection: keep-alive, close\r\n"));
+  EXPECT_FALSE(keeps("Connection: keep-alive\r\nConnection: CLOSE\r\n"));
+  EXPECT_FALSE(keeps("Connection: Upgrade\r\n"));
+  EXPECT_FALSE(keeps("Connection: keep-alive-ish\r\n"));
+  EXPECT_FALSE(keeps("Connection:\r\n"));
+  EXPECT_FALSE(keeps("Connection: ,,\r\n"));
+}
+
 TEST(RequestHead, ExpectsContinueOnlyWhenAsked) {
   auto expects = [](const std::string& fields) {
     return ParseRequestHead("POST / HTTP/1.1\r\n" + fields + "\r\n")->ExpectsContinue();

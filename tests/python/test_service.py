@@ -343,7 +343,12 @@ class Service(unittest.TestCase):
         # timeout (here 2 s + 5 s).
         gateway = Gateway("--request-timeout-ms", "2000")
         self.addCleanup(gateway.stop)
-        for version, fields in ((b"HTTP/1.1", b""), (b"HTTP/1.0", b""), (b"HTTP/1.1", b"Connection: close\r\n")):
+        # Nor did it read a Connection field past its first token: "TE, close"
+        # (and "Upgrade") got "Connection: Ext" and the connection held open.
+        for version, fields in ((b"HTTP/1.1", b""), (b"HTTP/1.0", b""), (b"HTTP/1.1", b"Connection: close\r\n"),
+                                (b"HTTP/1.1", b"Connection: TE, close\r\nTE: trailers\r\n"),
+                                (b"HTTP/1.1", b"Connection: Upgrade\r\n"),
+                                (b"HTTP/1.1", b"Connection: keep-alive\r\nConnection: close\r\n")):
             with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
                 started = time.time()
                 s.sendall(b"GET /healthz " + version + b"\r\nHost: x\r\n" + fields + b"\r\n")
@@ -354,13 +359,15 @@ class Service(unittest.TestCase):
             self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
             self.assertIn(b"Connection: Close", answer)
             self.assertTrue(answer.endswith(b'{"status":"ok"}'), answer[-100:])
-        # Kept alive when asked: a second request on the same connection is answered.
-        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as kept:
-            for _ in range(2):
-                kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
-                answer = kept.recv(4096)
-                self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
-                self.assertIn(b"Connection: Keep-Alive", answer)
+        # Kept alive when asked, wherever the token stands: a second request on
+        # the same connection is answered.
+        for asked in (b"keep-alive", b"Upgrade, Keep-Alive", b"keep-alive, Upgrade"):
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as kept:
+                for _ in range(2):
+                    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: " + asked + b"\r\n\r\n")
+                    answer = kept.recv(4096)
+                    self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+                    self.assertIn(b"Connection: Keep-Alive", answer, asked)
 
     def test_a_pipelined_request_is_answered_and_the_connection_closed_for_the_rest(self):
         # Pistache 0.0.5 dropped what followed a request in the same read: the
