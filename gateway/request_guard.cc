@@ -59,6 +59,7 @@ struct RequestGuard::Connection {
   // or a chunked body); and whether bytes past them came with it: the next
   // request, pipelined, which Pistache drops when it dispatches this one.
   uint64_t request_bytes = 0;
+  std::optional<ChunkedBody> chunked;  // where a chunked body ends
   bool pipelined = false;
 };
 
@@ -112,7 +113,10 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   // After a pipelined request the connection closes with its answer; what
   // follows is dropped, as Pistache dropped the rest of the bytes it came in.
   if (connection->pipelined && since != connection->request_since) return;
-  if (since != connection->request_since) *connection = Connection{since, {}, {}, 0, false};
+  if (since != connection->request_since) {
+    *connection = Connection{};
+    connection->request_since = since;
+  }
   if (connection->bytes_fed == 0) {
     // A request's first bytes: the client's time to send it starts now, not
     // when the connection's last request was dispatched, and the header and
@@ -122,6 +126,7 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
     peer->setIdle(false);
   }
 
+  size_t body_from = 0;  // where this request's body starts in buffer
   if (!connection->head) {
     const size_t searched = connection->head_bytes.size();
     const size_t room = kMaxHeadBytes - std::min(kMaxHeadBytes, searched);
@@ -140,9 +145,12 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
       int header_status = 400;
       const std::string header_error = HeaderValueError(*connection->head, &header_status);
       if (!header_error.empty()) return Refuse(peer, *connection, header_status, header_error);
-      if (!connection->head->Field("transfer-encoding")) {
+      if (connection->head->Field("transfer-encoding")) {
+        connection->chunked.emplace();  // chunked (FramingError refused any other coding)
+      } else {
         connection->request_bytes = connection->head->size + declared.value_or(0);
       }
+      body_from = std::min(len, connection->head->size - searched);
       // Pistache never answers "Expect: 100-continue", so curl waited 1 s
       // before sending any body over 1 MB.
       if (connection->head->ExpectsContinue()) {
@@ -156,8 +164,15 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   if (connection->bytes_fed + len > getMaxRequestSize()) {
     return Refuse(peer, *connection, 413, BodyTooLarge(std::nullopt, max_body_bytes_));
   }
+  // Bytes past the request's end are the next request: read by the answer
+  // (AnswerCloses), marked while Pistache dispatches this one.
   if (connection->request_bytes != 0 && connection->bytes_fed + len > connection->request_bytes) {
-    connection->pipelined = true;  // read by the answer (AnswerCloses), made while Pistache dispatches
+    connection->pipelined = true;
+  }
+  if (connection->head && connection->chunked && !connection->chunked->ended() && body_from < len) {
+    const size_t body = connection->chunked->Feed(std::string_view(buffer + body_from, len - body_from));
+    if (!connection->chunked->error().empty()) return Refuse(peer, *connection, 400, connection->chunked->error());
+    if (connection->chunked->ended() && body_from + body < len) connection->pipelined = true;
   }
   connection->bytes_fed += len;
   static_cast<Pistache::Tcp::Handler&>(*inner_).onInput(buffer, len, peer);

@@ -17,7 +17,9 @@
 //   answered a garbled request line in plain text, and waited for the rest
 //   of a field line without a ':' until the client timed out; and a header
 //   value its own parsers cannot read, which it answered in plain text, a
-//   500 for most (they are run here first).
+//   500 for most (they are run here first). And so is a chunked body
+//   Pistache cannot read (ChunkedBody::error: chunk extensions, a size that
+//   is not hexadecimal), which it answered in plain text.
 //   A request within the limit whose client waits for a "100 Continue"
 //   before sending its body (curl does for bodies over 1 MB) gets one.
 // - Pistache's header and body timeouts (for clients slow to send) run from

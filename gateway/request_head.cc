@@ -102,6 +102,80 @@ bool RequestHead::ExpectsContinue() const {
   return expect && Lower(*expect) == "100-continue";
 }
 
+void ChunkedBody::Fail(std::string error) {
+  state_ = State::kError;
+  error_ = "chunked body: " + std::move(error);
+}
+
+size_t ChunkedBody::Feed(std::string_view bytes) {
+  size_t at = 0;
+  while (at < bytes.size() && state_ != State::kEnded && state_ != State::kError) {
+    if (state_ == State::kData) {
+      const size_t taken = static_cast<size_t>(std::min<uint64_t>(size_, bytes.size() - at));
+      at += taken;
+      size_ -= taken;
+      if (size_ == 0) state_ = State::kDataEnd;
+      continue;
+    }
+    const char c = bytes[at++];
+    switch (state_) {
+      case State::kSize: {
+        const int digit = c >= '0' && c <= '9'   ? c - '0'
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                 : -1;
+        if (digit >= 0) {
+          if (size_ >> 60 != 0) {
+            Fail("a chunk size over 2^64 bytes");
+            return at;
+          }
+          size_ = size_ * 16 + static_cast<uint64_t>(digit);
+          digits_ = true;
+        } else if (digits_ && c == '\r') {
+          state_ = State::kSizeEnd;
+        } else if (digits_ && (c == ';' || c == ' ' || c == '\t')) {
+          Fail("chunk extensions (';' after the size) are not read by this server");
+        } else {
+          Fail("a chunk size is not a hexadecimal number followed by CRLF");
+        }
+        break;
+      }
+      case State::kSizeEnd:
+        if (c != '\n') {
+          Fail("a chunk size is not a hexadecimal number followed by CRLF");
+          return at;
+        }
+        state_ = size_ == 0 ? State::kFieldStart : State::kData;
+        break;
+      case State::kDataEnd:
+      case State::kDataEndLf:
+        if (c != (state_ == State::kDataEnd ? '\r' : '\n')) {
+          Fail("a chunk's data is not followed by CRLF");
+          return at;
+        }
+        state_ = state_ == State::kDataEnd ? State::kDataEndLf : State::kSize;
+        digits_ = false;
+        break;
+      case State::kFieldStart: state_ = c == '\r' ? State::kEndLf : State::kField; break;
+      case State::kField:
+        if (c == '\r') state_ = State::kFieldEnd;
+        break;
+      case State::kFieldEnd:
+      case State::kEndLf:
+        if (c != '\n') {
+          Fail("a trailer line is not ended by CRLF");
+          return at;
+        }
+        state_ = state_ == State::kFieldEnd ? State::kFieldStart : State::kEnded;
+        break;
+      case State::kData:
+      case State::kEnded:
+      case State::kError: break;
+    }
+  }
+  return at;
+}
+
 std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searched) {
   constexpr std::string_view kEnd = "\r\n\r\n";
   // The end may straddle the old bytes and the new.

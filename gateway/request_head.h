@@ -61,4 +61,43 @@ struct RequestHead {
 // call already saw without the blank line, so each byte is scanned once.
 std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searched = 0);
 
+// Follows a chunked body (RFC 9112, 7.1: chunks of a hexadecimal size line,
+// the data and CRLF; a last chunk of size 0, trailer fields, and the blank
+// line) through its bytes as they arrive, to find where it ends: the bytes
+// after that are the next request, pipelined. Chunk extensions (";name=value"
+// after the size), which RFC 9112 allows, are an error: Pistache 0.0.5 cannot
+// read them (a plain-text 400 "Invalid chunk size").
+class ChunkedBody {
+ public:
+  // Reads the next bytes; returns how many of them belong to the body (all of
+  // them until it ends or an error).
+  size_t Feed(std::string_view bytes);
+  // Whether the body has ended.
+  bool ended() const { return state_ == State::kEnded; }
+  // Why the bytes are not a chunked body this server reads; empty while
+  // they are.
+  const std::string& error() const { return error_; }
+
+ private:
+  enum class State {
+    kSize,
+    kSizeEnd,
+    kData,
+    kDataEnd,
+    kDataEndLf,
+    kFieldStart,
+    kField,
+    kFieldEnd,
+    kEndLf,
+    kEnded,
+    kError
+  };
+  void Fail(std::string error);
+
+  State state_ = State::kSize;
+  bool digits_ = false;  // the size line has had a digit
+  uint64_t size_ = 0;    // of the chunk being read; then what remains of its data
+  std::string error_;
+};
+
 }  // namespace intgrads

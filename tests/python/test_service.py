@@ -285,6 +285,13 @@ class Service(unittest.TestCase):
             status, error = raw_exchange(gateway.port, b"GET /healthz HTTP/1.1\r\n" + field + b"\r\n\r\n")
             self.assertEqual(status, expected, field)
             self.assertIn(words, error, field)
+        # Nor a chunked body it cannot read (chunk extensions, a size that is
+        # not hexadecimal): a plain-text 400, and the connection held open.
+        head = b"POST /model/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for chunks, words in ((b"2;name=value\r\n{}\r\n0\r\n\r\n", "chunk extensions"),
+                              (b"two\r\n{}\r\n0\r\n\r\n", "hexadecimal")):
+            status, error = raw_exchange(gateway.port, head + chunks)
+            self.assertEqual((status, words in error), (400, True), (chunks, error))
         # What curl sends, the seed README's header included, still passes.
         status, _, _ = http("POST", gateway.url + "/model/", b"{}", {"Content-Type": "application/json; chartset=utf-8"})
         self.assertEqual(status, 422)
@@ -378,7 +385,10 @@ class Service(unittest.TestCase):
         body = b'{"img_data": [[[1,2,3]]], "target_class": "unicorn"}'
         post = (b"POST /model/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-        for first, status in ((get, b"200"), (post, b"422")):
+        chunked = (b"POST /model/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"%x\r\n" % 20 + body[:20] + b"\r\n" + b"%X\r\n" % (len(body) - 20) + body[20:]
+                   + b"\r\n0\r\n\r\n")
+        for first, status in ((get, b"200"), (post, b"422"), (chunked, b"422")):
             with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
                 started = time.time()
                 s.sendall(first + get)
@@ -389,6 +399,13 @@ class Service(unittest.TestCase):
             self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:100])
             self.assertIn(b"Connection: Close", answer)
             self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)  # the second is the client's to send again
+        # Not pipelined, each is answered and the connection kept.
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+            for first, status in ((post, b"422"), (chunked, b"422"), (get, b"200")):
+                s.sendall(first)
+                answer = s.recv(65536)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:100])
+                self.assertIn(b"Connection: Keep-Alive", answer)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
     def test_an_answer_slower_than_the_client_timeout_still_arrives(self):
