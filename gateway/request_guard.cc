@@ -28,7 +28,7 @@ constexpr size_t kMaxHeadBytes = size_t{64} * 1024;
 // else 400. Empty when they all read their header.
 std::string HeaderValueError(const RequestHead& head, int* status) {
   auto& registry = Pistache::Http::Header::Registry::instance();
-  for (const auto& [name, value] : head.raw_fields) {
+  for (const auto& [name, value] : head.fields) {
     try {
       if (Pistache::Http::Header::LowercaseEqualStatic(name, "cookie")) {
         Pistache::Http::CookieJar().addFromRaw(value.data(), value.size());

@@ -16,19 +16,31 @@ bool IsNumber(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+bool IsTokenChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
 }  // namespace
 
-std::optional<std::string_view> RequestHead::Field(std::string_view name) const {
+std::vector<std::string_view> RequestHead::Values(std::string_view name) const {
+  std::vector<std::string_view> values;
   for (const auto& [field, value] : fields) {
-    if (field == name) return std::string_view(value);
+    if (Lower(field) == name) values.push_back(Trim(value));
   }
-  return std::nullopt;
+  return values;
+}
+
+std::optional<std::string_view> RequestHead::Field(std::string_view name) const {
+  const std::vector<std::string_view> values = Values(name);
+  if (values.empty()) return std::nullopt;
+  return values.front();
 }
 
 std::optional<uint64_t> RequestHead::ContentLength() const {
   std::optional<uint64_t> largest;
-  for (const auto& [field, value] : fields) {
-    if (field != "content-length" || !IsNumber(value)) continue;
+  for (const std::string_view value : Values("content-length")) {
+    if (!IsNumber(value)) continue;
     uint64_t length = 0;
     for (const char c : value) {
       const auto digit = static_cast<uint64_t>(c - '0');
@@ -45,9 +57,8 @@ std::optional<uint64_t> RequestHead::ContentLength() const {
 
 std::string RequestHead::FramingError() const {
   std::optional<std::string_view> length;
-  for (const auto& [field, value] : fields) {
-    if (field != "content-length") continue;
-    if (!IsNumber(value)) return "Content-Length: '" + value.substr(0, 40) + "' is not a number of bytes";
+  for (const std::string_view value : Values("content-length")) {
+    if (!IsNumber(value)) return "Content-Length: '" + std::string(value.substr(0, 40)) + "' is not a number of bytes";
     if (length && *length != value) return "Content-Length: several, and they differ";
     length = value;
   }
@@ -78,14 +89,19 @@ std::string RequestHead::SyntaxError() const {
     return "header line " + quoted(unreadable_field) +
            (folded ? " continues the line before (obsolete line folding)" : " has no ':'");
   }
+  // A field name is a token (RFC 9110, 5.1); a space before the colon must be
+  // refused (RFC 9112, 5.1): Pistache read "Content-Length : 5" as another field.
+  for (const auto& [name, value] : fields) {
+    if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+      return "header name " + quoted(name) + " is not a token (letters, digits and !#$%&'*+-.^_`|~)";
+    }
+  }
   return {};
 }
 
 bool RequestHead::KeepsAlive() const {
   bool keep_alive = false;
-  for (const auto& [name, value] : fields) {
-    if (name != "connection") continue;
-    std::string_view rest = value;
+  for (std::string_view rest : Values("connection")) {
     while (!rest.empty()) {
       const size_t comma = std::min(rest.find(','), rest.size());
       const std::string token = Lower(Trim(rest.substr(0, comma)));
@@ -206,10 +222,8 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
       if (head.unreadable_field.empty()) head.unreadable_field = std::string(line);
       continue;
     }
-    head.fields.emplace_back(Lower(Trim(line.substr(0, colon))), std::string(Trim(line.substr(colon + 1))));
     const std::string_view value = line.substr(colon + 1);
-    head.raw_fields.emplace_back(line.substr(0, colon),
-                                 value.substr(std::min(value.find_first_not_of(' '), value.size())));
+    head.fields.emplace_back(line.substr(0, colon), value.substr(std::min(value.find_first_not_of(' '), value.size())));
   }
   return head;
 }

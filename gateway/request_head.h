@@ -17,16 +17,19 @@ namespace intgrads {
 struct RequestHead {
   std::string request_line;  // as sent
   std::string method;
-  std::string target;                                       // as sent: path and query
-  std::string version;                                      // what follows the target
-  std::vector<std::pair<std::string, std::string>> fields;  // names lower-cased, values trimmed
-  // The same as Pistache 0.0.5 reads them: the name as sent, the value from
-  // the first character that is not a space to the end of the line.
-  std::vector<std::pair<std::string, std::string>> raw_fields;
+  std::string target;   // as sent: path and query
+  std::string version;  // what follows the target
+  // As Pistache 0.0.5 reads them (its own parsers run on them): the name as
+  // sent, the value from the first character that is not a space to the end
+  // of the line.
+  std::vector<std::pair<std::string, std::string>> fields;
   std::string unreadable_field;  // the first field line without a ':', or folded
   size_t size = 0;               // bytes, the blank line that ends it included
 
-  // The first field of that (lower-case) name.
+  // The values of the fields of that (lower-case) name, any case as sent,
+  // without the spaces and tabs around them, in order.
+  std::vector<std::string_view> Values(std::string_view name) const;
+  // The first of them.
   std::optional<std::string_view> Field(std::string_view name) const;
   // Content-Length: nullopt when absent or not a number; UINT64_MAX when its
   // digits overflow. Of several, the largest.
@@ -40,7 +43,8 @@ struct RequestHead {
   // Pistache 0.0.5 answered in plain text or not at all: a request line that
   // is not METHOD SP TARGET SP HTTP/1.x, a method Pistache does not know, a
   // field line without a ':' (Pistache waited for one until the client timed
-  // out) or folded onto the line before (RFC 9112, 5.2); empty when it can.
+  // out) or folded onto the line before (RFC 9112, 5.2), a field name that is
+  // not a token (a space before the colon: RFC 9112, 5.1); empty when it can.
   // (RFC 9110 would allow a 501 for the method and a 505 for the version;
   // bad input gets a 4xx here, as the README promises.)
   std::string SyntaxError() const;

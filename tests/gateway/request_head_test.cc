@@ -164,8 +164,11 @@ TEST(RequestHead, KeepsFieldsAsPistacheReadsThem) {
   const auto head = ParseRequestHead("GET / HTTP/1.1\r\nHost:   x:80 \r\nX-Tab:\tv\r\nEmpty:\r\n\r\n");
   ASSERT_TRUE(head.has_value());
   using Fields = std::vector<std::pair<std::string, std::string>>;
-  EXPECT_EQ(head->raw_fields, (Fields{{"Host", "x:80 "}, {"X-Tab", "\tv"}, {"Empty", ""}}));
-  EXPECT_EQ(head->fields, (Fields{{"host", "x:80"}, {"x-tab", "v"}, {"empty", ""}}));
+  EXPECT_EQ(head->fields, (Fields{{"Host", "x:80 "}, {"X-Tab", "\tv"}, {"Empty", ""}}));
+  EXPECT_EQ(head->Field("host"), "x:80");  // by a lower-case name, trimmed
+  EXPECT_EQ(head->Field("x-tab"), "v");
+  EXPECT_EQ(head->Field("empty"), "");
+  EXPECT_EQ(head->Field("cookie"), std::nullopt);
 }
 
 TEST(RequestHead, SyntaxErrorsAreNamed) {
@@ -183,6 +186,11 @@ TEST(RequestHead, SyntaxErrorsAreNamed) {
   EXPECT_EQ(syntax("FOO / HTTP/1.1\r\n"), "method 'FOO': not one this server knows (GET, POST, HEAD, OPTIONS, ...)");
   EXPECT_EQ(syntax("get / HTTP/1.1\r\n").substr(0, 12), "method 'get'");  // methods are case-sensitive
   EXPECT_EQ(syntax("GET / HTTP/2.0\r\n"), "HTTP version 'HTTP/2.0': this server speaks HTTP/1.1 and 1.0");
+  const std::string token = " is not a token (letters, digits and !#$%&'*+-.^_`|~)";
+  EXPECT_EQ(syntax("POST / HTTP/1.1\r\nContent-Length : 5\r\n"), "header name 'Content-Length '" + token);
+  EXPECT_EQ(syntax("GET / HTTP/1.1\r\n: x\r\n"), "header name ''" + token);
+  EXPECT_EQ(syntax("GET / HTTP/1.1\r\nX(y): z\r\n"), "header name 'X(y)'" + token);
+  EXPECT_EQ(syntax("GET / HTTP/1.1\r\nX-Odd_but.fine~!: z\r\n"), "");
   EXPECT_EQ(syntax("GET / HTTP/1\r\n"),
             "HTTP version 'HTTP/1': this server speaks HTTP/1.1 and 1.0");  // Pistache took it
   EXPECT_EQ(syntax("GET / http/1.1\r\n").substr(0, 12), "HTTP version");
