@@ -6,6 +6,7 @@
 #include <png.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
@@ -245,6 +246,14 @@ StatusOr<Image> ReadImageFile(const std::string& path) {
   auto image = DecodeImage(*bytes);
   if (!image.ok()) return Status(image.status().code(), path + ": " + image.status().message());
   return image;
+}
+
+bool HasImageExtension(std::string_view name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string_view::npos || name.find('/', dot) != std::string_view::npos) return false;
+  std::string ext(name.substr(dot));
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
 StatusOr<std::string> EncodePng(const Image& image) {

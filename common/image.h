@@ -51,6 +51,9 @@ struct ImageLimits {
 // image over `limits` is kTooLarge, naming the limit.
 StatusOr<Image> DecodeImage(std::string_view bytes, const ImageLimits& limits = {});
 StatusOr<Image> ReadImageFile(const std::string& path);
+// Whether a file name ends in .png, .jpg or .jpeg, in any case: the files a
+// folder or a zip of images is read for.
+bool HasImageExtension(std::string_view name);
 
 // An 8-bit PNG of `image` (1, 3 or 4 channels).
 StatusOr<std::string> EncodePng(const Image& image);

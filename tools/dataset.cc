@@ -12,12 +12,6 @@ namespace intgrads {
 
 namespace {
 
-bool IsImageName(const std::string& name) {
-  std::string ext = std::filesystem::path(name).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
-
 // An image to decode: its class index and where its bytes are.
 struct Member {
   int label = 0;
@@ -50,7 +44,7 @@ StatusOr<LabeledImages> LoadLabeledImages(const std::string& path, const std::ve
   if (std::filesystem::is_directory(path, error)) {
     for (auto it = std::filesystem::recursive_directory_iterator(path, error);
          !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
-      if (!it->is_regular_file() || !IsImageName(it->path().string())) continue;
+      if (!it->is_regular_file() || !HasImageExtension(it->path().string())) continue;
       RETURN_IF_ERROR(add(std::filesystem::relative(it->path(), path).string(), Member{0, it->path().string(), {}}));
     }
     if (error) return NotFoundError(path + ": " + error.message());
@@ -59,7 +53,7 @@ StatusOr<LabeledImages> LoadLabeledImages(const std::string& path, const std::ve
     if (!LooksLikeZip(archive)) return InvalidError(path + " is neither a folder nor a zip archive");
     ASSIGN_OR_RETURN(std::vector<ZipEntry> entries, ReadZip(archive));
     for (const ZipEntry& entry : entries) {
-      if (!IsImageName(entry.name)) continue;
+      if (!HasImageExtension(entry.name)) continue;
       RETURN_IF_ERROR(add(entry.name, Member{0, {}, entry.data}));
     }
   }

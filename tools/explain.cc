@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file.h"
+#include "common/image.h"
 #include "common/protocol.h"
 #include "tools/cli.h"
 #include "tools/http_client.h"
@@ -41,12 +42,6 @@ const char kExplainHelp[] =
     "  --timeout S        seconds to wait for each image (default 600)\n"
     "the options beyond the original (docs/API.md):\n";
 
-bool IsImageFile(const fs::path& path) {
-  std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
-}
-
 // The image files named: files as given, folders' image files sorted.
 StatusOr<std::vector<fs::path>> ListImages(const std::vector<std::string>& inputs) {
   std::vector<fs::path> files;
@@ -55,7 +50,7 @@ StatusOr<std::vector<fs::path>> ListImages(const std::vector<std::string>& input
     if (fs::is_directory(input, error)) {
       std::vector<fs::path> found;
       for (const auto& entry : fs::directory_iterator(input, error)) {
-        if (entry.is_regular_file() && IsImageFile(entry.path())) found.push_back(entry.path());
+        if (entry.is_regular_file() && HasImageExtension(entry.path().string())) found.push_back(entry.path());
       }
       std::sort(found.begin(), found.end());
       if (found.empty()) return InvalidError("explain: no .png or .jpg files in " + input);

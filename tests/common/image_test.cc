@@ -50,6 +50,15 @@ INSTANTIATE_TEST_SUITE_P(Sizes, PillowResize,
                                            ResizeCase{"photo_like", 32, 32}),
                          [](const auto& info) { return info.param.name; });
 
+TEST(Image, FileNamesByTheirExtension) {
+  for (const char* name : {"a.png", "b.jpg", "C.JPEG", "dir.v2/cat.Jpg", "train/cat/0001.jpeg"}) {
+    EXPECT_TRUE(HasImageExtension(name)) << name;
+  }
+  for (const char* name : {"", "png", "a.png.txt", "a.gif", "dir.png/readme", "a.", ".jpgx"}) {
+    EXPECT_FALSE(HasImageExtension(name)) << name;
+  }
+}
+
 TEST(Image, GreyAndRgbaBecomeRgb) {
   Image grey{1, 2, 1, {10, 20}};
   Image rgb = ToRgb(grey);
