@@ -60,6 +60,9 @@ struct RequestGuard::Connection {
   // request, pipelined, which Pistache drops when it dispatches this one.
   uint64_t request_bytes = 0;
   std::optional<ChunkedBody> chunked;  // where a chunked body ends
+  // The end of the last request's chunked body, still arriving after
+  // Pistache dispatched it: read and dropped.
+  std::optional<ChunkedBody> trailer;
   bool pipelined = false;
 };
 
@@ -114,8 +117,25 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   // follows is dropped, as Pistache dropped the rest of the bytes it came in.
   if (connection->pipelined && since != connection->request_since) return;
   if (since != connection->request_since) {
+    std::optional<ChunkedBody> unfinished = std::move(connection->chunked);
     *connection = Connection{};
     connection->request_since = since;
+    // Pistache dispatches a chunked request at its last chunk ("0\r\n"),
+    // before the trailer fields and the blank line that end the body; those
+    // that arrive after the dispatch are the body's, not the next request's.
+    if (unfinished && !unfinished->ended() && unfinished->error().empty()) connection->trailer = std::move(unfinished);
+  }
+  if (connection->trailer) {
+    const size_t tail = connection->trailer->Feed(std::string_view(buffer, len));
+    // Past its end, or if it is not a trailer after all, the bytes are the next request's.
+    if (!connection->trailer->error().empty()) {
+      connection->trailer.reset();
+    } else {
+      if (connection->trailer->ended()) connection->trailer.reset();
+      buffer += tail;
+      len -= tail;
+      if (len == 0) return;
+    }
   }
   if (connection->bytes_fed == 0) {
     // A request's first bytes: the client's time to send it starts now, not
@@ -191,7 +211,7 @@ void RequestGuard::Refuse(const std::shared_ptr<Pistache::Tcp::Peer>& peer, Conn
 std::optional<bool> RequestGuard::AnswerCloses(const Pistache::Tcp::Peer& peer) {
   auto connection = std::static_pointer_cast<Connection>(peer.tryGetData(kConnectionData));
   if (connection == nullptr || !connection->head) return std::nullopt;
-  return connection->pipelined || !connection->head->KeepsAlive();
+  return connection->refused || connection->pipelined || !connection->head->KeepsAlive();
 }
 
 std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {

@@ -62,7 +62,7 @@ class RequestGuard final : public Pistache::Http::Handler, public std::enable_sh
   RequestGuard(std::shared_ptr<Pistache::Http::Handler> inner, uint64_t max_body_bytes, Refusal refuse);
 
   // Whether the answer to the request being dispatched on this connection
-  // closes it: when the request did not ask to keep it open
+  // closes it: when the request was refused here, did not ask to keep it open
   // (RequestHead::KeepsAlive), or came with bytes past its end, the next
   // request, pipelined, which Pistache 0.0.5 drops (RFC 9112, 9.3.2: the
   // client then sends the rest again). The answer says "Connection: Close"

@@ -172,8 +172,16 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
         state_ = state_ == State::kDataEnd ? State::kDataEndLf : State::kSize;
         digits_ = false;
         break;
-      case State::kFieldStart: state_ = c == '\r' ? State::kEndLf : State::kField; break;
+      case State::kFieldStart:
+        state_ = c == '\r' ? State::kEndLf : State::kField;
+        colon_ = c == ':';
+        break;
       case State::kField:
+        colon_ = colon_ || c == ':';
+        if (c == '\r' && !colon_) {
+          Fail("a trailer line has no ':'");
+          return at;
+        }
         if (c == '\r') state_ = State::kFieldEnd;
         break;
       case State::kFieldEnd:

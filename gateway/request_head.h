@@ -68,7 +68,8 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
 // Follows a chunked body (RFC 9112, 7.1: chunks of a hexadecimal size line,
 // the data and CRLF; a last chunk of size 0, trailer fields, and the blank
 // line) through its bytes as they arrive, to find where it ends: the bytes
-// after that are the next request, pipelined. Chunk extensions (";name=value"
+// after that are the next request, pipelined. A trailer line needs a ':', so
+// a request line after a last chunk is no trailer. Chunk extensions (";name=value"
 // after the size), which RFC 9112 allows, are an error: Pistache 0.0.5 cannot
 // read them (a plain-text 400 "Invalid chunk size").
 class ChunkedBody {
@@ -100,6 +101,7 @@ class ChunkedBody {
 
   State state_ = State::kSize;
   bool digits_ = false;  // the size line has had a digit
+  bool colon_ = false;   // the trailer line has had a ':'
   uint64_t size_ = 0;    // of the chunk being read; then what remains of its data
   std::string error_;
 };

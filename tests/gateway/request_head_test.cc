@@ -130,7 +130,8 @@ TEST(ChunkedBody, WhatPistacheCannotReadIsAnError) {
            {"5 ;x\r\nhello", extension},
            {"5\r\nhello0\r\n\r\n", "chunked body: a chunk's data is not followed by CRLF"},
            {"11111111111111111\r\n", "chunked body: a chunk size over 2^64 bytes"},
-           {"0\r\nfield\rx", "chunked body: a trailer line is not ended by CRLF"}}) {
+           {"0\r\nfield:\rx", "chunked body: a trailer line is not ended by CRLF"},
+           {"0\r\nGET / HTTP/1.1\r\n", "chunked body: a trailer line has no ':'"}}) {
     ChunkedBody chunked;
     chunked.Feed(bytes);
     EXPECT_EQ(chunked.error(), error) << bytes;

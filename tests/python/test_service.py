@@ -271,6 +271,13 @@ class Service(unittest.TestCase):
             self.assertEqual(status, expected, head)
             self.assertIn(words, error, head)
             self.assertLess(time.time() - started, 5, head)
+        # A refusal closes the connection even when the request asked to keep it.
+        for head in (b"GET /healthz HTTP/1.1\r\nConnection: keep-alive\r\nBadHeader\r\n",
+                     b"POST /model/ HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 99999999999\r\n"):
+            started = time.time()
+            status, _ = raw_exchange(gateway.port, head + b"\r\n")
+            self.assertIn(status, (400, 413), head)
+            self.assertLess(time.time() - started, 5, head)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)
 
     def test_a_header_pistache_cannot_read_is_a_4xx_in_json_not_a_500(self):
@@ -377,6 +384,29 @@ class Service(unittest.TestCase):
                     answer = kept.recv(4096)
                     self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
                     self.assertIn(b"Connection: Keep-Alive", answer, asked)
+
+    def test_a_chunked_bodys_end_sent_after_its_answer_is_not_the_next_request(self):
+        # Pistache 0.0.5 dispatches a chunked request at "0\r\n"; the blank
+        # line that ends the body, sent later, was read as the start of the
+        # next request, which then got a 400.
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        body = b'{"img_data": [[[1,2,3]]], "target_class": "unicorn"}'
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+            get = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+            for trailer, apart in ((b"", True), (b"X-Checksum: 1\r\n", True), (b"", False)):
+                s.sendall(b"POST /model/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n")
+                answer = s.recv(65536)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 422"), answer[:100])
+                if apart:
+                    s.sendall(trailer + b"\r\n")
+                    time.sleep(0.2)
+                    s.sendall(get)
+                else:
+                    s.sendall(trailer + b"\r\n" + get)
+                answer = s.recv(65536)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:200])
 
     def test_a_pipelined_request_is_answered_and_the_connection_closed_for_the_rest(self):
         # Pistache 0.0.5 dropped what followed a request in the same read: the
