@@ -189,7 +189,7 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
   if (connection->request_bytes != 0 && connection->bytes_fed + len > connection->request_bytes) {
     connection->pipelined = true;
   }
-  if (connection->head && connection->chunked && !connection->chunked->ended() && body_from < len) {
+  if (connection->chunked && !connection->chunked->ended() && body_from < len) {  // set with the head
     const size_t body = connection->chunked->Feed(std::string_view(buffer + body_from, len - body_from));
     if (!connection->chunked->error().empty()) return Refuse(peer, *connection, 400, connection->chunked->error());
     if (connection->chunked->ended() && body_from + body < len) connection->pipelined = true;

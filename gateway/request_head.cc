@@ -140,11 +140,9 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
                           : c >= 'a' && c <= 'f' ? c - 'a' + 10
                           : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                                  : -1;
-        if (digit >= 0) {
-          if (size_ >> 60 != 0) {
-            Fail("a chunk size over 2^64 bytes");
-            return at;
-          }
+        if (digit >= 0 && size_ >> 60 != 0) {
+          Fail("a chunk size over 2^64 bytes");
+        } else if (digit >= 0) {
           size_ = size_ * 16 + static_cast<uint64_t>(digit);
           digits_ = true;
         } else if (digits_ && c == '\r') {
@@ -159,18 +157,18 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
       case State::kSizeEnd:
         if (c != '\n') {
           Fail("a chunk size is not a hexadecimal number followed by CRLF");
-          return at;
+        } else {
+          state_ = size_ == 0 ? State::kFieldStart : State::kData;
         }
-        state_ = size_ == 0 ? State::kFieldStart : State::kData;
         break;
       case State::kDataEnd:
       case State::kDataEndLf:
         if (c != (state_ == State::kDataEnd ? '\r' : '\n')) {
           Fail("a chunk's data is not followed by CRLF");
-          return at;
+        } else {
+          state_ = state_ == State::kDataEnd ? State::kDataEndLf : State::kSize;
+          digits_ = false;
         }
-        state_ = state_ == State::kDataEnd ? State::kDataEndLf : State::kSize;
-        digits_ = false;
         break;
       case State::kFieldStart:
         state_ = c == '\r' ? State::kEndLf : State::kField;
@@ -180,17 +178,17 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
         colon_ = colon_ || c == ':';
         if (c == '\r' && !colon_) {
           Fail("a trailer line has no ':'");
-          return at;
+        } else if (c == '\r') {
+          state_ = State::kFieldEnd;
         }
-        if (c == '\r') state_ = State::kFieldEnd;
         break;
       case State::kFieldEnd:
       case State::kEndLf:
         if (c != '\n') {
           Fail("a trailer line is not ended by CRLF");
-          return at;
+        } else {
+          state_ = state_ == State::kFieldEnd ? State::kFieldStart : State::kEnded;
         }
-        state_ = state_ == State::kFieldEnd ? State::kFieldStart : State::kEnded;
         break;
       case State::kData:
       case State::kEnded:
