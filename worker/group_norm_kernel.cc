@@ -34,6 +34,8 @@ typedef uint16_t Halves __attribute__((vector_size(2 * kWidth)));
 // last 16: c10::BFloat16's conversions (exact; nearest even, NaN kept).
 INTGRADS_INLINE float Widen(uint16_t v) { return static_cast<float>(c10::BFloat16(v, c10::BFloat16::from_bits())); }
 INTGRADS_INLINE void Narrow(float v, uint16_t* out) { *out = c10::BFloat16(v).x; }
+INTGRADS_INLINE float Widen(float v) { return v; }
+INTGRADS_INLINE void Narrow(float v, float* out) { *out = v; }
 
 // 16 values at a time, the same conversions on the bits (bfloat16 is the
 // upper half of a float32), without branches; and float32 arrays (weights,
@@ -240,6 +242,12 @@ INTGRADS_CLONES void GroupNormReluBackwardClones(const uint16_t* dy, const uint1
   INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_BACKWARD);
 }
 
+INTGRADS_CLONES void GroupNormReluBackwardClones(const float* dy, const float* x, const float* y, const float* weight,
+                                                 const float* mean, const float* rstd, const GroupNormBlocks& shape,
+                                                 int64_t begin, int64_t end, float* dx) {
+  INTGRADS_FOR_PIXELS(shape.pixels, INTGRADS_BACKWARD);
+}
+
 void GroupNormReluForward(const uint16_t* x, const float* weight, const float* bias, const GroupNormBlocks& shape,
                           double eps, int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd) {
   GroupNormReluForwardClones(x, weight, bias, shape, eps, begin, end, y, mean, rstd);
@@ -248,6 +256,11 @@ void GroupNormReluForward(const uint16_t* x, const float* weight, const float* b
 void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y, const float* weight,
                            const float* mean, const float* rstd, const GroupNormBlocks& shape, int64_t begin,
                            int64_t end, uint16_t* dx) {
+  GroupNormReluBackwardClones(dy, x, y, weight, mean, rstd, shape, begin, end, dx);
+}
+
+void GroupNormReluBackward(const float* dy, const float* x, const float* y, const float* weight, const float* mean,
+                           const float* rstd, const GroupNormBlocks& shape, int64_t begin, int64_t end, float* dx) {
   GroupNormReluBackwardClones(dy, x, y, weight, mean, rstd, shape, begin, end, dx);
 }
 

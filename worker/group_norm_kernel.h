@@ -3,12 +3,13 @@
 // baseline) and the best one that the CPU has is chosen when the program
 // loads; group_norm.cc holds the tensors and autograd around them.
 //
-// x, y, dy, dx: N x C x H x W contiguous bfloat16, as its 16 bits, in
+// x, y, dy, dx: N x C x H x W contiguous bfloat16, as its 16 bits (or
+// float32, for the backward pass of float32's GroupNormRelu), in
 // `groups` groups per sample of `channels` channels of `pixels` values: one
 // contiguous block of channels * pixels values per (sample, group), block
 // b = n * groups + g. weight, bias: C float32. mean, rstd: a float32 per
 // block. Each call works on blocks [begin, end). Everything is computed in
-// float32 (sums in double), and only the results are rounded to bfloat16.
+// float32 (sums in double); bfloat16's results are rounded to it at the end.
 #pragma once
 
 #include <cstdint>
@@ -29,5 +30,9 @@ void GroupNormReluForward(const uint16_t* x, const float* weight, const float* b
 void GroupNormReluBackward(const uint16_t* dy, const uint16_t* x, const uint16_t* y, const float* weight,
                            const float* mean, const float* rstd, const GroupNormBlocks& shape, int64_t begin,
                            int64_t end, uint16_t* dx);
+// The same in float32 (the statistics may be torch's GroupNorm's: the same
+// mean and rstd).
+void GroupNormReluBackward(const float* dy, const float* x, const float* y, const float* weight, const float* mean,
+                           const float* rstd, const GroupNormBlocks& shape, int64_t begin, int64_t end, float* dx);
 
 }  // namespace intgrads

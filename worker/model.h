@@ -73,11 +73,12 @@ torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, 
 // relu(group_norm(x, groups, weight, bias, eps)), with the statistics and the
 // normalization in float32 whatever x's dtype (bfloat16 under --bf16: BiT's
 // GroupNorm parameters stay float32, as torch.autocast runs group_norm). On a
-// CPU, x in bfloat16 and constant float32 parameters: one pass over the data
-// forward and one backward (worker/group_norm.cc), with no casts around it and
-// no separate ReLU. Anywhere else, torch's GroupNorm in the parameters' dtype,
-// then ReLU; float32 keeps it, which matches Captum's rounding on the
-// reference (docs/PERFORMANCE.md).
+// CPU, with constant float32 parameters (worker/group_norm.cc): x in bfloat16,
+// one pass over the data forward and one backward, with no casts around it and
+// no separate ReLU; x in float32 and requiring a gradient, torch's GroupNorm
+// forward (Captum's rounding to the bit, which BiT's GroupNorms amplify on the
+// reference: docs/PERFORMANCE.md), ReLU in place, and one pass backward.
+// Anywhere else, torch's GroupNorm in the parameters' dtype, then ReLU.
 torch::Tensor GroupNormRelu(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
                             const torch::Tensor& bias, double eps);
 
