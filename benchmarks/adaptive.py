@@ -24,10 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import Gateway, http, stop  # noqa: E402
-
-CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
-TEST_ZIP = os.path.join(rm.REPO, "..", "shared", "data", "cifar10", "test.zip")
+from service import Gateway, http  # noqa: E402
 
 
 def spent(n_final):
@@ -44,13 +41,12 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    archive = zipfile.ZipFile(TEST_ZIP)
-    gateway = Gateway()
-    worker = gateway.start_worker(threads=args.threads, quiet=True)
+    archive = zipfile.ZipFile(rm.CIFAR10_TEST_ZIP)
     rows = []
-    try:
+    with Gateway() as gateway:
+        gateway.start_worker(threads=args.threads, quiet=True)
         gateway.wait_ready()
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(rm.CIFAR10_CLASSES):
             for k in range(args.per_class):
                 image = archive.read(f"test/{name}/{k:04d}.jpg")
 
@@ -72,9 +68,6 @@ def main():
                              "adaptive_points": spent(n_final), "met": "X-Tolerance-Met" not in adaptive,
                              "seconds_50": float(fixed["X-Compute-Seconds"]),
                              "seconds_adaptive": float(adaptive["X-Compute-Seconds"])})
-    finally:
-        stop(worker)
-        gateway.stop()
     if args.json:
         print(json.dumps(rows, indent=1))
         return

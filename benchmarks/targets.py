@@ -19,10 +19,7 @@ import zipfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import Gateway, http, stop  # noqa: E402
-
-TEST_ZIP = os.path.join(rm.REPO, "..", "shared", "data", "cifar10", "test.zip")
-CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+from service import Gateway, http  # noqa: E402
 
 
 def main():
@@ -33,12 +30,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    archive = zipfile.ZipFile(TEST_ZIP)
-    gateway = Gateway()
-    worker = gateway.start_worker(threads=args.threads, quiet=True)
+    archive = zipfile.ZipFile(rm.CIFAR10_TEST_ZIP)
 
-    def attribute(image, query):
-        status, headers, body = http("POST", gateway.url + "/v1/attributions" + query + f"&n_steps={args.n_steps}"
+    def attribute(url, image, query):
+        status, headers, body = http("POST", url + "/v1/attributions" + query + f"&n_steps={args.n_steps}"
                                      "&format=json", image, {"Content-Type": "image/jpeg"})
         if status != 200:
             raise SystemExit(f"{query}: {status} {body[:200]}")
@@ -47,22 +42,20 @@ def main():
                                                          "compute_seconds": float(headers["X-Compute-Seconds"])}]
 
     rows = []
-    try:
+    with Gateway() as gateway:
+        gateway.start_worker(threads=args.threads, quiet=True)
         gateway.wait_ready()
-        images = [archive.read(f"test/{CLASSES[i % 10]}/{i // 10:04d}.jpg") for i in range(args.images)]
-        attribute(images[0], "?target=0")  # warm up
+        images = [archive.read(f"test/{rm.CIFAR10_CLASSES[i % 10]}/{i // 10:04d}.jpg") for i in range(args.images)]
+        attribute(gateway.url, images[0], "?target=0")  # warm up
         for k in args.k:
             together, apart = [], []
             for image in images:
-                summary = attribute(image, f"?top_k={k}")
+                summary = attribute(gateway.url, image, f"?top_k={k}")
                 together.append(summary[0]["compute_seconds"])
-                apart.append(sum(attribute(image, f"?target={s['target_class']}")[0]["compute_seconds"]
+                apart.append(sum(attribute(gateway.url, image, f"?target={s['target_class']}")[0]["compute_seconds"]
                                  for s in summary))
             rows.append({"k": k, "one_request_s": statistics.median(together),
                          "k_requests_s": statistics.median(apart)})
-    finally:
-        stop(worker)
-        gateway.stop()
     if args.json:
         print(json.dumps({"n_steps": args.n_steps, "threads": args.threads, "images": args.images, "rows": rows}))
         return

@@ -50,12 +50,16 @@ def server_timing(header):
 
 
 class Gateway:
+    """A gateway on free ports; as a context manager (`with Gateway() as g:`)
+    it stops the workers it started, then itself, however the block ends."""
+
     def __init__(self, *extra, heartbeat_ms=200):
         self.port = free_port()
         self.worker_port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.worker_port}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.heartbeat_ms = heartbeat_ms
+        self.started = []
         self.process = subprocess.Popen(
             [os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(self.port),
              "--bind-workers", self.endpoint, "--heartbeat-ms", str(heartbeat_ms), *extra])
@@ -65,9 +69,11 @@ class Gateway:
         """A worker for this gateway (the default model unless `flags` name
         another), its heartbeat matched to the gateway's; wait_ready() waits
         for it."""
-        return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", self.endpoint, "--cpu",
-                                 "--threads", str(threads), "--heartbeat-ms", str(self.heartbeat_ms), *flags],
-                                stderr=subprocess.DEVNULL if quiet else None)
+        worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", self.endpoint, "--cpu",
+                                   "--threads", str(threads), "--heartbeat-ms", str(self.heartbeat_ms), *flags],
+                                  stderr=subprocess.DEVNULL if quiet else None)
+        self.started.append(worker)
+        return worker
 
     def wait_ready(self):
         wait_until(lambda: http("GET", self.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
@@ -77,6 +83,14 @@ class Gateway:
 
     def stop(self):
         stop(self.process)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for worker in self.started:
+            stop(worker)
+        self.stop()
 
 
 def start_worker(endpoint, family, checkpoint, *extra, heartbeat_ms=200):

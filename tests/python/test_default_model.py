@@ -20,7 +20,6 @@ from service import BIN, Gateway, free_port, http, stop, wait_until
 
 FIXTURES = os.path.join(BIN, "..", "fixtures")
 DEFAULT_MODEL = os.path.join(rm.REPO, "models", "default-lanet.pth")
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def run(*args, timeout=300):
@@ -31,7 +30,7 @@ def run(*args, timeout=300):
 def fixture_images():
     """(path, class index) of the fixture folder tree."""
     root = os.path.join(FIXTURES, "dataset", "train")
-    return [(os.path.join(root, name, image), CLASSES.index(name))
+    return [(os.path.join(root, name, image), rm.CIFAR10_CLASSES.index(name))
             for name in sorted(os.listdir(root)) for image in sorted(os.listdir(os.path.join(root, name)))]
 
 
