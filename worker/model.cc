@@ -58,8 +58,19 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x) {
 
 namespace {
 
-// A stride-1 convolution with a packed weight (PackWeights).
+// A stride-1 convolution with a packed weight (PackWeights). On a 1 x 1 map
+// (a 1 x 1 kernel, no padding) the batch is laid out as the width of one
+// image: [N, C, 1, 1] as [1, C, N, 1]. oneDNN's 1 x 1 kernels block over the
+// pixels of an image: with one pixel an image BiT's last units ran at 110-120
+// GFLOP/s on the build machine, laid out this way at about 180.
 torch::Tensor PackedConvolution(const torch::Tensor& x, const torch::Tensor& packed, int64_t padding) {
+  if (padding == 0 && x.dim() == 4 && x.size(2) == 1 && x.size(3) == 1 && x.size(0) > 1) {
+    const int64_t n = x.size(0), c = x.size(1);
+    const torch::Tensor wide = x.reshape({n, c}).t().contiguous().view({1, c, n, 1});
+    const torch::Tensor y = at::mkldnn_convolution(wide, packed, {}, {0, 0}, {1, 1}, {1, 1}, 1);
+    const int64_t k = y.size(1);
+    return y.view({k, n}).t().contiguous().view({n, k, 1, 1});
+  }
   return at::mkldnn_convolution(x.contiguous(), packed, {}, {padding, padding}, {1, 1}, {1, 1}, 1);
 }
 

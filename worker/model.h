@@ -98,7 +98,10 @@ torch::Tensor GroupNormRelu(const torch::Tensor& x, int64_t groups, const torch:
 //   pixels' channels side by side (BiT's last block's first unit);
 // - a strided kernel of 5 or more (BiT's root, 7 x 7 of stride 2) keeps
 //   oneDNN's forward pass and takes its input gradient through the
-//   space-to-depth layout, as a stride-1 convolution (worker/model.cc).
+//   space-to-depth layout, as a stride-1 convolution (worker/model.cc);
+// - and any of these that ends on a 1 x 1 map, forward or backward, runs
+//   with the batch laid out as one image's width ([N, C, 1, 1] as
+//   [1, C, N, 1]), where oneDNN's 1 x 1 kernel has pixels to block over.
 // Only input gradients flow: the weights are constants. Anywhere else (a
 // 3 x 3 of stride 2 on a larger map, another dtype or device after To, a
 // LibTorch without oneDNN) it is torch::conv2d. Measured in

@@ -701,14 +701,15 @@ TEST(Models, PackedConvIsTheConvolution) {
   struct Case {
     int64_t kernel, stride, padding, side;
   };
-  // Stride 1 (packed; a 3 x 3 on a 1 x 1 map by its centre tap), a strided
+  // Stride 1 (packed; on a 1 x 1 map with the batch laid out as one image's
+  // width, a 3 x 3 there by its centre tap), a strided
   // 1 x 1 (packed, on the strided slice), a 3 x 3 of stride 2 on a 2 x 2 map
   // (one 1 x 1 over the four pixels) and on larger maps (plain), and BiT's
   // root, 7 x 7 of stride 2 (its input gradient through the space-to-depth
   // layout), on even and odd maps and on one as large as the kernel padded.
-  for (const Case c : {Case{1, 1, 0, 4}, Case{3, 1, 1, 5}, Case{3, 1, 1, 2}, Case{3, 1, 1, 1}, Case{3, 2, 1, 4},
-                       Case{3, 2, 1, 5}, Case{3, 2, 1, 2}, Case{1, 2, 0, 4}, Case{1, 2, 0, 5}, Case{1, 2, 0, 2},
-                       Case{7, 2, 3, 32}, Case{7, 2, 3, 33}, Case{7, 2, 3, 31}, Case{7, 2, 3, 1}}) {
+  for (const Case c : {Case{1, 1, 0, 4}, Case{1, 1, 0, 1}, Case{3, 1, 1, 5}, Case{3, 1, 1, 2}, Case{3, 1, 1, 1},
+                       Case{3, 2, 1, 4}, Case{3, 2, 1, 5}, Case{3, 2, 1, 2}, Case{1, 2, 0, 4}, Case{1, 2, 0, 5},
+                       Case{1, 2, 0, 2}, Case{7, 2, 3, 32}, Case{7, 2, 3, 33}, Case{7, 2, 3, 31}, Case{7, 2, 3, 1}}) {
     const std::string what = "kernel " + std::to_string(c.kernel) + " stride " + std::to_string(c.stride) + " side " +
                              std::to_string(c.side);
     const torch::Tensor weight = torch::randn({24, 16, c.kernel, c.kernel}, generator);
