@@ -20,13 +20,26 @@ GroupNormBlocks Blocks(const torch::Tensor& x, int64_t groups) {
 }
 
 // A tensor's data as the kernel reads it: bfloat16 as its bits, float32 as is.
-uint16_t* Data(const torch::Tensor& t, uint16_t* /*type*/) {
+template <typename T>
+T* Data(const torch::Tensor& t);
+template <>
+uint16_t* Data<uint16_t>(const torch::Tensor& t) {
   return reinterpret_cast<uint16_t*>(t.data_ptr<c10::BFloat16>());
 }
-float* Data(const torch::Tensor& t, float* /*type*/) { return t.data_ptr<float>(); }
+template <>
+float* Data<float>(const torch::Tensor& t) {
+  return t.data_ptr<float>();
+}
 
-// dx from dy, given what forward saved (x, y = relu(group_norm(x)), the
-// weight and the blocks' mean and rstd), by the fused loop.
+// What the backward pass reads: x, y = relu(group_norm(x)), the weight, the
+// blocks' mean and rstd, and the number of groups. Backward reads it back.
+void Save(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& y,
+          const torch::Tensor& weight, const torch::Tensor& mean, const torch::Tensor& rstd, int64_t groups) {
+  ctx->save_for_backward({x, y, weight, mean, rstd});
+  ctx->saved_data["groups"] = groups;
+}
+
+// dx from dy, given what Save kept, by the fused loop.
 template <typename T>
 torch::autograd::variable_list Backward(torch::autograd::AutogradContext* ctx, const torch::Tensor& grad) {
   const auto saved = ctx->get_saved_variables();
@@ -35,10 +48,9 @@ torch::autograd::variable_list Backward(torch::autograd::AutogradContext* ctx, c
   const torch::Tensor dy = grad.to(x.scalar_type()).contiguous();
   const GroupNormBlocks shape = Blocks(x, groups);
   torch::Tensor dx = torch::empty_like(x);
-  T* type = nullptr;
   at::parallel_for(0, mean.numel(), std::max<int64_t>(1, kGrain / shape.size()), [&](int64_t begin, int64_t end) {
-    GroupNormReluBackward(Data(dy, type), Data(x, type), Data(y, type), weight.data_ptr<float>(),
-                          mean.data_ptr<float>(), rstd.data_ptr<float>(), shape, begin, end, Data(dx, type));
+    GroupNormReluBackward(Data<T>(dy), Data<T>(x), Data<T>(y), weight.data_ptr<float>(), mean.data_ptr<float>(),
+                          rstd.data_ptr<float>(), shape, begin, end, Data<T>(dx));
   });
   return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
 }
@@ -54,13 +66,11 @@ struct GroupNormReluFunction : public torch::autograd::Function<GroupNormReluFun
     torch::Tensor y = torch::empty_like(x);
     torch::Tensor mean = torch::empty({x.size(0) * groups}, x.options().dtype(torch::kFloat32));
     torch::Tensor rstd = torch::empty_like(mean);
-    uint16_t* type = nullptr;
     at::parallel_for(0, mean.numel(), std::max<int64_t>(1, kGrain / shape.size()), [&](int64_t begin, int64_t end) {
-      GroupNormReluForward(Data(x, type), weight.data_ptr<float>(), bias.data_ptr<float>(), shape, eps, begin, end,
-                           Data(y, type), mean.data_ptr<float>(), rstd.data_ptr<float>());
+      GroupNormReluForward(Data<uint16_t>(x), weight.data_ptr<float>(), bias.data_ptr<float>(), shape, eps, begin, end,
+                           Data<uint16_t>(y), mean.data_ptr<float>(), rstd.data_ptr<float>());
     });
-    ctx->save_for_backward({x, y, weight, mean, rstd});
-    ctx->saved_data["groups"] = groups;
+    Save(ctx, x, y, weight, mean, rstd, groups);
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -82,8 +92,7 @@ struct GroupNormReluGradFunction : public torch::autograd::Function<GroupNormRel
     const int64_t n = x.size(0), c = x.size(1);
     auto [y, mean, rstd] = at::native_group_norm(x, weight, bias, n, c, x.numel() / (n * c), groups, eps);
     y.relu_();
-    ctx->save_for_backward({x, y, weight, mean, rstd});
-    ctx->saved_data["groups"] = groups;
+    Save(ctx, x, y, weight, mean, rstd, groups);
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
