@@ -40,8 +40,10 @@ StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps);
 // more than kScanTolerance of that variation, Gauss-Legendre in u = ln a on
 // [ln low, 0] (weights times a, as da = a du) takes all points but a share
 // kScanShareBelow (at least one), which plain Gauss-Legendre puts on
-// [0, low]. A change spread over decades of a becomes a smooth function of
-// u, and the rule converges like Gauss-Legendre on smooth integrands, where
+// [0, low]. A change spread smoothly over decades of a becomes a smooth
+// function of u, and the rule converges like Gauss-Legendre on smooth
+// integrands (a trained BiT's is rough in u too, so more slowly there:
+// docs/FAITHFULNESS.md), where
 // Gauss-Legendre in a misses everything below its smallest point (5.7e-4 at
 // n_steps 50). With no change seen, or n_steps 1, it is plain
 // Gauss-Legendre. The weights on [low, 1] are scaled to sum to 1 - low (a
