@@ -58,9 +58,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import baselines  # noqa: E402
 import reference_models as rm  # noqa: E402  (on the path through baselines)
+from service import BIN  # noqa: E402
 
 TRAIN_ZIP = os.path.join(os.path.dirname(rm.CIFAR10_TEST_ZIP), "train.zip")
-INTGRADS = os.path.join(rm.REPO, "build", "bin", "intgrads-images")
+INTGRADS = os.path.join(BIN, "intgrads-images")
 HELD_OUT = 2000
 LOG_SMALLEST = 1e-11
 BATCH = 64
@@ -231,7 +232,7 @@ def main():
     if not os.path.exists(TRAIN_ZIP) or not os.path.exists(rm.CIFAR10_TEST_ZIP):
         raise SystemExit(f"needs CIFAR-10's train.zip and test.zip in {os.path.dirname(TRAIN_ZIP)}")
     if not os.path.exists(INTGRADS):
-        raise SystemExit(f"needs {INTGRADS}: build first (tools/build.sh)")
+        raise SystemExit(f"needs {INTGRADS}: build first (tools/build.sh; INTGRADS_BIN names another folder)")
     log_gl = [int(n) for n in args.log_gl.split(",") if n]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
