@@ -77,13 +77,13 @@ class Compare(unittest.TestCase):
 class TrainedBit(unittest.TestCase):
     def test_a_few_steps_end_to_end(self):
         done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trained_bit.py"), "--steps", "3",
-                               "--images", "2", "--log-gl", "20", "--json"],
+                               "--images", "1", "--log-gl", "20", "--json"],
                               capture_output=True, text=True, timeout=600)
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
         result = json.loads(done.stdout)
         self.assertEqual(result["steps"], 3)
         self.assertTrue(0.0 <= result["held_out_accuracy"] <= 1.0)
-        self.assertEqual([i["image"] for i in result["images"]], ["test/airplane/0000.jpg", "test/automobile/0000.jpg"])
+        self.assertEqual([i["image"] for i in result["images"]], ["test/airplane/0000.jpg"])
         for image in result["images"]:
             # The worker read the trained checkpoint as the network our Python rendering trained. (At the
             # zero baseline the root convolution gives exact zeros and the GroupNorms after it see maps that
