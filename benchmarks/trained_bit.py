@@ -115,7 +115,7 @@ def train(args):
     order = np.random.default_rng(args.seed).permutation(len(members))
     held, used = order[-HELD_OUT:], order[:-HELD_OUT]
     started = time.perf_counter()
-    images = read_images(TRAIN_ZIP, [members[i][0] for i in range(len(members))])
+    images = read_images(TRAIN_ZIP, [name for name, _ in members])
     labels = np.array([c for _, c in members])
     print(f"read {len(images)} training images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     W = initial_weights(args.seed)
@@ -141,26 +141,25 @@ def train(args):
     return W, held_accuracy, time.perf_counter() - started
 
 
-def log_gauss_legendre_gaps(W, x, target, counts):
+def log_gauss_legendre_gaps(W, x, target, ends, counts):
     """The completeness gap of Gauss-Legendre in u = ln a on [ln LOG_SMALLEST, 0]
     with each count of points (weights times a, as da = a du), f' from our
-    Python rendering, the piece below LOG_SMALLEST taken exactly from f: how
-    smooth the integrand is where it lives, whatever the rule."""
-    with torch.no_grad():
-        ends = baselines.bit_forward(W, torch.tensor([0.0, LOG_SMALLEST, 1.0]).view(-1, 1, 1, 1) * x)[:, target]
-    change = (ends[2] - ends[0]).item()
+    Python rendering, the piece below LOG_SMALLEST taken exactly from f (ends:
+    f at a = 0, LOG_SMALLEST and 1): how smooth the integrand is where it
+    lives, whatever the rule."""
+    change = ends[2] - ends[0]
+    span = -math.log(LOG_SMALLEST)
     gaps = []
     for count in counts:
-        nodes, weights = np.polynomial.legendre.leggauss(count)
-        span = -math.log(LOG_SMALLEST)
-        alphas = np.exp(-span + 0.5 * span * (1 + nodes))
-        total = (ends[1] - ends[0]).item()
+        nodes, weights = baselines.gauss_legendre(count)  # on [0, 1]
+        alphas = np.exp(span * (np.array(nodes) - 1.0))
+        steps = span * np.array(weights) * alphas
+        total = ends[1] - ends[0]
         for first in range(0, count, 50):
             a = torch.tensor(alphas[first:first + 50], dtype=torch.float32).view(-1, 1, 1, 1)
             points = (a * x).requires_grad_()
             grad = torch.autograd.grad(baselines.bit_forward(W, points)[:, target].sum(), points)[0]
-            derivative = (grad * x).sum((1, 2, 3)).double().numpy()
-            total += float((0.5 * span * weights[first:first + 50] * alphas[first:first + 50] * derivative).sum())
+            total += float((steps[first:first + 50] * (grad * x).sum((1, 2, 3)).double().numpy()).sum())
         gaps.append(abs(total - change) / abs(change))
     return gaps
 
@@ -179,16 +178,17 @@ def path_scans(W, checkpoint, count, threads, log_gl, work):
     for name, image in zip(chosen, read_images(rm.CIFAR10_TEST_ZIP, chosen)):
         x = normalize(image[None])
         target = rm.CIFAR10_CLASSES.index(name.split("/")[1])
-        with torch.no_grad():
-            ours = baselines.bit_forward(W, torch.cat([x, torch.zeros_like(x)]))[:, target]
+        with torch.no_grad():  # f at a = 0, LOG_SMALLEST and 1
+            ends = baselines.bit_forward(W, torch.tensor([0.0, LOG_SMALLEST, 1.0]).view(-1, 1, 1, 1) * x)[:, target]
+        ends = ends.double().tolist()
         request = os.path.join(work, "request.json")
         with open(request, "w") as f:
             json.dump({"img_data": image.tolist(), "target_class": name.split("/")[1]}, f)
         out = subprocess.run([INTGRADS, "path-scan", "-bp", checkpoint, "--input", request, "--json", "--points",
                               "46", "--smallest", "1e-9", "--threads", str(threads)],
                              check=True, capture_output=True, text=True).stdout
-        scans.append(dict(json.loads(out), image=name, python_f_x=ours[0].item(), python_f_baseline=ours[1].item(),
-                          log_gl_gap=log_gauss_legendre_gaps(W, x, target, log_gl)))
+        scans.append(dict(json.loads(out), image=name, python_f_x=ends[2], python_f_baseline=ends[0],
+                          log_gl_gap=log_gauss_legendre_gaps(W, x, target, ends, log_gl)))
     return scans
 
 
