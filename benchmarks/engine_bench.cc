@@ -11,7 +11,8 @@
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
 #include <ATen/record_function.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>

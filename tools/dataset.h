@@ -6,7 +6,7 @@
 //   ASSIGN_OR_RETURN(LabeledImages set, LoadLabeledImages("train.zip", DefaultClassNames(10), 32));
 #pragma once
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <functional>
 #include <string>

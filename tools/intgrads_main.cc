@@ -4,7 +4,8 @@
 //   intgrads-images attribute --bit-path P --input in.json --output out.gzip
 //   intgrads-images prepare IMAGE CLASS OUT.json
 //   intgrads-images explain IMAGE_OR_FOLDER... --out DIR [--target CLASS] [--server URL]
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cstdio>
 #include <fstream>

@@ -5,6 +5,9 @@
 // several n_steps. Markdown tables on stdout, --json for a machine.
 #include "tools/path_scan.h"
 
+#include <torch/autograd.h>
+#include <torch/utils.h>
+
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>

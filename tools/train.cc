@@ -5,6 +5,11 @@
 // steps, then linear decay to 0), label smoothing 0.1.
 #include "tools/train.h"
 
+#include <torch/autograd.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+
 #include <unistd.h>
 
 #include <chrono>

@@ -1,5 +1,7 @@
 #include "worker/engine.h"
 
+#include <torch/autograd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -533,10 +535,11 @@ torch::Tensor Blur(const torch::Tensor& input, double sigma) {
   torch::Tensor kernel = torch::tensor(weights, torch::kFloat64).to(input.options());
   kernel = kernel / kernel.sum();
   const int64_t size = kernel.size(0);
-  namespace F = torch::nn::functional;
-  torch::Tensor x = F::pad(input, F::PadFuncOptions({radius, radius, radius, radius}).mode(torch::kReflect));
-  x = F::conv2d(x, kernel.view({1, 1, 1, size}).repeat({3, 1, 1, 1}), F::Conv2dFuncOptions().groups(3));
-  return F::conv2d(x, kernel.view({1, 1, size, 1}).repeat({3, 1, 1, 1}), F::Conv2dFuncOptions().groups(3));
+  torch::Tensor x = torch::reflection_pad2d(input, {radius, radius, radius, radius});
+  x = torch::conv2d(x, kernel.view({1, 1, 1, size}).repeat({3, 1, 1, 1}), torch::Tensor(), 1, torch::IntArrayRef{0}, 1,
+                    /*groups=*/3);
+  return torch::conv2d(x, kernel.view({1, 1, size, 1}).repeat({3, 1, 1, 1}), torch::Tensor(), 1, torch::IntArrayRef{0},
+                       1, /*groups=*/3);
 }
 
 // A tensor like `like` filled from `draw` (in the order of its elements).

@@ -6,7 +6,7 @@
 // Only the input needs a gradient: the model's weights never do.
 #pragma once
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <string>
 #include <vector>

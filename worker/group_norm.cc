@@ -2,6 +2,7 @@
 // over the data forward and one backward; float32's backward pass in one
 // (group_norm_kernel.h).
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 
 #include <algorithm>
 

@@ -8,6 +8,9 @@
 // its forward and backward passes (a fifth of LaNet's time). A TrainableLanet (for `intgrads-images train`) runs the
 // same code in training mode: batch statistics, and standardization in every pass so that gradients reach the raw
 // weights.
+#include <torch/autograd.h>
+#include <torch/nn/init.h>
+
 #include <map>
 #include <set>
 

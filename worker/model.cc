@@ -1,5 +1,7 @@
 #include "worker/model.h"
 
+#include <torch/autograd.h>
+
 #include <algorithm>
 #include <map>
 #include <set>

@@ -6,7 +6,7 @@
 //   torch::Tensor logits = model->Forward(batch);  // N x 3 x 32 x 32 -> N x classes
 #pragma once
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <array>
 #include <memory>

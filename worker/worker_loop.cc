@@ -1,5 +1,7 @@
 #include "worker/worker_loop.h"
 
+#include <torch/autograd.h>
+
 #include <chrono>
 #include <cmath>
 #include <condition_variable>

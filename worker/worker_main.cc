@@ -1,6 +1,7 @@
 // intgrads-worker: holds one model and computes attributions for a gateway.
 //   intgrads-worker --connect tcp://HOST:5555 (-bp P | -lp P) [--cpu | --cuda [--device N]]
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <atomic>
 #include <csignal>

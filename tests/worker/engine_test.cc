@@ -3,6 +3,7 @@
 #include "worker/engine.h"
 
 #include <gtest/gtest.h>
+#include <torch/autograd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -385,6 +386,28 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
   blur.baseline = "blur";
   const torch::Tensor flat = torch::full({1, 3, 4, 4}, 0.25);
   EXPECT_TRUE(torch::allclose(MakePaths(flat, model.info(), blur)->front().baseline, flat));  // a constant stays
+  // A Gaussian of sigma 1 cut at 3 sigma, rows then columns, edges reflected
+  // (pixel -1 is pixel 1), summed here by hand.
+  blur.blur_sigma = 1.0;
+  const torch::Tensor ramp = torch::arange(108, torch::kFloat32).view({1, 3, 6, 6}).pow(1.5) / 100;
+  const torch::Tensor blurred = MakePaths(ramp, model.info(), blur)->front().baseline;
+  auto reflect = [](int64_t i) { return i < 0 ? -i : (i > 5 ? 10 - i : i); };
+  double norm = 0;
+  for (int k = -3; k <= 3; ++k) norm += std::exp(-0.5 * k * k);
+  for (int64_t c = 0; c < 3; ++c) {
+    for (int64_t y = 0; y < 6; ++y) {
+      for (int64_t x = 0; x < 6; ++x) {
+        double sum = 0;
+        for (int64_t i = -3; i <= 3; ++i) {
+          for (int64_t j = -3; j <= 3; ++j) {
+            sum += std::exp(-0.5 * static_cast<double>(i * i + j * j)) *
+                   ramp[0][c][reflect(y + i)][reflect(x + j)].item<double>();
+          }
+        }
+        EXPECT_NEAR(blurred[0][c][y][x].item<double>(), sum / (norm * norm), 1e-5) << c << " " << y << " " << x;
+      }
+    }
+  }
   PathRequest uniform;
   uniform.baseline = "uniform";
   const torch::Tensor u = MakePaths(x, model.info(), uniform)->front().baseline;

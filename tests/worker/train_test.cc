@@ -1,6 +1,8 @@
 // Training code of the default model: the trainable LaNet, and the reader of
 // labelled image sets (fixtures written by tests/python/make_fixtures.py).
 #include <gtest/gtest.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
 
 #include "common/image.h"
 #include "tools/dataset.h"
