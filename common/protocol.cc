@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <type_traits>
+#include <utility>
+
 namespace intgrads {
 
 using nlohmann::json;
@@ -85,6 +88,123 @@ Status CheckImageFrame(int64_t height, int64_t width, int64_t channels, size_t f
   return Status::Ok();
 }
 
+// The header fields of each message, listed once for both directions:
+// visit(key, member, presence), with the struct const when encoding. A peer
+// may omit an optional field (an older peer did not know it): the member
+// keeps its default then.
+enum class Presence { kRequired, kOptional };
+
+template <typename Info, typename Visit>
+void ReadyFields(Info& i, Visit&& visit) {
+  visit("model", i.model, Presence::kRequired);
+  visit("family", i.family, Presence::kRequired);
+  visit("variant", i.variant, Presence::kRequired);
+  visit("device", i.device, Presence::kRequired);
+  visit("classes", i.classes, Presence::kRequired);
+  visit("input_size", i.input_size, Presence::kRequired);
+  visit("token", i.token, Presence::kRequired);
+  visit("mean", i.mean, Presence::kOptional);
+  visit("std", i.std, Presence::kOptional);
+  visit("slots", i.slots, Presence::kOptional);
+}
+
+// All but the image frames' shapes and the baseline image, which go with the frames.
+template <typename Request, typename Visit>
+void RequestFields(Request& r, Visit&& visit) {
+  visit("id", r.id, Presence::kRequired);
+  visit("target", r.target, Presence::kRequired);
+  visit("n_steps", r.n_steps, Presence::kRequired);
+  visit("method", r.method, Presence::kRequired);
+  visit("height", r.height, Presence::kRequired);
+  visit("width", r.width, Presence::kRequired);
+  visit("channels", r.channels, Presence::kRequired);
+  visit("format", r.format, Presence::kOptional);
+  visit("heatmap", r.heatmap, Presence::kOptional);
+  visit("baseline", r.paths.baseline, Presence::kOptional);
+  visit("blur_sigma", r.paths.blur_sigma, Presence::kOptional);
+  visit("baseline_count", r.paths.baseline_count, Presence::kOptional);
+  visit("smoothgrad_samples", r.paths.smoothgrad_samples, Presence::kOptional);
+  visit("smoothgrad_sigma", r.paths.smoothgrad_sigma, Presence::kOptional);
+  visit("seed", r.paths.seed, Presence::kOptional);
+  visit("tolerance", r.paths.tolerance, Presence::kOptional);
+  visit("targets", r.targets, Presence::kOptional);
+  visit("top_k", r.top_k, Presence::kOptional);
+  visit("regions", r.regions.kind, Presence::kOptional);
+  visit("region_min_side", r.regions.min_side, Presence::kOptional);
+  visit("segments", r.regions.segments, Presence::kOptional);
+  visit("top_regions", r.regions.top, Presence::kOptional);
+}
+
+template <typename ImageT, typename Visit>
+void BaselineImageFields(ImageT& b, Visit&& visit) {
+  visit("baseline_height", b.height, Presence::kRequired);
+  visit("baseline_width", b.width, Presence::kRequired);
+  visit("baseline_channels", b.channels, Presence::kRequired);
+}
+
+// All but the other targets' replies, each with fields of its own.
+template <typename Reply, typename Visit>
+void ReplyFields(Reply& r, Visit&& visit) {
+  visit("id", r.id, Presence::kRequired);
+  visit("status", r.status, Presence::kRequired);
+  visit("error", r.error, Presence::kRequired);
+  visit("convergence_delta", r.convergence_delta, Presence::kRequired);
+  visit("compute_seconds", r.compute_seconds, Presence::kRequired);
+  visit("prepare_seconds", r.prepare_seconds, Presence::kOptional);
+  visit("attribute_seconds", r.attribute_seconds, Presence::kOptional);
+  visit("encode_seconds", r.encode_seconds, Presence::kOptional);
+  visit("compress_seconds", r.compress_seconds, Presence::kOptional);
+  visit("target", r.target, Presence::kOptional);
+  visit("probabilities", r.probabilities, Presence::kOptional);
+  visit("content_type", r.content_type, Presence::kOptional);
+  visit("n_steps_used", r.n_steps, Presence::kOptional);
+  visit("tolerance_met", r.tolerance_met, Presence::kOptional);
+}
+
+template <typename Reply, typename Visit>
+void OtherReplyFields(Reply& r, Visit&& visit) {
+  visit("target", r.target, Presence::kRequired);
+  visit("convergence_delta", r.convergence_delta, Presence::kRequired);
+  visit("n_steps_used", r.n_steps, Presence::kOptional);
+  visit("tolerance_met", r.tolerance_met, Presence::kOptional);
+}
+
+// Writes the fields a table visits into a header; a bool as 0 or 1.
+struct FieldWriter {
+  json* header;
+  template <typename T>
+  void operator()(const char* key, const T& value, Presence /*presence*/) const {
+    if constexpr (std::is_same_v<T, bool>) {
+      (*header)[key] = value ? 1 : 0;
+    } else {
+      (*header)[key] = value;
+    }
+  }
+};
+
+// Reads the fields a table visits from a header; the first error is kept.
+class FieldReader {
+ public:
+  explicit FieldReader(const json& header) : header_(header) {}
+
+  template <typename T>
+  void operator()(const char* key, T& out, Presence presence) {
+    if (!status_.ok()) return;
+    if constexpr (std::is_same_v<T, bool>) {
+      int value = out ? 1 : 0;
+      (*this)(key, value, presence);
+      out = value != 0;
+    } else {
+      status_ = presence == Presence::kRequired ? Field(header_, key, &out) : OptionalField(header_, key, &out);
+    }
+  }
+  const Status& status() const { return status_; }
+
+ private:
+  const json& header_;
+  Status status_;
+};
+
 }  // namespace
 
 const std::vector<PayloadFormat>& PayloadFormats() {
@@ -106,16 +226,7 @@ const PayloadFormat* FindPayloadFormat(const std::string& name) {
 
 Frames EncodeReady(const WorkerInfo& info) {
   json h = Header(MessageType::kReady);
-  h["model"] = info.model;
-  h["family"] = info.family;
-  h["variant"] = info.variant;
-  h["device"] = info.device;
-  h["classes"] = info.classes;
-  h["input_size"] = info.input_size;
-  h["token"] = info.token;
-  h["mean"] = info.mean;
-  h["std"] = info.std;
-  h["slots"] = info.slots;
+  ReadyFields(info, FieldWriter{&h});
   return {Dump(h)};
 }
 
@@ -124,62 +235,23 @@ Frames EncodeDisconnect() { return {Dump(Header(MessageType::kDisconnect))}; }
 
 Frames EncodeRequest(const JobRequest& r) {
   json h = Header(MessageType::kRequest);
-  h["id"] = r.id;
-  h["target"] = r.target;
-  h["n_steps"] = r.n_steps;
-  h["method"] = r.method;
-  h["height"] = r.height;
-  h["width"] = r.width;
-  h["channels"] = r.channels;
-  h["format"] = r.format;
-  h["heatmap"] = r.heatmap;
-  const PathRequest& p = r.paths;
-  h["baseline"] = p.baseline;
-  h["blur_sigma"] = p.blur_sigma;
-  h["baseline_count"] = p.baseline_count;
-  h["smoothgrad_samples"] = p.smoothgrad_samples;
-  h["smoothgrad_sigma"] = p.smoothgrad_sigma;
-  h["seed"] = p.seed;
-  h["tolerance"] = p.tolerance;
-  if (!r.targets.empty()) h["targets"] = r.targets;
-  if (r.top_k > 0) h["top_k"] = r.top_k;
-  if (r.regions.kind != "none") {
-    h["regions"] = r.regions.kind;
-    h["region_min_side"] = r.regions.min_side;
-    h["segments"] = r.regions.segments;
-    h["top_regions"] = r.regions.top;
-  }
-  if (p.baseline_image.pixels.empty()) return {Dump(h), r.pixels};
-  h["baseline_height"] = p.baseline_image.height;
-  h["baseline_width"] = p.baseline_image.width;
-  h["baseline_channels"] = p.baseline_image.channels;
-  return {Dump(h), r.pixels, std::string(p.baseline_image.pixels.begin(), p.baseline_image.pixels.end())};
+  RequestFields(r, FieldWriter{&h});
+  const Image& b = r.paths.baseline_image;
+  if (b.pixels.empty()) return {Dump(h), r.pixels};
+  BaselineImageFields(b, FieldWriter{&h});
+  return {Dump(h), r.pixels, std::string(b.pixels.begin(), b.pixels.end())};
 }
 
 Frames EncodeReply(JobReply r) {
   json h = Header(MessageType::kReply);
-  h["id"] = r.id;
-  h["status"] = r.status;
-  h["error"] = r.error;
-  h["convergence_delta"] = r.convergence_delta;
-  h["compute_seconds"] = r.compute_seconds;
-  h["prepare_seconds"] = r.prepare_seconds;
-  h["attribute_seconds"] = r.attribute_seconds;
-  h["encode_seconds"] = r.encode_seconds;
-  h["compress_seconds"] = r.compress_seconds;
-  h["target"] = r.target;
-  h["probabilities"] = r.probabilities;
-  h["content_type"] = r.content_type;
-  h["n_steps_used"] = r.n_steps;
-  h["tolerance_met"] = r.tolerance_met ? 1 : 0;
+  ReplyFields(std::as_const(r), FieldWriter{&h});
   Frames frames = {"", std::move(r.payload)};
   if (!r.others.empty()) {
     json others = json::array();
     for (JobReply& o : r.others) {
-      others.push_back({{"target", o.target},
-                        {"convergence_delta", o.convergence_delta},
-                        {"n_steps_used", o.n_steps},
-                        {"tolerance_met", o.tolerance_met ? 1 : 0}});
+      json other = json::object();
+      OtherReplyFields(std::as_const(o), FieldWriter{&other});
+      others.push_back(std::move(other));
       frames.push_back(std::move(o.payload));
     }
     h["others"] = std::move(others);
@@ -204,16 +276,9 @@ StatusOr<Message> DecodeMessage(Frames frames) {
   if (type == "ready") {
     m.type = MessageType::kReady;
     RETURN_IF_ERROR(ExpectFrames(frames, 1, "ready"));
-    RETURN_IF_ERROR(Field(h, "model", &m.ready.model));
-    RETURN_IF_ERROR(Field(h, "family", &m.ready.family));
-    RETURN_IF_ERROR(Field(h, "variant", &m.ready.variant));
-    RETURN_IF_ERROR(Field(h, "device", &m.ready.device));
-    RETURN_IF_ERROR(Field(h, "classes", &m.ready.classes));
-    RETURN_IF_ERROR(Field(h, "input_size", &m.ready.input_size));
-    RETURN_IF_ERROR(Field(h, "token", &m.ready.token));
-    RETURN_IF_ERROR(OptionalField(h, "mean", &m.ready.mean));
-    RETURN_IF_ERROR(OptionalField(h, "std", &m.ready.std));
-    RETURN_IF_ERROR(OptionalField(h, "slots", &m.ready.slots));
+    FieldReader read(h);
+    ReadyFields(m.ready, read);
+    RETURN_IF_ERROR(read.status());
     if (m.ready.classes.empty()) return InvalidError("protocol: a ready message with no classes");
     if (m.ready.slots < 1 || m.ready.slots > kMaxSlots) {
       return InvalidError("protocol: slots " + std::to_string(m.ready.slots) + " is not in 1.." +
@@ -226,36 +291,15 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     m.type = MessageType::kRequest;
     if (frames.size() != 3) RETURN_IF_ERROR(ExpectFrames(frames, 2, "request"));
     JobRequest& r = m.request;
-    RETURN_IF_ERROR(Field(h, "id", &r.id));
-    RETURN_IF_ERROR(Field(h, "target", &r.target));
-    RETURN_IF_ERROR(Field(h, "n_steps", &r.n_steps));
-    RETURN_IF_ERROR(Field(h, "method", &r.method));
-    RETURN_IF_ERROR(Field(h, "height", &r.height));
-    RETURN_IF_ERROR(Field(h, "width", &r.width));
-    RETURN_IF_ERROR(Field(h, "channels", &r.channels));
-    RETURN_IF_ERROR(OptionalField(h, "format", &r.format));
-    RETURN_IF_ERROR(OptionalField(h, "heatmap", &r.heatmap));
+    FieldReader read(h);
+    RequestFields(r, read);
+    RETURN_IF_ERROR(read.status());
     RETURN_IF_ERROR(CheckImageFrame(r.height, r.width, r.channels, frames[1].size(), "image"));
     r.pixels = std::move(frames[1]);
-    PathRequest& p = r.paths;
-    RETURN_IF_ERROR(OptionalField(h, "baseline", &p.baseline));
-    RETURN_IF_ERROR(OptionalField(h, "blur_sigma", &p.blur_sigma));
-    RETURN_IF_ERROR(OptionalField(h, "baseline_count", &p.baseline_count));
-    RETURN_IF_ERROR(OptionalField(h, "smoothgrad_samples", &p.smoothgrad_samples));
-    RETURN_IF_ERROR(OptionalField(h, "smoothgrad_sigma", &p.smoothgrad_sigma));
-    RETURN_IF_ERROR(OptionalField(h, "seed", &p.seed));
-    RETURN_IF_ERROR(OptionalField(h, "tolerance", &p.tolerance));
-    RETURN_IF_ERROR(OptionalField(h, "targets", &r.targets));
-    RETURN_IF_ERROR(OptionalField(h, "top_k", &r.top_k));
-    RETURN_IF_ERROR(OptionalField(h, "regions", &r.regions.kind));
-    RETURN_IF_ERROR(OptionalField(h, "region_min_side", &r.regions.min_side));
-    RETURN_IF_ERROR(OptionalField(h, "segments", &r.regions.segments));
-    RETURN_IF_ERROR(OptionalField(h, "top_regions", &r.regions.top));
     if (frames.size() == 3) {
-      Image& b = p.baseline_image;
-      RETURN_IF_ERROR(Field(h, "baseline_height", &b.height));
-      RETURN_IF_ERROR(Field(h, "baseline_width", &b.width));
-      RETURN_IF_ERROR(Field(h, "baseline_channels", &b.channels));
+      Image& b = r.paths.baseline_image;
+      BaselineImageFields(b, read);
+      RETURN_IF_ERROR(read.status());
       RETURN_IF_ERROR(CheckImageFrame(b.height, b.width, b.channels, frames[2].size(), "baseline"));
       b.pixels.assign(frames[2].begin(), frames[2].end());
     }
@@ -265,22 +309,9 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     const json others = h.contains("others") ? h["others"] : json::array();
     if (!others.is_array()) return InvalidError("protocol: 'others' is not a list");
     RETURN_IF_ERROR(ExpectFrames(frames, 2 + others.size(), "reply"));
-    RETURN_IF_ERROR(Field(h, "id", &r.id));
-    RETURN_IF_ERROR(Field(h, "status", &r.status));
-    RETURN_IF_ERROR(Field(h, "error", &r.error));
-    RETURN_IF_ERROR(Field(h, "convergence_delta", &r.convergence_delta));
-    RETURN_IF_ERROR(Field(h, "compute_seconds", &r.compute_seconds));
-    RETURN_IF_ERROR(OptionalField(h, "prepare_seconds", &r.prepare_seconds));
-    RETURN_IF_ERROR(OptionalField(h, "attribute_seconds", &r.attribute_seconds));
-    RETURN_IF_ERROR(OptionalField(h, "encode_seconds", &r.encode_seconds));
-    RETURN_IF_ERROR(OptionalField(h, "compress_seconds", &r.compress_seconds));
-    RETURN_IF_ERROR(OptionalField(h, "target", &r.target));
-    RETURN_IF_ERROR(OptionalField(h, "probabilities", &r.probabilities));
-    RETURN_IF_ERROR(OptionalField(h, "content_type", &r.content_type));
-    RETURN_IF_ERROR(OptionalField(h, "n_steps_used", &r.n_steps));
-    int met = 1;
-    RETURN_IF_ERROR(OptionalField(h, "tolerance_met", &met));
-    r.tolerance_met = met != 0;
+    FieldReader read(h);
+    ReplyFields(r, read);
+    RETURN_IF_ERROR(read.status());
     r.payload = std::move(frames[1]);
     for (size_t i = 0; i < others.size(); ++i) {
       if (!others[i].is_object()) return InvalidError("protocol: an entry of 'others' is not an object");
@@ -289,12 +320,9 @@ StatusOr<Message> DecodeMessage(Frames frames) {
       o.content_type = r.content_type;
       o.probabilities = r.probabilities;
       o.compute_seconds = r.compute_seconds;
-      RETURN_IF_ERROR(Field(others[i], "target", &o.target));
-      RETURN_IF_ERROR(Field(others[i], "convergence_delta", &o.convergence_delta));
-      RETURN_IF_ERROR(OptionalField(others[i], "n_steps_used", &o.n_steps));
-      int other_met = 1;
-      RETURN_IF_ERROR(OptionalField(others[i], "tolerance_met", &other_met));
-      o.tolerance_met = other_met != 0;
+      FieldReader read_other(others[i]);
+      OtherReplyFields(o, read_other);
+      RETURN_IF_ERROR(read_other.status());
       o.payload = std::move(frames[2 + i]);
       r.others.push_back(std::move(o));
     }

@@ -34,6 +34,63 @@ TEST(Protocol, RequestRoundTrip) {
   EXPECT_EQ(m->request.pixels, r.pixels);
 }
 
+// Every field of the tables in protocol.cc, each away from its default, so
+// that a field one direction forgets cannot pass.
+TEST(Protocol, EveryFieldKeepsItsValue) {
+  JobRequest r;
+  r.height = 1;
+  r.width = 1;
+  r.channels = 1;
+  r.pixels = "x";
+  r.paths.baseline = "blur";
+  r.paths.blur_sigma = 2.5;
+  r.paths.baseline_count = 3;
+  r.paths.smoothgrad_samples = 4;
+  r.paths.smoothgrad_sigma = 0.375;
+  r.paths.seed = int64_t{1} << 40;
+  r.paths.tolerance = 0.0625;
+  r.paths.baseline_image = {1, 1, 3, {1, 2, 3}};
+  r.regions = {"quadtree", 3, 9, 2};
+  auto request = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(request.ok()) << request.status().message();
+  const PathRequest& p = request->request.paths;
+  EXPECT_EQ(p.baseline, "blur");
+  EXPECT_DOUBLE_EQ(p.blur_sigma, 2.5);
+  EXPECT_EQ(p.baseline_count, 3);
+  EXPECT_EQ(p.smoothgrad_samples, 4);
+  EXPECT_DOUBLE_EQ(p.smoothgrad_sigma, 0.375);
+  EXPECT_EQ(p.seed, int64_t{1} << 40);
+  EXPECT_DOUBLE_EQ(p.tolerance, 0.0625);
+  EXPECT_EQ(p.baseline_image.height, 1);
+  EXPECT_EQ(p.baseline_image.width, 1);
+  EXPECT_EQ(p.baseline_image.channels, 3);
+  EXPECT_EQ(p.baseline_image.pixels, r.paths.baseline_image.pixels);
+  EXPECT_EQ(request->request.regions.kind, "quadtree");
+  EXPECT_EQ(request->request.regions.min_side, 3);
+
+  JobReply reply;
+  reply.id = 11;
+  reply.error = "why";
+  reply.n_steps = 33;
+  reply.tolerance_met = false;
+  auto m = DecodeMessage(EncodeReply(reply));
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->reply.id, 11U);
+  EXPECT_EQ(m->reply.error, "why");
+  EXPECT_EQ(m->reply.n_steps, 33);
+  EXPECT_FALSE(m->reply.tolerance_met);
+
+  const WorkerInfo info{"m", "lanet", "C16-L8", "cuda:1", {"a"}, 64, "", {0.25}, {0.5}, 3};
+  auto ready = DecodeMessage(EncodeReady(info));
+  ASSERT_TRUE(ready.ok()) << ready.status().message();
+  EXPECT_EQ(ready->ready.model, "m");
+  EXPECT_EQ(ready->ready.family, "lanet");
+  EXPECT_EQ(ready->ready.device, "cuda:1");
+  EXPECT_EQ(ready->ready.input_size, 64);
+  EXPECT_EQ(ready->ready.mean, info.mean);
+  EXPECT_EQ(ready->ready.slots, 3);
+}
+
 TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   JobReply reply;
   reply.id = 7;
