@@ -13,6 +13,9 @@ import urllib.request
 import reference_models as rm
 
 BIN = os.environ.get("INTGRADS_BIN", os.path.join(rm.REPO, "build", "bin"))
+# Programs built with AddressSanitizer run several times slower (.ci/sanitize
+# sets INTGRADS_SANITIZED): the waits for an answer that depend on it scale.
+SLOWDOWN = 4 if os.environ.get("INTGRADS_SANITIZED") else 1
 
 
 def free_port():

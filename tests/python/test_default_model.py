@@ -16,13 +16,13 @@ import unittest
 import torch
 
 import reference_models as rm
-from service import BIN, Gateway, free_port, http, stop, wait_until
+from service import BIN, SLOWDOWN, Gateway, free_port, http, stop, wait_until
 
 FIXTURES = os.path.join(BIN, "..", "fixtures")
 DEFAULT_MODEL = os.path.join(rm.REPO, "models", "default-lanet.pth")
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=300 * SLOWDOWN):
     return subprocess.run([os.path.join(BIN, "intgrads-images"), *args], capture_output=True, text=True,
                           timeout=timeout)
 

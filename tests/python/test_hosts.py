@@ -16,7 +16,7 @@ import time
 import unittest
 
 import reference_models as rm
-from service import BIN, stop, wait_until
+from service import BIN, SLOWDOWN, stop, wait_until
 
 TAG = str(os.getpid() % 100000)
 GW, W1, W2 = f"igw{TAG}", f"iw1{TAG}", f"iw2{TAG}"
@@ -45,7 +45,8 @@ def can_make_namespaces():
 
 def curl_in(ns, path, body_file, output):
     """(HTTP status, stderr) of a POST made from inside namespace `ns`."""
-    result = subprocess.run(netns_exec(ns, "curl", "-s", "-o", output, "-w", "%{http_code}", "--max-time", "120",
+    result = subprocess.run(netns_exec(ns, "curl", "-s", "-o", output, "-w", "%{http_code}",
+                                       "--max-time", str(120 * SLOWDOWN),
                                        f"http://127.0.0.1:{PORT}{path}", "--data", f"@{body_file}"),
                             capture_output=True, text=True)
     return int(result.stdout or 0), result.stderr
@@ -96,7 +97,8 @@ class AcrossHosts(unittest.TestCase):
 
     def test_killed_worker_and_cut_link_lose_no_request(self):
         self.start(GW, os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(PORT),
-                   "--bind-workers", "tcp://*:5555", "--heartbeat-ms", "200", "--request-timeout-ms", "90000")
+                   "--bind-workers", "tcp://*:5555", "--heartbeat-ms", "200",
+                   "--request-timeout-ms", str(90000 * SLOWDOWN))
         wait_until(lambda: get_in(GW, "/healthz"), what="gateway")
         first = self.start_worker(W1)
         self.start_worker(W2)
@@ -132,7 +134,7 @@ class AcrossHosts(unittest.TestCase):
         self.start_worker(W1)  # a replacement for the killed one
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="the pool recovered")
         for t in threads:
-            t.join(timeout=300)
+            t.join(timeout=300 * SLOWDOWN)
         for i in range(6):
             (status, stderr), out = results[i]
             self.assertEqual(status, 200, f"request {i}: {stderr}")
