@@ -535,11 +535,13 @@ torch::Tensor Blur(const torch::Tensor& input, double sigma) {
   torch::Tensor kernel = torch::tensor(weights, torch::kFloat64).to(input.options());
   kernel = kernel / kernel.sum();
   const int64_t size = kernel.size(0);
-  torch::Tensor x = torch::reflection_pad2d(input, {radius, radius, radius, radius});
-  x = torch::conv2d(x, kernel.view({1, 1, 1, size}).repeat({3, 1, 1, 1}), torch::Tensor(), 1, torch::IntArrayRef{0}, 1,
-                    /*groups=*/3);
-  return torch::conv2d(x, kernel.view({1, 1, size, 1}).repeat({3, 1, 1, 1}), torch::Tensor(), 1, torch::IntArrayRef{0},
-                       1, /*groups=*/3);
+  // One channel at a time (3 groups), along the rows or the columns.
+  auto blur_along = [&](const torch::Tensor& x, torch::IntArrayRef kernel_shape) {
+    return torch::conv2d(x, kernel.view(kernel_shape).repeat({3, 1, 1, 1}), /*bias=*/torch::Tensor(), /*stride=*/1,
+                         /*padding=*/torch::IntArrayRef{0}, /*dilation=*/1, /*groups=*/3);
+  };
+  const torch::Tensor padded = torch::reflection_pad2d(input, {radius, radius, radius, radius});
+  return blur_along(blur_along(padded, {1, 1, 1, size}), {1, 1, size, 1});
 }
 
 // A tensor like `like` filled from `draw` (in the order of its elements).

@@ -9,6 +9,16 @@
 namespace intgrads {
 namespace {
 
+// A request for one grey pixel, the rest at its defaults.
+JobRequest OnePixelRequest() {
+  JobRequest r;
+  r.height = 1;
+  r.width = 1;
+  r.channels = 1;
+  r.pixels = "x";
+  return r;
+}
+
 TEST(Protocol, RequestRoundTrip) {
   JobRequest r;
   r.id = 42;
@@ -37,11 +47,7 @@ TEST(Protocol, RequestRoundTrip) {
 // Every field of the tables in protocol.cc, each away from its default, so
 // that a field one direction forgets cannot pass.
 TEST(Protocol, EveryFieldKeepsItsValue) {
-  JobRequest r;
-  r.height = 1;
-  r.width = 1;
-  r.channels = 1;
-  r.pixels = "x";
+  JobRequest r = OnePixelRequest();
   r.paths.baseline = "blur";
   r.paths.blur_sigma = 2.5;
   r.paths.baseline_count = 3;
@@ -159,11 +165,7 @@ TEST(Protocol, LaterFieldsAreOptional) {
 }
 
 TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
-  JobRequest r;
-  r.height = 1;
-  r.width = 1;
-  r.channels = 1;
-  r.pixels = "x";
+  JobRequest r = OnePixelRequest();
   r.targets = {4, 0, 9};
   auto request = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(request.ok()) << request.status().message();
