@@ -80,6 +80,24 @@ def labelled_members(path):
     return [(n, rm.CIFAR10_CLASSES.index(n.split("/")[1])) for n in names]
 
 
+def first_test_images(count):
+    """The first `count` members of test.zip taken class by class: the
+    first image of each class, then the second of each, and so on."""
+    firsts = {}
+    for name, c in labelled_members(rm.CIFAR10_TEST_ZIP):
+        firsts.setdefault(c, []).append(name)
+    return [firsts[i % 10][i // 10] for i in range(count)]
+
+
+def summarize(scans, methods):
+    """Per method, the median and the largest gap over path-scan outputs
+    `scans`, at each of their n_steps."""
+    columns = range(len(scans[0]["n_steps"]))
+    return {m: {"median": [statistics.median(s["gap_fraction"][m][i] for s in scans) for i in columns],
+                "largest": [max(s["gap_fraction"][m][i] for s in scans) for i in columns]}
+            for m in methods}
+
+
 def normalize(images):
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     return (x - 0.5) / 0.5
@@ -169,11 +187,7 @@ def path_scans(W, checkpoint, count, threads, log_gl, work):
     rendering at the image and at the baseline (python_f_x,
     python_f_baseline: the worker must compute the same network), and
     log_gauss_legendre_gaps at the counts log_gl."""
-    members = labelled_members(rm.CIFAR10_TEST_ZIP)
-    firsts = {}
-    for name, c in members:
-        firsts.setdefault(c, []).append(name)
-    chosen = [firsts[i % 10][i // 10] for i in range(count)]
+    chosen = first_test_images(count)
     scans = []
     for name, image in zip(chosen, read_images(rm.CIFAR10_TEST_ZIP, chosen)):
         x = normalize(image[None])
@@ -248,9 +262,7 @@ def main():
             json.dump(scans[0], f, indent=1)
     n_steps = scans[0]["n_steps"]
     methods = ["gausslegendre", "scan"]
-    summary = {m: {"median": [statistics.median(s["gap_fraction"][m][i] for s in scans) for i in range(len(n_steps))],
-                   "largest": [max(s["gap_fraction"][m][i] for s in scans) for i in range(len(n_steps))]}
-               for m in methods}
+    summary = summarize(scans, methods)
     keys = ("image", "f_x", "f_baseline", "python_f_x", "python_f_baseline", "log_gl_gap")
     result = {"steps": args.steps, "training_seconds": seconds, "held_out_accuracy": held_accuracy,
               "n_steps": n_steps, "log_gl_points": log_gl, "summary": summary,

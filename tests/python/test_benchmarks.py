@@ -3,7 +3,8 @@ benchmarks/compare.py): our Python rendering of the networks computes the
 reference networks' logits and Captum's IG, and the one command runs end to
 end and finds the service's IG equal to the baseline's. And the trained-BiT
 measurement of docs/FAITHFULNESS.md (benchmarks/trained_bit.py) runs end to
-end, its checkpoint read by path-scan as the network it trained."""
+end, its checkpoint read by path-scan as the network it trained; and the
+completeness-gap survey (benchmarks/gap_survey.py) runs on two images."""
 
 import json
 import os
@@ -95,6 +96,29 @@ class TrainedBit(unittest.TestCase):
             for method in ("gausslegendre", "scan"):
                 self.assertEqual(len(image["gap_fraction"][method]), len(result["n_steps"]))
         self.assertEqual(sorted(result["summary"]), ["gausslegendre", "scan"])
+
+
+@unittest.skipUnless(os.path.exists(rm.CIFAR10_TEST_ZIP), "needs ../shared/data/cifar10 (its README)")
+class GapSurvey(unittest.TestCase):
+    def test_two_images_of_the_default_model(self):
+        done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "gap_survey.py"), "--images", "2",
+                               "--threads", "1", "--json"], capture_output=True, text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        result = json.loads(done.stdout)
+        self.assertEqual([i["image"] for i in result["images"]], ["test/airplane/0000.jpg", "test/automobile/0000.jpg"])
+        self.assertIn("gausslegendre", result["summary"])
+        self.assertIn("scan", result["summary"])
+        for method, stats in result["summary"].items():
+            gaps = [i["gap_fraction"][method] for i in result["images"]]
+            for k in range(len(result["n_steps"])):
+                column = [g[k] for g in gaps]
+                self.assertTrue(all(g >= 0.0 for g in column))
+                self.assertAlmostEqual(stats["largest"][k], max(column))
+                self.assertAlmostEqual(stats["median"][k], sum(column) / 2)
+                self.assertAlmostEqual(stats["under_target"][k], sum(g < 0.01 for g in column) / 2)
+        # Gauss-Legendre converges on the default model (docs/FAITHFULNESS.md): 200 points beat 10.
+        gl = result["summary"]["gausslegendre"]["median"]
+        self.assertLess(gl[-1], gl[0])
 
 
 if __name__ == "__main__":
