@@ -132,7 +132,9 @@ def service(name, args, repeats, checkpoint_dir):
     gateway = Gateway()
     worker = gateway.start_worker(*flags, threads=args.threads, quiet=True)
     try:
-        gateway.wait_ready()
+        # A large model's worker loads and checks hundreds of MB; on a machine still returning the
+        # baselines' 18 GB it once took longer than the default minute.
+        gateway.wait_ready(timeout=300.0 if name in LARGE else 60.0)
         rows = []
         for i in range(repeats + 1):
             started = time.perf_counter()

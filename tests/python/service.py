@@ -78,8 +78,8 @@ class Gateway:
         self.started.append(worker)
         return worker
 
-    def wait_ready(self):
-        wait_until(lambda: http("GET", self.url + "/readyz", timeout=2)[0] == 200, what="/readyz")
+    def wait_ready(self, timeout=60.0):
+        wait_until(lambda: http("GET", self.url + "/readyz", timeout=2)[0] == 200, timeout=timeout, what="/readyz")
 
     def workers(self):
         return json.loads(http("GET", self.url + "/v1/workers")[2])["workers"]
