@@ -17,13 +17,12 @@ docs/FAITHFULNESS.md reports it for the default model (~8 s an image on the
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from trained_bit import INTGRADS, first_test_images, read_images, summarize  # noqa: E402
+from trained_bit import INTGRADS, first_test_images, path_scan, read_images, summarize  # noqa: E402
 import reference_models as rm  # noqa: E402  (on the path through trained_bit)
 
 TARGET = 0.01  # the faithfulness issue's gap at n_steps 50
@@ -32,16 +31,9 @@ TARGET = 0.01  # the faithfulness issue's gap at n_steps 50
 def survey(count, threads, model_flags):
     """path-scan's JSON for each chosen image, with its name."""
     names = first_test_images(count)
-    scans = []
     with tempfile.TemporaryDirectory() as work:
-        request = os.path.join(work, "request.json")
-        for name, image in zip(names, read_images(rm.CIFAR10_TEST_ZIP, names)):
-            with open(request, "w") as f:
-                json.dump({"img_data": image.tolist(), "target_class": name.split("/")[1]}, f)
-            out = subprocess.run([INTGRADS, "path-scan", *model_flags, "--input", request, "--json", "--points", "2",
-                                  "--threads", str(threads)], check=True, capture_output=True, text=True).stdout
-            scans.append(dict(json.loads(out), image=name))
-    return scans
+        return [path_scan(name, image, [*model_flags, "--points", "2"], threads, work)
+                for name, image in zip(names, read_images(rm.CIFAR10_TEST_ZIP, names))]
 
 
 def render(result):

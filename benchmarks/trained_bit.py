@@ -182,6 +182,19 @@ def log_gauss_legendre_gaps(W, x, target, ends, counts):
     return gaps
 
 
+def path_scan(name, image, flags, threads, work):
+    """`intgrads-images path-scan --json` (with flags: model flags, --points
+    ...) on the test image `name` (uint8 H x W x 3 `image`), its class the
+    target; its JSON with the image's name added. The request is written in
+    the folder `work`."""
+    request = os.path.join(work, "request.json")
+    with open(request, "w") as f:
+        json.dump({"img_data": image.tolist(), "target_class": name.split("/")[1]}, f)
+    out = subprocess.run([INTGRADS, "path-scan", *flags, "--input", request, "--json", "--threads", str(threads)],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out), image=name)
+
+
 def path_scans(W, checkpoint, count, threads, log_gl, work):
     """For each image: path-scan's JSON, the target logit of our Python
     rendering at the image and at the baseline (python_f_x,
@@ -195,13 +208,8 @@ def path_scans(W, checkpoint, count, threads, log_gl, work):
         with torch.no_grad():  # f at a = 0, LOG_SMALLEST and 1
             ends = baselines.bit_forward(W, torch.tensor([0.0, LOG_SMALLEST, 1.0]).view(-1, 1, 1, 1) * x)[:, target]
         ends = ends.double().tolist()
-        request = os.path.join(work, "request.json")
-        with open(request, "w") as f:
-            json.dump({"img_data": image.tolist(), "target_class": name.split("/")[1]}, f)
-        out = subprocess.run([INTGRADS, "path-scan", "-bp", checkpoint, "--input", request, "--json", "--points",
-                              "46", "--smallest", "1e-9", "--threads", str(threads)],
-                             check=True, capture_output=True, text=True).stdout
-        scans.append(dict(json.loads(out), image=name, python_f_x=ends[2], python_f_baseline=ends[0],
+        scan = path_scan(name, image, ["-bp", checkpoint, "--points", "46", "--smallest", "1e-9"], threads, work)
+        scans.append(dict(scan, python_f_x=ends[2], python_f_baseline=ends[0],
                           log_gl_gap=log_gauss_legendre_gaps(W, x, target, ends, log_gl)))
     return scans
 

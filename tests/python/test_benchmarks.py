@@ -23,6 +23,15 @@ import baselines  # noqa: E402
 import compare  # noqa: E402
 
 
+def run_json(test, script, *args):
+    """Runs benchmarks/`script` with args and --json; fails `test` unless it
+    exits 0, and returns what it printed, parsed."""
+    done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args, "--json"],
+                          capture_output=True, text=True, timeout=600)
+    test.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    return json.loads(done.stdout)
+
+
 class Baselines(unittest.TestCase):
     def test_our_python_networks_are_the_reference_ones(self):
         for name in ("bit-m-r50x1", "lanet-c16-l8"):
@@ -53,10 +62,7 @@ class Baselines(unittest.TestCase):
 
 class Compare(unittest.TestCase):
     def test_one_model_end_to_end(self):
-        done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "compare.py"), "--models", "bit-m-r50x1",
-                               "--repeats", "1", "--json"], capture_output=True, text=True, timeout=600)
-        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
-        result = json.loads(done.stdout)
+        result = run_json(self, "compare.py", "--models", "bit-m-r50x1", "--repeats", "1")
         self.assertEqual(sorted(result["dense_gflops"]), ["conv 1x1", "torch.mm"])
         self.assertTrue(all(rate > 0.0 for rate in result["dense_gflops"].values()))
         (row,) = result["models"]
@@ -77,11 +83,7 @@ class Compare(unittest.TestCase):
 @unittest.skipUnless(os.path.exists(rm.CIFAR10_TEST_ZIP), "needs ../shared/data/cifar10 (its README)")
 class TrainedBit(unittest.TestCase):
     def test_a_few_steps_end_to_end(self):
-        done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trained_bit.py"), "--steps", "3",
-                               "--images", "1", "--log-gl", "20", "--json"],
-                              capture_output=True, text=True, timeout=600)
-        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
-        result = json.loads(done.stdout)
+        result = run_json(self, "trained_bit.py", "--steps", "3", "--images", "1", "--log-gl", "20")
         self.assertEqual(result["steps"], 3)
         self.assertTrue(0.0 <= result["held_out_accuracy"] <= 1.0)
         self.assertEqual([i["image"] for i in result["images"]], ["test/airplane/0000.jpg"])
@@ -101,10 +103,7 @@ class TrainedBit(unittest.TestCase):
 @unittest.skipUnless(os.path.exists(rm.CIFAR10_TEST_ZIP), "needs ../shared/data/cifar10 (its README)")
 class GapSurvey(unittest.TestCase):
     def test_two_images_of_the_default_model(self):
-        done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "gap_survey.py"), "--images", "2",
-                               "--threads", "1", "--json"], capture_output=True, text=True, timeout=600)
-        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
-        result = json.loads(done.stdout)
+        result = run_json(self, "gap_survey.py", "--images", "2", "--threads", "1")
         self.assertEqual([i["image"] for i in result["images"]], ["test/airplane/0000.jpg", "test/automobile/0000.jpg"])
         self.assertIn("gausslegendre", result["summary"])
         self.assertIn("scan", result["summary"])
