@@ -26,9 +26,12 @@ zero baseline in the normalized space, the reference image, target 3 (cat):
             the most generous reading: no handicap.
 
 Prints the median seconds of `repeats` timed runs after one warm-up run, the
-peak resident memory of this process, and the counted FLOPs of one forward
+peak resident memory of this process, the counted FLOPs of one forward
 pass of one image (convolutions and linear layers, 2 per multiply-add; the
-input-gradient backward pass costs the same). A benchmark: it refuses only a
+input-gradient backward pass costs the same), and the malloc it ran on
+(glibc's, or tcmalloc under LD_PRELOAD=libtcmalloc_minimal.so.4, which
+benchmarks/compare.py uses: with glibc's, every freed batch-sized tensor goes
+back to the kernel and the next one is page-faulted in again). A benchmark: it refuses only a
 network whose logits, or at n_steps 50 whose IG (within 1e-3 of the largest
 |IG|), differ from the reference's: the baselines compute what we compute."""
 
@@ -184,6 +187,13 @@ def load(name):
     return ref, (bit_forward if ref["family"] == "bit" else lanet_forward), W
 
 
+def malloc_in_use():
+    """"tcmalloc" when this process allocates through tcmalloc (LD_PRELOAD,
+    as benchmarks/compare.py runs the baselines), else "glibc"."""
+    with open("/proc/self/maps") as f:
+        return "tcmalloc" if "libtcmalloc" in f.read() else "glibc"
+
+
 def gauss_legendre(n):
     x, w = np.polynomial.legendre.leggauss(n)
     return list(0.5 * (1 + x)), list(0.5 * w)
@@ -253,13 +263,13 @@ def main():
         "seconds": statistics.median(times), "seconds_all": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "forward_flops_per_image": flops, "logits_checked": expected is not None,
-        "ig_sum": ig.sum().item(),
+        "ig_sum": ig.sum().item(), "malloc": malloc_in_use(),
     }
     if args.json:
         print(json.dumps(row))
     else:
         print(f"{row['name']} {row['method']}: {row['seconds']:.3f} s (median of {args.repeats}), peak "
-              f"{row['peak_rss_mb']:.0f} MB, {flops / 1e9:.3f} GFLOP per image forward")
+              f"{row['peak_rss_mb']:.0f} MB, {flops / 1e9:.3f} GFLOP per image forward, {row['malloc']} malloc")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 performance issue's table in one command.
 
     /usr/bin/python3 benchmarks/compare.py [--quick] [--json] [--threads 2] [--n-steps 50]
-                     [--repeats 3] [--models NAME ...] [--settle 30] [--render RESULT.json]
+                     [--repeats 3] [--models NAME ...] [--settle 30]
+                     [--baseline-malloc tcmalloc|glibc] [--render RESULT.json]
 
 For each model (default: default, bit-m-r50x1, lanet-c16-l8, bit-s-r101x3,
 lanet-c128-l24; --quick: default and bit-m-r50x1 with fewer repeats, under 2
@@ -12,7 +13,13 @@ minutes), on this machine with the same threads everywhere:
 - original, captum: the Python baselines of benchmarks/baselines.py (our own
   rendering of the networks in Debian's python3-torch, checked against the
   reference logits; the original method's two passes and Captum's IG alone),
-  each in a process of its own, with its peak resident memory;
+  each in a process of its own, with its peak resident memory; on tcmalloc
+  (libtcmalloc-minimal4, LD_PRELOAD; --baseline-malloc glibc for the C
+  library's), which keeps freed memory for reuse where glibc's malloc returns
+  every batch-sized tensor to the kernel and faults the next one in again:
+  on this project's VM that made the baselines up to 2.5x slower
+  (docs/PERFORMANCE.md, "The baselines' allocator"). Our worker gained
+  nothing from tcmalloc and runs on glibc's;
 - service: one POST /model/ at a time to an idle gateway with one worker
   (intgrads-gateway and intgrads-worker on 127.0.0.1, the worker's default
   memory budget), the client's latency, median of `repeats` after a warm-up;
@@ -92,15 +99,25 @@ def timed(f):
     return time.perf_counter() - started
 
 
+TCMALLOC = "libtcmalloc_minimal.so.4"  # Debian's libtcmalloc-minimal4
+
+
 def baseline(name, method, args, repeats, ig_path=None):
     command = [sys.executable, os.path.join(HERE, "baselines.py"), name, "--method", method, "--json", "--n-steps",
                str(args.n_steps), "--threads", str(args.threads), "--repeats", str(repeats)]
     if ig_path:
         command += ["--save-ig", ig_path]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.baseline_malloc == "tcmalloc":
+        env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD"), TCMALLOC]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"baselines.py {name} {method}: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    if row["malloc"] != args.baseline_malloc:
+        raise SystemExit(f"baselines.py {name} {method} ran on {row['malloc']}'s malloc, not "
+                         f"{args.baseline_malloc} (is libtcmalloc-minimal4 installed?)")
+    return row
 
 
 def engine(name, args, repeats):
@@ -205,6 +222,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds of rest before each part of BiT-R101x3 and LaNet-128/24 (default 30)")
+    parser.add_argument("--baseline-malloc", choices=["tcmalloc", "glibc"], default="tcmalloc",
+                        help="the Python baselines' allocator (default tcmalloc, their faster one)")
     parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier --json run, measure nothing")
     args = parser.parse_args()
     if args.render:
@@ -219,7 +238,8 @@ def main():
     for name in models:
         rows.append(measure(name, args))
         print(f"measured {name}", file=sys.stderr)
-    result = {"threads": args.threads, "dense_gflops": {k: v / 1e9 for k, v in rates.items()}, "models": rows}
+    result = {"threads": args.threads, "dense_gflops": {k: v / 1e9 for k, v in rates.items()},
+              "baseline_malloc": args.baseline_malloc, "models": rows}
     print(json.dumps(result, indent=1) if args.json else render(result))
 
 
@@ -228,7 +248,8 @@ def render(result):
     gflops = result["dense_gflops"]
     rate = max(gflops.values())
     lines = [f"float32 dense-matrix rate, {result['threads']} threads, 2048^3: "
-             + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gflops.items()) + " (the best is the % base)", ""]
+             + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gflops.items()) + " (the best is the % base)",
+             f"the baselines on {result.get('baseline_malloc', 'glibc')}'s malloc", ""]
     lines += ["| model | original s | Captum IG s | ours, HTTP s | ours, engine s | vs original | vs Captum | "
               "engine GFLOP/s (% of best) | peak MB: original / Captum / worker | batch (MB a point) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -65,6 +65,7 @@ class Compare(unittest.TestCase):
         result = run_json(self, "compare.py", "--models", "bit-m-r50x1", "--repeats", "1")
         self.assertEqual(sorted(result["dense_gflops"]), ["conv 1x1", "torch.mm"])
         self.assertTrue(all(rate > 0.0 for rate in result["dense_gflops"].values()))
+        self.assertEqual(result["baseline_malloc"], "tcmalloc")  # baselines.py saw it in its own maps
         (row,) = result["models"]
         self.assertEqual(row["model"], "bit-m-r50x1")
         for key in ("original_s", "captum_s", "service_s", "engine_s", "engine_gflops"):
