@@ -600,7 +600,9 @@ class Service(unittest.TestCase):
     def test_requests_of_clients_that_left_are_dropped(self):
         gateway, _ = self.serve("bit-m-r50x1")
         ref = self.refs["bit-m-r50x1"]
-        slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 300}).encode()
+        # The most steps a request may ask for: the slow one must outlast the three clients' 0.9 s (300 steps
+        # took 0.6 s on a 2-core host, and the last client was served).
+        slow = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 1024}).encode()
         quick = json.dumps({"img_data": ref["image_uint8_hwc"], "target_class": "cat", "n_steps": 2}).encode()
         thread, answers = post_while_busy(gateway, slow)
         for _ in range(3):  # clients that give up while their request waits in the queue

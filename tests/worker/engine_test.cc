@@ -2,6 +2,7 @@
 // IG of functions whose IG is known, chunking, determinism, the response.
 #include "worker/engine.h"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
 
@@ -883,6 +884,20 @@ TEST(Models, VariantsAndClassCountsComeFromTheShapes) {
   torch::NoGradGuard no_grad;
   EXPECT_EQ((*lanet)->Forward(torch::zeros({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 3}));
   EXPECT_EQ((*bit)->Forward(torch::zeros({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 7}));
+}
+
+// Built with tcmalloc (CMake's INTGRADS_TCMALLOC, when found), the programs that run the passes get their
+// memory from it, LibTorch's tensors included: malloc is tcmalloc's. A linker that drops the library as
+// unneeded (none of our code names it) would leave the C library's.
+TEST(Allocator, MallocIsTcmallocWhereBuiltWithIt) {
+#ifdef INTGRADS_TCMALLOC
+  void* tc_malloc = dlsym(RTLD_DEFAULT, "tc_malloc");
+  ASSERT_NE(tc_malloc, nullptr) << "tcmalloc is not loaded";
+  EXPECT_EQ(dlsym(RTLD_DEFAULT, "malloc"), tc_malloc);
+  EXPECT_EQ(dlsym(RTLD_DEFAULT, "posix_memalign"), dlsym(RTLD_DEFAULT, "tc_posix_memalign"));
+#else
+  GTEST_SKIP() << "built without tcmalloc";
+#endif
 }
 
 }  // namespace
