@@ -31,8 +31,8 @@ pass of one image (convolutions and linear layers, 2 per multiply-add; the
 input-gradient backward pass costs the same), and the malloc it ran on
 (glibc's, or tcmalloc under LD_PRELOAD=libtcmalloc_minimal.so.4, which
 benchmarks/compare.py uses: with glibc's, every freed batch-sized tensor goes
-back to the kernel and the next one is page-faulted in again). A benchmark: it refuses only a
-network whose logits, or at n_steps 50 whose IG (within 1e-3 of the largest
+back to the kernel and the next one is page-faulted in again). A benchmark:
+it refuses only a network whose logits, or at n_steps 50 whose IG (within 1e-3 of the largest
 |IG|), differ from the reference's: the baselines compute what we compute."""
 
 import argparse
