@@ -322,7 +322,18 @@ class Lanet final : public Classifier {
         const auto input = static_cast<size_t>(InputOf(k));
         return cell.ops[static_cast<size_t>(k)](states[input], &relus[input], train_);
       };
-      for (int i = 0; i < static_cast<int>(kNodes); ++i) states.push_back(apply(2 * i) + apply(2 * i + 1));
+      // A node sums its two operations; a max-pool takes the other's output
+      // as the sum to fuse into its loop (model.h).
+      auto node = [&](int i) {
+        for (const int k : {2 * i, 2 * i + 1}) {
+          const Op& pool = cell.ops[static_cast<size_t>(k)];
+          if (pool.kind != Op::Kind::kMaxPool) continue;
+          const torch::Tensor other = apply(k == 2 * i ? k + 1 : k - 1);
+          return MaxPool2d(states[static_cast<size_t>(InputOf(k))], 3, pool.stride, 1, other);
+        }
+        return apply(2 * i) + apply(2 * i + 1);
+      };
+      for (int i = 0; i < static_cast<int>(kNodes); ++i) states.push_back(node(i));
       std::vector<torch::Tensor> outputs;
       for (int s : concat_) outputs.push_back(states[s]);
       s0 = s1;

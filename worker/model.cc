@@ -214,10 +214,6 @@ void PackedConv::To(const torch::TensorOptions& options) {
   Pack(weight);
 }
 
-torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  return torch::max_pool2d(ChannelsLastOnCpu(x), kernel, stride, padding).contiguous(x.suggest_memory_format());
-}
-
 Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std::string& what) {
   std::map<std::string, c10::IntArrayRef> found;
   for (const auto& [key, tensor] : weights) found.emplace(key, tensor.sizes());

@@ -62,13 +62,18 @@ class Classifier {
 // other tensor as it is.
 torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 
-// torch::max_pool2d, faster on a CPU: LibTorch 1.13's max-pool kernel for
-// NCHW tensors is scalar (13 ms for 50 x 16 x 32 x 32 on the build machine)
-// where its channels-last kernel is vectorized (2 ms); the two layout copies
-// cost less than the difference. Values, argmax (first in the window, ties
-// included) and so gradients are the same (engine_test.cc).
-// The result keeps the input's memory format.
-torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
+// torch::max_pool2d(x, kernel, stride, padding), plus `plus` where defined
+// (a sum after the pool, as LaNet's cells take it), faster on a CPU. A 3 x 3
+// window on float32 runs through loops of our own (max_pool.cc), the sum
+// fused: they keep a byte an output for the backward pass where torch keeps
+// an int64 index and scatters into a zeroed map, and LibTorch 1.13's NCHW
+// kernel is scalar. Other pools run through torch's channels-last kernel
+// (13 ms for 50 x 16 x 32 x 32 in NCHW on the build machine, 2 ms there).
+// Values, picks (the first maximum in the window, ties and NaN included) and
+// so gradients are torch's to the bit (engine_test.cc). The result keeps the
+// input's memory format.
+torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding,
+                        const torch::Tensor& plus = {});
 
 // relu(group_norm(x, groups, weight, bias, eps)), with the statistics and the
 // normalization in float32 whatever x's dtype (bfloat16 under --bf16: BiT's

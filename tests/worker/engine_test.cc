@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
 
 #include "common/protocol.h"
 #include "tests/worker/reference.h"
+#include "worker/max_pool_kernel.h"
 #include "worker/model_flags.h"
 
 namespace intgrads {
@@ -700,23 +702,49 @@ StateDict RandomStateDict(const KeyShapes& keys) {
   return weights;
 }
 
-// The channels-last max-pool gives what LibTorch's NCHW one gives: values,
-// and gradients (its argmax), ties included.
-TEST(Models, MaxPoolInChannelsLastIsTheSame) {
+// MaxPool2d gives what LibTorch's NCHW max-pool gives: values, and
+// gradients (its picks), ties, -inf and NaN included, in our loops (3 x 3)
+// and in torch's channels-last kernel (2 x 2), with and without a sum fused
+// after it, whose gradient is the output's.
+TEST(Models, MaxPoolIsTorchs) {
   torch::Generator generator = at::detail::createCPUGenerator(11);
-  for (const int64_t stride : {1, 2}) {
-    torch::Tensor x = torch::round(torch::randn({5, 6, 12, 12}, generator) * 1.5);  // many ties
-    x.slice(2, 0, 4).slice(3, 0, 4).zero_();                                        // and a flat region
+  struct Case {
+    int64_t kernel, stride, padding, channels, side;
+    bool plus;
+  };
+  // 16 channels (one block of our loops), 6 (none), 37 (two and 5 more); odd
+  // and even maps; BiT's root pool (stride 2, no padding).
+  for (const Case c : {Case{3, 1, 1, 16, 12, false}, Case{3, 2, 1, 16, 12, false}, Case{3, 1, 1, 6, 7, true},
+                       Case{3, 2, 1, 37, 9, true}, Case{3, 2, 0, 37, 9, false}, Case{3, 1, 1, 37, 3, true},
+                       Case{3, 2, 1, 16, 2, true}, Case{2, 2, 0, 16, 8, true}}) {
+    const std::string what = "kernel " + std::to_string(c.kernel) + " stride " + std::to_string(c.stride) +
+                             " padding " + std::to_string(c.padding) + " channels " + std::to_string(c.channels) +
+                             " side " + std::to_string(c.side) + (c.plus ? " plus" : "");
+    torch::Tensor x = torch::round(torch::randn({3, c.channels, c.side, c.side}, generator) * 1.5);  // many ties
+    x.slice(2, 0, 2).slice(3, 0, 2).zero_();                                                         // a flat region
+    x.select(0, 1).select(1, 1).select(1, 1).fill_(-std::numeric_limits<float>::infinity());
+    x.select(0, 2).select(1, 0).fill_(std::numeric_limits<float>::quiet_NaN());  // a row of NaN, each channel
+    x.select(0, 2).select(2, 1).slice(0, 0, 3).fill_(std::numeric_limits<float>::quiet_NaN());
     const torch::Tensor a = x.clone().requires_grad_(true);
-    const torch::Tensor b = x.clone().requires_grad_(true);
-    const torch::Tensor plain = torch::max_pool2d(a, 3, stride, 1);
-    const torch::Tensor ours = MaxPool2d(b, 3, stride, 1);
-    EXPECT_TRUE(ours.is_contiguous());
-    ASSERT_TRUE(torch::equal(plain, ours)) << stride;
+    const torch::Tensor b = x.clone().contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+    torch::Tensor plain = torch::max_pool2d(a, c.kernel, c.stride, c.padding);
+    const torch::Tensor z = torch::randn(plain.sizes(), generator);
+    const torch::Tensor za = z.clone().requires_grad_(true), zb = z.clone().requires_grad_(true);
+    if (c.plus) plain = plain + za;
+    const torch::Tensor ours = MaxPool2d(b, c.kernel, c.stride, c.padding, c.plus ? zb : torch::Tensor());
+    EXPECT_TRUE(ours.is_contiguous(at::MemoryFormat::ChannelsLast)) << what;
+    if (MaxPool3x3Supported() && c.kernel == 3) {
+      EXPECT_NE(ours.grad_fn()->name().find("MaxPool"), std::string::npos) << what;
+    }
+    ASSERT_TRUE(torch::equal(torch::nan_to_num(plain, 7.0), torch::nan_to_num(ours, 7.0))) << what;
+    EXPECT_TRUE(torch::equal(torch::isnan(plain), torch::isnan(ours))) << what;
     const torch::Tensor g = torch::randn(plain.sizes(), generator);
     plain.backward(g);
     ours.backward(g);
-    EXPECT_TRUE(torch::equal(a.grad(), b.grad())) << stride;
+    EXPECT_TRUE(torch::equal(a.grad(), b.grad())) << what;
+    if (c.plus) {
+      EXPECT_TRUE(torch::equal(za.grad(), zb.grad())) << what;
+    }
   }
 }
 
