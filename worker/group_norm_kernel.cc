@@ -11,7 +11,12 @@
 #include <cstring>
 #include <vector>
 
-#include "worker/clones.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#define INTGRADS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define INTGRADS_CLONES
+#endif
+#define INTGRADS_INLINE inline __attribute__((always_inline))
 
 namespace intgrads {
 
