@@ -63,9 +63,17 @@ def readme_curl(port, cwd):
 
 def post_while_busy(gateway, body):
     """Posts `body` from a thread and returns once a worker is computing it:
-    (thread, answers) with answers["r"] the (status, headers, body) when done."""
+    (thread, answers) with answers["r"] the (status, headers, body) when done,
+    or the exception the client raised, so that a failure names it."""
     answers = {}
-    thread = threading.Thread(target=lambda: answers.update(r=http("POST", gateway.url + "/model/", body)))
+
+    def post():
+        try:
+            answers["r"] = http("POST", gateway.url + "/model/", body)
+        except Exception as e:  # noqa: BLE001 (reported by the test's assertion)
+            answers["r"] = (repr(e), {}, b"")
+
+    thread = threading.Thread(target=post)
     thread.start()
     wait_until(lambda: any(w["state"] == "busy" for w in gateway.workers()), what="a busy worker")
     return thread, answers
