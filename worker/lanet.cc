@@ -311,12 +311,18 @@ class Lanet final : public Classifier {
     torch::Tensor s0 = torch::conv2d(ChannelsLastOnCpu(x), stem_conv_, stem_bias_, 1, 1);
     if (train_) s0 = stem_bn_(s0, train_);
     torch::Tensor s1 = s0;
-    torch::Tensor r0, r1;  // relu(s0), relu(s1), once made
+    // relu(s0), relu(s1), once made. The cells' preprocess operations read
+    // their inputs only through these, so a cell's output is made as its
+    // ReLU alone (ConcatRelu), but for the last cell's, which the classifier
+    // reads.
+    torch::Tensor r0, r1;
     std::vector<torch::Tensor> states, relus;
-    for (const Cell& cell : cells_) {
+    for (size_t c = 0; c < cells_.size(); ++c) {
+      const Cell& cell = cells_[c];
       states.clear();
       relus.assign(2 + kNodes, torch::Tensor());
       states.push_back(cell.preprocess0(s0, &r0, train_));
+      if (c == 0) r1 = r0;  // both inputs of the first cell are the stem's output
       states.push_back(cell.preprocess1(s1, &r1, train_));
       auto apply = [&](int k) {
         const auto input = static_cast<size_t>(InputOf(k));
@@ -338,8 +344,12 @@ class Lanet final : public Classifier {
       for (int s : concat_) outputs.push_back(states[s]);
       s0 = s1;
       r0 = r1;  // the next cell's preprocess0 reads this cell's input s1
-      s1 = torch::cat(outputs, 1);
-      r1 = torch::Tensor();
+      if (c + 1 == cells_.size()) {
+        s1 = torch::cat(outputs, 1);
+      } else {
+        s1 = torch::Tensor();
+        r1 = ConcatRelu(outputs);
+      }
     }
     torch::Tensor pooled = torch::adaptive_avg_pool2d(s1, {1, 1}).flatten(1);
     return torch::linear(pooled, classifier_w_, classifier_b_);

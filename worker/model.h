@@ -75,6 +75,16 @@ torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
 torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding,
                         const torch::Tensor& plus = {});
 
+// relu(torch::cat(parts, 1)) without the concatenation (LaNet's cell outputs,
+// which only the next cells' ReLUs read). On float32 CPU tensors of one shape
+// but their channels (worker/concat_relu.cc): one pass forward, writing the
+// ReLU channels-last, and one backward, writing each part's gradient as a
+// tensor of its own: torch's backward pass would hand each part a channel
+// slice of one gradient, strided in channels-last, which the convolutions'
+// backward passes then copy. The same values and gradients as torch's, NaN
+// included. Anywhere else, torch's two operations.
+torch::Tensor ConcatRelu(const std::vector<torch::Tensor>& parts);
+
 // relu(group_norm(x, groups, weight, bias, eps)), with the statistics and the
 // normalization in float32 whatever x's dtype (bfloat16 under --bf16: BiT's
 // GroupNorm parameters stay float32, as torch.autocast runs group_norm). On a

@@ -748,6 +748,47 @@ TEST(Models, MaxPoolIsTorchs) {
   }
 }
 
+// ConcatRelu's values and gradients are torch's relu(cat(...)) to the bit:
+// negative, zero and NaN inputs, parts of different widths in channels-last
+// and in NCHW, a part that needs no gradient, and torch's own operations on
+// float64, where the loops do not run.
+TEST(Models, ConcatReluIsTorchs) {
+  torch::Generator generator = at::detail::createCPUGenerator(13);
+  for (const auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    std::vector<torch::Tensor> plain, ours;
+    int index = 0;
+    for (const int64_t channels : {16, 5, 32}) {
+      torch::Tensor x = torch::round(torch::randn({3, channels, 6, 7}, generator) * 2).to(dtype);  // zeros too
+      x.select(0, 1).select(1, 2).fill_(std::numeric_limits<double>::quiet_NaN());
+      const bool needs_grad = index != 1;
+      plain.push_back(x.clone().requires_grad_(needs_grad));
+      const torch::Tensor y = index == 2 ? x.clone() : x.clone().contiguous(at::MemoryFormat::ChannelsLast);
+      ours.push_back(y.requires_grad_(needs_grad));
+      ++index;
+    }
+    const std::string what = dtype == torch::kFloat32 ? "float32" : "float64";
+    const torch::Tensor a = torch::relu(torch::cat(plain, 1));
+    const torch::Tensor b = ConcatRelu(ours);
+    if (dtype == torch::kFloat32) {
+      EXPECT_NE(b.grad_fn()->name().find("ConcatRelu"), std::string::npos);
+      EXPECT_TRUE(b.is_contiguous(at::MemoryFormat::ChannelsLast));
+    }
+    ASSERT_TRUE(torch::equal(torch::nan_to_num(a, 7.0), torch::nan_to_num(b, 7.0))) << what;
+    EXPECT_TRUE(torch::equal(torch::isnan(a), torch::isnan(b))) << what;
+    const torch::Tensor g = torch::randn(a.sizes(), generator).to(dtype);
+    a.backward(g);
+    b.backward(g);
+    for (size_t i = 0; i < plain.size(); ++i) {
+      if (i == 1) {
+        EXPECT_FALSE(ours[i].grad().defined()) << what;
+        continue;
+      }
+      ASSERT_TRUE(ours[i].grad().defined()) << what << " part " << i;
+      EXPECT_TRUE(torch::equal(plain[i].grad(), ours[i].grad())) << what << " part " << i;
+    }
+  }
+}
+
 TEST(Models, PackedConvIsTheConvolution) {
   torch::Generator generator = at::detail::createCPUGenerator(12);
   struct Case {
