@@ -4,7 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
-#include <algorithm>
+#include <vector>
 
 #include "worker/model.h"
 
@@ -12,13 +12,9 @@ namespace intgrads {
 
 namespace {
 
-// Pixels per task of at::parallel_for, at least: a pixel is all the
-// channels of one (n, h, w), contiguous in channels-last.
-constexpr int64_t kGrainValues = 1 << 14;
-
+// The pixels of t: its items for at::parallel_for, each all the channels of
+// one (n, h, w), contiguous in channels-last.
 int64_t Pixels(const torch::Tensor& t) { return t.size(0) * t.size(2) * t.size(3); }
-
-int64_t Grain(int64_t channels) { return std::max<int64_t>(1, kGrainValues / std::max<int64_t>(1, channels)); }
 
 // clamp_min's rule: NaN stays NaN.
 inline void Relu(const float* __restrict x, int64_t n, float* __restrict y) {
@@ -54,7 +50,7 @@ struct ConcatReluFunction : public torch::autograd::Function<ConcatReluFunction>
     torch::Tensor r = torch::empty({first.size(0), total, first.size(2), first.size(3)},
                                    first.options().memory_format(at::MemoryFormat::ChannelsLast));
     float* out = r.data_ptr<float>();
-    at::parallel_for(0, Pixels(first), Grain(total), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, Pixels(first), ParallelGrain(total), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         float* o = out + p * total;
         for (size_t i = 0; i < in.size(); ++i) {
@@ -85,7 +81,7 @@ struct ConcatReluFunction : public torch::autograd::Function<ConcatReluFunction>
     }
     const float* y = r.data_ptr<float>();
     const float* g = dr.data_ptr<float>();
-    at::parallel_for(0, Pixels(r), Grain(total), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, Pixels(r), ParallelGrain(total), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         int64_t offset = p * total;
         for (size_t i = 0; i < channels.size(); ++i) {

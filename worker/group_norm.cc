@@ -13,9 +13,6 @@ namespace intgrads {
 
 namespace {
 
-// Blocks of at least this many values per task of at::parallel_for.
-constexpr int64_t kGrain = 1 << 14;
-
 GroupNormBlocks Blocks(const torch::Tensor& x, int64_t groups) {
   return {groups, x.size(1) / groups, x.numel() / (x.size(0) * x.size(1))};
 }
@@ -49,7 +46,7 @@ torch::autograd::variable_list Backward(torch::autograd::AutogradContext* ctx, c
   const torch::Tensor dy = grad.to(x.scalar_type()).contiguous();
   const GroupNormBlocks shape = Blocks(x, groups);
   torch::Tensor dx = torch::empty_like(x);
-  at::parallel_for(0, mean.numel(), std::max<int64_t>(1, kGrain / shape.size()), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, mean.numel(), ParallelGrain(shape.size()), [&](int64_t begin, int64_t end) {
     GroupNormReluBackward(Data<T>(dy), Data<T>(x), Data<T>(y), weight.data_ptr<float>(), mean.data_ptr<float>(),
                           rstd.data_ptr<float>(), shape, begin, end, Data<T>(dx));
   });
@@ -67,7 +64,7 @@ struct GroupNormReluFunction : public torch::autograd::Function<GroupNormReluFun
     torch::Tensor y = torch::empty_like(x);
     torch::Tensor mean = torch::empty({x.size(0) * groups}, x.options().dtype(torch::kFloat32));
     torch::Tensor rstd = torch::empty_like(mean);
-    at::parallel_for(0, mean.numel(), std::max<int64_t>(1, kGrain / shape.size()), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, mean.numel(), ParallelGrain(shape.size()), [&](int64_t begin, int64_t end) {
       GroupNormReluForward(Data<uint16_t>(x), weight.data_ptr<float>(), bias.data_ptr<float>(), shape, eps, begin, end,
                            Data<uint16_t>(y), mean.data_ptr<float>(), rstd.data_ptr<float>());
     });

@@ -13,10 +13,6 @@ namespace intgrads {
 
 namespace {
 
-// Values of the output (forward) or input (backward) per task of
-// at::parallel_for, at least.
-constexpr int64_t kGrain = 1 << 14;
-
 PoolShape ShapeOf(const torch::Tensor& x, int64_t stride, int64_t padding) {
   PoolShape s;
   s.height = x.size(2);
@@ -41,7 +37,7 @@ torch::Tensor Forward(torch::autograd::AutogradContext* ctx, const torch::Tensor
   torch::Tensor picks = torch::empty({n, s.out_height, s.out_width, s.channels}, x.options().dtype(torch::kUInt8));
   const torch::Tensor z = plus.defined() ? plus.detach().contiguous(at::MemoryFormat::ChannelsLast) : plus;
   const int64_t row = s.out_width * s.channels;
-  at::parallel_for(0, n * s.out_height, std::max<int64_t>(1, kGrain / row), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n * s.out_height, ParallelGrain(row), [&](int64_t begin, int64_t end) {
     MaxPool3x3Forward(x.data_ptr<float>(), z.defined() ? z.data_ptr<float>() : nullptr, s, begin, end,
                       y.data_ptr<float>(), picks.data_ptr<uint8_t>());
   });
@@ -68,7 +64,7 @@ torch::Tensor Backward(torch::autograd::AutogradContext* ctx, const torch::Tenso
   torch::Tensor dx =
       torch::empty({n, s.channels, s.height, s.width}, dy.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t row = s.width * s.channels;
-  at::parallel_for(0, n * s.height, std::max<int64_t>(1, kGrain / row), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n * s.height, ParallelGrain(row), [&](int64_t begin, int64_t end) {
     MaxPool3x3Backward(dy.data_ptr<float>(), picks.data_ptr<uint8_t>(), s, begin, end, dx.data_ptr<float>());
   });
   return dx;

@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <string>
@@ -61,6 +62,14 @@ class Classifier {
 // A 4-D CPU tensor in channels-last (a copy unless it is already); any
 // other tensor as it is.
 torch::Tensor ChannelsLastOnCpu(const torch::Tensor& x);
+
+// The grain of at::parallel_for for this directory's own loops, which hand
+// it items of `values` values each (a pixel's channels, an output row, a
+// GroupNorm group): tasks of at least 16 Ki values.
+inline int64_t ParallelGrain(int64_t values) {
+  constexpr int64_t kValuesPerTask = int64_t{1} << 14;
+  return std::max<int64_t>(1, kValuesPerTask / std::max<int64_t>(1, values));
+}
 
 // torch::max_pool2d(x, kernel, stride, padding), plus `plus` where defined
 // (a sum after the pool, as LaNet's cells take it), faster on a CPU. A 3 x 3
