@@ -120,7 +120,11 @@ struct Op {
   // relu and reads the same state shares it (in a normal cell three
   // SepConvs read state 1; a reduction cell's FactorizedReduces read it too),
   // so it is computed, kept for the backward pass and differentiated once.
-  torch::Tensor operator()(const torch::Tensor& x, torch::Tensor* relu_x, bool train) const {
+  // `*pairs_x`, where given, is shared the same way: DiagonalPairs(relu(x)),
+  // which a reduction cell's three FactorizedReduces of state 1 (and two of
+  // state 0) all read.
+  torch::Tensor operator()(const torch::Tensor& x, torch::Tensor* relu_x, bool train,
+                           torch::Tensor* pairs_x = nullptr) const {
     auto pw = [train](const torch::Tensor& w) { return train ? StandardizeLanet(w) : w; };
     auto norm = [&](const BatchNorm& bn, const torch::Tensor& y) { return folded ? y : bn(y, train); };
     if (StartsWithRelu() && !relu_x->defined()) *relu_x = torch::relu(x);
@@ -132,7 +136,10 @@ struct Op {
       case Kind::kFactorizedReduce: {
         if (reduce_w.defined() && r.size(2) % 2 == 0 && r.size(3) % 2 == 0) {
           const int64_t no_padding = 0;  // a literal 0 would also match the string-padding overload
-          return torch::conv2d(DiagonalPairs(r), reduce_w, reduce_b, 1, no_padding, 1, /*groups=*/2);
+          torch::Tensor local;
+          torch::Tensor& pairs = pairs_x != nullptr ? *pairs_x : local;
+          if (!pairs.defined()) pairs = DiagonalPairs(r);
+          return torch::conv2d(pairs, reduce_w, reduce_b, 1, no_padding, 1, /*groups=*/2);
         }
         using torch::indexing::None;
         using torch::indexing::Slice;
@@ -316,17 +323,18 @@ class Lanet final : public Classifier {
     // ReLU alone (ConcatRelu), but for the last cell's, which the classifier
     // reads.
     torch::Tensor r0, r1;
-    std::vector<torch::Tensor> states, relus;
+    std::vector<torch::Tensor> states, relus, pairs;
     for (size_t c = 0; c < cells_.size(); ++c) {
       const Cell& cell = cells_[c];
       states.clear();
       relus.assign(2 + kNodes, torch::Tensor());
+      pairs.assign(2 + kNodes, torch::Tensor());
       states.push_back(cell.preprocess0(s0, &r0, train_));
       if (c == 0) r1 = r0;  // both inputs of the first cell are the stem's output
       states.push_back(cell.preprocess1(s1, &r1, train_));
       auto apply = [&](int k) {
         const auto input = static_cast<size_t>(InputOf(k));
-        return cell.ops[static_cast<size_t>(k)](states[input], &relus[input], train_);
+        return cell.ops[static_cast<size_t>(k)](states[input], &relus[input], train_, &pairs[input]);
       };
       // A node sums its two operations; a max-pool takes the other's output
       // as the sum to fuse into its loop (model.h).
