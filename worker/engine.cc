@@ -526,9 +526,10 @@ torch::Tensor Constant(const torch::Tensor& like, const ModelInfo& info, double 
 }
 
 // A Gaussian blur with reflected edges, channel by channel. In the normalized
-// space it equals normalizing the blurred image (the kernel sums to 1).
+// space it equals normalizing the blurred image (the kernel sums to 1). The
+// radius is at most the shorter side less one, as far as reflection reaches.
 torch::Tensor Blur(const torch::Tensor& input, double sigma) {
-  const int64_t side = input.size(3);
+  const int64_t side = std::min(input.size(2), input.size(3));
   const auto radius = std::min<int64_t>(side - 1, static_cast<int64_t>(std::ceil(3.0 * sigma)));
   std::vector<double> weights;
   for (int64_t i = -radius; i <= radius; ++i) weights.push_back(std::exp(-0.5 * i * i / (sigma * sigma)));

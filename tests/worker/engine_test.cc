@@ -389,6 +389,9 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
   blur.baseline = "blur";
   const torch::Tensor flat = torch::full({1, 3, 4, 4}, 0.25);
   EXPECT_TRUE(torch::allclose(MakePaths(flat, model.info(), blur)->front().baseline, flat));  // a constant stays
+  // A wider than high image: the kernel is cut to what both sides can reflect.
+  const torch::Tensor wide = torch::full({1, 3, 4, 9}, 0.25);
+  EXPECT_TRUE(torch::allclose(MakePaths(wide, model.info(), blur)->front().baseline, wide));
   // A Gaussian of sigma 1 cut at 3 sigma, rows then columns, edges reflected
   // (pixel -1 is pixel 1), summed here by hand.
   blur.blur_sigma = 1.0;
