@@ -127,6 +127,8 @@ struct Op {
                            torch::Tensor* pairs_x = nullptr) const {
     auto pw = [train](const torch::Tensor& w) { return train ? StandardizeLanet(w) : w; };
     auto norm = [&](const BatchNorm& bn, const torch::Tensor& y) { return folded ? y : bn(y, train); };
+    // A cell's preprocess operations may get an undefined x with its ReLU made (Forward); nothing else may.
+    TORCH_CHECK(x.defined() || (StartsWithRelu() && relu_x->defined()), "LaNet: an operation without its input");
     if (StartsWithRelu() && !relu_x->defined()) *relu_x = torch::relu(x);
     const torch::Tensor& r = *relu_x;
     switch (kind) {
