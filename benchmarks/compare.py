@@ -38,6 +38,11 @@ minutes), on this machine with the same threads everywhere:
   engine's rate: counted FLOPs of n_steps forward and input-gradient passes
   (convolutions and linear layers; the backward pass counted as the forward)
   divided by the engine's time;
+- the CPU's multiply-add peak (`intgrads-bench-engine --fma-peak`: chains
+  of multiply-adds in registers, the same threads) and the ceiling it sets:
+  the original's time over the counted FLOPs' time at that peak, what "vs
+  original" would be if every FLOP ran at the peak and nothing else took
+  any time;
 - where the service's time goes: Server-Timing's gateway share and the
   worker's prepare, encode and gzip, plus what the client sees beyond the
   gateway (HTTP and loopback), as shares of the request.
@@ -91,6 +96,15 @@ def dense_rates(threads):
         f()
         rates[name] = 2 * 2048 ** 3 / min(timed(f) for _ in range(5))
     return rates
+
+
+def fma_peak(threads):
+    """FLOP/s of intgrads-bench-engine --fma-peak, or None where it cannot measure this CPU."""
+    done = subprocess.run([os.path.join(BIN, "intgrads-bench-engine"), "--threads", str(threads), "--fma-peak"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    return float(done.stdout.split(":")[-1].split()[0]) * 1e9
 
 
 def timed(f):
@@ -234,12 +248,14 @@ def main():
         args.repeats = 2 if args.quick else 3
     models = args.models or (QUICK if args.quick else ALL)
     rates = dense_rates(args.threads)
+    peak = fma_peak(args.threads)
     rows = []
     for name in models:
         rows.append(measure(name, args))
         print(f"measured {name}", file=sys.stderr)
     result = {"threads": args.threads, "dense_gflops": {k: v / 1e9 for k, v in rates.items()},
-              "baseline_malloc": args.baseline_malloc, "models": rows}
+              "fma_peak_gflops": peak / 1e9 if peak else None, "baseline_malloc": args.baseline_malloc,
+              "models": rows}
     print(json.dumps(result, indent=1) if args.json else render(result))
 
 
@@ -249,17 +265,23 @@ def render(result):
     rate = max(gflops.values())
     lines = [f"float32 dense-matrix rate, {result['threads']} threads, 2048^3: "
              + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gflops.items()) + " (the best is the % base)",
-             f"the baselines on {result.get('baseline_malloc', 'glibc')}'s malloc", ""]
-    lines += ["| model | original s | Captum IG s | ours, HTTP s | ours, engine s | vs original | vs Captum | "
-              "engine GFLOP/s (% of best) | peak MB: original / Captum / worker | batch (MB a point) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"the baselines on {result.get('baseline_malloc', 'glibc')}'s malloc"]
+    fma = result.get("fma_peak_gflops")  # absent from runs before it was measured
+    if fma:
+        lines.append(f"multiply-add peak, {result['threads']} threads: {fma:.1f} GFLOP/s; ceiling: the original's "
+                     "time over the counted FLOPs' at that peak")
+    lines += ["", "| model | original s | Captum IG s | ours, HTTP s | ours, engine s | vs original | vs Captum | "
+              "engine GFLOP/s (% of best) | peak MB: original / Captum / worker | batch (MB a point) |"
+              + (" ceiling vs original |" if fma else ""),
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if fma else "")]
     for r in result["models"]:
         peak = r["peak_mb"]
+        ceiling = f" {r['original_s'] / (r['pass_gflop'] / fma):.2f}x |" if fma else ""
         lines.append(f"| {r['model']} | {r['original_s']:.3f} | {r['captum_s']:.3f} | {r['service_s']:.3f} | "
                      f"{r['engine_s']:.3f} | {r['speedup_vs_original']:.2f}x | {r['speedup_vs_captum']:.2f}x | "
                      f"{r['engine_gflops']:.0f} ({100 * r['engine_gflops'] / rate:.0f}%) | "
                      f"{peak['original']:.0f} / {peak['captum']:.0f} / {peak['worker']:.0f} | "
-                     f"{r['batch']} ({r['mb_per_point']:.1f}) |")
+                     f"{r['batch']} ({r['mb_per_point']:.1f}) |" + ceiling)
     lines += ["", "Where a request's time goes (ms; share of the client's latency):", "",
               "| model | client | gateway | prepare | attribute | encode (torch.save) | gzip | "
               "HTTP beyond the gateway | all but the passes |",

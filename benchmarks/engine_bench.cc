@@ -3,6 +3,7 @@
 // deterministic weights.
 //   build/bin/intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N]
 //   [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [--profile] [NAME ...]
+//   build/bin/intgrads-bench-engine [--threads N] --fma-peak
 // The batch size follows from the budget as in the worker (MB per point, measured at load, is printed).
 // With --method scan the time includes the forward-only scan that places the points.
 // --profile: one more attribution with every ATen operation and autograd node timed, then the operations
@@ -10,6 +11,9 @@
 // convolutions' totals by kind (1 x 1, depthwise, other), every shape counted.
 // NAME: default (the embedded default model), bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24
 // (the reference configurations); without NAME: default, bit-m-r50x1, lanet-c16-l8.
+// --fma-peak: this CPU's float32 multiply-add rate on N threads instead, best of 3: independent chains of
+// multiply-adds in registers (AVX-512 where the CPU has it, else AVX2), two FLOPs each; no real kernel can beat it,
+// so the passes' counted FLOPs divided by it bound their time from below.
 #include <ATen/record_function.h>
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -20,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/memory.h"
@@ -30,6 +35,63 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Independent chains of `rounds` multiply-adds on a vector of floats (GCC's vector extension, compiled for the
+// target of the function it is inlined into); returns the lanes' sum so that none is left out. Twelve chains cover
+// the latency (4 cycles) times the pipes (2) of current x86 cores.
+constexpr int kChains = 12;
+template <typename Vector>
+[[gnu::always_inline]] inline float FmaChains(int64_t rounds) {
+  Vector v[kChains];
+  for (int i = 0; i < kChains; ++i) v[i] = Vector{} + (1.0F + 1e-3F * static_cast<float>(i));
+  const Vector b = Vector{} + 0.999999F, c = Vector{} + 1e-7F;
+  for (int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) v[i] = v[i] * b + c;
+  }
+  float total = 0;
+  for (int i = 0; i < kChains; ++i) {
+    for (size_t lane = 0; lane < sizeof(Vector) / sizeof(float); ++lane) total += v[i][lane];
+  }
+  return total;
+}
+
+#if defined(__x86_64__)
+using Float16 = float __attribute__((vector_size(64)));
+using Float8 = float __attribute__((vector_size(32)));
+__attribute__((target("avx512f"))) float Chains512(int64_t rounds) { return FmaChains<Float16>(rounds); }
+__attribute__((target("avx2,fma"))) float Chains256(int64_t rounds) { return FmaChains<Float8>(rounds); }
+#endif
+
+// FLOP/s of `threads` threads each running the chains, best of 3; 0 where this build cannot measure it.
+double FmaPeak(int threads) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") != 0;
+  if (!avx512 && __builtin_cpu_supports("fma") == 0) return 0;
+  const int64_t rounds = 100'000'000;
+  const double flops_a_thread = 2.0 * (avx512 ? 16 : 8) * kChains * static_cast<double>(rounds);
+  double best = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::vector<float> sums(static_cast<size_t>(threads));
+    std::vector<std::thread> workers;
+    workers.reserve(static_cast<size_t>(threads));
+    const auto started = Clock::now();
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&sums, t, avx512, rounds] {
+        sums[static_cast<size_t>(t)] = avx512 ? Chains512(rounds) : Chains256(rounds);
+      });
+    }
+    for (std::thread& w : workers) w.join();
+    const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    best = std::max(best, flops_a_thread * threads / seconds);
+  }
+  return best;
+#else
+  (void)threads;
+  return 0;
+#endif
+}
 
 // A convolution's kind ("1 x 1", "depthwise", "other") and shape, " KxK CIN->COUT on HxW" (the input's map;
 // "depthwise KxK on HxW"), for the forward and input-gradient calls; both empty for other operations.
@@ -137,7 +199,7 @@ int main(int argc, char** argv) {
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
   std::string method = "gausslegendre";
-  bool bf16 = false, profile = false;
+  bool bf16 = false, profile = false, fma_peak = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size" ||
@@ -154,6 +216,18 @@ int main(int argc, char** argv) {
       bf16 = true;
     } else if (a == "--profile") {
       profile = true;
+    } else if (a == "--fma-peak") {
+      fma_peak = true;
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N]\n"
+          "         [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [--profile] [NAME ...]\n"
+          "       intgrads-bench-engine [--threads N] --fma-peak\n"
+          "Times one warm attribution of the engine alone (n_steps forward and input-gradient passes) on each\n"
+          "NAME: default, bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24 (reference weights); without\n"
+          "NAME the first three. --profile: where one attribution's time goes, by operation. --fma-peak: the\n"
+          "CPU's float32 multiply-add rate on N threads (chains in registers), the bound on any kernel.\n");
+      return 0;
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
       AllowTf32(false);
@@ -162,6 +236,15 @@ int main(int argc, char** argv) {
     } else {
       names.push_back(a);
     }
+  }
+  if (fma_peak) {
+    const double peak = FmaPeak(std::max(threads, 1));
+    if (peak == 0) {
+      std::fprintf(stderr, "--fma-peak: not measured on this CPU (x86-64 with FMA only)\n");
+      return 1;
+    }
+    std::printf("fma peak, %d threads: %.1f GFLOP/s\n", threads, peak / 1e9);
+    return 0;
   }
   if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
   repeats = std::max(repeats, 1);

@@ -77,8 +77,14 @@ class Compare(unittest.TestCase):
         self.assertLess(row["ig_max_error_vs_captum"], 1e-3)
         self.assertGreater(row["peak_mb"]["worker"], 100.0)
         self.assertEqual(row["batch"], 50)  # BiT-R50x1 fits the CPU budget in one batch
+        # No kernel outruns multiply-adds in registers: a peak under what the convolutions and the engine
+        # reach would be a miscount of the probe's FLOPs or time.
+        peak = result["fma_peak_gflops"]
+        self.assertGreater(peak, max(result["dense_gflops"].values()))
+        self.assertGreater(peak, row["engine_gflops"])
         tables = compare.render(result)  # what the command prints without --json
         self.assertEqual(tables.count("| bit-m-r50x1 |"), 2)
+        self.assertIn("ceiling vs original", tables)
 
 
 @unittest.skipUnless(os.path.exists(rm.CIFAR10_TEST_ZIP), "needs ../shared/data/cifar10 (its README)")
