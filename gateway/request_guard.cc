@@ -158,6 +158,8 @@ void RequestGuard::onInput(const char* buffer, size_t len, const std::shared_ptr
       if (!syntax_error.empty()) return Refuse(peer, *connection, 400, syntax_error);
       const std::string framing_error = connection->head->FramingError();
       if (!framing_error.empty()) return Refuse(peer, *connection, 400, framing_error);
+      const std::string coding_error = connection->head->ContentCodingError();
+      if (!coding_error.empty()) return Refuse(peer, *connection, 415, coding_error);
       const std::optional<uint64_t> declared = connection->head->ContentLength();
       if (declared && *declared > max_body_bytes_) {
         return Refuse(peer, *connection, 413, BodyTooLarge(declared, max_body_bytes_));

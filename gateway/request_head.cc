@@ -70,6 +70,16 @@ std::string RequestHead::FramingError() const {
   return {};
 }
 
+std::string RequestHead::ContentCodingError() const {
+  for (const std::string& coding : Tokens("content-encoding")) {
+    if (coding != "identity") {
+      return "Content-Encoding: '" + Shorten(coding, 40) +
+             "': this server reads request bodies as sent; send them uncompressed";
+    }
+  }
+  return {};
+}
+
 std::string RequestHead::SyntaxError() const {
   auto quoted = [](const std::string& text) { return "'" + Shorten(text, 80) + "'"; };
   // The methods Pistache 0.0.5 parses.
@@ -99,18 +109,23 @@ std::string RequestHead::SyntaxError() const {
   return {};
 }
 
-bool RequestHead::KeepsAlive() const {
-  bool keep_alive = false;
-  for (std::string_view rest : Values("connection")) {
+std::vector<std::string> RequestHead::Tokens(std::string_view name) const {
+  std::vector<std::string> tokens;
+  for (std::string_view rest : Values(name)) {
     while (!rest.empty()) {
       const size_t comma = std::min(rest.find(','), rest.size());
-      const std::string token = Lower(Trim(rest.substr(0, comma)));
-      if (token == "close") return false;
-      keep_alive = keep_alive || token == "keep-alive";
+      std::string token = Lower(Trim(rest.substr(0, comma)));
+      if (!token.empty()) tokens.push_back(std::move(token));
       rest.remove_prefix(std::min(comma + 1, rest.size()));
     }
   }
-  return keep_alive;
+  return tokens;
+}
+
+bool RequestHead::KeepsAlive() const {
+  const std::vector<std::string> tokens = Tokens("connection");
+  if (std::find(tokens.begin(), tokens.end(), "close") != tokens.end()) return false;
+  return std::find(tokens.begin(), tokens.end(), "keep-alive") != tokens.end();
 }
 
 bool RequestHead::ExpectsContinue() const {

@@ -31,6 +31,9 @@ struct RequestHead {
   std::vector<std::string_view> Values(std::string_view name) const;
   // The first of them.
   std::optional<std::string_view> Field(std::string_view name) const;
+  // The comma-separated elements of those values (a list field: Connection,
+  // Content-Encoding), in lower case, trimmed, empty ones skipped.
+  std::vector<std::string> Tokens(std::string_view name) const;
   // Content-Length: nullopt when absent or not a number; UINT64_MAX when its
   // digits overflow. Of several, the largest.
   std::optional<uint64_t> ContentLength() const;
@@ -39,6 +42,11 @@ struct RequestHead {
   // 6.3), or a Transfer-Encoding other than chunked (Pistache answered a
   // plain-text 501); empty when it can be.
   std::string FramingError() const;
+  // Why the body cannot be read as sent: a Content-Encoding other than
+  // identity (gzip, deflate, ...: the server reads bodies uncompressed, and
+  // without this a compressed body was refused as "not valid JSON"), for a
+  // 415 (RFC 9110, 15.5.16); empty when it can.
+  std::string ContentCodingError() const;
   // Why the head cannot be read, for a 400 in the gateway's JSON where
   // Pistache 0.0.5 answered in plain text or not at all: a request line that
   // is not METHOD SP TARGET SP HTTP/1.x, a method Pistache does not know, a

@@ -75,6 +75,21 @@ TEST(RequestHead, FramingErrorsAreNamed) {
             "Transfer-Encoding: 'gzip, chunked': this server reads chunked bodies only");
 }
 
+TEST(RequestHead, CompressedBodiesAreNamed) {
+  auto coding = [](const std::string& fields) {
+    return ParseRequestHead("POST / HTTP/1.1\r\n" + fields + "\r\n")->ContentCodingError();
+  };
+  EXPECT_EQ(coding("Host: x\r\n"), "");
+  EXPECT_EQ(coding("Content-Encoding: identity\r\n"), "");
+  EXPECT_EQ(coding("Content-Encoding: Identity, identity\r\n"), "");
+  EXPECT_EQ(coding("Content-Encoding:\r\n"), "");
+  const std::string refused = "': this server reads request bodies as sent; send them uncompressed";
+  EXPECT_EQ(coding("Content-Encoding: gzip\r\n"), "Content-Encoding: 'gzip" + refused);
+  EXPECT_EQ(coding("content-encoding: identity, BR\r\n"), "Content-Encoding: 'br" + refused);
+  EXPECT_EQ(coding("Content-Encoding: identity\r\nContent-Encoding: deflate\r\n"),
+            "Content-Encoding: 'deflate" + refused);
+}
+
 TEST(RequestHead, KeepsAliveWhenAskedAndNotToldToClose) {
   auto keeps = [](const std::string& fields) {
     return ParseRequestHead("GET / HTTP/1.1\r\n" + fields + "\r\n")->KeepsAlive();

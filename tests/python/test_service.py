@@ -208,6 +208,15 @@ class Service(unittest.TestCase):
         self.assertEqual(status, 413)
         self.assertIn("--max-body-bytes", json.loads(answer)["error"])
 
+    def test_a_compressed_body_is_refused_as_such(self):
+        gateway = Gateway()
+        self.addCleanup(gateway.stop)
+        body = gzip.compress(b'{"img_data": [[[1, 2, 3]]], "target_class": "cat"}')
+        status, _, answer = http("POST", gateway.url + "/model/", body,
+                                 {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        self.assertEqual(status, 415)
+        self.assertIn("send them uncompressed", json.loads(answer)["error"])
+
     def test_a_body_far_over_the_limit_is_refused_from_its_head_in_json(self):
         gateway = Gateway("--max-body-bytes", "1000", "--token", "s3cret")
         self.addCleanup(gateway.stop)
