@@ -90,6 +90,15 @@ torch::Tensor DiagonalPairs(const torch::Tensor& x) {
   return pairs.view({n, h, w, 2 * c}).permute({0, 3, 1, 2});
 }
 
+// What the operations that read one state share, made by the first that
+// needs it, kept for the backward pass and differentiated once: relu(state)
+// (in a normal cell three SepConvs read state 1; a reduction cell's
+// FactorizedReduces read it too), and DiagonalPairs of that ReLU (a reduction
+// cell's three FactorizedReduces of state 1, and two of state 0).
+struct Shared {
+  torch::Tensor relu, pairs;
+};
+
 // One operation: SepConv, FactorizedReduce, ReLUConvBN, max-pool or identity.
 struct Op {
   enum class Kind { kIdentity, kMaxPool, kSepConv, kFactorizedReduce, kReluConvBn } kind = Kind::kIdentity;
@@ -116,21 +125,14 @@ struct Op {
 
   bool StartsWithRelu() const { return kind != Kind::kIdentity && kind != Kind::kMaxPool; }
 
-  // `*relu_x`: relu(x), made here if undefined. Every op that starts with
-  // relu and reads the same state shares it (in a normal cell three
-  // SepConvs read state 1; a reduction cell's FactorizedReduces read it too),
-  // so it is computed, kept for the backward pass and differentiated once.
-  // `*pairs_x`, where given, is shared the same way: DiagonalPairs(relu(x)),
-  // which a reduction cell's three FactorizedReduces of state 1 (and two of
-  // state 0) all read.
-  torch::Tensor operator()(const torch::Tensor& x, torch::Tensor* relu_x, bool train,
-                           torch::Tensor* pairs_x = nullptr) const {
+  // `*shared`: what the readers of x share, its parts made here where undefined.
+  torch::Tensor operator()(const torch::Tensor& x, Shared* shared, bool train) const {
     auto pw = [train](const torch::Tensor& w) { return train ? StandardizeLanet(w) : w; };
     auto norm = [&](const BatchNorm& bn, const torch::Tensor& y) { return folded ? y : bn(y, train); };
     // A cell's preprocess operations may get an undefined x with its ReLU made (Forward); nothing else may.
-    TORCH_CHECK(x.defined() || (StartsWithRelu() && relu_x->defined()), "LaNet: an operation without its input");
-    if (StartsWithRelu() && !relu_x->defined()) *relu_x = torch::relu(x);
-    const torch::Tensor& r = *relu_x;
+    TORCH_CHECK(x.defined() || (StartsWithRelu() && shared->relu.defined()), "LaNet: an operation without its input");
+    if (StartsWithRelu() && !shared->relu.defined()) shared->relu = torch::relu(x);
+    const torch::Tensor& r = shared->relu;
     switch (kind) {
       case Kind::kIdentity: return x;
       case Kind::kMaxPool: return MaxPool2d(x, 3, stride, 1);
@@ -138,10 +140,8 @@ struct Op {
       case Kind::kFactorizedReduce: {
         if (reduce_w.defined() && r.size(2) % 2 == 0 && r.size(3) % 2 == 0) {
           const int64_t no_padding = 0;  // a literal 0 would also match the string-padding overload
-          torch::Tensor local;
-          torch::Tensor& pairs = pairs_x != nullptr ? *pairs_x : local;
-          if (!pairs.defined()) pairs = DiagonalPairs(r);
-          return torch::conv2d(pairs, reduce_w, reduce_b, 1, no_padding, 1, /*groups=*/2);
+          if (!shared->pairs.defined()) shared->pairs = DiagonalPairs(r);
+          return torch::conv2d(shared->pairs, reduce_w, reduce_b, 1, no_padding, 1, /*groups=*/2);
         }
         using torch::indexing::None;
         using torch::indexing::Slice;
@@ -320,23 +320,23 @@ class Lanet final : public Classifier {
     torch::Tensor s0 = torch::conv2d(ChannelsLastOnCpu(x), stem_conv_, stem_bias_, 1, 1);
     if (train_) s0 = stem_bn_(s0, train_);
     torch::Tensor s1 = s0;
-    // relu(s0), relu(s1), once made. The cells' preprocess operations read
-    // their inputs only through these, so a cell's output is made as its
-    // ReLU alone (ConcatRelu), but for the last cell's, which the classifier
-    // reads.
-    torch::Tensor r0, r1;
-    std::vector<torch::Tensor> states, relus, pairs;
+    // What the readers of s0 and s1 share: relu(s0), relu(s1), once made. The
+    // cells' preprocess operations read their inputs only through these, so a
+    // cell's output is made as its ReLU alone (ConcatRelu), but for the last
+    // cell's, which the classifier reads.
+    Shared r0, r1;
+    std::vector<torch::Tensor> states;
+    std::vector<Shared> shared;
     for (size_t c = 0; c < cells_.size(); ++c) {
       const Cell& cell = cells_[c];
       states.clear();
-      relus.assign(2 + kNodes, torch::Tensor());
-      pairs.assign(2 + kNodes, torch::Tensor());
+      shared.assign(2 + kNodes, Shared());
       states.push_back(cell.preprocess0(s0, &r0, train_));
       if (c == 0) r1 = r0;  // both inputs of the first cell are the stem's output
       states.push_back(cell.preprocess1(s1, &r1, train_));
       auto apply = [&](int k) {
         const auto input = static_cast<size_t>(InputOf(k));
-        return cell.ops[static_cast<size_t>(k)](states[input], &relus[input], train_, &pairs[input]);
+        return cell.ops[static_cast<size_t>(k)](states[input], &shared[input], train_);
       };
       // A node sums its two operations; a max-pool takes the other's output
       // as the sum to fuse into its loop (model.h).
@@ -358,7 +358,7 @@ class Lanet final : public Classifier {
         s1 = torch::cat(outputs, 1);
       } else {
         s1 = torch::Tensor();
-        r1 = ConcatRelu(outputs);
+        r1 = Shared{ConcatRelu(outputs), {}};
       }
     }
     torch::Tensor pooled = torch::adaptive_avg_pool2d(s1, {1, 1}).flatten(1);
