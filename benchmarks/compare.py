@@ -98,10 +98,15 @@ def dense_rates(threads):
     return rates
 
 
+def bench_engine(threads, *flags):
+    """intgrads-bench-engine with these flags on `threads` threads, its output captured."""
+    return subprocess.run([os.path.join(BIN, "intgrads-bench-engine"), "--threads", str(threads), *flags],
+                          capture_output=True, text=True)
+
+
 def fma_peak(threads):
     """FLOP/s of intgrads-bench-engine --fma-peak, or None where it cannot measure this CPU."""
-    done = subprocess.run([os.path.join(BIN, "intgrads-bench-engine"), "--threads", str(threads), "--fma-peak"],
-                          capture_output=True, text=True)
+    done = bench_engine(threads, "--fma-peak")
     if done.returncode != 0:
         return None
     return float(done.stdout.split(":")[-1].split()[0]) * 1e9
@@ -135,8 +140,7 @@ def baseline(name, method, args, repeats, ig_path=None):
 
 
 def engine(name, args, repeats):
-    done = subprocess.run([os.path.join(BIN, "intgrads-bench-engine"), "--threads", str(args.threads), "--n-steps",
-                           str(args.n_steps), "--repeats", str(repeats), name], capture_output=True, text=True)
+    done = bench_engine(args.threads, "--n-steps", str(args.n_steps), "--repeats", str(repeats), name)
     if done.returncode != 0:
         raise SystemExit(f"intgrads-bench-engine {name}: {done.stderr.strip()[-500:]}")
     cells = [c.strip() for c in done.stdout.strip().splitlines()[-1].strip("|").split("|")]
