@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
-from service import BIN, Gateway, http, stop, wait_until  # noqa: E402
+from service import BIN, Gateway, http, stop, wait_until, worker_key_flags  # noqa: E402
 
 
 def main():
@@ -37,7 +37,8 @@ def main():
         for _ in range(args.repeats):
             started = time.perf_counter()
             worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, *model,
-                                       "--threads", str(args.threads)], stderr=subprocess.DEVNULL)
+                                       "--threads", str(args.threads), *worker_key_flags()],
+                                      stderr=subprocess.DEVNULL)
             try:
                 wait_until(lambda: len(gateway.workers()) == 1, what="the worker", timeout=120)
                 ready.append(time.perf_counter() - started)

@@ -30,7 +30,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import BIN, Gateway, http, server_timing, start_worker, stop, wait_until  # noqa: E402
+from service import (BIN, Gateway, http, server_timing, start_worker, stop, wait_until,  # noqa: E402
+                     worker_key_flags)
 
 
 def percentile(values, p):
@@ -109,7 +110,8 @@ def main():
 
             def launch(endpoint, *batching):
                 return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", endpoint, "--cpu",
-                                         "--threads", "1", "--heartbeat-ms", "1000", *extra, *batching])
+                                         "--threads", "1", "--heartbeat-ms", "1000", *worker_key_flags(), *extra,
+                                         *batching])
         else:
             ref = rm.reference(args.model)
             if ref is None:

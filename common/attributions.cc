@@ -158,12 +158,23 @@ Status SetJsonOption(const std::string& name, const json& value, AttributionsReq
   return SetOption(name, value.get<std::string>(), request, targets);
 }
 
-StatusOr<Image> DecodeUpload(std::string_view bytes, const std::string& what, const AttributionLimits& limits) {
+ImageLimits ImageLimitsOf(const AttributionLimits& limits) {
+  return ImageLimits{limits.request.max_side, limits.request.max_pixels};
+}
+
+// An upload read as far as its header.
+StatusOr<EncodedImage> ReadUpload(std::string bytes, const std::string& what, const AttributionLimits& limits) {
   if (bytes.empty()) return InvalidError(what + ": empty (expected a PNG or JPEG)");
-  const ImageLimits image_limits{limits.request.max_side, limits.request.max_pixels};
-  auto image = DecodeImage(bytes, image_limits);
-  if (!image.ok()) return Status(image.status().code(), what + ": " + image.status().message());
-  return image;
+  auto header = ReadImageHeader(bytes, ImageLimitsOf(limits));
+  if (!header.ok()) return Status(header.status().code(), what + ": " + header.status().message());
+  return EncodedImage{std::move(bytes), *header, what};
+}
+
+// The baseline image, a file part or the JSON member baseline_image: one per request.
+Status SetBaselineUpload(std::string bytes, const AttributionLimits& limits, AttributionsRequest* request) {
+  if (request->baseline_upload) return InvalidError("baseline_image: given twice (one baseline image per request)");
+  ASSIGN_OR_RETURN(request->baseline_upload, ReadUpload(std::move(bytes), "baseline_image", limits));
+  return Status::Ok();
 }
 
 // The JSON member baseline_image: a base64 PNG or JPEG.
@@ -171,8 +182,26 @@ Status ReadBaselineImage(const json& value, const AttributionLimits& limits, Att
   if (!value.is_string()) return InvalidError("baseline_image: expected a base64 string");
   auto bytes = DecodeBase64(value.get_ref<const std::string&>());
   if (!bytes.ok()) return InvalidError("baseline_image: " + bytes.status().message());
-  ASSIGN_OR_RETURN(request->paths.baseline_image, DecodeUpload(*bytes, "baseline_image", limits));
-  return Status::Ok();
+  return SetBaselineUpload(std::move(bytes).value(), limits, request);
+}
+
+// The pixels a request's images take, uploads counted from their headers.
+int64_t RequestPixels(const AttributionsRequest& request) {
+  int64_t pixels = 0;
+  auto add = [&pixels](int64_t height, int64_t width) { pixels += height * width; };
+  for (const AttributionInput& input : request.inputs) {
+    if (input.upload) {
+      add(input.upload->header.height, input.upload->header.width);
+    } else {
+      add(input.image.height, input.image.width);
+    }
+  }
+  if (request.baseline_upload) {
+    for (size_t i = 0; i < std::max<size_t>(1, request.inputs.size()); ++i) {
+      add(request.baseline_upload->header.height, request.baseline_upload->header.width);
+    }
+  }
+  return pixels;
 }
 
 // One JSON input: {"image": base64} or {"img_data": [...]}, with "target"
@@ -187,7 +216,7 @@ Status ReadJsonInput(const json& object, const AttributionLimits& limits, const 
         return InvalidError(where + "image: expected a base64 string, found a " + value.type_name());
       auto bytes = DecodeBase64(value.get_ref<const std::string&>());
       if (!bytes.ok()) return InvalidError(where + "image: " + bytes.status().message());
-      ASSIGN_OR_RETURN(input->image, DecodeUpload(*bytes, where + "image", limits));
+      ASSIGN_OR_RETURN(input->upload, ReadUpload(std::move(bytes).value(), where + "image", limits));
       has_image = true;
     } else if (key == "img_data") {
       auto image = ReadImageJson(value, limits.request);
@@ -274,10 +303,10 @@ Status ReadMultipartBody(std::string_view content_type, std::string_view body, c
       input.name = Shorten(part.filename, 128);
       const std::string what = "image " + std::to_string(request->inputs.size()) +
                                (part.filename.empty() ? "" : " (" + Shorten(part.filename, 64) + ")");
-      ASSIGN_OR_RETURN(input.image, DecodeUpload(part.data, what, limits));
+      ASSIGN_OR_RETURN(input.upload, ReadUpload(std::string(part.data), what, limits));
       request->inputs.push_back(std::move(input));
     } else if (part.name == "baseline_image") {
-      ASSIGN_OR_RETURN(request->paths.baseline_image, DecodeUpload(part.data, "baseline_image", limits));
+      RETURN_IF_ERROR(SetBaselineUpload(std::string(part.data), limits, request));
     } else {
       RETURN_IF_ERROR(SetOption(part.name, std::string(part.data), request, targets));
     }
@@ -385,8 +414,8 @@ StatusOr<std::vector<int>> ResolveTargets(const std::vector<std::string>& target
   return out;
 }
 
-StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
-                                                       std::string_view body, const AttributionLimits& limits) {
+StatusOr<AttributionsRequest> ReadAttributionsRequest(std::string_view content_type, const QueryParams& query,
+                                                      std::string_view body, const AttributionLimits& limits) {
   AttributionsRequest request;
   TargetLists targets;
   std::string name;
@@ -421,7 +450,7 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
     }
   } else if (type == "image/png" || type == "image/jpeg" || type == "application/octet-stream" || type.empty()) {
     AttributionInput input;
-    ASSIGN_OR_RETURN(input.image, DecodeUpload(body, "body", limits));
+    ASSIGN_OR_RETURN(input.upload, ReadUpload(std::string(body), "body", limits));
     if (targets.size() > 1) return InvalidError("target: given more than once for one image");
     if (!targets.empty()) input.targets = targets.front();
     input.name = name;
@@ -434,8 +463,16 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
     return TooLargeError(std::to_string(request.inputs.size()) + " images is over the limit of " +
                          std::to_string(limits.max_images) + " per request (raise with --max-images)");
   }
+  if (const int64_t pixels = RequestPixels(request); pixels > limits.max_request_pixels) {
+    return TooLargeError("images: " + std::to_string(pixels) +
+                         " pixels in all (the baseline image once per image) is over the " + "limit of " +
+                         std::to_string(limits.max_request_pixels) + " per request (raise with --max-request-pixels)");
+  }
   RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits.request));
-  RETURN_IF_ERROR(ValidatePathRequest(request.paths, request.method, limits.request));
+  // The baseline image is checked for being there; its pixels come with DecodeUploads.
+  PathRequest paths = request.paths;
+  if (request.baseline_upload) paths.baseline_image = Image{1, 1, 1, {0}};
+  RETURN_IF_ERROR(ValidatePathRequest(paths, request.method, limits.request));
   if (!request.format.empty() && FindPayloadFormat(request.format) == nullptr) {
     std::vector<std::string> names;
     for (const auto& f : PayloadFormats()) names.push_back(f.name);
@@ -444,6 +481,35 @@ StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_
   if (request.heatmap != "signed" && request.heatmap != "absolute") {
     return InvalidError("heatmap: '" + request.heatmap + "' is not signed or absolute");
   }
+  return request;
+}
+
+uint64_t RequestImageBytes(const AttributionsRequest& request) {
+  uint64_t bytes = 0;
+  for (const AttributionInput& input : request.inputs) {
+    bytes += input.upload ? input.upload->header.decode_bytes : input.image.pixels.size();
+    if (request.baseline_upload) bytes += request.baseline_upload->header.decode_bytes;
+  }
+  return bytes;
+}
+
+Status DecodeUploads(AttributionsRequest* request, const AttributionLimits& limits) {
+  auto decode = [&limits](std::optional<EncodedImage>& upload, Image* image) -> Status {
+    if (!upload) return Status::Ok();
+    auto decoded = DecodeImage(upload->bytes, ImageLimitsOf(limits));
+    if (!decoded.ok()) return Status(decoded.status().code(), upload->what + ": " + decoded.status().message());
+    *image = std::move(decoded).value();
+    upload.reset();
+    return Status::Ok();
+  };
+  for (AttributionInput& input : request->inputs) RETURN_IF_ERROR(decode(input.upload, &input.image));
+  return decode(request->baseline_upload, &request->paths.baseline_image);
+}
+
+StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
+                                                       std::string_view body, const AttributionLimits& limits) {
+  ASSIGN_OR_RETURN(AttributionsRequest request, ReadAttributionsRequest(content_type, query, body, limits));
+  RETURN_IF_ERROR(DecodeUploads(&request, limits));
   return request;
 }
 

@@ -19,6 +19,7 @@
 // throws: every way a request can be wrong is a Status naming the field.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,10 +35,22 @@ namespace intgrads {
 struct AttributionLimits {
   RequestLimits request;
   int max_images = 16;  // images per request
+  // Pixels of every image of a request together, decoded or read from
+  // img_data, and of its baseline image once for each (uploads counted from
+  // their headers, before any is decoded).
+  int64_t max_request_pixels = int64_t{16} * 1024 * 1024;
+};
+
+// An uploaded PNG or JPEG, read as far as its header until DecodeUploads.
+struct EncodedImage {
+  std::string bytes;
+  ImageHeader header;
+  std::string what;  // the image in messages: "image 0 (cat.png)", "baseline_image"
 };
 
 struct AttributionInput {
-  Image image;
+  Image image;                         // decoded, or read from img_data
+  std::optional<EncodedImage> upload;  // until DecodeUploads
   // The classes to explain, each a class name, an index, or "predicted"; a
   // text that is no class name may list several, comma-separated
   // (ResolveTargets).
@@ -55,6 +68,7 @@ struct AttributionsRequest {
   int top_k = 0;          // > 0: explain each image's top_k classes (instead of targets)
   PathRequest paths;      // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
   RegionRequest regions;  // IDG for regions: regions, region_min_side, segments, top_regions
+  std::optional<EncodedImage> baseline_upload;  // paths.baseline_image until DecodeUploads
 };
 
 using QueryParams = std::vector<std::pair<std::string, std::string>>;
@@ -71,6 +85,18 @@ StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, 
 const std::vector<std::string>& RegionParameters();
 StatusOr<bool> SetRegionOption(const std::string& name, const std::string& value, RegionRequest* regions);
 
+// Reads the request and the headers of its uploaded images, decoding none
+// of them: a request over the limits (images, pixels per image, pixels of
+// all its images together) is refused before any pixel is decoded.
+StatusOr<AttributionsRequest> ReadAttributionsRequest(std::string_view content_type, const QueryParams& query,
+                                                      std::string_view body, const AttributionLimits& limits);
+// The bytes a request's images take, decoded (uploads by their headers:
+// ImageHeader::decode_bytes), the baseline image once for each input, as
+// each input's job carries it.
+uint64_t RequestImageBytes(const AttributionsRequest& request);
+// Decodes the uploads into the inputs' images and the baseline image.
+Status DecodeUploads(AttributionsRequest* request, const AttributionLimits& limits);
+// Both: the request with its images decoded.
 StatusOr<AttributionsRequest> ParseAttributionsRequest(std::string_view content_type, const QueryParams& query,
                                                        std::string_view body, const AttributionLimits& limits);
 

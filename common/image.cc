@@ -154,22 +154,30 @@ Status CheckSize(int64_t width, int64_t height, const ImageLimits& limits) {
   return Status::Ok();
 }
 
-StatusOr<Image> DecodePng(std::string_view bytes, const ImageLimits& limits) {
-  png_image png{};
-  png.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
-    return InvalidError(std::string("not a readable PNG: ") + png.message);
+// Opens a PNG and chooses the format it is decoded to: RGB or RGBA for
+// colour, grey, RGBA for grey with alpha. The caller frees `png`.
+Status BeginPng(std::string_view bytes, const ImageLimits& limits, png_image* png) {
+  *png = png_image{};
+  png->version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(png, bytes.data(), bytes.size())) {
+    return InvalidError(std::string("not a readable PNG: ") + png->message);
   }
-  if (Status size = CheckSize(png.width, png.height, limits); !size.ok()) {
+  RETURN_IF_ERROR(CheckSize(png->width, png->height, limits));
+  const bool has_alpha = (png->format & PNG_FORMAT_FLAG_ALPHA) != 0;
+  const bool has_colour = (png->format & PNG_FORMAT_FLAG_COLOR) != 0;
+  png->format =
+      has_colour ? (has_alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : (has_alpha ? PNG_FORMAT_GA : PNG_FORMAT_GRAY);
+  if (png->format == PNG_FORMAT_GA) png->format = PNG_FORMAT_RGBA;
+  return Status::Ok();
+}
+
+StatusOr<Image> DecodePng(std::string_view bytes, const ImageLimits& limits) {
+  png_image png;
+  if (Status begun = BeginPng(bytes, limits, &png); !begun.ok()) {
     png_image_free(&png);
-    return size;
+    return begun;
   }
   Image image;
-  const bool has_alpha = (png.format & PNG_FORMAT_FLAG_ALPHA) != 0;
-  const bool has_colour = (png.format & PNG_FORMAT_FLAG_COLOR) != 0;
-  png.format =
-      has_colour ? (has_alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : (has_alpha ? PNG_FORMAT_GA : PNG_FORMAT_GRAY);
-  if (png.format == PNG_FORMAT_GA) png.format = PNG_FORMAT_RGBA;
   image.width = static_cast<int>(png.width);
   image.height = static_cast<int>(png.height);
   image.channels = static_cast<int>(PNG_IMAGE_SAMPLE_CHANNELS(png.format));
@@ -199,13 +207,28 @@ void OnJpegMessage(j_common_ptr info, int level) {
   if (level < 0) OnJpegError(info);
 }
 
-StatusOr<Image> DecodeJpeg(std::string_view bytes, const ImageLimits& limits) {
+StatusOr<ImageHeader> PngHeader(std::string_view bytes, const ImageLimits& limits) {
+  png_image png;
+  const Status begun = BeginPng(bytes, limits, &png);
+  ImageHeader header;
+  if (begun.ok()) {
+    header.width = static_cast<int>(png.width);
+    header.height = static_cast<int>(png.height);
+    header.channels = static_cast<int>(PNG_IMAGE_SAMPLE_CHANNELS(png.format));
+    header.decode_bytes = PNG_IMAGE_SIZE(png);
+  }
+  png_image_free(&png);
+  if (!begun.ok()) return begun;
+  return header;
+}
+
+// A JPEG's header, and with `image` its pixels too.
+Status ReadJpeg(std::string_view bytes, const ImageLimits& limits, ImageHeader* header, Image* image) {
   jpeg_decompress_struct info{};
   JpegError error{};
   info.err = jpeg_std_error(&error.manager);
   error.manager.error_exit = OnJpegError;
   error.manager.emit_message = OnJpegMessage;
-  Image image;
   if (setjmp(error.jump)) {  // NOLINT(cert-err52-cpp): libjpeg reports errors by longjmp
     jpeg_destroy_decompress(&info);
     return InvalidError(std::string("corrupt JPEG: ") + error.message);
@@ -217,18 +240,42 @@ StatusOr<Image> DecodeJpeg(std::string_view bytes, const ImageLimits& limits) {
     jpeg_destroy_decompress(&info);
     return size;
   }
-  info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
-  jpeg_start_decompress(&info);
-  image.width = static_cast<int>(info.output_width);
-  image.height = static_cast<int>(info.output_height);
-  image.channels = static_cast<int>(info.output_components);
-  image.pixels.resize(static_cast<size_t>(image.width) * image.height * image.channels);
-  while (info.output_scanline < info.output_height) {
-    unsigned char* row = image.pixels.data() + static_cast<size_t>(info.output_scanline) * image.width * image.channels;
-    jpeg_read_scanlines(&info, &row, 1);
+  header->width = static_cast<int>(info.image_width);
+  header->height = static_cast<int>(info.image_height);
+  header->channels = info.num_components == 1 ? 1 : 3;
+  const uint64_t pixels = static_cast<uint64_t>(header->width) * static_cast<uint64_t>(header->height);
+  header->decode_bytes = pixels * static_cast<uint64_t>(header->channels);
+  // A progressive (or multi-scan) JPEG is decoded from a buffer of every
+  // component's coefficients, two bytes each.
+  if (jpeg_has_multiple_scans(&info)) header->decode_bytes += pixels * static_cast<uint64_t>(info.num_components) * 2;
+  if (image != nullptr) {
+    info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(&info);
+    image->width = static_cast<int>(info.output_width);
+    image->height = static_cast<int>(info.output_height);
+    image->channels = static_cast<int>(info.output_components);
+    image->pixels.resize(static_cast<size_t>(image->width) * image->height * image->channels);
+    while (info.output_scanline < info.output_height) {
+      unsigned char* row =
+          image->pixels.data() + static_cast<size_t>(info.output_scanline) * image->width * image->channels;
+      jpeg_read_scanlines(&info, &row, 1);
+    }
+    jpeg_finish_decompress(&info);
   }
-  jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  return Status::Ok();
+}
+
+StatusOr<ImageHeader> JpegHeader(std::string_view bytes, const ImageLimits& limits) {
+  ImageHeader header;
+  RETURN_IF_ERROR(ReadJpeg(bytes, limits, &header, nullptr));
+  return header;
+}
+
+StatusOr<Image> DecodeJpeg(std::string_view bytes, const ImageLimits& limits) {
+  ImageHeader header;
+  Image image;
+  RETURN_IF_ERROR(ReadJpeg(bytes, limits, &header, &image));
   return image;
 }
 
@@ -237,6 +284,12 @@ StatusOr<Image> DecodeJpeg(std::string_view bytes, const ImageLimits& limits) {
 StatusOr<Image> DecodeImage(std::string_view bytes, const ImageLimits& limits) {
   if (bytes.size() >= 8 && std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return DecodePng(bytes, limits);
   if (bytes.size() >= 3 && std::memcmp(bytes.data(), "\xff\xd8\xff", 3) == 0) return DecodeJpeg(bytes, limits);
+  return InvalidError("unsupported image format (PNG and JPEG are read)");
+}
+
+StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes, const ImageLimits& limits) {
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return PngHeader(bytes, limits);
+  if (bytes.size() >= 3 && std::memcmp(bytes.data(), "\xff\xd8\xff", 3) == 0) return JpegHeader(bytes, limits);
   return InvalidError("unsupported image format (PNG and JPEG are read)");
 }
 

@@ -50,6 +50,17 @@ struct ImageLimits {
 // PNG and JPEG decoding (libpng, libjpeg) to 8-bit RGB, RGBA or grey. An
 // image over `limits` is kTooLarge, naming the limit.
 StatusOr<Image> DecodeImage(std::string_view bytes, const ImageLimits& limits = {});
+
+// What a PNG's or JPEG's header says, read without decoding a pixel.
+struct ImageHeader {
+  int width = 0;
+  int height = 0;
+  int channels = 0;           // of the decoded image (DecodeImage)
+  uint64_t decode_bytes = 0;  // what decoding it holds at most: its pixels, and a progressive JPEG's coefficients
+};
+// The header of an image DecodeImage reads, with the same checks of its
+// format and of `limits`; the rest of the file is not looked at.
+StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes, const ImageLimits& limits = {});
 StatusOr<Image> ReadImageFile(const std::string& path);
 // Whether a file name ends in .png, .jpg or .jpeg, in any case: the files a
 // folder or a zip of images is read for.

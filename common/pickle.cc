@@ -260,26 +260,44 @@ Status Unpickler::Reduce(const PickleValuePtr& callable, const PickleValuePtr& a
       return Error("bad tensor offset, size or stride");
     }
     const int64_t offset = a[1]->integer;
+    const int64_t stored = storage.tensor.numel();
     std::vector<int64_t> size, stride;
-    int64_t last = offset;  // highest element index touched
-    bool empty = false;
+    // The highest element index the view touches, and how many elements it
+    // has: in checked arithmetic, as the sizes and strides are the file's.
+    int64_t last = offset;
+    int64_t elements = 1;
+    bool overflow = false;
     for (size_t d = 0; d < a[2]->items.size(); ++d) {
       const PickleValue& s = *a[2]->items[d];
       const PickleValue& t = *a[3]->items[d];
-      if (s.kind != Kind::kInt || t.kind != Kind::kInt || s.integer < 0 || t.integer < 0 ||
-          s.integer > (int64_t{1} << 40) || t.integer > (int64_t{1} << 40)) {
+      if (s.kind != Kind::kInt || t.kind != Kind::kInt || s.integer < 0 || t.integer < 0) {
         return Error("bad tensor size or stride");
       }
       size.push_back(s.integer);
       stride.push_back(t.integer);
-      if (s.integer == 0)
-        empty = true;
-      else
-        last += (s.integer - 1) * t.integer;
+      int64_t reach = 0;
+      overflow = overflow || __builtin_mul_overflow(s.integer, elements, &elements);
+      if (s.integer > 0) {
+        overflow = overflow || __builtin_mul_overflow(s.integer - 1, t.integer, &reach) ||
+                   __builtin_add_overflow(last, reach, &last);
+      }
     }
-    if (offset < 0 || (!empty && last >= storage.tensor.numel())) {
-      return Error("tensor view reaches past its storage of " + std::to_string(storage.tensor.numel()) + " elements");
+    if (overflow || elements > 0) {
+      // A view needs no more elements than its storage holds: one whose
+      // strides repeat elements (a stride of 0, an expanded tensor) could
+      // stand for far more memory than the file holds once copied.
+      if (overflow || elements > stored) {
+        return Error("tensor view of " + (overflow ? std::string("over 2^63") : std::to_string(elements)) +
+                     " elements over a storage of " + std::to_string(stored) +
+                     " (repeated elements, as a stride of 0 makes, are not read)");
+      }
+      if (offset < 0 || last >= stored) {
+        return Error("tensor view reaches past its storage of " + std::to_string(stored) + " elements");
+      }
+    } else if (offset < 0 || offset > stored) {
+      return Error("tensor view begins past its storage of " + std::to_string(stored) + " elements");
     }
+    const bool empty = elements == 0;
     auto tensor = Make(Kind::kTensor);
     tensor->tensor =
         empty ? torch::empty(size, storage.tensor.options()) : storage.tensor.as_strided(size, stride, offset);

@@ -102,7 +102,6 @@ void ReadyFields(Info& i, Visit&& visit) {
   visit("device", i.device, Presence::kRequired);
   visit("classes", i.classes, Presence::kRequired);
   visit("input_size", i.input_size, Presence::kRequired);
-  visit("token", i.token, Presence::kRequired);
   visit("mean", i.mean, Presence::kOptional);
   visit("std", i.std, Presence::kOptional);
   visit("slots", i.slots, Presence::kOptional);
@@ -133,6 +132,7 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("region_min_side", r.regions.min_side, Presence::kOptional);
   visit("segments", r.regions.segments, Presence::kOptional);
   visit("top_regions", r.regions.top, Presence::kOptional);
+  visit("max_reply_bytes", r.max_reply_bytes, Presence::kOptional);
 }
 
 template <typename ImageT, typename Visit>

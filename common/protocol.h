@@ -3,10 +3,11 @@
 // a header frame (a small JSON object with the protocol version and the
 // message type) and, for requests and replies, one binary frame:
 //
-//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,token,mean,std,slots}]
+//   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,mean,std,slots}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
-//                                         baseline,...,targets,top_k,regions,...}, pixels(, baseline pixels)]
+//                                         baseline,...,targets,top_k,regions,...,max_reply_bytes},
+//                                  pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
 //                                         attribute_seconds,encode_seconds,compress_seconds,target,
 //                                         probabilities,content_type,n_steps_used,tolerance_met,others},
@@ -29,7 +30,7 @@
 
 namespace intgrads {
 
-constexpr int kProtocolVersion = 1;
+constexpr int kProtocolVersion = 2;
 // The most requests a worker may ask to hold at once.
 constexpr int kMaxSlots = 256;
 
@@ -43,7 +44,6 @@ struct WorkerInfo {
   std::string device;   // "cpu", "cuda:0"
   std::vector<std::string> classes;
   int input_size = 32;
-  std::string token;         // the deployment's shared secret, if it has one
   std::vector<double> mean;  // the per-channel normalization, as the model applies it
   std::vector<double> std;
   int slots = 1;  // requests the worker takes at a time (it batches them)
@@ -69,6 +69,9 @@ struct JobRequest {
   std::vector<int> targets;
   int top_k = 0;
   RegionRequest regions;  // IDG for regions (json, png)
+  // The largest payload frame the gateway reads (BrokerOptions::max_reply_bytes);
+  // a larger answer is refused by the worker (413). 0: not said.
+  int64_t max_reply_bytes = 0;
 };
 
 struct JobReply {

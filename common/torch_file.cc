@@ -56,9 +56,10 @@ PickleValuePtr StorageValue(torch::Tensor flat) {
 StatusOr<torch::Tensor> TensorFromBytes(std::string_view bytes, torch::ScalarType dtype, int64_t numel,
                                         const std::string& what) {
   const auto element = static_cast<int64_t>(c10::elementSize(dtype));
-  if (numel < 0 || numel > (int64_t{1} << 40) / element || static_cast<int64_t>(bytes.size()) < numel * element) {
-    return DataLossError(what + ": holds " + std::to_string(bytes.size()) + " bytes, needs " +
-                         std::to_string(numel * element) + " (truncated?)");
+  if (numel < 0 || numel > static_cast<int64_t>(bytes.size()) / element) {
+    // (numel * element may overflow: said in elements.)
+    return DataLossError(what + ": holds " + std::to_string(bytes.size()) + " bytes, needs " + std::to_string(numel) +
+                         " elements of " + std::to_string(element) + " bytes (truncated?)");
   }
   torch::Tensor t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
   if (numel > 0) std::memcpy(t.data_ptr(), bytes.data(), static_cast<size_t>(numel * element));
@@ -129,7 +130,9 @@ StatusOr<PickleValuePtr> ParseLegacyFile(std::string_view bytes, const std::stri
       }
       offset = view.items[1]->integer;
       size = view.items[2]->integer;
-      if (offset < 0 || size < 0 || offset + size > root->id.numel) return DataLossError("storage view out of range");
+      if (offset < 0 || size < 0 || offset > root->id.numel || size > root->id.numel - offset) {
+        return DataLossError("storage view out of range");
+      }
     }
     // The storage tensor shares memory with the root, so filling the root later fills it.
     return StorageValue(root->root.narrow(0, offset, size));

@@ -60,9 +60,9 @@ build-gpu/bin/intgrads-images attribute -bp "$work/bit.pth" --input "$work/req.j
 build-gpu/bin/intgrads-images attribute -bp "$work/bit.pth" --input "$work/req.json" --output "$work/gpu.gzip" --cuda \
   | tee -a "$out/gpu-check.txt"
 
-build-gpu/bin/intgrads-gateway --host 127.0.0.1 --port 18080 --bind-workers tcp://127.0.0.1:15555 &
+build-gpu/bin/intgrads-gateway --host 127.0.0.1 --port 18080 --bind-workers "ipc://$work/workers" &
 gateway=$!
-build-gpu/bin/intgrads-worker --connect tcp://127.0.0.1:15555 -bp "$work/bit.pth" --cuda --device 0 &
+build-gpu/bin/intgrads-worker --connect "ipc://$work/workers" -bp "$work/bit.pth" --cuda --device 0 &
 worker=$!
 trap 'kill $worker $gateway 2>/dev/null || true' EXIT
 # The requests go through Python's urllib: the machine may have no curl.

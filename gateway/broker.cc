@@ -1,11 +1,12 @@
 #include "gateway/broker.h"
 
-#include "common/secret.h"
+#include "common/curve.h"
 
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <set>
 #include <zmq_addon.hpp>
@@ -20,20 +21,51 @@ JobReply ErrorReply(uint64_t id, int status, const std::string& message) {
   return reply;
 }
 
-Broker::Broker(const BrokerOptions& options) : options_(options), router_(context_, zmq::socket_type::router) {}
+Broker::Broker(const BrokerOptions& options)
+    : options_(options), zap_(context_, zmq::socket_type::rep), router_(context_, zmq::socket_type::router) {}
 
 StatusOr<std::unique_ptr<Broker>> Broker::Create(const BrokerOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Broker> broker, Bind(options));
+  broker->thread_ = std::thread([b = broker.get()] { b->Run(); });
+  return broker;
+}
+
+StatusOr<std::unique_ptr<Broker>> Broker::CreateDriven(const BrokerOptions& options) { return Bind(options); }
+
+void Broker::Drive(const std::string& identity, Frames frames) {
+  TakeInbox();
+  HandleWorkerMessage(identity, std::move(frames));
+  ExpireDeadlines();
+  Dispatch();
+  Publish();
+}
+
+StatusOr<std::unique_ptr<Broker>> Broker::Bind(const BrokerOptions& options) {
   std::unique_ptr<Broker> broker(new Broker(options));
+  const bool curve = !options.secret_key.empty();
+  if (curve) {
+    if (!CurveAvailable()) return InvalidError("this ZeroMQ was built without CURVE; worker keys cannot be used");
+    if (options.worker_keys.empty()) return InvalidError("a secret key, but no worker keys to let in");
+    for (const std::string& key : options.worker_keys) broker->admitted_.insert(CurveKeyBytes(key));
+  }
   try {
+    if (curve) {
+      broker->zap_.set(zmq::sockopt::linger, 0);
+      broker->zap_.bind("inproc://zeromq.zap.01");
+      broker->router_.set(zmq::sockopt::curve_server, 1);
+      broker->router_.set(zmq::sockopt::curve_secretkey, options.secret_key);
+      broker->router_.set(zmq::sockopt::zap_domain, "intgrads-workers");
+    }
+    broker->router_.set(zmq::sockopt::maxmsgsize, options.max_reply_bytes);
     broker->router_.set(zmq::sockopt::linger, 0);
     broker->router_.set(zmq::sockopt::router_mandatory, 1);
     broker->router_.bind(options.bind);
   } catch (const zmq::error_t& e) {
     return InvalidError("cannot bind the worker endpoint " + options.bind + ": " + e.what());
   }
+  if (curve) broker->zap_thread_ = std::thread([b = broker.get()] { b->Authenticate(); });
   broker->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (broker->wake_fd_ < 0) return InternalError("eventfd failed");
-  broker->thread_ = std::thread([b = broker.get()] { b->Run(); });
   return broker;
 }
 
@@ -51,7 +83,66 @@ void Broker::Wake() {
 void Broker::Stop() {
   if (stop_.exchange(true)) return;
   Wake();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    AnswerWhatIsLeft();  // driven: the caller's thread is the broker's
+  }
+  if (zap_thread_.joinable()) zap_thread_.join();
+}
+
+void Broker::Log(const char* format, ...) const {
+  if (!options_.log) return;
+  std::va_list args;
+  va_start(args, format);
+  std::fputs("intgrads-gateway: ", stderr);
+  std::vfprintf(stderr, format, args);
+  va_end(args);
+}
+
+void Broker::TakeInbox() {
+  std::vector<Job> arrived;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    arrived.swap(inbox_);
+  }
+  for (Job& job : arrived) pending_.push_back({std::move(job), 0});
+}
+
+void Broker::Authenticate() {
+  // Whom it refused lately, so that a stranger retrying is logged once a minute.
+  std::map<std::string, Clock::time_point> refused;
+  while (!stop_.load()) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(zap_), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 1, std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    std::vector<zmq::message_t> request;
+    if (!zmq::recv_multipart(zap_, std::back_inserter(request), zmq::recv_flags::dontwait)) continue;
+    // version, request id, domain, address, identity, mechanism, credentials...
+    const bool curve = request.size() >= 7 && request[5].to_string_view() == "CURVE";
+    const std::string key = curve ? request[6].to_string() : std::string();
+    const bool admitted = curve && admitted_.count(key) > 0;
+    const std::string address = request.size() >= 4 ? request[3].to_string() : "?";
+    if (!admitted && (refused.count(address) == 0 || Clock::now() - refused[address] > std::chrono::minutes(1))) {
+      refused[address] = Clock::now();
+      Log("refused a worker from %s: %s\n", address.c_str(),
+          curve ? "its key is not one of --worker-keys" : "it does not speak CURVE");
+    }
+    const std::string version = !request.empty() ? request[0].to_string() : "1.0";
+    const std::string id = request.size() >= 2 ? request[1].to_string() : "";
+    char user[kCurveKeyChars + 1] = {0};
+    if (admitted) zmq_z85_encode(user, reinterpret_cast<const uint8_t*>(key.data()), key.size());
+    const std::string reply[] = {version, id, admitted ? "200" : "400", admitted ? "OK" : "not an admitted worker",
+                                 user,    ""};
+    std::vector<zmq::const_buffer> frames;
+    for (const std::string& frame : reply) frames.emplace_back(frame.data(), frame.size());
+    zmq::send_multipart(zap_, frames);
+  }
 }
 
 Status Broker::Submit(Job job) {
@@ -119,7 +210,7 @@ void Broker::SendTo(const std::string& identity, const Frames& frames) {
     zmq::send_multipart(router_, buffers, zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
     // EHOSTUNREACH: the worker is gone; its expiry will drop it.
-    std::fprintf(stderr, "intgrads-gateway: send to a worker failed: %s\n", e.what());
+    Log("send to a worker failed: %s\n", e.what());
   }
 }
 
@@ -131,16 +222,16 @@ void Broker::Requeue(InFlight in_flight, const std::string& why) {
                    "the request failed on " + std::to_string(attempts) + " worker(s) (" + why + "); retry later"));
     return;
   }
-  std::fprintf(stderr, "intgrads-gateway: retrying request %llu on another worker (%s)\n",
-               static_cast<unsigned long long>(in_flight.job.request.id), why.c_str());
+  Log("retrying request %llu on another worker (%s)\n", static_cast<unsigned long long>(in_flight.job.request.id),
+      why.c_str());
   pending_.push_front({std::move(in_flight.job), attempts});
 }
 
 void Broker::DropWorker(const std::string& identity, const std::string& why) {
   auto it = workers_.find(identity);
   if (it == workers_.end()) return;
-  std::fprintf(stderr, "intgrads-gateway: worker %s (%s %s) dropped: %s\n", it->second.info.device.c_str(),
-               it->second.info.family.c_str(), it->second.info.variant.c_str(), why.c_str());
+  Log("worker %s (%s %s) dropped: %s\n", it->second.info.device.c_str(), it->second.info.family.c_str(),
+      it->second.info.variant.c_str(), why.c_str());
   for (uint64_t id : it->second.jobs) {
     auto job = in_flight_.find(id);
     if (job != in_flight_.end()) {
@@ -155,25 +246,21 @@ void Broker::DropWorker(const std::string& identity, const std::string& why) {
 void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
   auto message = DecodeMessage(std::move(frames));
   if (!message.ok()) {
-    std::fprintf(stderr, "intgrads-gateway: bad message from a worker: %s\n", message.status().message().c_str());
+    Log("bad message from a worker: %s\n", message.status().message().c_str());
     return;
   }
   const auto expiry = Clock::now() + std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
   auto it = workers_.find(identity);
   switch (message->type) {
     case MessageType::kReady: {
-      if (!ConstantTimeEquals(message->ready.token, options_.token)) {
-        std::fprintf(stderr, "intgrads-gateway: refused a worker that did not present the deployment's token\n");
-        return;  // not a member: it gets no heartbeats and no work
-      }
       if (it != workers_.end()) DropWorker(identity, "announced itself again");
       WorkerState w;
       w.identity = identity;
       w.info = message->ready;
       w.expiry = expiry;
       workers_.emplace(identity, std::move(w));
-      std::fprintf(stderr, "intgrads-gateway: worker ready: model '%s', %s %s on %s\n", message->ready.model.c_str(),
-                   message->ready.family.c_str(), message->ready.variant.c_str(), message->ready.device.c_str());
+      Log("worker ready: model '%s', %s %s on %s\n", message->ready.model.c_str(), message->ready.family.c_str(),
+          message->ready.variant.c_str(), message->ready.device.c_str());
       return;
     }
     case MessageType::kDisconnect: DropWorker(identity, "it is shutting down"); return;
@@ -239,8 +326,7 @@ bool Broker::Drain(std::chrono::milliseconds grace) {
 void Broker::Dispatch() {
   for (auto job = pending_.begin(); job != pending_.end();) {
     if (job->job.abandoned && job->job.abandoned()) {
-      std::fprintf(stderr, "intgrads-gateway: dropped request %llu: its client went away\n",
-                   static_cast<unsigned long long>(job->job.request.id));
+      Log("dropped request %llu: its client went away\n", static_cast<unsigned long long>(job->job.request.id));
       job->job.done(ErrorReply(job->job.request.id, 503, "the client went away"));
       job = pending_.erase(job);
       continue;
@@ -261,6 +347,7 @@ void Broker::Dispatch() {
       continue;
     }
     chosen->jobs.insert(job->job.request.id);
+    job->job.request.max_reply_bytes = options_.max_reply_bytes;
     SendTo(chosen->identity, EncodeRequest(job->job.request));
     InFlight in_flight{std::move(job->job), chosen->identity, job->attempts + 1};
     in_flight_.emplace(in_flight.job.request.id, std::move(in_flight));
@@ -284,12 +371,7 @@ void Broker::Run() {
       if (read(wake_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
         std::perror("intgrads-gateway: reading the broker's eventfd");
       }
-      std::vector<Job> arrived;
-      {
-        std::lock_guard<std::mutex> lock(inbox_mutex_);
-        arrived.swap(inbox_);
-      }
-      for (Job& job : arrived) pending_.push_back({std::move(job), 0});
+      TakeInbox();
     }
     while (items[0].revents & ZMQ_POLLIN) {
       std::vector<zmq::message_t> parts;
@@ -308,12 +390,11 @@ void Broker::Run() {
     }
     Publish();
   }
-  // Shutdown: every job still here gets its one answer.
-  {
-    std::lock_guard<std::mutex> lock(inbox_mutex_);
-    for (Job& job : inbox_) pending_.push_back({std::move(job), 0});
-    inbox_.clear();
-  }
+  AnswerWhatIsLeft();
+}
+
+void Broker::AnswerWhatIsLeft() {
+  TakeInbox();
   for (Pending& p : pending_) p.job.done(ErrorReply(p.job.request.id, 503, "the gateway is shutting down"));
   for (auto& [id, f] : in_flight_) f.job.done(ErrorReply(id, 503, "the gateway is shutting down"));
   pending_.clear();

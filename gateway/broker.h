@@ -38,7 +38,17 @@ struct BrokerOptions {
   int liveness = 3;
   int max_attempts = 3;      // workers a request may be tried on
   size_t max_queued = 1024;  // jobs waiting for a worker; more get 503
-  std::string token;         // workers must present it in their ready message
+  // CURVE (common/curve.h): the gateway's secret key and the public keys of
+  // the workers it lets in, checked by a ZAP handler before a worker's first
+  // message. Empty: no CURVE, whoever reaches `bind` may join (the
+  // launcher's private ipc endpoint, or --insecure-workers).
+  std::string secret_key;
+  std::vector<std::string> worker_keys;
+  // The largest frame a worker may send (a reply's payload); a peer that
+  // sends a larger one is disconnected before it is read (ZMQ_MAXMSGSIZE).
+  // Requests carry it, so that a worker refuses an answer too large for it.
+  int64_t max_reply_bytes = int64_t{256} << 20;
+  bool log = true;  // to stderr: workers joining and leaving, retries, refusals
 };
 
 using Clock = std::chrono::steady_clock;
@@ -63,6 +73,13 @@ struct WorkerSnapshot {
 class Broker {
  public:
   static StatusOr<std::unique_ptr<Broker>> Create(const BrokerOptions& options);
+  // A broker without its thread, for the fuzzer: bound, but driven by the
+  // caller's Drive calls instead of the socket. Submit and the snapshots work
+  // as with the thread; Stop answers what is left.
+  static StatusOr<std::unique_ptr<Broker>> CreateDriven(const BrokerOptions& options);
+  // One message from a worker as the thread would handle it, then the
+  // deadlines, the dispatch and the published state, as after each poll.
+  void Drive(const std::string& identity, Frames frames);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
@@ -103,7 +120,14 @@ class Broker {
   };
 
   explicit Broker(const BrokerOptions& options);
+  static StatusOr<std::unique_ptr<Broker>> Bind(const BrokerOptions& options);
   void Run();
+  void Log(const char* format, ...) const __attribute__((format(printf, 2, 3)));
+  void TakeInbox();         // the jobs submitted since, to the queue
+  void AnswerWhatIsLeft();  // at the end: every job still here gets its one answer
+  // The ZAP handler (ZeroMQ RFC 27): admits a CURVE client whose key is one
+  // of the workers' keys.
+  void Authenticate();
   void HandleWorkerMessage(const std::string& identity, Frames frames);
   void DropWorker(const std::string& identity, const std::string& why);
   void Requeue(InFlight in_flight, const std::string& why);
@@ -114,9 +138,12 @@ class Broker {
 
   BrokerOptions options_;
   zmq::context_t context_{1};
+  zmq::socket_t zap_;  // before router_: the handler must be bound before the first client arrives
   zmq::socket_t router_;
   int wake_fd_ = -1;
   std::thread thread_;
+  std::thread zap_thread_;
+  std::set<std::string> admitted_;  // the workers' keys, 32 bytes each
   std::atomic<bool> stop_{false};
   std::atomic<bool> draining_{false};
 

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/curve.h"
 #include "common/flags.h"
 #include "common/memory.h"
 #include "common/secret.h"
@@ -32,11 +33,23 @@ void PrintHelp() {
       "  --max-paths N            most paths per image: SmoothGrad samples x baselines (default 64)\n"
       "  --max-targets N          most classes explained per image: a target list or top_k (default 16)\n"
       "  --max-images N           most images in one /v1/attributions request (default 16)\n"
+      "  --max-request-pixels N   most pixels of all of one request's images together, the baseline image\n"
+      "                           once per image, checked from their headers before decoding (default 16777216)\n"
+      "  --decode-threads N       threads that read request bodies and decode images (default 2)\n"
+      "  --decode-memory-mb N     memory for the requests in hand: bodies being read, and images' pixels\n"
+      "                           until answered; past it, 503 with Retry-After (default 512)\n"
       "  --request-timeout-ms N   a request's deadline, queueing and computing (default 300000)\n"
       "  --client-timeout-ms N    how long a client may take to send its request (default 30000), else 408\n"
       "  --heartbeat-ms N         worker heartbeat interval (default 1000; a worker is dropped after 3 missed)\n"
-      "  --token TOKEN            require 'Authorization: Bearer TOKEN' on every route but /healthz, and the\n"
-      "                           same token from workers joining (default: $INTGRADS_TOKEN; none if unset)\n"
+      "  --token TOKEN            require 'Authorization: Bearer TOKEN' on every route but /healthz\n"
+      "                           (default: $INTGRADS_TOKEN; none if unset)\n"
+      "  --secret-key FILE        the gateway's CURVE secret key for the worker channel (intgrads-keygen;\n"
+      "                           default: the key in $INTGRADS_GATEWAY_SECRET_KEY)\n"
+      "  --worker-keys PATH       the public keys of the workers let in: a file of keys, one a line, or a\n"
+      "                           directory of .pub files (default: the keys in $INTGRADS_WORKER_PUBLIC_KEYS)\n"
+      "  --insecure-workers       bind a tcp worker endpoint without keys: whoever reaches it joins the pool,\n"
+      "                           receives requests' images and answers them\n"
+      "  --max-reply-bytes N      the largest frame a worker may send, an answer's payload (default 268435456)\n"
       "  --grace-ms N             on SIGTERM/SIGINT, how long requests in flight may finish (default 30000)\n"
       "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
       "  --help                   this text\n");
@@ -56,7 +69,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   BrokerOptions broker_options;
   HttpOptions http_options;
-  std::string port_file;
+  std::string port_file, secret_key_file, worker_keys_path;
+  bool insecure = false;
   int grace_ms = 30000;
   FlagReader reader;
   reader.program = "intgrads-gateway";
@@ -84,6 +98,12 @@ int main(int argc, char** argv) {
       http_options.limits.max_targets = std::stoi(v);
     else if (a == "--max-images")
       http_options.max_images = std::max(1, std::stoi(v));
+    else if (a == "--max-request-pixels")
+      http_options.max_request_pixels = std::stoll(v);
+    else if (a == "--decode-threads")
+      http_options.decode_threads = std::max(1, std::stoi(v));
+    else if (a == "--decode-memory-mb")
+      http_options.decode_memory_bytes = std::stoull(v) << 20;
     else if (a == "--request-timeout-ms")
       http_options.request_timeout_ms = std::stoi(v);
     else if (a == "--client-timeout-ms")
@@ -94,15 +114,40 @@ int main(int argc, char** argv) {
       grace_ms = std::stoi(v);
     else if (a == "--token")
       http_options.token = v;
+    else if (a == "--secret-key")
+      secret_key_file = v;
+    else if (a == "--worker-keys")
+      worker_keys_path = v;
+    else if (a == "--max-reply-bytes")
+      broker_options.max_reply_bytes = std::stoll(v);
     else if (a == "--port-file")
       port_file = v;
     else
       return false;
     return true;
   };
+  reader.take = [&insecure](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+    if (all[*i] != "--insecure-workers") return false;
+    insecure = true;
+    return true;
+  };
   if (auto exit = ReadFlags(reader, args)) return *exit;
   if (http_options.token.empty()) http_options.token = TokenFromEnvironment();
-  broker_options.token = http_options.token;
+  const ChannelKeySources sources{secret_key_file,
+                                  "INTGRADS_GATEWAY_SECRET_KEY",
+                                  worker_keys_path,
+                                  "INTGRADS_WORKER_PUBLIC_KEYS",
+                                  "--worker-keys",
+                                  "the workers' public keys",
+                                  "--insecure-workers",
+                                  "to let whoever reaches it join the pool"};
+  auto keys = LoadChannelKeys(sources, broker_options.bind, insecure);
+  if (!keys.ok()) {
+    std::fprintf(stderr, "intgrads-gateway: %s\n", keys.status().message().c_str());
+    return 2;
+  }
+  broker_options.secret_key = keys->secret_key;
+  broker_options.worker_keys = keys->peer_keys;
   // Block the signals in every thread; this thread waits for them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -125,10 +170,10 @@ int main(int argc, char** argv) {
   if (http_options.token.empty() && ListensOnAllInterfaces(http_options.host)) {
     std::fprintf(stderr, "intgrads-gateway: warning: serving on all interfaces without a token (see --token)\n");
   }
-  if (broker_options.token.empty() && ListensOnAllInterfaces(broker_options.bind)) {
+  if (broker_options.secret_key.empty() && EndpointIsNetwork(broker_options.bind)) {
     std::fprintf(stderr,
-                 "intgrads-gateway: warning: workers may join from any interface without a token: whoever reaches "
-                 "%s can join the pool and answer requests (see --token)\n",
+                 "intgrads-gateway: warning: --insecure-workers: whoever reaches %s can join the pool, receive "
+                 "requests' images and answer them\n",
                  broker_options.bind.c_str());
   }
   std::fprintf(stderr, "intgrads-gateway: serving http://%s:%u/model/, workers connect to %s\n",

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "common/secret.h"
+#include "common/text.h"
 #include "common/zip.h"
+#include "gateway/decode_pool.h"
 #include "gateway/request_guard.h"
 #include "gateway/routes.h"
 
@@ -110,6 +112,10 @@ class Exchange {
   void Header(const std::string& name, const std::string& value) {
     writer_.headers().add(std::make_shared<TextHeader>(name, value));
   }
+  // A HEAD request: the answer's head alone, with the Content-Length its body would have.
+  void HeadOnly() { head_only_ = true; }
+  // Keeps `held` (a share of the decoding budget) until the exchange is gone: answered, and let go of.
+  void Hold(std::shared_ptr<void> held) { held_.push_back(std::move(held)); }
   // Writes the answer straight to the connection, the body taken over, not
   // through ResponseWriter::send: Pistache 0.0.5 copies a body into a buffer
   // grown by doubling from 512 bytes and then copies it once more, which
@@ -127,6 +133,7 @@ class Exchange {
       head << "\r\n";
     }
     head << "Content-Length: " << body.size() << "\r\n\r\n";
+    if (head_only_) body.clear();
     Pistache::Async::Promise<ssize_t> sent = Write(*peer, head.str(), std::move(body));
     if (close_after_answer_ == nullptr) return sent;
     // Closed for writing once written; the dup is closed when Pistache lets
@@ -171,6 +178,8 @@ class Exchange {
   Metrics& metrics_;
   Clock::time_point received_;
   std::shared_ptr<OwnedSocket> close_after_answer_;  // when the answer says Connection: Close
+  bool head_only_ = false;
+  std::vector<std::shared_ptr<void>> held_;
 };
 
 int HttpStatusOf(const Status& status) {
@@ -201,26 +210,48 @@ HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options
   for (const RouteSpec& route : HttpRoutes()) {
     const Handler handler = HandlerFor(route.method, route.path);
     const std::string label = route.path;
-    auto serve = [this, handler, label](const Pistache::Rest::Request& request, ResponseWriter writer) {
-      auto exchange = std::make_shared<Exchange>(std::move(writer), label, metrics_);
-      if (label == "/healthz" || Authorized(request, *exchange)) (this->*handler)(request, exchange);
-      return Pistache::Rest::Route::Result::Ok;
+    auto serve = [this, handler, label](bool head_only) {
+      return [this, handler, label, head_only](const Pistache::Rest::Request& request, ResponseWriter writer) {
+        auto exchange = std::make_shared<Exchange>(std::move(writer), label, metrics_);
+        if (head_only) exchange->HeadOnly();
+        if (label == "/healthz" || Authorized(request, *exchange)) (this->*handler)(request, exchange);
+        return Pistache::Rest::Route::Result::Ok;
+      };
     };
     if (route.method == "POST") {
-      Pistache::Rest::Routes::Post(router_, RouterPath(route.path), serve);
+      Pistache::Rest::Routes::Post(router_, RouterPath(route.path), serve(false));
     } else {
-      Pistache::Rest::Routes::Get(router_, RouterPath(route.path), serve);
+      Pistache::Rest::Routes::Get(router_, RouterPath(route.path), serve(false));
+      Pistache::Rest::Routes::Head(router_, RouterPath(route.path), serve(true));
     }
   }
-  router_.addNotFoundHandler([this](const Pistache::Rest::Request& request, ResponseWriter writer) {
-    Exchange exchange(std::move(writer), "(none)", metrics_);
-    if (Authorized(request, exchange)) {
-      exchange.Error(404, "no route " + Shorten(request.resource(), 128) +
-                              "; the routes are listed at /openapi.json and /docs (POST /model/, "
-                              "POST /v1/attributions, GET /v1/model, /healthz, /readyz, /metrics)");
-    }
+  // Pistache's router answers a path served for another method with a
+  // plain-text 405 of its own, unless a custom handler takes the request first.
+  router_.addCustomHandler([this](const Pistache::Rest::Request& request, ResponseWriter writer) {
+    std::string label = RouteOf("GET", request.resource());
+    if (label == "(none)") label = RouteOf("POST", request.resource());
+    auto exchange = std::make_shared<Exchange>(std::move(writer), label, metrics_);
+    if (request.method() == Pistache::Http::Method::Head) exchange->HeadOnly();
+    if (Authorized(request, *exchange)) NoRoute(request, exchange);
     return Pistache::Rest::Route::Result::Ok;
   });
+}
+
+HttpApi::~HttpApi() = default;
+
+void HttpApi::NoRoute(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  std::string allowed;
+  if (RouteOf("GET", request.resource()) != "(none)") allowed = "GET, HEAD";
+  if (RouteOf("POST", request.resource()) != "(none)") allowed += (allowed.empty() ? "" : ", ") + std::string("POST");
+  if (!allowed.empty()) {
+    exchange->Header("Allow", allowed);
+    exchange->Error(405, "method " + std::string(Pistache::Http::methodString(request.method())) + ": " +
+                             Shorten(request.resource(), 128) + " answers " + allowed);
+    return;
+  }
+  exchange->Error(404, "no route " + Shorten(request.resource(), 128) +
+                           "; the routes are listed at /openapi.json and /docs (POST /model/, "
+                           "POST /v1/attributions, GET /v1/model, /healthz, /readyz, /metrics)");
 }
 
 StatusOr<uint16_t> HttpApi::Start() {
@@ -232,20 +263,27 @@ StatusOr<uint16_t> HttpApi::Start() {
     // RequestGuard lifts them once it has (pistache issue #1030), and from
     // then on the keep-alive timeout, which outlasts the request's deadline
     // by the 5 s a late answer needs to be written, applies to the connection.
+    // RequestGuard's ClientTimer answers a client too slow to send its
+    // request (a JSON 408); Pistache's own header and body timeouts, a
+    // plain-text 408, are a backstop behind it.
     const std::chrono::milliseconds client_timeout(options_.client_timeout_ms);
+    const auto backstop = client_timeout + std::chrono::seconds(5);
     const auto keepalive = std::chrono::milliseconds(options_.request_timeout_ms) + std::chrono::seconds(5);
+    client_timer_ = std::make_shared<ClientTimer>(client_timeout);
+    decode_ = std::make_unique<DecodePool>(options_.decode_threads, options_.decode_memory_bytes, 256);
     endpoint_->init(Pistache::Http::Endpoint::options()
                         .threads(options_.threads)
                         .flags(Pistache::Tcp::Options::ReuseAddr)
-                        .maxRequestSize(options_.max_body_bytes + size_t{64} * 1024)
-                        .headerTimeout(client_timeout)
-                        .bodyTimeout(client_timeout)
+                        .maxRequestSize(options_.max_body_bytes + kMaxHeadBytes)
+                        .headerTimeout(backstop)
+                        .bodyTimeout(backstop)
                         .keepaliveTimeout(keepalive));
     endpoint_->setHandler(std::make_shared<RequestGuard>(
         router_.handler(), options_.max_body_bytes,
         [this](const RequestHead& head, int status, const std::string& message, ResponseWriter writer) {
           return RefuseRequest(head, status, message, std::move(writer));
-        }));
+        },
+        client_timer_));
     endpoint_->serveThreaded();
     return static_cast<uint16_t>(endpoint_->getPort());
   } catch (const std::exception& e) {
@@ -255,11 +293,17 @@ StatusOr<uint16_t> HttpApi::Start() {
 }
 
 void HttpApi::Shutdown() {
+  if (client_timer_) client_timer_->Stop();  // it answers through the connections' handlers
   if (endpoint_) endpoint_->shutdown();
 }
 
 bool HttpApi::TokenAccepted(std::string_view authorization) const {
-  return options_.token.empty() || ConstantTimeEquals(authorization, "Bearer " + options_.token);
+  if (options_.token.empty()) return true;
+  // credentials = auth-scheme 1*SP token68; the scheme in any case (RFC 9110, 11.1 and 11.4).
+  authorization = Trim(authorization);
+  const size_t space = authorization.find(' ');
+  if (space == std::string_view::npos || Lower(authorization.substr(0, space)) != "bearer") return false;
+  return ConstantTimeEquals(Trim(authorization.substr(space + 1)), options_.token);
 }
 
 bool HttpApi::Authorized(const Pistache::Rest::Request& request, Exchange& exchange) const {
@@ -282,10 +326,52 @@ Pistache::Async::Promise<ssize_t> HttpApi::RefuseRequest(const RequestHead& head
   return exchange.Error(status, message);
 }
 
+namespace {
+
+// A request's body, taken over rather than copied (a body is up to
+// --max-body-bytes): Pistache's router hands the handler its own copy of the
+// request, which it drops once the handler returns.
+std::string TakeBody(const Pistache::Rest::Request& request) {
+  return std::move(const_cast<std::string&>(request.body()));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+}
+
+// A JSON body's parse holds the body and the pixels it reads, and for a body
+// the fast scanner declines, nlohmann's document of it: at most this many
+// times the body's bytes (docs/RELIABILITY.md, "Decoding").
+constexpr uint64_t kJsonMemoryFactor = 4;
+
+}  // namespace
+
+std::shared_ptr<DecodePool::Reservation> HttpApi::Reserve(uint64_t bytes, Exchange& exchange) {
+  std::shared_ptr<DecodePool::Reservation> held = decode_->Reserve(bytes);
+  if (held == nullptr) {
+    exchange.Error(503, "the gateway's memory for the requests in hand (" +
+                            std::to_string(decode_->budget_bytes() >> 20) +
+                            " MiB, --decode-memory-mb) is taken: their bodies and images; retry shortly");
+  }
+  return held;
+}
+
+bool HttpApi::Offload(const std::shared_ptr<Exchange>& exchange, uint64_t bytes, std::function<void()> work) {
+  std::shared_ptr<DecodePool::Reservation> held = Reserve(bytes, *exchange);
+  if (held == nullptr) return false;
+  if (!decode_->Post([held, work = std::move(work)] { work(); })) {
+    exchange->Error(503, "too many requests are waiting to be read; retry shortly");
+    return false;
+  }
+  return true;
+}
+
 void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
-  const std::string& body = request.body();
-  if (!BodyWithinLimit(body, *exchange)) return;
-  auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : "");
+  auto body = std::make_shared<std::string>(TakeBody(request));
+  if (!BodyWithinLimit(*body, *exchange)) return;
+  std::string name = request.hasParam(":name") ? request.param(":name").as<std::string>() : "";
+  Offload(exchange, body->size() * kJsonMemoryFactor,
+          [this, exchange, name = std::move(name), body] { AnswerModel(exchange, name, *body); });
+}
+
+void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::string& name, const std::string& body) {
+  auto model = ResolveModel(name);
   if (!model.ok()) {
     exchange->Error(HttpStatusOf(model.status()), model.status().message());
     return;
@@ -297,6 +383,10 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::share
     exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
     return;
   }
+  // The pixels stay in the job until it is answered: a share of the budget until then.
+  auto held = Reserve(parsed->image.pixels.size(), *exchange);
+  if (held == nullptr) return;
+  exchange->Hold(std::move(held));
   Job job;
   job.model = *model;
   job.request.target = parsed->target;
@@ -306,7 +396,7 @@ void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::share
   job.request.width = parsed->image.width;
   job.request.channels = parsed->image.channels;
   job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
-  job.deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
+  job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
   job.abandoned = [exchange] { return exchange->gone(); };
   const int n_steps = parsed->n_steps;
   job.done = [this, exchange, n_steps](JobReply reply) {
@@ -459,21 +549,48 @@ void Answer(Exchange& exchange, Gathering& g, Metrics& metrics) {
 
 }  // namespace
 
-void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
-  const std::string& body = request.body();
-  if (!BodyWithinLimit(body, *exchange)) return;
+// What PostAttributions reads off the request on the I/O thread, for AnswerAttributions.
+struct HttpApi::AttributionsCall {
+  std::string body;
+  std::string content_type;
+  std::string accept;
   QueryParams query;
+  std::string model;  // from the path, if it names one
+};
+
+void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  auto call = std::make_shared<AttributionsCall>();
+  call->body = TakeBody(request);
+  if (!BodyWithinLimit(call->body, *exchange)) return;
   for (auto it = request.query().parameters_begin(); it != request.query().parameters_end(); ++it) {
-    query.emplace_back(it->first, it->second);
+    call->query.emplace_back(it->first, it->second);
   }
-  std::sort(query.begin(), query.end());  // Pistache keeps them unordered
-  auto parsed = ParseAttributionsRequest(HeaderText<Pistache::Http::Header::ContentType>(request), query, body,
-                                         AttributionLimits{options_.limits, options_.max_images});
+  std::sort(call->query.begin(), call->query.end());  // Pistache keeps them unordered
+  call->content_type = HeaderText<Pistache::Http::Header::ContentType>(request);
+  call->accept = HeaderText<Pistache::Http::Header::Accept>(request);
+  if (request.hasParam(":name")) call->model = request.param(":name").as<std::string>();
+  // The body while it is read, as JSON at worst; the images' pixels come after.
+  Offload(exchange, call->body.size() * kJsonMemoryFactor,
+          [this, exchange, call] { AnswerAttributions(exchange, *call); });
+}
+
+void HttpApi::AnswerAttributions(const std::shared_ptr<Exchange>& exchange, const AttributionsCall& call) {
+  const AttributionLimits limits{options_.limits, options_.max_images, options_.max_request_pixels};
+  auto parsed = ReadAttributionsRequest(call.content_type, call.query, call.body, limits);
   if (!parsed.ok()) {
     exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
     return;
   }
-  auto model = ResolveModel(request.hasParam(":name") ? request.param(":name").as<std::string>() : parsed->model);
+  // The images' pixels, decoded and then held in the jobs until answered:
+  // reserved from their headers before any is decoded.
+  auto held = Reserve(RequestImageBytes(*parsed), *exchange);
+  if (held == nullptr) return;
+  exchange->Hold(std::move(held));
+  if (Status decoded = DecodeUploads(&parsed.value(), limits); !decoded.ok()) {
+    exchange->Error(HttpStatusOf(decoded), decoded.message());
+    return;
+  }
+  auto model = ResolveModel(!call.model.empty() ? call.model : parsed->model);
   if (!model.ok()) {
     exchange->Error(HttpStatusOf(model.status()), model.status().message());
     return;
@@ -502,7 +619,7 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
         parsed->top_k > 0 ? std::min(gathering->classes.size(), static_cast<size_t>(parsed->top_k)) : resolved->size();
     targets.push_back(std::move(resolved).value());
   }
-  auto negotiated = NegotiateFormat(HeaderText<Pistache::Http::Header::Accept>(request), parsed->format, results);
+  auto negotiated = NegotiateFormat(call.accept, parsed->format, results);
   if (!negotiated.ok()) {
     exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
     return;

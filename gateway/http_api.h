@@ -22,6 +22,7 @@
 #include "common/attributions.h"
 #include "common/request.h"
 #include "gateway/broker.h"
+#include "gateway/decode_pool.h"
 #include "gateway/metrics.h"
 #include "gateway/request_head.h"
 
@@ -36,14 +37,22 @@ struct HttpOptions {
   int client_timeout_ms = 30000;    // for a client to send a request's head and body
   std::string token;                // when set, every route but /healthz needs "Authorization: Bearer <token>"
   RequestLimits limits;
-  int max_images = 16;  // images in one /v1/attributions request
+  int max_images = 16;                                     // images in one /v1/attributions request
+  int64_t max_request_pixels = int64_t{16} * 1024 * 1024;  // pixels of all of one request's images
+  // Request bodies are read and their images decoded on `decode_threads`
+  // threads (DecodePool), within `decode_memory_bytes` for all requests at
+  // once: what their bodies take while read, and their pixels until answered.
+  int decode_threads = 2;
+  uint64_t decode_memory_bytes = uint64_t{512} << 20;
 };
 
 class Exchange;
+class ClientTimer;
 
 class HttpApi {
  public:
   HttpApi(Broker& broker, HttpOptions options);
+  ~HttpApi();
   // Binds and serves on background threads; returns the port bound.
   StatusOr<uint16_t> Start();
   void Shutdown();
@@ -60,6 +69,18 @@ class HttpApi {
   void GetMetrics(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
   void GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
   Handler HandlerFor(const std::string& method, const std::string& path) const;
+  // A request no route of its method serves: 405 (with Allow) when another
+  // method's route serves its path, else 404; in JSON, as every answer.
+  void NoRoute(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
+  // The work of PostModel and PostAttributions once off the I/O thread (DecodePool).
+  void AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::string& name, const std::string& body);
+  struct AttributionsCall;
+  void AnswerAttributions(const std::shared_ptr<Exchange>& exchange, const AttributionsCall& call);
+  // `bytes` of the decode pool's budget; nullptr (and a 503 sent) when it is spent.
+  std::shared_ptr<DecodePool::Reservation> Reserve(uint64_t bytes, Exchange& exchange);
+  // Runs `work` on the decode pool with `bytes` of its budget held meanwhile;
+  // false (and a 503 sent) when the budget is spent or the queue is full.
+  bool Offload(const std::shared_ptr<Exchange>& exchange, uint64_t bytes, std::function<void()> work);
   StatusOr<std::string> ResolveModel(const std::string& requested) const;
   // Whether an Authorization header's value lets a request in.
   bool TokenAccepted(std::string_view authorization) const;
@@ -74,6 +95,8 @@ class HttpApi {
   Broker& broker_;
   HttpOptions options_;
   Metrics metrics_;
+  std::shared_ptr<ClientTimer> client_timer_;
+  std::unique_ptr<DecodePool> decode_;
   Pistache::Rest::Router router_;
   std::unique_ptr<Pistache::Http::Endpoint> endpoint_;
 };

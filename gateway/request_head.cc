@@ -133,36 +133,47 @@ bool RequestHead::ExpectsContinue() const {
   return expect && Lower(*expect) == "100-continue";
 }
 
-void ChunkedBody::Fail(std::string error) {
+void ChunkedBody::Fail(std::string error, int status) {
   state_ = State::kError;
   error_ = "chunked body: " + std::move(error);
+  error_status_ = status;
 }
 
-size_t ChunkedBody::Feed(std::string_view bytes) {
+size_t ChunkedBody::Feed(std::string_view bytes, std::string* data) {
   size_t at = 0;
   while (at < bytes.size() && state_ != State::kEnded && state_ != State::kError) {
     if (state_ == State::kData) {
       const size_t taken = static_cast<size_t>(std::min<uint64_t>(size_, bytes.size() - at));
+      if (data != nullptr) data->append(bytes.substr(at, taken));
       at += taken;
       size_ -= taken;
       if (size_ == 0) state_ = State::kDataEnd;
       continue;
     }
     const char c = bytes[at++];
+    if (state_ >= State::kFieldStart && state_ <= State::kEndLf && ++trailer_ > kMaxTrailerBytes) {
+      Fail("trailer fields over " + std::to_string(kMaxTrailerBytes) + " bytes");
+      break;
+    }
     switch (state_) {
       case State::kSize: {
         const int digit = c >= '0' && c <= '9'   ? c - '0'
                           : c >= 'a' && c <= 'f' ? c - 'a' + 10
                           : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                                  : -1;
-        if (digit >= 0 && size_ >> 60 != 0) {
-          Fail("a chunk size over 2^64 bytes");
+        if (digit >= 0 && digits_ == kMaxSizeDigits) {
+          Fail("a chunk size of more than " + std::to_string(kMaxSizeDigits) + " hexadecimal digits");
+        } else if (digit >= 0 && (size_ > left_ / 16 || size_ * 16 + static_cast<uint64_t>(digit) > left_)) {
+          Fail("a chunk of more than the " + std::to_string(left_) +
+                   " bytes left would take the body over the limit of " + std::to_string(limit_) +
+                   " bytes (raise with --max-body-bytes)",
+               413);
         } else if (digit >= 0) {
           size_ = size_ * 16 + static_cast<uint64_t>(digit);
-          digits_ = true;
-        } else if (digits_ && c == '\r') {
+          ++digits_;
+        } else if (digits_ > 0 && c == '\r') {
           state_ = State::kSizeEnd;
-        } else if (digits_ && (c == ';' || c == ' ' || c == '\t')) {
+        } else if (digits_ > 0 && (c == ';' || c == ' ' || c == '\t')) {
           Fail("chunk extensions (';' after the size) are not read by this server");
         } else {
           Fail("a chunk size is not a hexadecimal number followed by CRLF");
@@ -173,6 +184,7 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
         if (c != '\n') {
           Fail("a chunk size is not a hexadecimal number followed by CRLF");
         } else {
+          left_ -= size_;
           state_ = size_ == 0 ? State::kFieldStart : State::kData;
         }
         break;
@@ -182,7 +194,7 @@ size_t ChunkedBody::Feed(std::string_view bytes) {
           Fail("a chunk's data is not followed by CRLF");
         } else {
           state_ = state_ == State::kDataEnd ? State::kDataEndLf : State::kSize;
-          digits_ = false;
+          digits_ = 0;
         }
         break;
       case State::kFieldStart:
@@ -247,6 +259,12 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
     head.fields.emplace_back(line.substr(0, colon), value.substr(std::min(value.find_first_not_of(' '), value.size())));
   }
   return head;
+}
+
+std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes) {
+  const bool known = body_bytes && *body_bytes != std::numeric_limits<uint64_t>::max();  // else it overflowed
+  return "body: " + (known ? std::to_string(*body_bytes) + " bytes, " : std::string()) + "over the limit of " +
+         std::to_string(max_body_bytes) + " bytes (raise with --max-body-bytes)";
 }
 
 }  // namespace intgrads

@@ -79,17 +79,29 @@ std::optional<RequestHead> ParseRequestHead(std::string_view bytes, size_t searc
 // after that are the next request, pipelined. A trailer line needs a ':', so
 // a request line after a last chunk is no trailer. Chunk extensions (";name=value"
 // after the size), which RFC 9112 allows, are an error: Pistache 0.0.5 cannot
-// read them (a plain-text 400 "Invalid chunk size").
+// read them (a plain-text 400 "Invalid chunk size"). So are a size line of
+// more than 16 digits and trailer fields of more than kMaxTrailerBytes:
+// Pistache reads a line again from its start each time more of it arrives.
+// A chunk larger than what is left of `max_body_bytes` is refused from its
+// size line (a 413), before any of its data: Pistache reserved a chunk's
+// size as soon as it had read it (a 1 GiB size reserved 1 GiB).
 class ChunkedBody {
  public:
+  static constexpr size_t kMaxSizeDigits = 16;
+  static constexpr size_t kMaxTrailerBytes = size_t{64} * 1024;
+
+  explicit ChunkedBody(uint64_t max_body_bytes = UINT64_MAX) : limit_(max_body_bytes), left_(max_body_bytes) {}
   // Reads the next bytes; returns how many of them belong to the body (all of
-  // them until it ends or an error).
-  size_t Feed(std::string_view bytes);
+  // them until it ends or an error). The chunks' data is appended to `data`
+  // when given.
+  size_t Feed(std::string_view bytes, std::string* data = nullptr);
   // Whether the body has ended.
   bool ended() const { return state_ == State::kEnded; }
   // Why the bytes are not a chunked body this server reads; empty while
   // they are.
   const std::string& error() const { return error_; }
+  // The HTTP status of the error: 413 for a body over the limit, else 400.
+  int error_status() const { return error_status_; }
 
  private:
   enum class State {
@@ -105,13 +117,20 @@ class ChunkedBody {
     kEnded,
     kError
   };
-  void Fail(std::string error);
+  void Fail(std::string error, int status = 400);
 
   State state_ = State::kSize;
-  bool digits_ = false;  // the size line has had a digit
-  bool colon_ = false;   // the trailer line has had a ':'
-  uint64_t size_ = 0;    // of the chunk being read; then what remains of its data
+  size_t digits_ = 0;   // of the size line so far
+  bool colon_ = false;  // the trailer line has had a ':'
+  uint64_t size_ = 0;   // of the chunk being read; then what remains of its data
+  uint64_t limit_;      // on the body's data
+  uint64_t left_;       // of it, less the chunks' sizes so far
+  size_t trailer_ = 0;  // bytes of trailer fields so far
   std::string error_;
+  int error_status_ = 400;
 };
+
+// The 413's message for a body over the limit (its size when known).
+std::string BodyTooLarge(std::optional<uint64_t> body_bytes, uint64_t max_body_bytes);
 
 }  // namespace intgrads

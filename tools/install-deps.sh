@@ -12,7 +12,7 @@ packages=(
   build-essential cmake git ca-certificates curl
   libtorch-dev libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev
   zlib1g-dev libpng-dev libjpeg-dev libgtest-dev
-  python3-torch python3-numpy python3-pil python3-yaml python-is-python3 iproute2
+  python3-torch python3-numpy python3-pil python3-yaml python3-zmq python-is-python3 iproute2
   # the allocator of the programs that run the passes (CMake's INTGRADS_TCMALLOC)
   # and of the Python baselines in benchmarks/compare.py
   libtcmalloc-minimal4

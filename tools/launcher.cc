@@ -1,5 +1,6 @@
 #include "tools/launcher.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -58,9 +59,19 @@ std::string SelfDirectory() {
   return error ? std::string(".") : self.parent_path().string();
 }
 
-pid_t Spawn(const std::vector<std::string>& argv) {
+// Starts argv; with `pass_fd` >= 0, the child gets it as its file
+// descriptor kReadyFd (argv names it so).
+constexpr int kReadyFd = 3;
+pid_t Spawn(const std::vector<std::string>& argv, int pass_fd = -1) {
   const pid_t pid = fork();
   if (pid == 0) {
+    if (pass_fd >= 0) {
+      if (pass_fd == kReadyFd) {
+        fcntl(kReadyFd, F_SETFD, 0);  // dup2 onto itself would keep close-on-exec
+      } else if (dup2(pass_fd, kReadyFd) < 0) {
+        _exit(127);
+      }
+    }
     std::vector<char*> c_argv;
     c_argv.reserve(argv.size() + 1);
     for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));
@@ -73,6 +84,15 @@ pid_t Spawn(const std::vector<std::string>& argv) {
     _exit(127);
   }
   return pid;
+}
+
+// "exit status 2", "killed by signal 6 (Aborted)".
+std::string ExitDescription(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  }
+  return "status " + std::to_string(status);
 }
 
 }  // namespace
@@ -162,12 +182,35 @@ int RunLauncher(const std::vector<std::string>& args) {
     if (!batch_window_ms.empty()) argv.insert(argv.end(), {"--batch-window-ms", batch_window_ms});
     return argv;
   };
+  // Each worker says on a pipe when it is ready. One that dies before that
+  // failed to start (a checkpoint it cannot serve, a device it cannot use):
+  // restarting it would fail again, so the launcher stops with its error.
   std::vector<pid_t> worker_pids;
+  std::vector<int> ready_pipes;
   std::vector<std::chrono::steady_clock::time_point> started;
+  auto start_worker = [&](int index) -> pid_t {
+    int ends[2] = {-1, -1};
+    if (pipe2(ends, O_CLOEXEC) != 0) return -1;
+    std::vector<std::string> argv = worker_argv(index);
+    argv.insert(argv.end(), {"--ready-fd", std::to_string(kReadyFd)});
+    const pid_t pid = Spawn(argv, ends[1]);
+    close(ends[1]);
+    fcntl(ends[0], F_SETFL, O_NONBLOCK);
+    ready_pipes[static_cast<size_t>(index)] = ends[0];
+    return pid;
+  };
+  ready_pipes.assign(static_cast<size_t>(workers), -1);
   for (int i = 0; i < workers; ++i) {
-    worker_pids.push_back(Spawn(worker_argv(i)));
+    worker_pids.push_back(start_worker(i));
     started.push_back(std::chrono::steady_clock::now());
   }
+  auto was_ready = [&](size_t i) {
+    char byte = 0;
+    const bool ready = read(ready_pipes[i], &byte, 1) == 1;
+    close(ready_pipes[i]);
+    ready_pipes[i] = -1;
+    return ready;
+  };
   int exit_code = 0;
   while (g_signal == 0) {
     int status = 0;
@@ -183,26 +226,35 @@ int RunLauncher(const std::vector<std::string>& args) {
     }
     for (size_t i = 0; i < worker_pids.size(); ++i) {
       if (worker_pids[i] != pid) continue;
-      const bool load_failure = WIFEXITED(status) && WEXITSTATUS(status) == 2;
-      if (load_failure) {
-        std::fprintf(stderr, "intgrads-images: worker %zu could not start (see above); stopping\n", i);
+      worker_pids[i] = -1;
+      if (!was_ready(i)) {
+        std::fprintf(stderr, "intgrads-images: worker %zu failed to start (%s); stopping\n", i,
+                     ExitDescription(status).c_str());
         exit_code = 2;
         g_signal = SIGTERM;
         break;
       }
-      std::fprintf(stderr, "intgrads-images: worker %zu died (status %d); restarting it\n", i, status);
+      std::fprintf(stderr, "intgrads-images: worker %zu died (%s); restarting it\n", i,
+                   ExitDescription(status).c_str());
       if (std::chrono::steady_clock::now() - started[i] < std::chrono::seconds(5)) {
         std::this_thread::sleep_for(std::chrono::seconds(1));  // do not spin on a crash loop
       }
-      worker_pids[i] = Spawn(worker_argv(static_cast<int>(i)));
+      worker_pids[i] = start_worker(static_cast<int>(i));
       started[i] = std::chrono::steady_clock::now();
     }
   }
   // Stop everything: workers first (they say goodbye), then the gateway.
-  for (pid_t pid : worker_pids) kill(pid, SIGTERM);
+  size_t alive = 1;
+  for (pid_t pid : worker_pids) {
+    if (pid <= 0) continue;
+    kill(pid, SIGTERM);
+    ++alive;
+  }
   kill(gateway, SIGTERM);
+  for (int fd : ready_pipes) {
+    if (fd >= 0) close(fd);
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
-  size_t alive = worker_pids.size() + 1;
   while (alive > 0 && std::chrono::steady_clock::now() < deadline) {
     const pid_t pid = waitpid(-1, nullptr, WNOHANG);
     if (pid > 0) {
@@ -214,7 +266,9 @@ int RunLauncher(const std::vector<std::string>& args) {
     }
   }
   if (alive > 0) {
-    for (pid_t pid : worker_pids) kill(pid, SIGKILL);
+    for (pid_t pid : worker_pids) {
+      if (pid > 0) kill(pid, SIGKILL);
+    }
     kill(gateway, SIGKILL);
     while (waitpid(-1, nullptr, 0) > 0) {
     }

@@ -160,14 +160,17 @@ StatusOr<std::unique_ptr<Classifier>> LoadBit(const StateDict& weights) {
         (weights.empty() ? std::string() : weights.front().first) + "'");
   }
   BitConfig config;
-  config.width = static_cast<int>(root->second.size(0) / 64);
-  config.num_classes = static_cast<int>(head->second.size(0));
+  if (root->second.size(0) < 64)
+    return InvalidError("not a BiT checkpoint: root.conv.weight has fewer than 64 channels");
+  ASSIGN_OR_RETURN(config.width, CheckpointDimension(root->second.size(0) / 64, 1 << 10,
+                                                     "BiT width (root.conv.weight's channels / 64)"));
+  ASSIGN_OR_RETURN(config.num_classes,
+                   CheckpointDimension(head->second.size(0), kMaxClasses, "classes (head.conv.weight's first size)"));
   for (int b = 0; b < 4; ++b) {
     int u = 0;
     while (w.count(UnitPrefix(b + 1, u + 1) + "conv1.weight")) ++u;
     config.units[b] = u;
   }
-  if (config.width < 1) return InvalidError("not a BiT checkpoint: root.conv.weight has fewer than 64 channels");
   RETURN_IF_ERROR(CheckKeys(BitKeys(config), weights,
                             "BiT (width " + std::to_string(config.width) + ", units " +
                                 std::to_string(config.units[0]) + "/" + std::to_string(config.units[1]) + "/" +

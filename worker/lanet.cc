@@ -446,8 +446,10 @@ StatusOr<std::unique_ptr<Classifier>> LoadLanet(const StateDict& weights) {
         (weights.empty() ? std::string() : weights.front().first) + "'");
   }
   LanetConfig config;
-  config.channels = static_cast<int>(pre->second.size(0));
-  config.num_classes = static_cast<int>(classifier->second.size(0));
+  ASSIGN_OR_RETURN(config.channels, CheckpointDimension(pre->second.size(0), 1 << 16,
+                                                        "LaNet C (cells.0.preprocess1.op.1.weight's first size)"));
+  ASSIGN_OR_RETURN(config.num_classes, CheckpointDimension(classifier->second.size(0), kMaxClasses,
+                                                           "classes (classifier.weight's first size)"));
   config.auxiliary = w.count("auxiliary_head.classifier.weight") > 0;
   config.layers = 0;
   while (w.count("cells." + std::to_string(config.layers) + ".preprocess1.op.1.weight")) ++config.layers;

@@ -35,6 +35,13 @@ std::vector<std::string> DefaultClassNames(int num_classes) {
   return names;
 }
 
+StatusOr<int> CheckpointDimension(int64_t value, int64_t most, const std::string& what) {
+  if (value < 1 || value > most) {
+    return InvalidError(what + ": " + std::to_string(value) + " is outside 1.." + std::to_string(most));
+  }
+  return static_cast<int>(value);
+}
+
 namespace {
 
 std::string ShapeString(c10::IntArrayRef shape) {

@@ -28,6 +28,14 @@ Normalization FamilyNormalization(ModelFamily family);
 // CIFAR-10's names for 10 classes, else "class_0", "class_1", ...
 std::vector<std::string> DefaultClassNames(int num_classes);
 
+// The most classes a model may have (ImageNet-21k has 21,843): the count is
+// read off a checkpoint's shapes, and sizes the class names, every answer's
+// probabilities and the ready message.
+constexpr int64_t kMaxClasses = 100000;
+// A size read off a checkpoint's tensor (classes, channels), checked to lie
+// in 1..most before it sizes anything.
+StatusOr<int> CheckpointDimension(int64_t value, int64_t most, const std::string& what);
+
 struct ModelInfo {
   ModelFamily family = ModelFamily::kBit;
   std::string variant;  // "R50x1", "C16-L8-aux", ...

@@ -1,6 +1,7 @@
 #include "worker/model_flags.h"
 
 #include <ATen/Context.h>
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -63,8 +64,10 @@ FlagReader ModelFlagReader(std::string program, std::function<void()> print_help
   return reader;
 }
 
-StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
-                                                       EngineOptions* engine, int64_t budget_mb) {
+namespace {
+
+StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModelOrThrow(const ModelFlags& flags, torch::Device* device,
+                                                              EngineOptions* engine, int64_t budget_mb) {
   if (flags.cuda) {
     if (!torch::cuda::is_available()) {
       return UnavailableError("--cuda was given but CUDA is not available here (this LibTorch " +
@@ -90,6 +93,27 @@ StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, 
   }
   model->To(*device);
   return model;
+}
+
+// The first line of an exception's text: LibTorch's carry a backtrace.
+std::string FirstLine(const char* what) {
+  const std::string text(what);
+  return text.substr(0, text.find('\n')).substr(0, 500);
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Classifier>> LoadFlaggedModel(const ModelFlags& flags, torch::Device* device,
+                                                       EngineOptions* engine, int64_t budget_mb) {
+  // Whatever a checkpoint makes LibTorch throw (a view it cannot make, a
+  // shape a layer refuses) is a refusal to serve it, not an abort.
+  try {
+    return LoadFlaggedModelOrThrow(flags, device, engine, budget_mb);
+  } catch (const c10::Error& e) {
+    return InvalidError("cannot load the model: " + FirstLine(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return InvalidError("cannot load the model: " + FirstLine(e.what()));
+  }
 }
 
 int64_t MemoryBudgetBytes(int64_t megabytes, const torch::Device& device) {

@@ -102,6 +102,10 @@ StatusOr<ModelInfo> ParseModelSidecar(const std::string& text, const std::string
   if (!sidecar.contains("classes") || !sidecar["classes"].is_array() || sidecar["classes"].empty()) {
     return fail("classes: expected the list of class names, in the order of the model's outputs");
   }
+  if (sidecar["classes"].size() > static_cast<size_t>(kMaxClasses)) {
+    return fail("classes: " + std::to_string(sidecar["classes"].size()) + " is over the limit of " +
+                std::to_string(kMaxClasses));
+  }
   std::set<std::string> seen;
   for (const auto& name : sidecar["classes"]) {
     if (!name.is_string() || name.get<std::string>().empty()) return fail("classes: expected non-empty strings");

@@ -1,7 +1,9 @@
 #include "worker/worker_loop.h"
 
 #include <torch/autograd.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -13,6 +15,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "common/curve.h"
 #include "common/gzip.h"
 #include "worker/formats.h"
 
@@ -248,6 +251,18 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
     out.tolerance_met = !(request.paths.tolerance > 0.0 && IsIncomplete(attribution, request.paths.tolerance));
     WarnIfIncomplete(attribution, request);
   }
+  // The gateway disconnects a peer that sends it a frame over its limit: refuse the answer instead.
+  size_t largest = reply.payload.size();
+  for (const JobReply& other : reply.others) largest = std::max(largest, other.payload.size());
+  if (request.max_reply_bytes > 0 && static_cast<int64_t>(largest) > request.max_reply_bytes) {
+    reply = JobReply();
+    reply.id = request.id;
+    Refuse(w, 413,
+           "the answer would be " + std::to_string(largest) + " bytes, over the gateway's limit of " +
+               std::to_string(request.max_reply_bytes) +
+               " (--max-reply-bytes); ask for fewer n_steps, fewer paths or another format");
+    return;
+  }
   reply.status = 200;
   reply.prepare_seconds = w->prepare;
   reply.attribute_seconds = w->attribute;
@@ -378,16 +393,34 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
   };
 
   WorkerInfo info = DescribeWorker(model, device, options.model_name);
-  info.token = options.token;
   info.slots = slots;
+  std::string public_key;
+  if (!options.gateway_key.empty()) {
+    auto derived = CurvePublicKey(options.secret_key);  // checked by the caller: a key
+    if (derived.ok()) public_key = *derived;
+  }
   auto connect = [&]() {
     auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
+    socket->set(zmq::sockopt::maxmsgsize, options.max_request_bytes);
+    if (!options.gateway_key.empty()) {
+      // The gateway proves it holds the secret key of gateway_key, and admits
+      // this worker by its key; nothing crosses before that, nor unencrypted after.
+      socket->set(zmq::sockopt::curve_serverkey, options.gateway_key);
+      socket->set(zmq::sockopt::curve_publickey, public_key);
+      socket->set(zmq::sockopt::curve_secretkey, options.secret_key);
+    }
     socket->connect(options.connect);
     Send(*socket, EncodeReady(info));
     return socket;
   };
   std::unique_ptr<zmq::socket_t> gateway = connect();
+  if (options.ready_fd >= 0) {
+    // A worker that dies after this is restarted by its launcher; one that dies before it, is not.
+    const char ready = 'r';
+    if (::write(options.ready_fd, &ready, 1) != 1) std::perror("intgrads-worker: --ready-fd");
+    ::close(options.ready_fd);
+  }
   std::fprintf(stderr, "intgrads-worker: serving %s %s on %s, connected to %s\n", info.family.c_str(),
                info.variant.c_str(), info.device.c_str(), options.connect.c_str());
   std::thread io([&] {

@@ -18,7 +18,13 @@ namespace intgrads {
 struct WorkerOptions {
   std::string connect = "tcp://127.0.0.1:5555";
   std::string model_name = "default";
-  std::string token;  // presented to the gateway when joining
+  // CURVE (common/curve.h): the worker's secret key and the gateway's public
+  // key. Empty: no CURVE (the launcher's private ipc endpoint, or --insecure-gateway).
+  std::string secret_key;
+  std::string gateway_key;
+  // The largest frame the gateway may send (a request's image and baseline
+  // image); a peer that sends a larger one is disconnected (ZMQ_MAXMSGSIZE).
+  int64_t max_request_bytes = int64_t{256} << 20;
   int heartbeat_ms = 1000;
   int liveness = 3;  // heartbeats missed before the gateway counts as gone
   // 0 (stored): on BiT-R50x1's 1.2 MB answer level 1 took 36 ms for 32% fewer
@@ -31,6 +37,9 @@ struct WorkerOptions {
   // that many requests at a time (WorkerInfo::slots). 1: one at a time.
   int batch_requests = 1;
   int batch_window_ms = 0;
+  // A pipe's write end (intgrads-images gives one) on which the worker says
+  // it is ready, its model loaded and the gateway dialled; -1: none.
+  int ready_fd = -1;
   EngineOptions engine;
   RequestLimits limits;
 };

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/curve.h"
 #include "common/flags.h"
 #include "common/memory.h"
-#include "common/secret.h"
 #include "worker/model_flags.h"
 #include "worker/worker_loop.h"
 
@@ -31,7 +31,14 @@ void PrintHelp() {
       "  --connect ENDPOINT       the gateway's worker endpoint (default tcp://127.0.0.1:5555)\n"
       "%s"
       "  --name NAME              the model name requests use (default 'default')\n"
-      "  --token TOKEN            the deployment's token, presented when joining (default: $INTGRADS_TOKEN)\n"
+      "  --secret-key FILE        this worker's CURVE secret key (intgrads-keygen; default: the key in\n"
+      "                           $INTGRADS_WORKER_SECRET_KEY)\n"
+      "  --gateway-key FILE       the gateway's CURVE public key (default: the key in $INTGRADS_GATEWAY_PUBLIC_KEY):\n"
+      "                           the channel is encrypted and both ends proven; needed for a tcp endpoint\n"
+      "  --insecure-gateway       connect to a tcp endpoint without keys: whoever listens there gets the\n"
+      "                           requests' images and this worker's answers\n"
+      "  --max-request-bytes N    the largest frame taken from the gateway (default 268435456)\n"
+      "  --ready-fd N             write a byte to file descriptor N once ready (for a launcher)\n"
       "  --threads N              intra-op CPU threads (default: all cores)\n"
       "  --memory-budget-mb N     memory for one batch of path points; the batch size follows from the\n"
       "                           model's memory per point, measured at start (default 1536 on a CPU, 0 on\n"
@@ -60,12 +67,24 @@ int Run(int argc, char** argv) {
   ModelFlags model_flags;
   WorkerOptions options;
   int64_t budget_mb = -1;
+  std::string secret_key_file, gateway_key_file;
+  bool insecure = false;
   FlagReader reader = ModelFlagReader("intgrads-worker", PrintHelp, &model_flags);
   reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
     if (a == "--connect")
       options.connect = v;
     else if (a == "--token")
-      options.token = v;
+      return InvalidError(
+          "--token: workers no longer take the HTTP token; the worker channel uses CURVE keys (--secret-key, "
+          "--gateway-key)");
+    else if (a == "--secret-key")
+      secret_key_file = v;
+    else if (a == "--gateway-key")
+      gateway_key_file = v;
+    else if (a == "--max-request-bytes")
+      options.max_request_bytes = std::stoll(v);
+    else if (a == "--ready-fd")
+      options.ready_fd = std::stoi(v);
     else if (a == "--name")
       options.model_name = v;
     else if (a == "--threads")
@@ -92,13 +111,34 @@ int Run(int argc, char** argv) {
       return false;
     return true;
   };
+  reader.take = [model_flag = reader.take, &insecure](const std::vector<std::string>& all,
+                                                      size_t* i) -> StatusOr<bool> {
+    if (all[*i] != "--insecure-gateway") return model_flag(all, i);
+    insecure = true;
+    return true;
+  };
   if (auto exit = ReadFlags(reader, args)) return *exit;
   if (options.batch_requests < 1 || options.batch_requests > kMaxSlots || options.batch_window_ms < 0) {
     std::fprintf(stderr, "intgrads-worker: --batch-requests must be 1..%d and --batch-window-ms at least 0\n",
                  kMaxSlots);
     return 2;
   }
-  if (options.token.empty()) options.token = TokenFromEnvironment();
+  const ChannelKeySources sources{secret_key_file,
+                                  "INTGRADS_WORKER_SECRET_KEY",
+                                  gateway_key_file,
+                                  "INTGRADS_GATEWAY_PUBLIC_KEY",
+                                  "--gateway-key",
+                                  "the gateway's public key",
+                                  "--insecure-gateway",
+                                  "to send the requests' images and answers in clear to whoever listens there"};
+  auto keys = LoadChannelKeys(sources, options.connect, insecure);
+  if (!keys.ok() || keys->peer_keys.size() > 1) {
+    std::fprintf(stderr, "intgrads-worker: %s\n",
+                 keys.ok() ? "--gateway-key: expected one key" : keys.status().message().c_str());
+    return 2;
+  }
+  options.secret_key = keys->secret_key;
+  options.gateway_key = keys->peer_keys.empty() ? "" : keys->peer_keys.front();
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   torch::Device device(torch::kCPU);
@@ -128,7 +168,15 @@ int Run(int argc, char** argv) {
 int main(int argc, char** argv) {
   intgrads::KeepFreedMemoryForPasses();
   int code = 0;
-  std::thread worker([&] { code = Run(argc, argv); });
+  std::thread worker([&] {
+    try {
+      code = Run(argc, argv);
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      std::fprintf(stderr, "intgrads-worker: %s\n", what.substr(0, what.find('\n')).substr(0, 500).c_str());
+      code = 1;
+    }
+  });
   worker.join();
   return code;
 }

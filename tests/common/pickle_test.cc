@@ -95,6 +95,67 @@ TEST(Pickle, RefusesReferenceCycles) {
   EXPECT_EQ((*shared)->items.size(), 2U);
 }
 
+// torch._utils._rebuild_tensor_v2(<a storage of `stored` floats>, offset, size, stride, False, {}),
+// with each of offset, size and stride given as pickled bytes.
+StatusOr<PickleValuePtr> RebuildTensor(int64_t stored, const std::string& offset, const std::string& size,
+                                       const std::string& stride) {
+  const std::string bytes = std::string("\x80\x02", 2) + "ctorch._utils\n_rebuild_tensor_v2\n(" +
+                            std::string("X\x07\x00\x00\x00", 5) + "storage\x85Q" + offset + size + stride + "\x89}tR.";
+  Unpickler u(bytes, "crafted.pkl", [stored](const PickleValue&) -> StatusOr<PickleValuePtr> {
+    auto storage = std::make_shared<PickleValue>();
+    storage->kind = PickleValue::Kind::kStorage;
+    storage->tensor = torch::zeros({stored});
+    return storage;
+  });
+  return u.Load();
+}
+
+// Pickled integers: BININT1 for small ones, LONG1 for 2^40 and 2^62.
+const std::string k0("K\x00", 2), k1("K\x01", 2), k2("K\x02", 2), k256("M\x00\x01", 3);
+const std::string k2_40("\x8a\x06\x00\x00\x00\x00\x00\x01", 8);
+const std::string k2_62("\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x40", 10);
+const std::string kMillion("J\x40\x42\x0f\x00", 5);
+std::string Tuple2(const std::string& a, const std::string& b) { return a + b + "\x86"; }
+
+TEST(Pickle, TensorViewsWithinTheirStorageAreRead) {
+  auto v = RebuildTensor(6, k0, Tuple2(k2, std::string("K\x03", 2)), Tuple2(std::string("K\x03", 2), k1));
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ((*v)->tensor.sizes(), (std::vector<int64_t>{2, 3}));
+  auto transposed = RebuildTensor(6, k0, Tuple2(std::string("K\x03", 2), k2), Tuple2(k1, std::string("K\x03", 2)));
+  ASSERT_TRUE(transposed.ok()) << transposed.status().message();
+  auto empty = RebuildTensor(0, k0, Tuple2(k0, k256), Tuple2(k256, k1));
+  ASSERT_TRUE(empty.ok()) << empty.status().message();
+  EXPECT_EQ((*empty)->tensor.numel(), 0);
+}
+
+// Sizes and strides are the file's: the arithmetic on them is checked, and a
+// view that stands for more elements than its storage holds is refused. A
+// 340-byte checkpoint whose size times stride overflowed int64 made LibTorch
+// throw in as_strided, and the worker aborted; a stride-0 view of (1000000,
+// 256) over 256 floats loaded, and served with 1.29 GB resident.
+TEST(Pickle, TensorViewsThatOverflowOrRepeatElementsAreRefused) {
+  struct Case {
+    std::string name, size, stride, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"overflowing size x stride", Tuple2(k2_40, k2_40), Tuple2(k2_40, k2_40), "over 2^63 elements"},
+           {"overflowing element count", Tuple2(k2_62, k2_62), Tuple2(k0, k0), "over 2^63 elements"},
+           {"a stride of 0", Tuple2(kMillion, k256), Tuple2(k0, k1), "256000000 elements over a storage of 256"},
+           {"strides 0 everywhere", Tuple2(k2_40, k2_40), Tuple2(k0, k0), "over 2^63 elements"},
+           {"past the storage", Tuple2(k2, k256), Tuple2(k256, k1), "512 elements over a storage of 256"},
+       }) {
+    auto v = RebuildTensor(256, k0, c.size, c.stride);
+    ASSERT_FALSE(v.ok()) << c.name;
+    EXPECT_NE(v.status().message().find(c.error), std::string::npos) << c.name << ": " << v.status().message();
+  }
+  // An offset past the storage, with a view that fits otherwise.
+  auto offset = RebuildTensor(256, k256, Tuple2(k1, k1), Tuple2(k1, k1));
+  ASSERT_FALSE(offset.ok());
+  EXPECT_NE(offset.status().message().find("reaches past its storage"), std::string::npos) << offset.status().message();
+  auto negative = RebuildTensor(256, std::string("J\xff\xff\xff\xff", 5), Tuple2(k1, k1), Tuple2(k1, k1));
+  EXPECT_FALSE(negative.ok());
+}
+
 TEST(Pickle, StorageTypes) {
   EXPECT_EQ(*StorageDtype("torch.FloatStorage"), torch::kFloat32);
   EXPECT_EQ(*StorageDtype("torch.HalfStorage"), torch::kFloat16);

@@ -86,7 +86,7 @@ TEST(Protocol, EveryFieldKeepsItsValue) {
   EXPECT_EQ(m->reply.n_steps, 33);
   EXPECT_FALSE(m->reply.tolerance_met);
 
-  const WorkerInfo info{"m", "lanet", "C16-L8", "cuda:1", {"a"}, 64, "", {0.25}, {0.5}, 3};
+  const WorkerInfo info{"m", "lanet", "C16-L8", "cuda:1", {"a"}, 64, {0.25}, {0.5}, 3};
   auto ready = DecodeMessage(EncodeReady(info));
   ASSERT_TRUE(ready.ok()) << ready.status().message();
   EXPECT_EQ(ready->ready.model, "m");
@@ -125,12 +125,11 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(m->reply.target, 5);
   EXPECT_EQ(m->reply.probabilities, reply.probabilities);
   EXPECT_EQ(m->reply.content_type, "application/x-npz");
-  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32, "s3cret", {0.5, 0.5, 0.5}, {0.25, 0.25, 0.25}};
+  WorkerInfo info{"default", "bit", "R50x1", "cpu", {"a", "b"}, 32, {0.5, 0.5, 0.5}, {0.25, 0.25, 0.25}};
   auto ready = DecodeMessage(EncodeReady(info));
   ASSERT_TRUE(ready.ok());
   EXPECT_EQ(ready->ready.classes, info.classes);
   EXPECT_EQ(ready->ready.variant, "R50x1");
-  EXPECT_EQ(ready->ready.token, "s3cret");
   EXPECT_EQ(ready->ready.std, info.std);
   EXPECT_EQ(ready->ready.slots, 1);
   info.slots = 8;
@@ -139,26 +138,26 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
 }
 
-// The fields added to version 1 are optional: an older peer's message
-// decodes with their defaults.
+// The fields added over time are optional: a message without them decodes
+// with their defaults.
 TEST(Protocol, LaterFieldsAreOptional) {
-  auto request = DecodeMessage({R"({"v": 1, "type": "request", "id": 1, "target": 2, "n_steps": 5,
+  auto request = DecodeMessage({R"({"v": 2, "type": "request", "id": 1, "target": 2, "n_steps": 5,
                                     "method": "riemann_left", "height": 1, "width": 1, "channels": 1})",
                                 std::string(1, '\x07')});
   ASSERT_TRUE(request.ok()) << request.status().message();
   EXPECT_EQ(request->request.format, "gzip");
   EXPECT_EQ(request->request.heatmap, "signed");
-  auto reply = DecodeMessage({R"({"v": 1, "type": "reply", "id": 1, "status": 200, "error": "",
+  auto reply = DecodeMessage({R"({"v": 2, "type": "reply", "id": 1, "status": 200, "error": "",
                                   "convergence_delta": 0.5, "compute_seconds": 1.0})",
                               "payload"});
   ASSERT_TRUE(reply.ok()) << reply.status().message();
   EXPECT_EQ(reply->reply.content_type, "application/gzip");
   EXPECT_TRUE(reply->reply.probabilities.empty());
-  auto ready = DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
-                                  "device": "cpu", "classes": ["a"], "input_size": 32, "token": ""})"});
+  auto ready = DecodeMessage({R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+                                  "device": "cpu", "classes": ["a"], "input_size": 32})"});
   ASSERT_TRUE(ready.ok()) << ready.status().message();
   EXPECT_EQ(ready->ready.slots, 1);  // one request at a time
-  auto bad = DecodeMessage({R"({"v": 1, "type": "reply", "id": 1, "status": 200, "error": "",
+  auto bad = DecodeMessage({R"({"v": 2, "type": "reply", "id": 1, "status": 200, "error": "",
                                 "convergence_delta": 0.5, "compute_seconds": 1.0, "probabilities": ["x"]})",
                             "payload"});
   EXPECT_FALSE(bad.ok());
@@ -212,16 +211,16 @@ TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
   Frames missing = frames;
   missing.pop_back();
   EXPECT_FALSE(DecodeMessage(missing).ok());  // a payload short
-  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "request", "id": 1, "target": 2, "n_steps": 5, "method": "m",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "request", "id": 1, "target": 2, "n_steps": 5, "method": "m",
                                    "height": 1, "width": 1, "channels": 1, "targets": [1, "b"]})",
                               "x"})
                    .ok());
 }
 
 TEST(Protocol, RefusesOtherVersions) {
-  auto m = DecodeMessage({R"({"v": 2, "type": "heartbeat"})"});
+  auto m = DecodeMessage({R"({"v": 1, "type": "heartbeat"})"});  // version 1 sent the HTTP token to the gateway
   ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("version 2"), std::string::npos);
+  EXPECT_NE(m.status().message().find("version 1"), std::string::npos);
 }
 
 TEST(Protocol, RefusesMalformedMessages) {
@@ -229,8 +228,8 @@ TEST(Protocol, RefusesMalformedMessages) {
   EXPECT_FALSE(DecodeMessage({"not json"}).ok());
   EXPECT_FALSE(DecodeMessage({"[1]"}).ok());
   EXPECT_FALSE(DecodeMessage({R"({"type": "heartbeat"})"}).ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "launch"})"}).ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "heartbeat"})", "extra"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "launch"})"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "heartbeat"})", "extra"}).ok());
   JobRequest r;
   r.height = 2;
   r.width = 2;
@@ -254,16 +253,16 @@ TEST(Protocol, RefusesMalformedMessages) {
   refused = DecodeMessage(EncodeRequest(r));
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("baseline frame of 6 bytes"), std::string::npos);
-  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "reply", "id": "x", "status": 200, "error": "",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "reply", "id": "x", "status": 200, "error": "",
                                    "convergence_delta": 0})",
                               ""})
                    .ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
                                    "device": "cpu", "classes": [], "input_size": 32})"})
                    .ok());
   for (const char* slots : {"0", "257", "\"2\""}) {
-    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 1, "type": "ready", "model": "m", "family": "bit", "variant": "v",
-                                   "device": "cpu", "classes": ["a"], "input_size": 32, "token": "", "slots": )") +
+    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+                                   "device": "cpu", "classes": ["a"], "input_size": 32, "slots": )") +
                                 slots + "}"})
                      .ok())
         << slots;

@@ -11,8 +11,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  static const char* const kTypes[] = {"image/png", "image/jpeg", "application/json",
-                                       "multipart/form-data; boundary=b", "application/octet-stream", ""};
+  static const char* const kTypes[] = {
+      "image/png", "image/jpeg", "application/json", "multipart/form-data; boundary=b", "application/octet-stream", ""};
   const std::string type = kTypes[data[0] % 6];
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   intgrads::AttributionLimits limits;

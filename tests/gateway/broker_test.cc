@@ -1,5 +1,6 @@
 // The broker against workers played by the test itself (DEALER sockets
-// speaking docs/PROTOCOL.md): a stranger cannot feed the pool answers.
+// speaking docs/PROTOCOL.md): a stranger cannot feed the pool answers, with
+// CURVE and without.
 #include "gateway/broker.h"
 
 #include <gtest/gtest.h>
@@ -10,14 +11,24 @@
 #include <mutex>
 #include <zmq_addon.hpp>
 
+#include "common/curve.h"
+
 namespace intgrads {
 namespace {
 
 // A DEALER that talks to the broker like a worker.
 class FakeWorker {
  public:
-  FakeWorker(zmq::context_t& context, const std::string& endpoint) : socket_(context, zmq::socket_type::dealer) {
+  // With `own` keys, a CURVE client of the gateway whose public key is `gateway_key`.
+  FakeWorker(zmq::context_t& context, const std::string& endpoint, const CurveKeyPair* own = nullptr,
+             const std::string& gateway_key = "")
+      : socket_(context, zmq::socket_type::dealer) {
     socket_.set(zmq::sockopt::linger, 0);
+    if (own != nullptr) {
+      socket_.set(zmq::sockopt::curve_serverkey, gateway_key);
+      socket_.set(zmq::sockopt::curve_publickey, own->public_key);
+      socket_.set(zmq::sockopt::curve_secretkey, own->secret_key);
+    }
     socket_.connect(endpoint);
   }
   void Send(const Frames& frames) {
@@ -46,14 +57,13 @@ class FakeWorker {
   zmq::socket_t socket_;
 };
 
-WorkerInfo Info(const std::string& token) {
+WorkerInfo Info() {
   WorkerInfo info;
   info.model = "default";
   info.family = "lanet";
   info.variant = "C16-L8";
   info.device = "cpu";
   info.classes = {"a", "b"};
-  info.token = token;
   return info;
 }
 
@@ -64,14 +74,30 @@ JobReply Reply(uint64_t id, const std::string& payload) {
   return reply;
 }
 
-class BrokerTest : public ::testing::TestWithParam<std::string> {  // the deployment's token, or none
+class BrokerTest : public ::testing::TestWithParam<bool> {  // whether the channel is CURVE's
  protected:
   void SetUp() override {
     options_.bind = "ipc:///tmp/intgrads-broker-test-" + std::to_string(getpid());
-    options_.token = GetParam();
+    gateway_ = MakeCurveKeyPair().value();
+    admitted_ = MakeCurveKeyPair().value();
+    stranger_ = MakeCurveKeyPair().value();
+    if (GetParam()) {
+      options_.secret_key = gateway_.secret_key;
+      options_.worker_keys = {admitted_.public_key};
+    }
     auto broker = Broker::Create(options_);
     ASSERT_TRUE(broker.ok()) << broker.status().message();
     broker_ = std::move(*broker);
+  }
+  // A worker with the admitted key (with CURVE), or one with a key the
+  // broker does not know (none without CURVE).
+  std::unique_ptr<FakeWorker> Admitted() {
+    return std::make_unique<FakeWorker>(context_, options_.bind, GetParam() ? &admitted_ : nullptr,
+                                        gateway_.public_key);
+  }
+  std::unique_ptr<FakeWorker> Unknown() {
+    return std::make_unique<FakeWorker>(context_, options_.bind, GetParam() ? &stranger_ : nullptr,
+                                        gateway_.public_key);
   }
   void WaitForWorkers(size_t n) {
     for (int i = 0; i < 200 && broker_->Workers().size() != n; ++i) {
@@ -80,13 +106,15 @@ class BrokerTest : public ::testing::TestWithParam<std::string> {  // the deploy
     ASSERT_EQ(broker_->Workers().size(), n);
   }
   BrokerOptions options_;
+  CurveKeyPair gateway_, admitted_, stranger_;
   std::unique_ptr<Broker> broker_;
   zmq::context_t context_{1};
 };
 
 TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
-  FakeWorker honest(context_, options_.bind);
-  honest.Send(EncodeReady(Info(options_.token)));
+  auto honest_worker = Admitted();
+  FakeWorker& honest = *honest_worker;
+  honest.Send(EncodeReady(Info()));
   WaitForWorkers(1);
 
   std::promise<JobReply> answered;
@@ -104,19 +132,24 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
   ASSERT_TRUE(request.has_value());
   ASSERT_EQ(request->type, MessageType::kRequest);
 
-  // A stranger (with the right token when there is none to know) joins and
-  // answers the request in flight first; then one answers without joining.
-  FakeWorker forger(context_, options_.bind);
-  forger.Send(EncodeReady(Info(options_.token.empty() ? "" : "wrong token")));
-  forger.Send(EncodeReply(Reply(request->request.id, "forged")));
-  FakeWorker stranger(context_, options_.bind);
-  stranger.Send(EncodeReply(Reply(request->request.id, "forged")));
+  // A forger (with a key the gateway does not know, with CURVE) announces
+  // itself and answers the request in flight first; then a worker answers
+  // without having announced itself.
+  auto forger = Unknown();
+  forger->Send(EncodeReady(Info()));
+  forger->Send(EncodeReply(Reply(request->request.id, "forged")));
+  auto stranger = Admitted();
+  stranger->Send(EncodeReply(Reply(request->request.id, "forged")));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(calls.load(), 0);
-  // A stranger that never announced itself is told to announce itself.
-  auto told = stranger.Receive(std::chrono::seconds(2));
+  // A worker that never announced itself is told to announce itself.
+  auto told = stranger->Receive(std::chrono::seconds(2));
   ASSERT_TRUE(told.has_value());
   EXPECT_EQ(told->type, MessageType::kDisconnect);
+  // With CURVE, the forger hears nothing, not even heartbeats.
+  if (GetParam()) {
+    EXPECT_FALSE(forger->Receive(std::chrono::milliseconds(300)).has_value());
+  }
 
   honest.Send(EncodeReply(Reply(request->request.id, "honest")));
   auto future = answered.get_future();
@@ -126,16 +159,17 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
   EXPECT_EQ(reply.payload, "honest");
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(calls.load(), 1);
-  // With a token, the forger never became a member.
-  EXPECT_EQ(broker_->Workers().size(), options_.token.empty() ? 2u : 1u);
+  // With CURVE, the forger never became a member.
+  EXPECT_EQ(broker_->Workers().size(), GetParam() ? 1u : 2u);
 }
 
 // A batching worker holds up to its slots; the rest wait for a free slot,
 // then go to the worker holding fewest; a lost worker's requests are all retried.
 TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
-  WorkerInfo batching = Info(options_.token);
+  WorkerInfo batching = Info();
   batching.slots = 2;
-  FakeWorker first(context_, options_.bind);
+  auto first_worker = Admitted();
+  FakeWorker& first = *first_worker;
   first.Send(EncodeReady(batching));
   WaitForWorkers(1);
   std::mutex mutex;
@@ -165,8 +199,9 @@ TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
   EXPECT_EQ(broker_->Workers().front().in_flight, 2u);
 
   // A second worker (one slot) takes the third; the first goes away with two.
-  FakeWorker second(context_, options_.bind);
-  second.Send(EncodeReady(Info(options_.token)));
+  auto second_worker = Admitted();
+  FakeWorker& second = *second_worker;
+  second.Send(EncodeReady(Info()));
   auto third = second.Receive(std::chrono::seconds(5));
   ASSERT_TRUE(third.has_value());
   first.Send(EncodeDisconnect());
@@ -190,8 +225,39 @@ TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
   for (uint64_t id : held) EXPECT_EQ(answers[id], "retried " + std::to_string(id));
 }
 
-INSTANTIATE_TEST_SUITE_P(Tokens, BrokerTest, ::testing::Values(std::string(), std::string("s3cret")),
-                         [](const auto& info) { return info.param.empty() ? "NoToken" : "WithToken"; });
+// A frame over max_reply_bytes disconnects its sender before it is read;
+// the request it held is answered without it once the worker is dropped.
+TEST_P(BrokerTest, AFrameOverTheLimitIsNeverRead) {
+  broker_.reset();
+  options_.max_reply_bytes = 4096;
+  options_.heartbeat_ms = 50;
+  auto broker = Broker::Create(options_);
+  ASSERT_TRUE(broker.ok()) << broker.status().message();
+  broker_ = std::move(*broker);
+  auto worker = Admitted();
+  worker->Send(EncodeReady(Info()));
+  WaitForWorkers(1);
+  std::promise<JobReply> answered;
+  Job job;
+  job.request.height = job.request.width = 1;
+  job.request.pixels = std::string(3, '\0');
+  job.deadline = Clock::now() + std::chrono::seconds(1);
+  job.done = [&](const JobReply& reply) { answered.set_value(reply); };
+  job.abandoned = [] { return false; };
+  ASSERT_TRUE(broker_->Submit(std::move(job)).ok());
+  auto request = worker->Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->request.max_reply_bytes, 4096);  // so that a worker refuses a larger answer itself
+  worker->Send(EncodeReply(Reply(request->request.id, std::string(4097, 'x'))));
+  auto future = answered.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const JobReply reply = future.get();
+  EXPECT_EQ(reply.status, 503) << reply.error;
+  EXPECT_TRUE(reply.payload.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Channels, BrokerTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Curve" : "NoCurve"; });
 
 }  // namespace
 }  // namespace intgrads

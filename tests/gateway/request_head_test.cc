@@ -144,7 +144,7 @@ TEST(ChunkedBody, WhatPistacheCannotReadIsAnError) {
            {"5;name=value\r\nhello", extension},
            {"5 ;x\r\nhello", extension},
            {"5\r\nhello0\r\n\r\n", "chunked body: a chunk's data is not followed by CRLF"},
-           {"11111111111111111\r\n", "chunked body: a chunk size over 2^64 bytes"},
+           {"00000000000000001\r\n", "chunked body: a chunk size of more than 16 hexadecimal digits"},
            {"0\r\nfield:\rx", "chunked body: a trailer line is not ended by CRLF"},
            {"0\r\nGET / HTTP/1.1\r\n", "chunked body: a trailer line has no ':'"}}) {
     ChunkedBody chunked;
@@ -153,9 +153,46 @@ TEST(ChunkedBody, WhatPistacheCannotReadIsAnError) {
     EXPECT_FALSE(chunked.ended()) << bytes;
   }
   ChunkedBody waiting;
-  waiting.Feed("ffffffffffffffff\r\n");  // the largest size: still reading its data
+  waiting.Feed("ffffffffffffffff\r\n");  // the largest size, without a limit: still reading its data
   EXPECT_EQ(waiting.error(), "");
   EXPECT_FALSE(waiting.ended());
+}
+
+// A chunk larger than what is left of the limit is refused from its size
+// line, as soon as its digits say so: Pistache reserved a chunk's size as
+// soon as it had read it (1 GiB for "40000000").
+TEST(ChunkedBody, AChunkOverWhatIsLeftOfTheLimitIsA413FromItsSize) {
+  auto too_large = [](int left) {
+    return "chunked body: a chunk of more than the " + std::to_string(left) +
+           " bytes left would take the body over the limit of 16 bytes (raise with --max-body-bytes)";
+  };
+  for (const auto& [bytes, left] : std::vector<std::pair<std::string, int>>{{"ffffffffffffffff\r\n", 16},
+                                                                            {"40000000\r\n", 16},
+                                                                            {"11\r\n", 16},
+                                                                            {"8\r\n12345678\r\n9\r\n", 8},
+                                                                            {"10\r\n0123456789abcdef\r\n1\r\n", 0}}) {
+    ChunkedBody chunked(16);
+    const size_t used = chunked.Feed(bytes);
+    EXPECT_EQ(chunked.error(), too_large(left)) << bytes;
+    EXPECT_EQ(chunked.error_status(), 413) << bytes;
+    EXPECT_LT(used, bytes.size()) << bytes;  // it stops at the digit that passes the limit
+  }
+  // Up to the limit, exactly, in one chunk or several.
+  for (const std::string bytes :
+       {"10\r\n0123456789abcdef\r\n0\r\n\r\n", "8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n"}) {
+    ChunkedBody chunked(16);
+    std::string data;
+    EXPECT_EQ(chunked.Feed(bytes, &data), bytes.size());
+    EXPECT_TRUE(chunked.ended()) << bytes << ": " << chunked.error();
+    EXPECT_EQ(data, "0123456789abcdef");
+  }
+}
+
+TEST(ChunkedBody, TrailerFieldsHaveALimit) {
+  ChunkedBody chunked;
+  chunked.Feed("0\r\nX-Long: " + std::string(ChunkedBody::kMaxTrailerBytes, 'a'));
+  EXPECT_EQ(chunked.error(), "chunked body: trailer fields over 65536 bytes");
+  EXPECT_EQ(chunked.error_status(), 400);
 }
 
 TEST(RequestHead, ExpectsContinueOnlyWhenAsked) {

@@ -1,11 +1,14 @@
 """Starts and stops the real programs on free 127.0.0.1 ports for the
 end-to-end tests."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +19,32 @@ BIN = os.environ.get("INTGRADS_BIN", os.path.join(rm.REPO, "build", "bin"))
 # Programs built with AddressSanitizer run several times slower (.ci/sanitize
 # sets INTGRADS_SANITIZED): the waits for an answer that depend on it scale.
 SLOWDOWN = 4 if os.environ.get("INTGRADS_SANITIZED") else 1
+
+
+_KEYS = []
+
+
+def keys():
+    """The folder of the worker channel's key pairs the tests use (gateway.key,
+    gateway.pub, worker.key, worker.pub), made once per process by
+    intgrads-keygen."""
+    if not _KEYS:
+        folder = tempfile.mkdtemp(prefix="intgrads-keys-")
+        atexit.register(shutil.rmtree, folder, True)
+        subprocess.run([os.path.join(BIN, "intgrads-keygen"), os.path.join(folder, "gateway"),
+                        os.path.join(folder, "worker")], check=True, capture_output=True)
+        _KEYS.append(folder)
+    return _KEYS[0]
+
+
+def gateway_key_flags():
+    """A gateway's CURVE flags: its secret key, the workers' public key."""
+    return ["--secret-key", os.path.join(keys(), "gateway.key"), "--worker-keys", os.path.join(keys(), "worker.pub")]
+
+
+def worker_key_flags():
+    """A worker's CURVE flags: its secret key, the gateway's public key."""
+    return ["--secret-key", os.path.join(keys(), "worker.key"), "--gateway-key", os.path.join(keys(), "gateway.pub")]
 
 
 def free_port():
@@ -53,8 +82,9 @@ def server_timing(header):
 
 
 class Gateway:
-    """A gateway on free ports; as a context manager (`with Gateway() as g:`)
-    it stops the workers it started, then itself, however the block ends."""
+    """A gateway on free ports, its worker channel under CURVE (keys());
+    as a context manager (`with Gateway() as g:`) it stops the workers it
+    started, then itself, however the block ends."""
 
     def __init__(self, *extra, heartbeat_ms=200):
         self.port = free_port()
@@ -65,7 +95,8 @@ class Gateway:
         self.started = []
         self.process = subprocess.Popen(
             [os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--bind-workers", self.endpoint, "--heartbeat-ms", str(heartbeat_ms), *extra])
+             "--bind-workers", self.endpoint, "--heartbeat-ms", str(heartbeat_ms),
+             *([] if "--insecure-workers" in extra else gateway_key_flags()), *extra])
         wait_until(lambda: http("GET", self.url + "/healthz", timeout=2)[0] == 200, what="gateway /healthz")
 
     def start_worker(self, *flags, threads=1, quiet=False):
@@ -73,7 +104,8 @@ class Gateway:
         another), its heartbeat matched to the gateway's; wait_ready() waits
         for it."""
         worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", self.endpoint, "--cpu",
-                                   "--threads", str(threads), "--heartbeat-ms", str(self.heartbeat_ms), *flags],
+                                   "--threads", str(threads), "--heartbeat-ms", str(self.heartbeat_ms),
+                                   *worker_key_flags(), *flags],
                                   stderr=subprocess.DEVNULL if quiet else None)
         self.started.append(worker)
         return worker
@@ -99,7 +131,7 @@ class Gateway:
 def start_worker(endpoint, family, checkpoint, *extra, heartbeat_ms=200):
     flag = "-bp" if family == "bit" else "-lp"
     return subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", endpoint, flag, checkpoint, "--cpu",
-                             "--threads", "1", "--heartbeat-ms", str(heartbeat_ms), *extra])
+                             "--threads", "1", "--heartbeat-ms", str(heartbeat_ms), *worker_key_flags(), *extra])
 
 
 def stop(process, sig=signal.SIGTERM, timeout=30):

@@ -16,7 +16,7 @@ import unittest
 import torch
 
 import reference_models as rm
-from service import BIN, SLOWDOWN, Gateway, free_port, http, stop, wait_until
+from service import BIN, SLOWDOWN, Gateway, free_port, http, stop, wait_until, worker_key_flags
 
 FIXTURES = os.path.join(BIN, "..", "fixtures")
 DEFAULT_MODEL = os.path.join(rm.REPO, "models", "default-lanet.pth")
@@ -101,7 +101,7 @@ class ResourceFaults(unittest.TestCase):
         gateway = Gateway()
         self.addCleanup(gateway.stop)
         argv = [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "--threads", "1",
-                "--heartbeat-ms", "200", "--chunk-size", "1024"]
+                "--heartbeat-ms", "200", "--chunk-size", "1024", *worker_key_flags()]
         probe = subprocess.Popen(argv)
         wait_until(lambda: len(gateway.workers()) == 1, what="the probe worker")
         limit = vm_peak_bytes(probe.pid) + (768 << 20)
@@ -161,7 +161,7 @@ class ScanMethod(unittest.TestCase):
         self.addCleanup(gateway.stop)
         with tempfile.TemporaryFile() as log:
             worker = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint,
-                                       "--threads", "1", "--heartbeat-ms", "200"], stderr=log)
+                                       "--threads", "1", "--heartbeat-ms", "200", *worker_key_flags()], stderr=log)
             self.addCleanup(stop, worker)
             wait_until(lambda: len(gateway.workers()) == 1, what="the worker")
             pixels = [[[(x * 7) % 256, (y * 5) % 256, (x * y) % 256] for x in range(32)] for y in range(32)]

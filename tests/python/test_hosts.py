@@ -16,7 +16,7 @@ import time
 import unittest
 
 import reference_models as rm
-from service import BIN, SLOWDOWN, stop, wait_until
+from service import BIN, SLOWDOWN, gateway_key_flags, stop, wait_until, worker_key_flags
 
 TAG = str(os.getpid() % 100000)
 GW, W1, W2 = f"igw{TAG}", f"iw1{TAG}", f"iw2{TAG}"
@@ -89,7 +89,7 @@ class AcrossHosts(unittest.TestCase):
     def start_worker(self, ns):
         gw_addr = NETS[ns][0]
         return self.start(ns, os.path.join(BIN, "intgrads-worker"), "--connect", f"tcp://{gw_addr}:5555", "-lp",
-                          self.checkpoint, "--threads", "1", "--heartbeat-ms", "200")
+                          self.checkpoint, "--threads", "1", "--heartbeat-ms", "200", *worker_key_flags())
 
     def workers(self):
         text = get_in(GW, "/v1/workers")
@@ -98,7 +98,7 @@ class AcrossHosts(unittest.TestCase):
     def test_killed_worker_and_cut_link_lose_no_request(self):
         self.start(GW, os.path.join(BIN, "intgrads-gateway"), "--host", "127.0.0.1", "--port", str(PORT),
                    "--bind-workers", "tcp://*:5555", "--heartbeat-ms", "200",
-                   "--request-timeout-ms", str(90000 * SLOWDOWN))
+                   "--request-timeout-ms", str(90000 * SLOWDOWN), *gateway_key_flags())
         wait_until(lambda: get_in(GW, "/healthz"), what="gateway")
         first = self.start_worker(W1)
         self.start_worker(W2)

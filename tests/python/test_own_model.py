@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service import BIN, Gateway, http, stop
+from service import BIN, Gateway, http, stop, worker_key_flags
 
 CLASSES = ["apple", "pear", "plum", "fig", "kiwi"]
 MEAN = [0.4, 0.5, 0.6]
@@ -127,8 +127,8 @@ class OwnModel(unittest.TestCase):
     def test_a_worker_refuses_a_model_without_its_sidecar(self):
         bare = os.path.join(self.dir.name, "bare.pt")
         self.module.save(bare)
-        run = subprocess.run([os.path.join(BIN, "intgrads-worker"), "--model", bare], capture_output=True, text=True,
-                             timeout=60)
+        run = subprocess.run([os.path.join(BIN, "intgrads-worker"), "--model", bare, *worker_key_flags()],
+                             capture_output=True, text=True, timeout=60)
         self.assertEqual(run.returncode, 2)
         self.assertIn("no sidecar", run.stderr)
 

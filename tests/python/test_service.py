@@ -18,7 +18,8 @@ import unittest
 import torch
 
 import reference_models as rm
-from service import BIN, Gateway, free_port, http, server_timing, start_worker, stop, wait_until
+from service import (BIN, Gateway, free_port, http, keys, server_timing, start_worker, stop, wait_until,
+                     worker_key_flags)
 
 CURL = shutil.which("curl")
 
@@ -513,7 +514,7 @@ class Service(unittest.TestCase):
         worker = subprocess.Popen(
             [os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "-bp",
              self.checkpoints["bit-m-r50x1"], "--cpu", "--threads", "1", "--heartbeat-ms", "200",
-             "--batch-requests", "3", "--batch-window-ms", "2000"], stderr=log)
+             "--batch-requests", "3", "--batch-window-ms", "2000", *worker_key_flags()], stderr=log)
         self.addCleanup(stop, worker)
         gateway.wait_ready()
         self.assertEqual(gateway.workers()[0]["slots"], 3)
@@ -579,30 +580,52 @@ class Service(unittest.TestCase):
         self.assertIn("served: bit, lanet", json.loads(answer)["error"])
 
 
-    def test_token_guards_routes_and_the_worker_pool(self):
+    def test_token_guards_routes_and_the_worker_pool_is_the_keys(self):
+        """The HTTP token guards the routes; the worker pool is guarded by the
+        CURVE keys, apart from it (a worker never sees the token)."""
         gateway = Gateway("--token", "s3cret")
         self.addCleanup(gateway.stop)
         auth = {"Authorization": "Bearer s3cret"}
-        # Strangers cannot join the pool: no token, or a wrong one.
-        for extra in ((), ("--token", "guess")):
-            forged = start_worker(gateway.endpoint, "lanet", self.checkpoints["lanet-c16-l8"], *extra)
+        # Strangers cannot join the pool: without keys, or with keys of their own.
+        other = tempfile.mkdtemp(dir=self.dir)
+        subprocess.run([os.path.join(BIN, "intgrads-keygen"), os.path.join(other, "stranger")], check=True,
+                       capture_output=True)
+        for extra in (("--insecure-gateway",),
+                      ("--secret-key", os.path.join(other, "stranger.key"), "--gateway-key",
+                       os.path.join(keys(), "gateway.pub"))):
+            forged = subprocess.Popen([os.path.join(BIN, "intgrads-worker"), "--connect", gateway.endpoint, "-lp",
+                                       self.checkpoints["lanet-c16-l8"], "--cpu", "--threads", "1", *extra])
             self.addCleanup(stop, forged)
-        member = start_worker(gateway.endpoint, "lanet", self.checkpoints["lanet-c16-l8"], "--token", "s3cret")
+        member = start_worker(gateway.endpoint, "lanet", self.checkpoints["lanet-c16-l8"])
         self.addCleanup(stop, member)
         wait_until(lambda: http("GET", gateway.url + "/readyz", headers=auth, timeout=2)[0] == 200, what="member")
         time.sleep(1.0)  # the forged workers have had time to announce themselves
         workers = json.loads(http("GET", gateway.url + "/v1/workers", headers=auth)[2])["workers"]
         self.assertEqual(len(workers), 1)
         body = json.dumps({"img_data": [[[1, 2, 3]]], "target_class": "cat", "n_steps": 2}).encode()
-        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"}):
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"},
+                        {"Authorization": "Basic s3cret"}, {"Authorization": "Bearer s3cret2"}):
             status, answer_headers, answer = http("POST", gateway.url + "/model/", body, headers)
             self.assertEqual(status, 401, headers)
             self.assertEqual(answer_headers.get("WWW-Authenticate"), "Bearer")
             self.assertIn("Bearer", json.loads(answer)["error"])
         self.assertEqual(http("GET", gateway.url + "/v1/workers")[0], 401)
         self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)  # health stays open
-        self.assertEqual(http("POST", gateway.url + "/model/", body, auth)[0], 200)
+        # The scheme in any case, as RFC 9110 (11.1) has it.
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            self.assertEqual(http("POST", gateway.url + "/model/", body, {"Authorization": scheme + " s3cret"})[0],
+                             200, scheme)
+        self.assertEqual(http("POST", gateway.url + "/model/", body, {"Authorization": "Bearer   s3cret"})[0], 200)
 
+    def test_a_worker_refuses_a_network_endpoint_without_keys(self):
+        for argv, tail in (([os.path.join(BIN, "intgrads-worker"), "--connect", "tcp://127.0.0.1:9"],
+                            "--insecure-gateway to send the requests' images and answers in clear"),
+                           ([os.path.join(BIN, "intgrads-gateway"), "--port", "0", "--bind-workers",
+                             f"tcp://127.0.0.1:{free_port()}"], "--insecure-workers to let whoever reaches it join")):
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            self.assertEqual(run.returncode, 2, run.stderr)
+            self.assertIn(tail, run.stderr)
+            self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
 
     def test_sigterm_lets_requests_in_flight_finish(self):
         gateway, _ = self.serve("bit-m-r50x1")

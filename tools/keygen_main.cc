@@ -1,0 +1,32 @@
+// intgrads-keygen: makes the CURVE key pairs of the worker channel.
+//   intgrads-keygen keys/gateway keys/worker   # keys/gateway.key, keys/gateway.pub, keys/worker.key, ...
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "common/curve.h"
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0) {
+    std::printf(
+        "usage: intgrads-keygen PREFIX [PREFIX...]\n\n"
+        "Makes a CURVE key pair for each PREFIX: PREFIX.key, the secret key (readable by its owner only), and\n"
+        "PREFIX.pub, the public key. The gateway takes its own .key (--secret-key) and the workers' .pub files\n"
+        "(--worker-keys, a directory or a file of keys); each worker takes its own .key (--secret-key) and the\n"
+        "gateway's .pub (--gateway-key). Existing files are never overwritten.\n");
+    return argc < 2 ? 2 : 0;
+  }
+  if (!intgrads::CurveAvailable()) {
+    std::fprintf(stderr, "intgrads-keygen: this ZeroMQ was built without CURVE\n");
+    return 2;
+  }
+  for (int i = 1; i < argc; ++i) {
+    auto pair = intgrads::WriteKeyPair(argv[i]);
+    if (!pair.ok()) {
+      std::fprintf(stderr, "intgrads-keygen: %s\n", pair.status().message().c_str());
+      return 2;
+    }
+    std::printf("%s.key, %s.pub: public key %s\n", argv[i], argv[i], pair->public_key.c_str());
+  }
+  return 0;
+}
