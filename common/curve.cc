@@ -131,7 +131,7 @@ bool EndpointIsNetwork(std::string_view endpoint) {
   return endpoint.substr(0, 6) != "ipc://" && endpoint.substr(0, 9) != "inproc://";
 }
 
-StatusOr<ChannelKeys> LoadChannelKeys(const ChannelKeySources& sources, const std::string& endpoint,
+StatusOr<ChannelKeys> LoadChannelKeys(const ChannelKeySources& sources, const std::vector<std::string>& endpoints,
                                       bool insecure) {
   ChannelKeys keys;
   ASSIGN_OR_RETURN(keys.secret_key, KeyFrom(sources.secret_path, sources.secret_variable));
@@ -143,8 +143,10 @@ StatusOr<ChannelKeys> LoadChannelKeys(const ChannelKeySources& sources, const st
   if (!keys.secret_key.empty() && !CurveAvailable()) {
     return InvalidError("this ZeroMQ was built without CURVE; keys cannot be used");
   }
-  if (keys.secret_key.empty() && EndpointIsNetwork(endpoint) && !insecure) {
-    return InvalidError(endpoint + " is a network endpoint: give the worker channel's keys (--secret-key, " +
+  const auto network =
+      std::find_if(endpoints.begin(), endpoints.end(), [](const std::string& e) { return EndpointIsNetwork(e); });
+  if (keys.secret_key.empty() && network != endpoints.end() && !insecure) {
+    return InvalidError(*network + " is a network endpoint: give the worker channel's keys (--secret-key, " +
                         sources.peer_flag + "; make them with intgrads-keygen), or " + sources.insecure_flag + " " +
                         sources.insecure_means);
   }

@@ -68,8 +68,9 @@ struct ChannelKeys {
   std::vector<std::string> peer_keys;  // the workers' keys; or the gateway's, one
 };
 // The keys of one end, checked: both or neither given, CURVE available when
-// given, and on a network endpoint either given or `insecure`.
-StatusOr<ChannelKeys> LoadChannelKeys(const ChannelKeySources& sources, const std::string& endpoint, bool insecure);
+// given, and for network endpoints either given or `insecure`.
+StatusOr<ChannelKeys> LoadChannelKeys(const ChannelKeySources& sources, const std::vector<std::string>& endpoints,
+                                      bool insecure);
 
 // Writes PREFIX.key (the secret key, readable by its owner only) and
 // PREFIX.pub; refuses to overwrite either.

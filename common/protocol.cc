@@ -154,6 +154,8 @@ void ReplyFields(Reply& r, Visit&& visit) {
   visit("attribute_seconds", r.attribute_seconds, Presence::kOptional);
   visit("encode_seconds", r.encode_seconds, Presence::kOptional);
   visit("compress_seconds", r.compress_seconds, Presence::kOptional);
+  visit("wait_seconds", r.wait_seconds, Presence::kOptional);
+  visit("copy_seconds", r.copy_seconds, Presence::kOptional);
   visit("target", r.target, Presence::kOptional);
   visit("probabilities", r.probabilities, Presence::kOptional);
   visit("content_type", r.content_type, Presence::kOptional);

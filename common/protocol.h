@@ -79,9 +79,11 @@ struct JobReply {
   int status = 200;  // an HTTP status: 200, or the error's
   std::string error;
   double convergence_delta = 0.0;
-  double compute_seconds = 0.0;       // the worker's time on it, of which:
+  double wait_seconds = 0.0;          // in the worker's queue, before its batch started
+  double compute_seconds = 0.0;       // the worker's time on it from its batch's start, of which:
   double prepare_seconds = 0.0;       //   the image to the model's input, paths and schedule
   double attribute_seconds = 0.0;     //   the forward and backward passes (the engine)
+  double copy_seconds = 0.0;          //   waiting for the results' copies to the host (a GPU)
   double encode_seconds = 0.0;        //   torch.save (or npz, JSON, PNG) and regions
   double compress_seconds = 0.0;      //   gzip
   std::string payload;                // the request's format when status is 200

@@ -11,6 +11,7 @@
 
 #include "common/curve.h"
 #include "common/flags.h"
+#include "common/http_client.h"
 #include "common/memory.h"
 #include "common/secret.h"
 #include "gateway/broker.h"
@@ -52,13 +53,30 @@ void PrintHelp() {
       "  --max-reply-bytes N      the largest frame a worker may send, an answer's payload (default 268435456)\n"
       "  --grace-ms N             on SIGTERM/SIGINT, how long requests in flight may finish (default 30000)\n"
       "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
+      "  --probe URL              serve nothing: GET URL and exit 0 on a 200, else 1 (a container's health\n"
+      "                           check, where there is no curl)\n"
       "  --help                   this text\n");
 }
 
 }  // namespace
 
+// --probe URL: 0 when URL answers 200 within 5 s.
+int Probe(const std::string& url) {
+  auto answer = intgrads::HttpRequest("GET", url, {}, "", 5);
+  if (!answer.ok()) {
+    std::fprintf(stderr, "intgrads-gateway: probe %s: %s\n", url.c_str(), answer.status().message().c_str());
+    return 1;
+  }
+  if (answer->status != 200) {
+    std::fprintf(stderr, "intgrads-gateway: probe %s: %d %s\n", url.c_str(), answer->status, answer->body.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   using namespace intgrads;
+  if (argc == 3 && std::string(argv[1]) == "--probe") return Probe(argv[2]);
   // An answer (a megabyte or more at n_steps 50) is copied on its way out:
   // from ZeroMQ into the reply, and by Pistache into its growing response
   // buffer. Above glibc's mmap threshold every such buffer is fresh pages,
@@ -133,15 +151,10 @@ int main(int argc, char** argv) {
   };
   if (auto exit = ReadFlags(reader, args)) return *exit;
   if (http_options.token.empty()) http_options.token = TokenFromEnvironment();
-  const ChannelKeySources sources{secret_key_file,
-                                  "INTGRADS_GATEWAY_SECRET_KEY",
-                                  worker_keys_path,
-                                  "INTGRADS_WORKER_PUBLIC_KEYS",
-                                  "--worker-keys",
-                                  "the workers' public keys",
-                                  "--insecure-workers",
-                                  "to let whoever reaches it join the pool"};
-  auto keys = LoadChannelKeys(sources, broker_options.bind, insecure);
+  const ChannelKeySources sources{
+      secret_key_file, "INTGRADS_GATEWAY_SECRET_KEY", worker_keys_path,     "INTGRADS_WORKER_PUBLIC_KEYS",
+      "--worker-keys", "the workers' public keys",    "--insecure-workers", "to let whoever reaches it join the pool"};
+  auto keys = LoadChannelKeys(sources, {broker_options.bind}, insecure);
   if (!keys.ok()) {
     std::fprintf(stderr, "intgrads-gateway: %s\n", keys.status().message().c_str());
     return 2;

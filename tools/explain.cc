@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file.h"
+#include "common/http_client.h"
 #include "common/image.h"
 #include "common/protocol.h"
 #include "tools/cli.h"
-#include "tools/http_client.h"
 
 namespace intgrads {
 
@@ -31,7 +31,9 @@ const char kExplainHelp[] =
     "  --target CLASS     a class name, an index, or predicted (default: predicted); several,\n"
     "                     comma-separated (cat,dog), give one output each, in IMAGE.zip\n"
     "  --top-k K          the K most probable classes instead, in IMAGE.zip\n"
-    "  --server URL       the service (default http://localhost:8888, or $INTGRADS_SERVER)\n"
+    "  --server URL       the service (default http://localhost:8888, or $INTGRADS_SERVER); several gateways\n"
+    "                     of one pool comma-separated: an image whose gateway cannot be reached (or answers\n"
+    "                     503) goes to the next\n"
     "  --format F         gzip (the original's dict, default), npz, json or png (the heatmap)\n"
     "  --n-steps N        path points (default 50)\n"
     "  --method M         gausslegendre (default), riemann_left, riemann_right, riemann_middle,\n"
@@ -150,7 +152,17 @@ int RunExplain(const std::vector<std::string>& args) {
   std::error_code error;
   fs::create_directories(out_dir, error);
   if (error) return Fail("explain: cannot create " + out_dir + ": " + error.message());
-  while (!server.empty() && server.back() == '/') server.pop_back();
+  // --server: one URL, or several comma-separated (gateways of one pool).
+  std::vector<std::string> servers;
+  for (size_t from = 0; from <= server.size();) {
+    const size_t comma = std::min(server.find(',', from), server.size());
+    std::string url = server.substr(from, comma - from);
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    if (!url.empty()) servers.push_back(url);
+    from = comma + 1;
+  }
+  if (servers.empty()) return Fail("explain: --server needs a URL");
+  size_t current = 0;
   std::string route = model.empty() ? "/v1/attributions" : "/v1/models/" + UrlEncode(model) + "/attributions";
   std::string query =
       "?format=" + format + (top_k.empty() ? "&target=" + UrlEncode(target) : "&top_k=" + UrlEncode(top_k));
@@ -196,10 +208,13 @@ int RunExplain(const std::vector<std::string>& args) {
       std::vector<std::pair<std::string, std::string>> headers = {
           {"Content-Type", "multipart/form-data; boundary=" + boundary}};
       if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
-      std::string url = server;
-      url += route;
-      url += query;
-      answer = HttpRequest("POST", url, headers, form, timeout);
+      // Attributions are deterministic, so a request whose gateway cannot be
+      // reached (or is shutting down: 503) is sent to the next one.
+      for (size_t tries = 0; tries < servers.size(); ++tries) {
+        answer = HttpRequest("POST", servers[current] + route + query, headers, form, timeout);
+        if (answer.ok() && answer->status != 503) break;
+        current = (current + 1) % servers.size();
+      }
     }
     if (!answer.ok()) {
       row.output = "error: " + answer.status().message();

@@ -1,5 +1,7 @@
 #include "worker/engine.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/autograd.h>
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
@@ -330,6 +333,11 @@ std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::
   return AttributeJobs(model, {{input, paths, wanted, schedule}}, options).front();
 }
 
+// The host copies of a GPU attribution in flight: an event after the last.
+struct PendingCopies {
+  std::unique_ptr<c10::Event> event;
+};
+
 namespace {
 
 // One job between the passes: its ends' logits, its targets, its path
@@ -448,16 +456,22 @@ void RunPasses(const Classifier& model, std::vector<Prepared>& jobs, const Engin
   }
 }
 
-std::vector<Attribution> Finish(const PathJob& job, const Prepared& p) {
+std::vector<Attribution> Finish(const PathJob& job, const Prepared& p, const std::shared_ptr<PendingCopies>& pending) {
   const torch::TensorOptions& options = job.input.options();
+  // On a GPU with copies in flight: into pinned host memory, not waited for.
+  const auto host = [&pending](const torch::Tensor& t) {
+    if (pending == nullptr || t.device().is_cpu()) return t.to(torch::kCPU);
+    return t.to(torch::TensorOptions().device(torch::kCPU).dtype(t.scalar_type()).pinned_memory(true),
+                /*non_blocking=*/true);
+  };
   const torch::Tensor steps64 = torch::tensor(job.schedule.step_sizes, torch::kFloat64).view({1, p.n, 1});
   const torch::Tensor steps = steps64.to(options);
   const torch::Tensor step_sizes =
       (steps64.expand({p.count, p.n, 1}).reshape({p.count * p.n, 1}) / static_cast<double>(p.count))
           .to(torch::kFloat32);
-  const torch::Tensor points_cpu = p.path_points.to(torch::kCPU);
-  const torch::Tensor inputs_cpu = p.inputs.to(torch::kCPU);
-  const torch::Tensor baselines_cpu = p.baselines.to(torch::kCPU);
+  const torch::Tensor points_cpu = host(p.path_points);
+  const torch::Tensor inputs_cpu = host(p.inputs);
+  const torch::Tensor baselines_cpu = host(p.baselines);
   std::vector<Attribution> results;
   for (size_t t = 0; t < p.targets.size(); ++t) {
     Attribution a;
@@ -470,13 +484,14 @@ std::vector<Attribution> Finish(const PathJob& job, const Prepared& p) {
     const torch::Tensor& g = p.gradients[t];
     torch::Tensor totals = (g.reshape({p.count, p.n, -1}) * steps).sum(1).reshape(p.differences.sizes());
     torch::Tensor per_path = totals * p.differences;
-    a.integrated_grads = (p.count == 1 ? per_path : per_path.mean(0, true)).to(torch::kCPU);
+    a.integrated_grads = host(p.count == 1 ? per_path : per_path.mean(0, true));
     a.step_sizes = step_sizes;
-    a.path_gradients = g.to(torch::kCPU);
+    a.path_gradients = host(g);
     a.path_points = points_cpu;
     a.path_inputs = inputs_cpu;
     a.baselines = baselines_cpu;
-    a.convergence_delta = a.integrated_grads.sum().item<double>() - (a.target_logit - a.baseline_logit);
+    a.pending = pending;
+    if (pending == nullptr) ResolveCopies(&a);
     results.push_back(std::move(a));
   }
   return results;
@@ -484,15 +499,35 @@ std::vector<Attribution> Finish(const PathJob& job, const Prepared& p) {
 
 }  // namespace
 
+void ResolveCopies(Attribution* a) {
+  if (a->pending != nullptr) {
+    // c10::Event can only be asked (LibTorch 1.13 has no wait): the copies
+    // of a batch take a millisecond or so.
+    const c10::Event* event = a->pending->event.get();
+    while (event != nullptr && !event->query()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    a->pending.reset();
+  }
+  a->convergence_delta = a->integrated_grads.sum().item<double>() - (a->target_logit - a->baseline_logit);
+}
+
 std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
-                                                    const EngineOptions& options) {
+                                                    const EngineOptions& options, bool async_copies) {
   std::vector<Prepared> prepared;
   prepared.reserve(jobs.size());
   for (const PathJob& job : jobs) prepared.push_back(Prepare(model, job));
   RunPasses(model, prepared, options);
+  const torch::Device device = jobs.empty() ? torch::Device(torch::kCPU) : jobs.front().input.device();
+  std::shared_ptr<PendingCopies> pending;
+  if (async_copies && device.is_cuda()) pending = std::make_shared<PendingCopies>();
   std::vector<std::vector<Attribution>> results;
   results.reserve(jobs.size());
-  for (size_t i = 0; i < jobs.size(); ++i) results.push_back(Finish(jobs[i], prepared[i]));
+  for (size_t i = 0; i < jobs.size(); ++i) results.push_back(Finish(jobs[i], prepared[i], pending));
+  if (pending != nullptr) {
+    // After the copies on the device's current stream: when it has passed, they are on the host.
+    auto& event = pending->event;
+    event = std::make_unique<c10::Event>(device.type());
+    event->record(c10::impl::VirtualGuardImpl(device.type()).getStream(device));
+  }
   return results;
 }
 

@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -73,7 +74,14 @@ struct Attribution {
   double baseline_logit = 0.0;     // f(baseline)[target] (the mean over the paths' starts)
   double convergence_delta = 0.0;  // sum(IG) - (f(x) - f(baseline)), Captum's sign
   int n_steps = 0;                 // path points per path
+  // Set while the copies of the tensors above to the host are in flight
+  // (AttributeJobs with async_copies, on a GPU): ResolveCopies completes it.
+  std::shared_ptr<struct PendingCopies> pending;
 };
+
+// Waits for an attribution's copies to the host, if any are in flight, and
+// completes it (its convergence delta needs the IG on the host).
+void ResolveCopies(Attribution* attribution);
 
 // One straight path of IG, from `baseline` to `input` (1 x 3 x S x S each,
 // normalized, on the model's device).
@@ -171,8 +179,12 @@ struct PathJob {
   Targets targets;
   PathSchedule schedule;
 };
+// With `async_copies` on a GPU, the results' tensors are copied to pinned
+// host memory without waiting, so that the caller can queue the next passes
+// while they travel: each result must be passed to ResolveCopies before it is
+// read. Elsewhere (the CPU) the results are complete.
 std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
-                                                    const EngineOptions& options);
+                                                    const EngineOptions& options, bool async_copies = false);
 
 // MakeSchedule, or for "scan" the scan of the model along the path from
 // `baseline` (zero if undefined) to `input` and PlanFromScan.

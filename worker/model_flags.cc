@@ -5,6 +5,8 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <cstdlib>
+
 namespace intgrads {
 
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags) {
@@ -54,6 +56,28 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
     return true;
   }
   return false;
+}
+
+Status ModelFromEnvironment(ModelFlags* flags) {
+  const char* value = std::getenv("INTGRADS_MODEL");
+  if (flags->family || value == nullptr || *value == '\0') return Status::Ok();
+  const std::string text(value);
+  const size_t colon = text.find(':');
+  const std::string family = text.substr(0, colon);
+  if (colon == std::string::npos || colon + 1 == text.size()) {
+    return InvalidError("$INTGRADS_MODEL: expected FAMILY:PATH (bit, lanet or torchscript), got '" + text + "'");
+  }
+  if (family == "bit") {
+    flags->family = ModelFamily::kBit;
+  } else if (family == "lanet") {
+    flags->family = ModelFamily::kLanet;
+  } else if (family == "torchscript") {
+    flags->family = ModelFamily::kTorchScript;
+  } else {
+    return InvalidError("$INTGRADS_MODEL: family '" + family + "' is not bit, lanet or torchscript");
+  }
+  flags->path = text.substr(colon + 1);
+  return Status::Ok();
 }
 
 FlagReader ModelFlagReader(std::string program, std::function<void()> print_help, ModelFlags* flags) {

@@ -33,6 +33,11 @@ void AllowTf32(bool allow);
 // A second model flag, or a flag without its value, is an error.
 StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i, ModelFlags* flags);
 
+// Without a model flag, the model named by the environment variable
+// INTGRADS_MODEL, FAMILY:PATH (bit, lanet or torchscript: the containers'
+// way of choosing a checkpoint); nothing when it is unset or empty.
+Status ModelFromEnvironment(ModelFlags* flags);
+
 // A FlagReader (common/flags.h) that reads the model flags into *flags (its
 // `take`); the caller adds `set` for the rest.
 FlagReader ModelFlagReader(std::string program, std::function<void()> print_help, ModelFlags* flags);

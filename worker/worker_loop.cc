@@ -1,29 +1,31 @@
 #include "worker/worker_loop.h"
 
-#include <torch/autograd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
 #include "common/curve.h"
-#include "common/gzip.h"
-#include "worker/formats.h"
+#include "worker/batcher.h"
 
 namespace intgrads {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // Hands the frames to ZeroMQ without copying them: each message owns its
 // string until ZeroMQ is done with it (a reply's payload is a megabyte and
@@ -46,349 +48,127 @@ std::vector<zmq::message_t> ReceiveParts(zmq::socket_t& socket) {
   return parts;
 }
 
-Frames Receive(zmq::socket_t& socket) {
-  Frames frames;
-  for (auto& p : ReceiveParts(socket)) frames.emplace_back(p.to_string());
-  return frames;
-}
-
-}  // namespace
-
-WorkerInfo DescribeWorker(const Classifier& model, const torch::Device& device, const std::string& name) {
-  WorkerInfo info;
-  info.model = name;
-  info.family = FamilyName(model.info().family);
-  info.variant = model.info().variant;
-  info.device = device.str();
-  info.classes = model.info().classes;
-  info.input_size = model.info().input_size;
-  info.mean.assign(model.info().normalization.mean.begin(), model.info().normalization.mean.end());
-  info.std.assign(model.info().normalization.std.begin(), model.info().normalization.std.end());
-  return info;
-}
-
-namespace {
-
-// Logs the warning of a convergence delta past 10% of f(x) - f(baseline).
-void WarnIfIncomplete(const Attribution& a, const JobRequest& request) {
-  if (!IsIncomplete(a, 0.1)) return;
-  std::fprintf(stderr,
-               "intgrads-worker: warning: request %llu, class %d: convergence delta %.4g is %.0f%% of f(x) - "
-               "f(baseline) = %.4g (method %s, n_steps %d); the IG is incomplete: raise n_steps or try method scan "
-               "(docs/FAITHFULNESS.md)\n",
-               static_cast<unsigned long long>(request.id), a.target, a.convergence_delta,
-               100.0 * std::fabs(a.convergence_delta) / std::fabs(a.target_logit - a.baseline_logit),
-               a.target_logit - a.baseline_logit, request.method.c_str(), a.n_steps);
-}
-
-// The request's format, validated with everything else a worker checks
-// before any work; nullptr with *error set when the request is refused.
-const PayloadFormat* Validate(const JobRequest& request, int num_classes, const WorkerOptions& options, Status* error) {
-  const PayloadFormat* format = FindPayloadFormat(request.format);
-  Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
-  if (valid.ok() && format == nullptr)
-    valid = InvalidError("format: '" + request.format.substr(0, 32) + "' is not one");
-  if (valid.ok() && request.heatmap != "signed" && request.heatmap != "absolute") {
-    valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
-  }
-  if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
-  if (valid.ok()) valid = ValidateRegionRequest(request.regions, request.format);
-  if (valid.ok() && request.top_k == 0 && request.targets.empty()) {
-    valid = ValidateTargets({request.target}, 0, num_classes, request.method, options.limits);
-  } else if (valid.ok()) {
-    valid = ValidateTargets(request.targets, request.top_k, num_classes, request.method, options.limits);
-  }
-  *error = valid;
-  return valid.ok() ? format : nullptr;
-}
-
-}  // namespace
-
-namespace {
-
-double Since(Clock::time_point* mark) {
-  const Clock::time_point now = Clock::now();
-  const double seconds = std::chrono::duration<double>(now - *mark).count();
-  *mark = now;
-  return seconds;
-}
-
-// The reply to a request whose computation threw; call it in a catch block.
-JobReply FailureReply(uint64_t id) {
-  JobReply reply;
-  reply.id = id;
-  const std::string out_of_memory = "the worker ran out of memory for this request; retry later or with fewer n_steps";
-  try {
-    throw;
-  } catch (const std::bad_alloc&) {
-    reply.status = 503;
-    reply.error = out_of_memory;
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    const bool memory =
-        what.find("out of memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos;
-    std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(id),
-                 what.substr(0, 500).c_str());
-    reply.status = memory ? 503 : 500;
-    reply.error = memory ? out_of_memory : "internal error while computing the attribution";
-  }
-  return reply;
-}
-
-// One request on its way through the worker: validated and prepared (input,
-// paths, targets, schedule), attributed (alone or in passes shared with other
-// requests), encoded. `answered` once `reply` is final: refused, failed or done.
-struct Work {
-  const JobRequest* request = nullptr;
-  const PayloadFormat* format = nullptr;
-  bool answered = false;
-  JobReply reply;
-  Image seen;
-  PathJob job;
-  std::vector<Attribution> attributions;
-  double prepare = 0.0, attribute = 0.0, encode = 0.0, compress = 0.0;
+// A request as it waits in the worker, and the gateway it came from.
+struct Arrival {
+  size_t gateway = 0;
+  JobRequest request;
+  Clock::time_point received;
 };
 
-void Refuse(Work* w, int status, const std::string& message) {
-  w->reply.status = status;
-  w->reply.error = message;
-  w->answered = true;
-}
+// A request whose passes are done, on its way to an encoder.
+struct Attributed {
+  size_t gateway = 0;
+  Work work;
+  Clock::time_point received;
+  Clock::time_point started;  // its batch's
+  size_t batch_size = 1;
+};
 
-void Prepare(const Classifier& model, const torch::Device& device, const WorkerOptions& options, Work* w) {
-  const JobRequest& request = *w->request;
-  w->reply.id = request.id;
-  Status invalid;
-  w->format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
-  if (w->format == nullptr) {
-    Refuse(w, invalid.code() == StatusCode::kTooLarge ? 413 : 422, invalid.message());
-    return;
-  }
-  Clock::time_point mark = Clock::now();
-  Image image;
-  image.height = request.height;
-  image.width = request.width;
-  image.channels = request.channels;
-  image.pixels.assign(request.pixels.begin(), request.pixels.end());
-  w->seen = ModelInputImage(image, model.info());
-  torch::Tensor input = NormalizedTensor(w->seen, model.info()).to(device);
-  Targets targets{request.targets, request.top_k};
-  if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
-  if (request.method == "scan") {
-    // The scan needs its target before the path; other rules let the
-    // engine read predicted and top-k classes from the pass it makes at x
-    // anyway.
-    torch::NoGradGuard no_grad;
-    targets.classes = ChooseTargets(targets, model.Forward(input.to(model.dtype())).to(torch::kCPU));
-    targets.top_k = 0;
-  }
-  const PathRequest& wanted = request.paths;
-  torch::Tensor baseline_image;
-  if (!wanted.baseline_image.pixels.empty()) {
-    baseline_image = NormalizedTensor(ModelInputImage(wanted.baseline_image, model.info()), model.info()).to(device);
-  }
-  auto paths = MakePaths(input, model.info(), wanted, baseline_image);
-  StatusOr<PathSchedule> schedule = PathSchedule();
-  if (paths.ok() && wanted.tolerance <= 0.0) {
-    const int scan_target = targets.classes.empty() ? 0 : targets.classes.front();
-    schedule = PlanSchedule(model, input, scan_target, request.method, request.n_steps, options.engine,
-                            paths->front().baseline);
-  }
-  if (!paths.ok() || !schedule.ok()) {
-    Refuse(w, 422, (!paths.ok() ? paths.status() : schedule.status()).message());
-    return;
-  }
-  w->job = PathJob{input, std::move(paths).value(), std::move(targets), std::move(schedule).value()};
-  w->prepare = Since(&mark);
-}
+// The state the three kinds of threads share.
+struct Pipeline {
+  std::mutex mutex;
+  std::condition_variable arrived;     // to the compute thread: requests, or quit
+  std::condition_variable attributed;  // to the encoders: work, or quit
+  std::deque<Arrival> arrivals;
+  std::deque<Attributed> finished;
+  size_t in_hand = 0;  // taken from `arrivals` and not yet sent back
+  bool draining = false;
+  bool quit = false;
+};
 
-void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
-  const JobRequest& request = *w->request;
-  const PayloadFormat* format = w->format;
-  Clock::time_point mark = Clock::now();
-  JobReply& reply = w->reply;
-  const std::vector<Attribution>& attributions = w->attributions;
-  std::vector<double> probabilities = Probabilities(attributions.front().logits);
-  for (size_t i = 0; i < attributions.size(); ++i) {
-    const Attribution& attribution = attributions[i];
-    StatusOr<Regions> regions = Regions();
-    if (request.regions.kind != "none") {
-      regions = ComputeRegions(attribution, request.regions, w->seen);
-      if (!regions.ok()) throw std::runtime_error(regions.status().message());
-    }
-    Explanation explanation{&attribution,
-                            &w->job.input,
-                            &model.info().classes,
-                            probabilities,
-                            request.method,
-                            attribution.n_steps,
-                            request.regions.kind != "none" ? &regions.value() : nullptr};
-    StatusOr<std::string> payload = std::string();
-    if (format->name == "gzip") {
-      const std::string saved = EncodeAttribution(attribution);
-      w->encode += Since(&mark);
-      payload = GzipCompress(saved, options.gzip_level);
-      w->compress += Since(&mark);
-    } else if (format->name == "npz") {
-      payload = EncodeNpz(explanation);
-    } else if (format->name == "json") {
-      payload = EncodeJson(explanation);
-    } else if (explanation.regions != nullptr) {
-      payload = EncodeRegionsPng(explanation, w->seen, request.regions.top);
-    } else {
-      payload = EncodeHeatmapPng(explanation, w->seen, request.heatmap);
-    }
-    if (!payload.ok()) throw std::runtime_error(payload.status().message());
-    w->encode += Since(&mark);
-    JobReply& out = i == 0 ? reply : reply.others.emplace_back();
-    out.id = request.id;
-    out.payload = std::move(payload).value();
-    out.content_type = format->content_type;
-    out.target = attribution.target;
-    out.probabilities = probabilities;
-    out.convergence_delta = attribution.convergence_delta;
-    out.n_steps = attribution.n_steps;
-    out.tolerance_met = !(request.paths.tolerance > 0.0 && IsIncomplete(attribution, request.paths.tolerance));
-    WarnIfIncomplete(attribution, request);
-  }
-  // The gateway disconnects a peer that sends it a frame over its limit: refuse the answer instead.
-  size_t largest = reply.payload.size();
-  for (const JobReply& other : reply.others) largest = std::max(largest, other.payload.size());
-  if (request.max_reply_bytes > 0 && static_cast<int64_t>(largest) > request.max_reply_bytes) {
-    reply = JobReply();
-    reply.id = request.id;
-    Refuse(w, 413,
-           "the answer would be " + std::to_string(largest) + " bytes, over the gateway's limit of " +
-               std::to_string(request.max_reply_bytes) +
-               " (--max-reply-bytes); ask for fewer n_steps, fewer paths or another format");
-    return;
-  }
-  reply.status = 200;
-  reply.prepare_seconds = w->prepare;
-  reply.attribute_seconds = w->attribute;
-  reply.encode_seconds = w->encode;
-  reply.compress_seconds = w->compress;
-  w->answered = true;
-}
+// One gateway's socket and its liveness.
+struct GatewayLink {
+  std::string endpoint;
+  std::unique_ptr<zmq::socket_t> socket;
+  Clock::time_point expiry;
+  Clock::time_point next_heartbeat;
+};
 
 }  // namespace
-
-std::vector<JobReply> ComputeReplies(const Classifier& model, const torch::Device& device,
-                                     const std::vector<JobRequest>& requests, const WorkerOptions& options) {
-  std::vector<Work> work(requests.size());
-  auto fail = [&work](size_t i) {
-    work[i].reply = FailureReply(work[i].request->id);
-    work[i].answered = true;
-  };
-  for (size_t i = 0; i < requests.size(); ++i) {
-    work[i].request = &requests[i];
-    try {
-      Prepare(model, device, options, &work[i]);
-    } catch (...) {
-      fail(i);
-    }
-  }
-  // Requests with a fixed schedule share their passes; adaptive steps
-  // (a tolerance) run alone, as each try depends on the one before.
-  std::vector<size_t> shared;
-  std::vector<PathJob> jobs;
-  for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].answered || work[i].request->paths.tolerance > 0.0) continue;
-    shared.push_back(i);
-    jobs.push_back(work[i].job);
-  }
-  if (!jobs.empty()) {
-    Clock::time_point mark = Clock::now();
-    try {
-      std::vector<std::vector<Attribution>> results = AttributeJobs(model, jobs, options.engine);
-      const double seconds = Since(&mark);
-      for (size_t k = 0; k < shared.size(); ++k) {
-        work[shared[k]].attributions = std::move(results[k]);
-        work[shared[k]].attribute = seconds;
-      }
-    } catch (...) {
-      for (size_t i : shared) fail(i);  // one allocation failure fails the passes they share
-    }
-  }
-  for (size_t i = 0; i < work.size(); ++i) {
-    Work& w = work[i];
-    try {
-      if (!w.answered && w.request->paths.tolerance > 0.0) {
-        Clock::time_point mark = Clock::now();
-        int spent = 0;
-        bool met = false;
-        w.attributions =
-            AttributeToTolerance(model, w.job.input, w.job.paths, w.job.targets, w.request->paths.tolerance,
-                                 options.limits.max_n_steps, options.engine, &met, &spent);
-        w.attribute = Since(&mark);
-      }
-      if (!w.answered) Encode(model, options, &w);
-    } catch (...) {
-      fail(i);
-    }
-  }
-  std::vector<JobReply> replies;
-  replies.reserve(work.size());
-  for (Work& w : work) replies.push_back(std::move(w.reply));
-  return replies;
-}
-
-JobReply ComputeReply(const Classifier& model, const torch::Device& device, const JobRequest& request,
-                      const WorkerOptions& options) {
-  return ComputeReplies(model, device, {request}, options).front();
-}
 
 int RunWorker(const Classifier& model, const torch::Device& device, const WorkerOptions& options,
               const std::atomic<bool>& stop) {
   zmq::context_t context(1);
-  // The compute thread hands replies back through this pair of inproc sockets.
-  zmq::socket_t results_in(context, zmq::socket_type::pair);
-  results_in.bind("inproc://results");
-  std::mutex mutex;
-  std::condition_variable wake;
-  std::deque<JobRequest> jobs;
-  bool busy = false;
-  bool quit = false;
-  // Requests are computed on the calling thread, which should be the one
-  // that loaded the model (worker_main.cc says why). The socket's loop runs
-  // on a thread of its own.
-  // Requests taken at a time: announced to the gateway, batched here.
+  // The encoders hand replies back through a PUSH/PULL pair of inproc
+  // sockets: [gateway index, reply frames...].
+  zmq::socket_t results(context, zmq::socket_type::pull);
+  results.bind("inproc://results");
+  Pipeline pipe;
   const int slots = std::max(1, options.batch_requests);
+  const BatchPolicy policy{static_cast<size_t>(slots), std::chrono::milliseconds(options.batch_window_ms)};
+  const bool async_copies = device.is_cuda();
+
+  // The compute thread: the caller's, which loaded the model (worker_main.cc says why).
   auto compute = [&] {
-    zmq::socket_t results_out(context, zmq::socket_type::pair);
-    results_out.connect("inproc://results");
-    const auto most = static_cast<size_t>(slots);
     while (true) {
       std::vector<JobRequest> batch;
+      std::vector<Arrival> taken;
       {
-        std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return quit || !jobs.empty(); });
-        if (jobs.empty()) break;
-        if (jobs.size() < most && options.batch_window_ms > 0) {
-          // The first request waits up to the window for company.
-          wake.wait_for(lock, std::chrono::milliseconds(options.batch_window_ms),
-                        [&] { return quit || jobs.size() >= most; });
+        std::unique_lock<std::mutex> lock(pipe.mutex);
+        while (true) {
+          if (pipe.quit) return;
+          const BatchDecision decision =
+              DecideBatch(pipe.arrivals.size(), pipe.arrivals.empty() ? Clock::now() : pipe.arrivals.front().received,
+                          Clock::now(), policy, pipe.draining);
+          if (decision.take > 0) {
+            for (size_t i = 0; i < decision.take; ++i) {
+              taken.push_back(std::move(pipe.arrivals.front()));
+              pipe.arrivals.pop_front();
+            }
+            pipe.in_hand += taken.size();
+            break;
+          }
+          if (decision.wait_until) {
+            pipe.arrived.wait_until(lock, *decision.wait_until);
+          } else {
+            pipe.arrived.wait(lock);
+          }
         }
-        while (!jobs.empty() && batch.size() < most) {
-          batch.push_back(std::move(jobs.front()));
-          jobs.pop_front();
+      }
+      batch.reserve(taken.size());
+      for (Arrival& a : taken) batch.push_back(std::move(a.request));
+      const Clock::time_point started = Clock::now();
+      std::vector<Work> work = AttributeRequests(model, device, std::move(batch), options, async_copies);
+      {
+        std::lock_guard<std::mutex> lock(pipe.mutex);
+        for (size_t i = 0; i < work.size(); ++i) {
+          pipe.finished.push_back({taken[i].gateway, std::move(work[i]), taken[i].received, started, work.size()});
         }
-        busy = true;
       }
-      const auto started = Clock::now();
-      std::vector<JobReply> replies = ComputeReplies(model, device, batch, options);
-      const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-      for (size_t i = 0; i < batch.size(); ++i) {
-        JobReply& reply = replies[i];
-        reply.compute_seconds = seconds;
-        std::fprintf(stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s%s\n",
-                     static_cast<unsigned long long>(batch[i].id), reply.status,
-                     reply.n_steps > 0 ? reply.n_steps : batch[i].n_steps, batch[i].method.c_str(), seconds,
-                     batch.size() > 1 ? (", batched with " + std::to_string(batch.size() - 1) + " more").c_str() : "");
-        Send(results_out, EncodeReply(std::move(reply)));
+      pipe.attributed.notify_all();
+    }
+  };
+
+  // The encoders: each reply written and sent back to its gateway.
+  auto encode = [&] {
+    zmq::socket_t out(context, zmq::socket_type::push);
+    out.set(zmq::sockopt::linger, -1);
+    out.connect("inproc://results");
+    while (true) {
+      Attributed item;
+      {
+        std::unique_lock<std::mutex> lock(pipe.mutex);
+        pipe.attributed.wait(lock, [&] { return pipe.quit || !pipe.finished.empty(); });
+        if (pipe.finished.empty()) return;
+        item = std::move(pipe.finished.front());
+        pipe.finished.pop_front();
       }
-      std::lock_guard<std::mutex> lock(mutex);
-      busy = false;
+      EncodeWork(model, options, &item.work);
+      JobReply& reply = item.work.reply;
+      const Clock::time_point done = Clock::now();
+      reply.wait_seconds = Seconds(item.started - item.received);
+      reply.compute_seconds = Seconds(done - item.started);
+      const JobRequest& request = item.work.request;
+      std::fprintf(
+          stderr, "intgrads-worker: request %llu: status %d, n_steps %d, %s, %.3f s%s\n",
+          static_cast<unsigned long long>(request.id), reply.status,
+          reply.n_steps > 0 ? reply.n_steps : request.n_steps, request.method.c_str(), reply.compute_seconds,
+          item.batch_size > 1 ? (", batched with " + std::to_string(item.batch_size - 1) + " more").c_str() : "");
+      Frames frames = EncodeReply(std::move(reply));
+      frames.insert(frames.begin(), std::to_string(item.gateway));
+      Send(out, std::move(frames));
+      std::lock_guard<std::mutex> lock(pipe.mutex);
+      --pipe.in_hand;
     }
   };
 
@@ -399,22 +179,31 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
     auto derived = CurvePublicKey(options.secret_key);  // checked by the caller: a key
     if (derived.ok()) public_key = *derived;
   }
-  auto connect = [&]() {
-    auto socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
-    socket->set(zmq::sockopt::linger, 0);
-    socket->set(zmq::sockopt::maxmsgsize, options.max_request_bytes);
+  const auto interval = std::chrono::milliseconds(options.heartbeat_ms);
+  auto dial = [&](GatewayLink& link) {
+    link.socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    zmq::socket_t& socket = *link.socket;
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::maxmsgsize, options.max_request_bytes);
     if (!options.gateway_key.empty()) {
       // The gateway proves it holds the secret key of gateway_key, and admits
       // this worker by its key; nothing crosses before that, nor unencrypted after.
-      socket->set(zmq::sockopt::curve_serverkey, options.gateway_key);
-      socket->set(zmq::sockopt::curve_publickey, public_key);
-      socket->set(zmq::sockopt::curve_secretkey, options.secret_key);
+      socket.set(zmq::sockopt::curve_serverkey, options.gateway_key);
+      socket.set(zmq::sockopt::curve_publickey, public_key);
+      socket.set(zmq::sockopt::curve_secretkey, options.secret_key);
     }
-    socket->connect(options.connect);
-    Send(*socket, EncodeReady(info));
-    return socket;
+    socket.connect(link.endpoint);
+    Send(socket, EncodeReady(info));
+    link.expiry = Clock::now() + interval * options.liveness;
+    link.next_heartbeat = Clock::now() + interval;
   };
-  std::unique_ptr<zmq::socket_t> gateway = connect();
+  std::vector<GatewayLink> gateways(options.connect.size());
+  std::string endpoints;
+  for (size_t g = 0; g < gateways.size(); ++g) {
+    gateways[g].endpoint = options.connect[g];
+    dial(gateways[g]);
+    endpoints += (g > 0 ? ", " : "") + options.connect[g];
+  }
   if (options.ready_fd >= 0) {
     // A worker that dies after this is restarted by its launcher; one that dies before it, is not.
     const char ready = 'r';
@@ -422,76 +211,93 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
     ::close(options.ready_fd);
   }
   std::fprintf(stderr, "intgrads-worker: serving %s %s on %s, connected to %s\n", info.family.c_str(),
-               info.variant.c_str(), info.device.c_str(), options.connect.c_str());
+               info.variant.c_str(), info.device.c_str(), endpoints.c_str());
+
+  auto forward = [&](std::vector<zmq::message_t> parts) {
+    if (parts.size() < 2) return;
+    const size_t g = std::stoul(parts.front().to_string());
+    parts.erase(parts.begin());
+    zmq::send_multipart(*gateways[g].socket, parts);  // as received: no copy
+    gateways[g].next_heartbeat = Clock::now() + interval;
+  };
   std::thread io([&] {
-    const auto interval = std::chrono::milliseconds(options.heartbeat_ms);
-    auto gateway_expiry = Clock::now() + interval * options.liveness;
-    auto next_heartbeat = Clock::now() + interval;
     std::optional<Clock::time_point> stop_deadline;
+    std::vector<zmq::pollitem_t> items(gateways.size() + 1);
     while (true) {
       if (stop.load() && !stop_deadline) {
         stop_deadline = Clock::now() + std::chrono::milliseconds(options.grace_ms);
-        std::fprintf(stderr, "intgrads-worker: stopping, finishing the request in flight\n");
+        std::fprintf(stderr, "intgrads-worker: stopping, finishing the requests in hand\n");
+        std::lock_guard<std::mutex> lock(pipe.mutex);
+        pipe.draining = true;
+        pipe.arrived.notify_all();
       }
       if (stop_deadline) {
-        std::lock_guard<std::mutex> lock(mutex);
-        if ((!busy && jobs.empty()) || Clock::now() > *stop_deadline) break;
+        std::lock_guard<std::mutex> lock(pipe.mutex);
+        if ((pipe.in_hand == 0 && pipe.arrivals.empty()) || Clock::now() > *stop_deadline) break;
       }
-      zmq::pollitem_t items[] = {{static_cast<void*>(*gateway), 0, ZMQ_POLLIN, 0},
-                                 {static_cast<void*>(results_in), 0, ZMQ_POLLIN, 0}};
+      for (size_t g = 0; g < gateways.size(); ++g)
+        items[g] = {static_cast<void*>(*gateways[g].socket), 0, ZMQ_POLLIN, 0};
+      items.back() = {static_cast<void*>(results), 0, ZMQ_POLLIN, 0};
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
+        zmq::poll(items.data(), items.size(), std::chrono::milliseconds(std::min(options.heartbeat_ms, 200)));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;  // a signal: the loop checks `stop`
         throw;
       }
-      if (items[0].revents & ZMQ_POLLIN) {
-        Frames frames = Receive(*gateway);
-        gateway_expiry = Clock::now() + interval * options.liveness;
-        auto message = DecodeMessage(std::move(frames));
-        if (!message.ok()) {
-          std::fprintf(stderr, "intgrads-worker: dropped a bad message: %s\n", message.status().message().c_str());
-        } else if (message->type == MessageType::kRequest && !stop_deadline) {
-          std::lock_guard<std::mutex> lock(mutex);
-          jobs.push_back(std::move(message->request));
-          wake.notify_one();
-        } else if (message->type == MessageType::kDisconnect) {
-          gateway_expiry = Clock::now();  // the gateway is going: reconnect and announce again
+      for (size_t g = 0; g < gateways.size(); ++g) {
+        GatewayLink& link = gateways[g];
+        if (items[g].revents & ZMQ_POLLIN) {
+          Frames frames;
+          for (auto& part : ReceiveParts(*link.socket)) frames.emplace_back(part.to_string());
+          link.expiry = Clock::now() + interval * options.liveness;
+          auto message = DecodeMessage(std::move(frames));
+          if (!message.ok()) {
+            std::fprintf(stderr, "intgrads-worker: dropped a bad message from %s: %s\n", link.endpoint.c_str(),
+                         message.status().message().c_str());
+          } else if (message->type == MessageType::kRequest && !stop_deadline) {
+            std::lock_guard<std::mutex> lock(pipe.mutex);
+            pipe.arrivals.push_back({g, std::move(message->request), Clock::now()});
+            pipe.arrived.notify_one();
+          } else if (message->type == MessageType::kDisconnect) {
+            link.expiry = Clock::now();  // the gateway is going: reconnect and announce again
+          }
+        }
+        if (Clock::now() >= link.next_heartbeat) {
+          Send(*link.socket, EncodeHeartbeat());
+          link.next_heartbeat = Clock::now() + interval;
+        }
+        if (Clock::now() >= link.expiry && !stop_deadline) {
+          std::fprintf(stderr, "intgrads-worker: gateway silent, reconnecting to %s\n", link.endpoint.c_str());
+          dial(link);
         }
       }
-      if (items[1].revents & ZMQ_POLLIN) {
-        std::vector<zmq::message_t> reply = ReceiveParts(results_in);
-        zmq::send_multipart(*gateway, reply);  // as received: no copy
-        next_heartbeat = Clock::now() + interval;
-      }
-      if (Clock::now() >= next_heartbeat) {
-        Send(*gateway, EncodeHeartbeat());
-        next_heartbeat = Clock::now() + interval;
-      }
-      if (Clock::now() >= gateway_expiry && !stop_deadline) {
-        std::fprintf(stderr, "intgrads-worker: gateway silent, reconnecting to %s\n", options.connect.c_str());
-        gateway = connect();
-        gateway_expiry = Clock::now() + interval * options.liveness;
+      if (items.back().revents & ZMQ_POLLIN) {
+        for (auto parts = ReceiveParts(results); !parts.empty(); parts = ReceiveParts(results))
+          forward(std::move(parts));
       }
     }
-    // A reply the compute loop sent just before it went idle: forward it before the goodbye.
-    for (auto pending = ReceiveParts(results_in); !pending.empty(); pending = ReceiveParts(results_in)) {
-      zmq::send_multipart(*gateway, pending);
-    }
-    Send(*gateway, EncodeDisconnect());
+    // Replies sent just before the last was counted: forward them before the goodbye.
+    for (auto parts = ReceiveParts(results); !parts.empty(); parts = ReceiveParts(results)) forward(std::move(parts));
+    for (GatewayLink& link : gateways) Send(*link.socket, EncodeDisconnect());
     {
-      std::lock_guard<std::mutex> lock(mutex);
-      quit = true;
-      jobs.clear();
+      std::lock_guard<std::mutex> lock(pipe.mutex);
+      pipe.quit = true;
+      pipe.arrivals.clear();
     }
-    wake.notify_all();
+    pipe.arrived.notify_all();
+    pipe.attributed.notify_all();
   });
+  std::vector<std::thread> encoders;
+  for (int i = 0; i < std::max(1, options.encoder_threads); ++i) encoders.emplace_back(encode);
   compute();
   io.join();
-  // Let the goodbye leave before the context closes.
-  gateway->set(zmq::sockopt::linger, 500);
-  gateway->close();
-  results_in.close();
+  for (std::thread& encoder : encoders) encoder.join();
+  // Let the goodbyes leave before the context closes.
+  for (GatewayLink& link : gateways) {
+    link.socket->set(zmq::sockopt::linger, 500);
+    link.socket->close();
+  }
+  results.close();
   std::fprintf(stderr, "intgrads-worker: stopped\n");
   return 0;
 }

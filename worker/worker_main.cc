@@ -26,9 +26,13 @@ void OnSignal(int) { g_stop.store(true); }
 void PrintHelp() {
   std::printf(
       "usage: intgrads-worker --connect ENDPOINT [-bp PATH | -lp PATH] [options]\n\n"
-      "Loads one model (the embedded default model without a model flag) and serves attributions to an\n"
+      "Loads one model (without a model flag: $INTGRADS_MODEL, FAMILY:PATH with FAMILY bit, lanet or torchscript,\n"
+      "else the embedded default model) and serves attributions to an\n"
       "intgrads-gateway over ZeroMQ.\n\n"
-      "  --connect ENDPOINT       the gateway's worker endpoint (default tcp://127.0.0.1:5555)\n"
+      "  --connect ENDPOINT       a gateway's worker endpoint (default tcp://127.0.0.1:5555); several, comma-\n"
+      "                           separated or the flag again: the worker serves whichever asks, each gateway\n"
+      "                           with its own heartbeats (the gateways share one key pair)\n"
+      "  --encoder-threads N      threads encoding answers while the next batch computes (default 1)\n"
       "%s"
       "  --name NAME              the model name requests use (default 'default')\n"
       "  --secret-key FILE        this worker's CURVE secret key (intgrads-keygen; default: the key in\n"
@@ -68,11 +72,18 @@ int Run(int argc, char** argv) {
   WorkerOptions options;
   int64_t budget_mb = -1;
   std::string secret_key_file, gateway_key_file;
+  std::vector<std::string> connect;
   bool insecure = false;
   FlagReader reader = ModelFlagReader("intgrads-worker", PrintHelp, &model_flags);
   reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
-    if (a == "--connect")
-      options.connect = v;
+    if (a == "--connect") {
+      for (size_t from = 0; from <= v.size();) {  // a list, comma-separated, or the flag again
+        const size_t comma = std::min(v.find(',', from), v.size());
+        if (comma > from) connect.push_back(v.substr(from, comma - from));
+        from = comma + 1;
+      }
+    } else if (a == "--encoder-threads")
+      options.encoder_threads = std::max(1, std::stoi(v));
     else if (a == "--token")
       return InvalidError(
           "--token: workers no longer take the HTTP token; the worker channel uses CURVE keys (--secret-key, "
@@ -118,19 +129,21 @@ int Run(int argc, char** argv) {
     return true;
   };
   if (auto exit = ReadFlags(reader, args)) return *exit;
+  if (Status from_environment = ModelFromEnvironment(&model_flags); !from_environment.ok()) {
+    std::fprintf(stderr, "intgrads-worker: %s\n", from_environment.message().c_str());
+    return 2;
+  }
   if (options.batch_requests < 1 || options.batch_requests > kMaxSlots || options.batch_window_ms < 0) {
     std::fprintf(stderr, "intgrads-worker: --batch-requests must be 1..%d and --batch-window-ms at least 0\n",
                  kMaxSlots);
     return 2;
   }
-  const ChannelKeySources sources{secret_key_file,
-                                  "INTGRADS_WORKER_SECRET_KEY",
-                                  gateway_key_file,
-                                  "INTGRADS_GATEWAY_PUBLIC_KEY",
-                                  "--gateway-key",
-                                  "the gateway's public key",
-                                  "--insecure-gateway",
-                                  "to send the requests' images and answers in clear to whoever listens there"};
+  const ChannelKeySources sources{
+      secret_key_file,      "INTGRADS_WORKER_SECRET_KEY",
+      gateway_key_file,     "INTGRADS_GATEWAY_PUBLIC_KEY",
+      "--gateway-key",      "the gateway's public key",
+      "--insecure-gateway", "to send the requests' images and answers in clear to whoever listens there"};
+  if (!connect.empty()) options.connect = connect;
   auto keys = LoadChannelKeys(sources, options.connect, insecure);
   if (!keys.ok() || keys->peer_keys.size() > 1) {
     std::fprintf(stderr, "intgrads-worker: %s\n",

@@ -14,6 +14,7 @@ a 503 Unavailable, anything else ServiceError.
 """
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -113,8 +114,17 @@ def read_npz(data):
 
 
 class Client:
+    """`url`: the service, or several gateways of one pool (a list, or URLs
+    separated by commas): a request whose gateway cannot be reached, drops
+    the connection or is shutting down (503) is sent to the next one; an
+    attribution is deterministic, so a retry is safe."""
+
     def __init__(self, url="http://localhost:8888", token=None, model=None, timeout=600):
-        self.url = url.rstrip("/")
+        urls = url.split(",") if isinstance(url, str) else list(url)
+        self.urls = [u.strip().rstrip("/") for u in urls if u.strip()]
+        if not self.urls:
+            raise ValueError("no service URL")
+        self.url = self.urls[0]
         self.token = token if token is not None else os.environ.get("INTGRADS_TOKEN")
         self.model_name = model
         self.timeout = timeout
@@ -124,9 +134,20 @@ class Client:
         headers = dict(headers or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        url = self.url + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        suffix = path + ("?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+                         if query else "")
+        last = None
+        for _ in range(len(self.urls)):
+            try:
+                return self._request_once(self.url + suffix, method, body, headers)
+            except (Unavailable, ServiceError) as e:
+                if e.status not in (0, 503):
+                    raise
+                last = e
+                self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+        raise last
+
+    def _request_once(self, url, method, body, headers):
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
@@ -140,7 +161,9 @@ class Client:
             kind = Unavailable if e.code == 503 else RequestError if 400 <= e.code < 500 else ServiceError
             raise kind(e.code, message) from None
         except urllib.error.URLError as e:
-            raise ServiceError(0, f"cannot reach {self.url}: {e.reason}") from None
+            raise ServiceError(0, f"cannot reach {url}: {e.reason}") from None
+        except (ConnectionError, http.client.HTTPException, TimeoutError) as e:
+            raise ServiceError(0, f"lost the connection to {url}: {e}") from None
 
     def _model_path(self, suffix):
         return f"/v1/models/{urllib.parse.quote(self.model_name)}{suffix}" if self.model_name else f"/v1{suffix}"

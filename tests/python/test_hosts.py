@@ -1,9 +1,10 @@
-"""Across hosts, on one machine: the gateway and two workers each in a network
-namespace of their own, joined by veth pairs, with their own addresses. One
-worker is killed with SIGKILL mid-request and the other's link is cut; every
-request must still be answered correctly, and the pool must recover when the
-link comes back. Needs root and `ip` (iproute2); skipped where namespaces
-cannot be made."""
+"""Across hosts, on one machine: gateways, workers and a client each in a
+network namespace of their own, with their own addresses. One worker is
+killed with SIGKILL mid-request and the other's link is cut; every request
+must still be answered correctly, and the pool must recover when the link
+comes back. Two gateways share three workers, and one gateway is killed
+while a client sends 32 requests: every one is answered. Needs root and `ip`
+(iproute2); skipped where namespaces cannot be made."""
 
 import gzip
 import json
@@ -140,6 +141,117 @@ class AcrossHosts(unittest.TestCase):
             self.assertEqual(status, 200, f"request {i}: {stderr}")
             with gzip.open(out) as f:
                 self.assertEqual(f.read(), expected_bytes, f"request {i}")
+
+
+# Two gateways, three workers and a client on one switch: a bridge in a namespace of its own.
+SWITCH = f"isw{TAG}"
+HOSTS = {f"ig1{TAG}": "10.232.0.11", f"ig2{TAG}": "10.232.0.12", f"ik1{TAG}": "10.232.0.21",
+         f"ik2{TAG}": "10.232.0.22", f"ik3{TAG}": "10.232.0.23", f"icl{TAG}": "10.232.0.30"}
+CLIENT = """
+import json, sys, threading
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from intgrads_client import Client
+urls, count = sys.argv[2], int(sys.argv[3])
+image = np.array(json.load(open(sys.argv[4])), dtype=np.uint8)
+done, failed, lock = [], [], threading.Lock()
+def one(i):
+    client = Client(urls if i % 2 == 0 else ",".join(reversed(urls.split(","))), timeout=300)
+    try:
+        e = client.explain(image, target="cat", n_steps=40)
+        with lock:
+            done.append((i, float(e.integrated_grads.sum()), client.url))
+            print("answered", i, flush=True)
+    except Exception as e:
+        with lock:
+            failed.append((i, repr(e)))
+threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+json.dump({"done": done, "failed": failed}, open(sys.argv[5], "w"))
+"""
+
+
+@unittest.skipUnless(can_make_namespaces(), "needs root and ip netns (network namespaces cannot be made here)")
+class TwoGateways(unittest.TestCase):
+    def setUp(self):
+        self.ref = rm.reference("lanet-c16-l8")
+        if self.ref is None:
+            self.skipTest("reference missing")
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        ip("netns", "add", SWITCH)
+        self.addCleanup(ip, "netns", "del", SWITCH, check=False)
+        ip("netns", "exec", SWITCH, "ip", "link", "add", "br0", "type", "bridge")
+        ip("netns", "exec", SWITCH, "ip", "link", "set", "br0", "up")
+        for n, (ns, address) in enumerate(HOSTS.items()):
+            ip("netns", "add", ns)
+            self.addCleanup(ip, "netns", "del", ns, check=False)
+            ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            ip("link", "add", f"h{n}x{TAG}", "netns", ns, "type", "veth", "peer", "name", f"s{n}x{TAG}", "netns",
+               SWITCH)
+            ip("netns", "exec", ns, "ip", "addr", "add", address + "/24", "dev", f"h{n}x{TAG}")
+            ip("netns", "exec", ns, "ip", "link", "set", f"h{n}x{TAG}", "up")
+            ip("netns", "exec", SWITCH, "ip", "link", "set", f"s{n}x{TAG}", "master", "br0")
+            ip("netns", "exec", SWITCH, "ip", "link", "set", f"s{n}x{TAG}", "up")
+        self.checkpoint = os.path.join(self.tmp.name, "lanet.pth")
+        rm.write_checkpoint(self.ref, self.checkpoint)
+
+    def start(self, ns, *command):
+        process = subprocess.Popen(netns_exec(ns, *command))
+        self.addCleanup(stop, process, signal.SIGKILL)
+        return process
+
+    def test_a_dead_gateway_costs_the_client_nothing(self):
+        gateways = [ns for ns in HOSTS if ns.startswith("ig")]
+        workers = [ns for ns in HOSTS if ns.startswith("ik")]
+        client = next(ns for ns in HOSTS if ns.startswith("icl"))
+        started = {}
+        for ns in gateways:
+            started[ns] = self.start(ns, os.path.join(BIN, "intgrads-gateway"), "--host", HOSTS[ns], "--port",
+                                     str(PORT), "--bind-workers", f"tcp://{HOSTS[ns]}:5555", "--heartbeat-ms", "200",
+                                     "--request-timeout-ms", str(120000 * SLOWDOWN), *gateway_key_flags())
+        endpoints = ",".join(f"tcp://{HOSTS[ns]}:5555" for ns in gateways)
+        for ns in workers:
+            self.start(ns, os.path.join(BIN, "intgrads-worker"), "--connect", endpoints, "-lp", self.checkpoint,
+                       "--threads", "1", "--heartbeat-ms", "200", *worker_key_flags())
+
+        def pool(ns):
+            result = subprocess.run(netns_exec(client, "curl", "-s", "--max-time", "5",
+                                               f"http://{HOSTS[ns]}:{PORT}/v1/workers"), capture_output=True, text=True)
+            return len(json.loads(result.stdout)["workers"]) if result.stdout else 0
+
+        for ns in gateways:
+            wait_until(lambda ns=ns: pool(ns) == 3, timeout=60 * SLOWDOWN, what=f"three workers at {ns}")
+        image = os.path.join(self.tmp.name, "image.json")
+        with open(image, "w") as f:
+            json.dump(self.ref["image_uint8_hwc"], f)
+        script = os.path.join(self.tmp.name, "client.py")
+        with open(script, "w") as f:
+            f.write(CLIENT)
+        results = os.path.join(self.tmp.name, "results.json")
+        urls = ",".join(f"http://{HOSTS[ns]}:{PORT}" for ns in gateways)
+        clients = subprocess.Popen(netns_exec(client, "/usr/bin/python3", script,
+                                              os.path.join(rm.REPO, "clients", "python"), urls, "32", image, results),
+                                   stdout=subprocess.PIPE, text=True)
+        # Once a few are answered, the first gateway dies with requests in hand.
+        for _ in range(4):
+            clients.stdout.readline()
+        started[gateways[0]].send_signal(signal.SIGKILL)
+        clients.communicate(timeout=600 * SLOWDOWN)
+        with open(results) as f:
+            outcome = json.load(f)
+        self.assertEqual(outcome["failed"], [])
+        self.assertEqual(sorted(i for i, _, _ in outcome["done"]), list(range(32)))
+        sums = {round(total, 5) for _, total, _ in outcome["done"]}
+        self.assertEqual(len(sums), 1, sums)  # the same attribution, whichever gateway answered
+        self.assertEqual(pool(gateways[1]), 3)
+        # Requests that began at the dead gateway were answered by the other.
+        first = f"http://{HOSTS[gateways[0]]}:{PORT}"
+        moved = [i for i, _, url in outcome["done"] if i % 2 == 0 and url != first]
+        self.assertGreater(len(moved), 0)
 
 
 if __name__ == "__main__":

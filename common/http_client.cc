@@ -1,4 +1,4 @@
-#include "tools/http_client.h"
+#include "common/http_client.h"
 
 #include <netdb.h>
 #include <poll.h>
