@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # Installs the Debian packages intgrads-images builds and tests with.
 # Used by the README's set-up commands, .ci/run and the Dockerfiles.
-#   --web  also Chromium, Node.js and npm, and Playwright (playwright-core,
-#          pinned in tests/web/package-lock.json, without its own browsers),
-#          for the web page's test (tests/python/test_web.py)
+#   --web    also Chromium, Node.js and npm, and Playwright (playwright-core,
+#            pinned in tests/web/package-lock.json, without its own browsers),
+#            for the web page's test (tests/python/test_web.py)
+#   --build  only what building the programs needs, no test packages (the
+#            Dockerfile's build stage); --build --no-torch without libtorch-dev
+#            (a CUDA LibTorch comes from elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-web=0
-[[ "${1:-}" == "--web" ]] && web=1
+web=0 tests=1 torch=1
+for flag in "$@"; do
+  case "$flag" in
+    --web) web=1 ;;
+    --build) tests=0 ;;
+    --no-torch) torch=0 ;;
+    *) echo "install-deps.sh: unknown flag $flag" >&2; exit 2 ;;
+  esac
+done
 packages=(
-  build-essential cmake git ca-certificates curl
-  libtorch-dev libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev
-  zlib1g-dev libpng-dev libjpeg-dev libgtest-dev
-  python3-torch python3-numpy python3-pil python3-yaml python3-zmq python-is-python3 iproute2
+  build-essential cmake ca-certificates
+  libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev zlib1g-dev libpng-dev libjpeg-dev
   # the allocator of the programs that run the passes (CMake's INTGRADS_TCMALLOC)
   # and of the Python baselines in benchmarks/compare.py
   libtcmalloc-minimal4
 )
+((torch)) && packages+=(libtorch-dev)
+((tests)) && packages+=(git curl libgtest-dev python3-torch python3-numpy python3-pil python3-yaml python3-zmq
+                        python3-venv python3-pip python3-setuptools python-is-python3 iproute2)
 if ((web)); then
   packages+=(chromium)
   # Node.js may come from elsewhere (NodeSource's bundles npm): only install Debian's when none is there.

@@ -1,7 +1,9 @@
-"""The docker-compose deployment, checked without a Docker engine: the YAML
-parses, every file it names exists, and every command in it (compose and
-Dockerfiles) is a program we build, run with flags that program accepts."""
+"""The docker-compose deployment, checked without a Docker engine (the
+`docker`-labelled test_compose.py runs it): the YAML parses, every file it
+names exists, and every command in it (compose and the Dockerfile's stages)
+is a program we build, run with flags that program accepts."""
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +19,7 @@ DEPLOY = os.path.join(REPO, "deploy")
 
 def flags_of(program):
     """The flags a program's --help lists."""
-    text = subprocess.run([os.path.join(BIN, program), "--help"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run([os.path.join(BIN, program), "--help"], capture_output=True, text=True).stdout
     return set(re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", text))
 
 
@@ -28,18 +30,19 @@ def check_command(test, program, args):
             test.assertIn(arg, accepted, f"{program} does not accept {arg}")
 
 
-def dockerfile_entry(path):
-    """(program, default args) from a Dockerfile's ENTRYPOINT and CMD (JSON form)."""
-    import json
-
-    entry, cmd = None, []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("ENTRYPOINT"):
-                entry = json.loads(line[len("ENTRYPOINT"):])
-            elif line.startswith("CMD"):
-                cmd = json.loads(line[len("CMD"):])
-    return os.path.basename(entry[0]), cmd
+def dockerfile_stages():
+    """{stage: (program, default args)} from the Dockerfile's ENTRYPOINT and CMD (JSON form, continued lines)."""
+    with open(os.path.join(DEPLOY, "Dockerfile")) as f:
+        text = re.sub(r"\\\n\s*", " ", f.read())
+    stages, stage = {}, None
+    for line in text.splitlines():
+        if line.startswith("FROM"):
+            stage = line.split()[-1]
+        elif line.startswith("ENTRYPOINT"):
+            stages[stage] = (os.path.basename(json.loads(line[len("ENTRYPOINT"):])[0]), [])
+        elif line.startswith("CMD"):
+            stages[stage] = (stages[stage][0], json.loads(line[len("CMD"):]))
+    return stages
 
 
 class Compose(unittest.TestCase):
@@ -48,7 +51,7 @@ class Compose(unittest.TestCase):
             return yaml.safe_load(f)
 
     def test_compose_files_parse_and_name_existing_files(self):
-        for name in ("docker-compose.yml", "docker-compose.gpu.yml"):
+        for name in ("docker-compose.yml", "docker-compose.gpu.yml", "docker-stack.gpu.yml"):
             doc = self.load(name)
             self.assertIn("services", doc, name)
             for service in doc["services"].values():
@@ -57,46 +60,64 @@ class Compose(unittest.TestCase):
                     context = os.path.normpath(os.path.join(DEPLOY, build["context"]))
                     self.assertTrue(os.path.isdir(context), context)
                     self.assertTrue(os.path.isfile(os.path.join(context, build["dockerfile"])), build["dockerfile"])
+                    self.assertIn(build["target"], dockerfile_stages())
 
     def test_commands_are_ours_and_their_flags_exist(self):
         base = self.load("docker-compose.yml")["services"]
-        gpu = self.load("docker-compose.gpu.yml")["services"]
-        for service, dockerfile in (("gateway", "Dockerfile.gateway"), ("worker", "Dockerfile.worker")):
-            program, default_args = dockerfile_entry(os.path.join(DEPLOY, dockerfile))
+        stages = dockerfile_stages()
+        for stage in ("gateway", "worker"):
+            program, default_args = stages[stage]
             self.assertTrue(os.path.isfile(os.path.join(BIN, program)), program)
             check_command(self, program, default_args)
-            check_command(self, program, base[service]["command"])
-            if service in gpu:
-                check_command(self, program, gpu[service]["command"])
-        # Workers reach the gateway where the gateway binds its worker socket.
-        gateway_bind = base["gateway"]["command"][base["gateway"]["command"].index("--bind-workers") + 1]
-        connect = base["worker"]["command"][base["worker"]["command"].index("--connect") + 1]
-        self.assertEqual(gateway_bind.rsplit(":", 1)[1], connect.rsplit(":", 1)[1])
+            check_command(self, program, base[stage]["command"])
+        for name in ("docker-compose.gpu.yml", "docker-stack.gpu.yml"):
+            check_command(self, "intgrads-worker", self.load(name)["services"]["worker"]["command"])
+        keygen = base["keygen"]["entrypoint"]
+        self.assertEqual(os.path.basename(keygen[0]), "intgrads-keygen")
+        self.assertIn("--keep", keygen)
+        # Workers reach the gateway where the gateway binds its worker socket,
+        # with the keys the keygen service makes.
+        gateway, worker = base["gateway"]["command"], base["worker"]["command"]
+        bind, connect = gateway[gateway.index("--bind-workers") + 1], worker[worker.index("--connect") + 1]
+        self.assertEqual(bind.rsplit(":", 1)[1], connect.rsplit(":", 1)[1])
         self.assertEqual(connect.split("//")[1].split(":")[0], "gateway")
+        made = {os.path.basename(p) for p in keygen[2:]}
+        for command, flag, suffix in ((gateway, "--secret-key", ".key"), (gateway, "--worker-keys", ".pub"),
+                                      (worker, "--secret-key", ".key"), (worker, "--gateway-key", ".pub")):
+            path = command[command.index(flag) + 1]
+            self.assertIn(os.path.basename(path)[:-len(suffix)], made, path)
+            self.assertTrue(path.endswith(suffix), path)
 
     def test_health_checks_use_real_routes(self):
         check = self.load("docker-compose.yml")["services"]["gateway"]["healthcheck"]["test"]
-        url = check[-1]
+        self.assertEqual(os.path.basename(check[1]), "intgrads-gateway")
+        self.assertEqual(check[2], "--probe")
+        url = check[3]
         self.assertTrue(url.endswith("/readyz"), url)
-        with open(os.path.join(REPO, "gateway", "http_api.cc")) as f:
+        with open(os.path.join(REPO, "gateway", "routes.cc")) as f:
             self.assertIn('"/readyz"', f.read())
         command = self.load("docker-compose.yml")["services"]["gateway"]["command"]
         self.assertEqual(command[command.index("--port") + 1], url.split(":")[2].split("/")[0])
 
-    def test_gpu_variant_reserves_one_gpu_per_worker(self):
+    def test_gpu_variants_reserve_one_gpu_per_worker(self):
         worker = self.load("docker-compose.gpu.yml")["services"]["worker"]
         devices = worker["deploy"]["resources"]["reservations"]["devices"]
         self.assertEqual(devices[0]["count"], 1)
         self.assertIn("gpu", devices[0]["capabilities"])
         self.assertIn("--cuda", worker["command"])
+        stack = self.load("docker-stack.gpu.yml")["services"]["worker"]["deploy"]
+        resource = stack["resources"]["reservations"]["generic_resources"][0]["discrete_resource_spec"]
+        self.assertEqual((resource["kind"], resource["value"]), ("NVIDIA-GPU", 1))
+        self.assertIn("node.labels.gpu == true", stack["placement"]["constraints"])
 
-    def test_dockerfiles_install_with_our_script(self):
-        for dockerfile in ("Dockerfile.gateway", "Dockerfile.worker"):
-            with open(os.path.join(DEPLOY, dockerfile)) as f:
-                text = f.read()
-            self.assertIn("tools/install-deps.sh", text)
-            for path in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
-                self.assertTrue(os.path.exists(os.path.join(REPO, path)), path)
+    def test_the_dockerfile_installs_with_our_script(self):
+        with open(os.path.join(DEPLOY, "Dockerfile")) as f:
+            text = f.read()
+        self.assertIn("tools/install-deps.sh --build", text)
+        for path in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+            self.assertTrue(os.path.exists(os.path.join(REPO, path)), path)
+        self.assertEqual(re.findall(r"^FROM (\S+) AS (\w+)", text, re.M)[1:], [("scratch", "gateway"),
+                                                                              ("scratch", "worker")])
 
 
 if __name__ == "__main__":
