@@ -228,6 +228,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save-ig", metavar="PATH", help="write the IG (1 x 3 x S x S) as .npy")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="print the FLOPs counted: one image's forward pass, and one attribution's n_steps "
+                             "forward and input-gradient passes (twice the forward's), then stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ref, forward, W = load(args.name)
@@ -237,6 +240,10 @@ def main():
         FLOPS[0] = 0
         logits = forward(W, x)[0]
         flops = FLOPS[0]
+    if args.flops_only:
+        print(f"{args.name}: {flops / 1e9:.3f} GFLOP a forward pass of one image; "
+              f"{2 * flops * args.n_steps / 1e9:.1f} GFLOP an attribution at n_steps {args.n_steps}")
+        return
     expected = ref.get("expected_logits_eval")
     if expected is not None:
         error = (logits - torch.tensor(expected)).abs().max().item()

@@ -144,7 +144,7 @@ def engine(name, args, repeats):
     if done.returncode != 0:
         raise SystemExit(f"intgrads-bench-engine {name}: {done.stderr.strip()[-500:]}")
     cells = [c.strip() for c in done.stdout.strip().splitlines()[-1].strip("|").split("|")]
-    return {"mb_per_point": float(cells[5]), "batch": int(cells[6]), "seconds": float(cells[9])}
+    return {"mb_per_point": float(cells[5]), "batch": int(cells[6]), "seconds": float(cells[10])}
 
 
 def peak_rss_mb(pid):

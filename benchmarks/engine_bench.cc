@@ -194,7 +194,7 @@ thread_local std::vector<OpProfile::Open> OpProfile::stack;
 int main(int argc, char** argv) {
   using namespace intgrads;
   KeepFreedMemoryForPasses();  // as the worker
-  int threads = 2, n_steps = 50, repeats = 5, budget_mb = -1;
+  int threads = 2, n_steps = 50, repeats = 5, budget_mb = -1, jobs = 1;
   EngineOptions options;
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
@@ -202,13 +202,14 @@ int main(int argc, char** argv) {
   bool bf16 = false, profile = false, fma_peak = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size" ||
-         a == "--memory-budget-mb") &&
+    if ((a == "--threads" || a == "--n-steps" || a == "--repeats" || a == "--chunk-size" || a == "--memory-budget-mb" ||
+         a == "--jobs") &&
         i + 1 < argc) {
       (a == "--threads"      ? threads
        : a == "--n-steps"    ? n_steps
        : a == "--repeats"    ? repeats
        : a == "--chunk-size" ? options.chunk_size
+       : a == "--jobs"       ? jobs
                              : budget_mb) = std::atoi(argv[++i]);
     } else if (a == "--method" && i + 1 < argc) {
       method = argv[++i];
@@ -220,13 +221,15 @@ int main(int argc, char** argv) {
       fma_peak = true;
     } else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N]\n"
+          "usage: intgrads-bench-engine [--threads N] [--n-steps N] [--repeats N] [--chunk-size N] [--jobs K]\n"
           "         [--memory-budget-mb N] [--method M] [--bf16] [--cuda [--tf32]] [--profile] [NAME ...]\n"
           "       intgrads-bench-engine [--threads N] --fma-peak\n"
           "Times one warm attribution of the engine alone (n_steps forward and input-gradient passes) on each\n"
           "NAME: default, bit-m-r50x1, lanet-c16-l8, bit-s-r101x3, lanet-c128-l24 (reference weights); without\n"
           "NAME the first three. --profile: where one attribution's time goes, by operation. --fma-peak: the\n"
-          "CPU's float32 multiply-add rate on N threads (chains in registers), the bound on any kernel.\n");
+          "CPU's float32 multiply-add rate on N threads (chains in registers), the bound on any kernel.\n"
+          "--jobs K: K requests' attributions in shared passes, as a worker batching K requests runs them\n"
+          "(the times are the batch's; attributions/s counts all K).\n");
       return 0;
     } else if (a == "--cuda") {
       device = torch::Device(torch::kCUDA, 0);
@@ -249,9 +252,11 @@ int main(int argc, char** argv) {
   if (names.empty()) names = {"default", "bit-m-r50x1", "lanet-c16-l8"};
   repeats = std::max(repeats, 1);
   torch::set_num_threads(threads);
+  jobs = std::max(jobs, 1);
   std::printf(
-      "| model | device | threads | method | n_steps | MB per point | batch | first s | best s | median s |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "| model | device | threads | method | n_steps | MB per point | batch | jobs | first s | best s | median s | "
+      "attributions/s |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   options.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
   for (const std::string& name : names) {
     auto ref = name == "default" ? std::nullopt : testing::LoadReference(name);
@@ -278,15 +283,26 @@ int main(int argc, char** argv) {
     for (int r = 0; r <= repeats; ++r) {
       const auto started = std::chrono::steady_clock::now();
       const PathSchedule schedule = *PlanSchedule(**model, input, 3, method, n_steps, options);
-      (void)Attribute(**model, input, 3, schedule, options);  // its results come back to the CPU: synchronized
+      // Its results come back to the CPU: synchronized.
+      if (jobs == 1) {
+        (void)Attribute(**model, input, 3, schedule, options);
+      } else {
+        PathJob job;
+        job.input = input;
+        job.paths = {{input, torch::zeros_like(input)}};
+        job.targets.classes = {3};
+        job.schedule = schedule;
+        (void)AttributeJobs(**model, std::vector<PathJob>(static_cast<size_t>(jobs), job), options);
+      }
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
     std::vector<double> warm(seconds.begin() + 1, seconds.end());
     std::sort(warm.begin(), warm.end());
-    std::printf("| %s | %s | %d | %s | %d | %.1f | %lld | %.3f | %.3f | %.3f |\n", name.c_str(), device.str().c_str(),
-                threads, method.c_str(), n_steps, static_cast<double>(options.point_bytes) / (1024.0 * 1024.0),
-                static_cast<long long>(ChunkRows(options, n_steps, device.is_cuda())), seconds.front(), warm.front(),
-                warm[warm.size() / 2]);
+    std::printf("| %s | %s | %d | %s | %d | %.1f | %lld | %d | %.3f | %.3f | %.3f | %.1f |\n", name.c_str(),
+                device.str().c_str(), threads, method.c_str(), n_steps,
+                static_cast<double>(options.point_bytes) / (1024.0 * 1024.0),
+                static_cast<long long>(ChunkRows(options, n_steps * jobs, device.is_cuda())), jobs, seconds.front(),
+                warm.front(), warm[warm.size() / 2], jobs / warm[warm.size() / 2]);
     if (profile) {
       const at::CallbackHandle handle =
           at::addGlobalCallback(at::RecordFunctionCallback(&OpProfile::Start, &OpProfile::End).needsInputs(true));

@@ -1,43 +1,45 @@
 #!/usr/bin/env bash
-# GPU benchmarks, prepared for a lent GPU machine (about 4 of its 8 minutes,
-# after deploy/gpu-check.sh, whose build it reuses or makes): the engine alone
-# on GPU 0 for the reference configurations at n_steps=50 (IEEE float32, then
-# TensorFloat-32), the chunk size's
-# effect on LaNet-128/24 (by hand and from a memory budget), the same engine on the machine's CPUs for scale, and
-# the service's throughput with 1, 2 and 4 workers sharing GPU 0, and one
-# worker batching the requests queued at it.
-#   benchmarks/gpu.sh        # output in $OUT (default /tmp/gpu-bench): gpu-bench.txt
+# GPU benchmarks for a lent GPU machine, in under 8 minutes with the build:
+# BiT-M-R50x1 and BiT-S-R101x3 at n_steps 50 in IEEE float32,
+#  - the engine alone on GPU 0, batches of 1, 4, 8 and 16 requests (the
+#    requests' path points sharing passes, as a batching worker runs them):
+#    attributions per second;
+#  - through the service, 1 and 2 workers on GPU 0, each batching 1, 4, 8 and
+#    16 requests: attributions per second, p50 and p99 latency, GPU
+#    utilization sampled by nvidia-smi, each stage's median (Server-Timing);
+#  - the FLOPs counted per attribution, to set the rates against the GPU's
+#    float32 peak (docs/PERFORMANCE.md).
+#   benchmarks/gpu.sh            # there: builds build-gpu/ (deploy/gpu-check.sh --build-only); output in $OUT
+#   benchmarks/gpu.sh --dry-run  # here, on the CPU build (build/bin), small: checks the script end to end
 set -euo pipefail
 cd "$(dirname "$0")/.."
+dry=0
+[[ "${1:-}" == "--dry-run" ]] && dry=1
 out=${OUT:-/tmp/gpu-bench}
 mkdir -p "$out"
-deploy/gpu-check.sh --build-only
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/tmp/intgrads-deps/usr/lib/x86_64-linux-gnu"
 log="$out/gpu-bench.txt"
-bench=build-gpu/bin/intgrads-bench-engine
+python=${PYTHON:-python3}
+if ((dry)); then
+  bin=build/bin device=() cuda_flag=() steps=4 requests=8 repeats=2 python=${PYTHON:-/usr/bin/python3}
+else
+  deploy/gpu-check.sh --build-only
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/tmp/intgrads-deps/usr/lib/x86_64-linux-gnu"
+  bin=build-gpu/bin device=(--cuda) cuda_flag=(--cuda) steps=50 requests=64 repeats=10
+fi
+bench=$bin/intgrads-bench-engine
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-  echo "## engine on cuda:0, n_steps 50, all path points in one batch"
-  $bench --cuda --repeats 10 bit-m-r50x1 lanet-c16-l8 bit-s-r101x3 lanet-c128-l24
-  echo "## the same with TensorFloat-32 allowed (--tf32)"
-  $bench --cuda --tf32 --repeats 10 bit-m-r50x1 lanet-c16-l8 bit-s-r101x3 lanet-c128-l24
-  echo "## the same in bfloat16 (--bf16), with its error against float32"
-  $bench --cuda --bf16 --repeats 10 default bit-m-r50x1 bit-s-r101x3 lanet-c128-l24
-  echo "## the scan schedule (method scan), its forward-only scan included"
-  $bench --cuda --method scan --repeats 10 default bit-m-r50x1
-  echo "## LaNet-128/24 on cuda:0 in chunks of 10 and 25 path points"
-  $bench --cuda --repeats 5 --chunk-size 10 lanet-c128-l24
-  $bench --cuda --repeats 5 --chunk-size 25 lanet-c128-l24 | tail -1
-  echo "## LaNet-128/24 on cuda:0 with a 4 GB budget (the batch size follows from it)"
-  $bench --cuda --repeats 5 --memory-budget-mb 4096 lanet-c128-l24 | tail -1
-  echo "## n_steps 300 on cuda:0"
-  $bench --cuda --repeats 3 --n-steps 300 bit-m-r50x1 lanet-c128-l24
-  echo "## engine on the CPU, $(nproc) threads"
-  $bench --threads "$(nproc)" --repeats 3 bit-m-r50x1 lanet-c16-l8
-  echo "## service: 1, 2 and 4 workers on cuda:0, BiT-R50x1, n_steps 50, 8 concurrent clients"
-  INTGRADS_BIN=build-gpu/bin python3 benchmarks/throughput.py --cuda --model bit-m-r50x1 --n-steps 50 \
-    --requests 64 --concurrency 8
-  echo "## batching inside one worker on cuda:0 (none, 8 requests, 8 with a 20 ms window), 16 concurrent clients"
-  INTGRADS_BIN=build-gpu/bin python3 benchmarks/throughput.py --cuda --model bit-m-r50x1 --n-steps 50 \
-    --workers 1 --batch 1,8,8:20 --requests 64 --concurrency 16 --overhead-samples 5
+  date -u
+  if ((dry)); then echo "dry run on the CPU"; else nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; fi
+  for model in bit-m-r50x1 bit-s-r101x3; do
+    echo "## engine, $model, n_steps $steps, batches of 1, 4, 8 and 16 requests"
+    for jobs in 1 4 8 16; do
+      $bench "${device[@]}" --n-steps "$steps" --repeats "$repeats" --jobs "$jobs" $model | tail -1
+    done
+    $python benchmarks/baselines.py $model --flops-only --n-steps "$steps"
+  done
+  for model in bit-m-r50x1 bit-s-r101x3; do
+    echo "## service, $model, n_steps $steps: 1 and 2 workers on one device, batching 1, 4, 8, 16 requests"
+    INTGRADS_BIN=$bin $python benchmarks/throughput.py "${cuda_flag[@]}" --model $model --n-steps "$steps" \
+      --workers 1,2 --batch 1,4,8,16 --requests "$requests" --concurrency 32 --overhead-samples 3
+  done
 } 2>&1 | tee "$log"

@@ -5,9 +5,12 @@ under a fixed concurrent load, and the gateway's own overhead per request.
     /usr/bin/python3 benchmarks/throughput.py [--model lanet-c16-l8 | --model default] [--n-steps 16]
         [--requests 48] [--concurrency 8] [--workers 1,2,4] [--batch 1,8,8:50] [--cuda] [--json]
 
-With --cuda every worker computes on GPU 0 (benchmarks/gpu.sh). --batch runs
-each worker count once per batching setting: N (intgrads-worker
---batch-requests N) or N:MS (and --batch-window-ms MS); 1 is no batching.
+With --cuda every worker computes on GPU 0 (benchmarks/gpu.sh), and the GPU's
+utilization is sampled with nvidia-smi during each load. --batch runs each
+worker count once per batching setting: N (intgrads-worker --batch-requests
+N) or N:MS (and --batch-window-ms MS); 1 is no batching. Each load prints
+attributions per second, p50 and p99 latency, and the median of each stage
+of the answers' Server-Timing.
 
 Everything runs on 127.0.0.1. The overhead is measured on an idle service,
 one request at a time, twice: the client's latency minus the worker's own
@@ -39,8 +42,39 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run_load(url, body, requests, concurrency):
-    latencies, failures = [], []
+class GpuSampler:
+    """nvidia-smi's GPU utilization every 200 ms while a block runs (none without nvidia-smi)."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.samples = []
+
+    def __enter__(self):
+        if self.enabled:
+            self.process = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                             "-i", "0", "-lms", "200"], stdout=subprocess.PIPE, text=True)
+            self.thread = threading.Thread(target=self._read)
+            self.thread.start()
+        return self
+
+    def _read(self):
+        for line in self.process.stdout:
+            if line.strip().isdigit():
+                self.samples.append(int(line.strip()))
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.process.terminate()
+            self.thread.join()
+
+    def summary(self):
+        if not self.samples:
+            return {}
+        return {"gpu_util_mean": statistics.mean(self.samples), "gpu_util_max": max(self.samples)}
+
+
+def run_load(url, body, requests, concurrency, sample_gpu=False):
+    latencies, failures, stages = [], [], []
     lock = threading.Lock()
     counter = iter(range(requests))
 
@@ -50,20 +84,27 @@ def run_load(url, body, requests, concurrency):
                 if next(counter, None) is None:
                     return
             started = time.perf_counter()
-            status, _, _ = http("POST", url + "/model/", body, timeout=600)
+            status, headers, _ = http("POST", url + "/model/", body, timeout=600)
             elapsed = time.perf_counter() - started
             with lock:
                 (latencies if status == 200 else failures).append(elapsed)
+                if status == 200:
+                    stages.append(server_timing(headers["Server-Timing"]))
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return {"requests": requests, "failed": len(failures), "seconds": wall, "rps": len(latencies) / wall,
-            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99)}
+    with GpuSampler(sample_gpu) as gpu:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+    run = {"requests": requests, "failed": len(failures), "seconds": wall, "rps": len(latencies) / wall,
+           "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
+           "stages_ms_median": {name: statistics.median(s[name] for s in stages) for name in stages[0]}
+           if stages else {}}
+    run.update(gpu.summary())
+    return run
 
 
 def measure_overhead(url, body, samples):
@@ -97,7 +138,7 @@ def main():
     parser.add_argument("--batch", default="1",
                         help="batching settings to run, comma-separated: N or N:MS (--batch-requests N "
                              "--batch-window-ms MS); 1: none")
-    parser.add_argument("--cuda", action="store_true", help="workers compute on GPU 0")
+    parser.add_argument("--cuda", action="store_true", help="workers compute on GPU 0 (GPU utilization sampled)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -135,7 +176,7 @@ def main():
                     run = {"workers": count, "batch": batch, "window_ms": window}
                     if count == 1 and batch == 1:
                         run.update(measure_overhead(gateway.url, body, args.overhead_samples))
-                    run.update(run_load(gateway.url, body, args.requests, args.concurrency))
+                    run.update(run_load(gateway.url, body, args.requests, args.concurrency, sample_gpu=args.cuda))
                     results["runs"].append(run)
                 finally:
                     for w in workers:
@@ -146,12 +187,18 @@ def main():
         return
     print(f"model {args.model}, n_steps {args.n_steps}, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
           f"1 thread per worker, workers on {results['device']}")
-    print("| workers | batch (window ms) | requests | failed | req/s | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| workers | batch (window ms) | requests | failed | attributions/s | p50 ms | p99 ms | GPU % mean / max |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:
         batching = "none" if r["batch"] == 1 else f"{r['batch']} ({r['window_ms']})"
+        gpu = f"{r['gpu_util_mean']:.0f} / {r['gpu_util_max']}" if "gpu_util_mean" in r else "-"
         print(f"| {r['workers']} | {batching} | {r['requests']} | {r['failed']} | {r['rps']:.2f} | "
-              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {gpu} |")
+    print("stages under load, median ms (Server-Timing):")
+    for r in results["runs"]:
+        batching = "none" if r["batch"] == 1 else f"{r['batch']} ({r['window_ms']})"
+        print(f"  {r['workers']} worker(s), batch {batching}: " +
+              ", ".join(f"{name} {ms:.1f}" for name, ms in r["stages_ms_median"].items()))
     one = results["runs"][0]
     if "overhead_ms_median" in one:
         print(f"overhead per request (idle, 1 worker), client latency minus the worker's time: median "

@@ -111,6 +111,11 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
 
 // The same from a JSON member: strings and integers as their text.
 Status SetJsonOption(const std::string& name, const json& value, AttributionsRequest* request, TargetLists* targets) {
+  // An unknown member is named as such, whatever its value's type.
+  const std::vector<std::string>& known = AttributionParameters();
+  if (name != "target_class" && std::find(known.begin(), known.end(), name) == known.end()) {
+    return UnknownParameter(name);
+  }
   if (value.is_null()) return Status::Ok();
   if ((name == "target" || name == "target_class") && value.is_array()) {
     if (value.empty()) return InvalidError(name + ": an empty list (give classes, or leave it out for 'predicted')");
@@ -253,7 +258,7 @@ Status ReadJsonBody(std::string_view body, const AttributionLimits& limits, Attr
   };
   const json doc = json::parse(body.begin(), body.end(), guard, /*allow_exceptions=*/false);
   if (too_deep) return InvalidError("body: JSON nested deeper than 8 levels");
-  if (doc.is_discarded()) return InvalidError("body: not valid JSON");
+  if (doc.is_discarded()) return MalformedError("body: not valid JSON");
   if (!doc.is_object()) return InvalidError(std::string("body: expected a JSON object, found a ") + doc.type_name());
   const auto inputs = doc.find("inputs");
   if (inputs == doc.end()) {

@@ -15,7 +15,18 @@ int Failed(const FlagReader& reader, const std::string& message) {
 
 }  // namespace
 
-std::optional<int> ReadFlags(const FlagReader& reader, const std::vector<std::string>& args) {
+std::optional<int> ReadFlags(const FlagReader& reader, const std::vector<std::string>& given) {
+  // --flag=value is --flag value (GNU's long-option form).
+  std::vector<std::string> args;
+  for (const std::string& arg : given) {
+    const size_t equals = arg.find('=');
+    if (arg.rfind("--", 0) == 0 && equals != std::string::npos && equals > 2) {
+      args.push_back(arg.substr(0, equals));
+      args.push_back(arg.substr(equals + 1));
+    } else {
+      args.push_back(arg);
+    }
+  }
   for (size_t i = 0; i < args.size(); ++i) {
     if (reader.take) {
       const StatusOr<bool> taken = reader.take(args, &i);

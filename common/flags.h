@@ -38,9 +38,9 @@ struct FlagReader {
   std::function<StatusOr<bool>(const std::vector<std::string>& args, size_t* i)> take;
 };
 
-// Walks args. Returns the exit status when the walk ends the program (0
-// after --help, 2 after an error, printed), nothing when every argument was
-// read.
+// Walks args (--flag=value read as --flag value). Returns the exit status
+// when the walk ends the program (0 after --help, 2 after an error, printed),
+// nothing when every argument was read.
 std::optional<int> ReadFlags(const FlagReader& reader, const std::vector<std::string>& args);
 
 }  // namespace intgrads

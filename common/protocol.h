@@ -79,6 +79,7 @@ struct JobReply {
   int status = 200;  // an HTTP status: 200, or the error's
   std::string error;
   double convergence_delta = 0.0;
+  double queue_seconds = 0.0;         // waiting for a worker (set by the gateway's broker; not on the wire)
   double wait_seconds = 0.0;          // in the worker's queue, before its batch started
   double compute_seconds = 0.0;       // the worker's time on it from its batch's start, of which:
   double prepare_seconds = 0.0;       //   the image to the model's input, paths and schedule

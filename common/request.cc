@@ -438,7 +438,7 @@ StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, con
   };
   json doc = json::parse(body.begin(), body.end(), guard, /*allow_exceptions=*/false);
   if (too_deep) return InvalidError("body: JSON nested deeper than 8 levels; expected {\"img_data\": H x W x 3, ...}");
-  if (doc.is_discarded()) return InvalidError("body: not valid JSON");
+  if (doc.is_discarded()) return MalformedError("body: not valid JSON");
   if (!doc.is_object()) return InvalidError("body: expected a JSON object, found a " + TypeName(doc));
   const auto img = doc.find("img_data");
   if (img == doc.end()) return InvalidError("img_data: missing (expected H x W x 3 integers 0..255)");

@@ -1,6 +1,6 @@
 // Status: the error type of the whole project. A code and a message; the
-// code decides the HTTP status a user sees (kInvalid -> 422, kUnavailable ->
-// 503, ...). Functions that can fail return Status or StatusOr<T> and never
+// code decides the HTTP status a user sees (kMalformed -> 400, kInvalid ->
+// 422, kUnavailable -> 503, ...). Functions that can fail return Status or StatusOr<T> and never
 // throw across a module boundary.
 #pragma once
 
@@ -21,6 +21,7 @@ enum class StatusCode {
   kUnimplemented,  // a format feature we refuse to read
   kInternal,       // our bug (HTTP 500)
   kNotAcceptable,  // no answer in a format the client accepts (HTTP 406)
+  kMalformed,      // the request's bytes are not in the format it claims, such as a body that is not JSON (HTTP 400)
 };
 
 class Status {
@@ -46,6 +47,7 @@ inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std:
 inline Status UnimplementedError(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status NotAcceptableError(std::string m) { return {StatusCode::kNotAcceptable, std::move(m)}; }
+inline Status MalformedError(std::string m) { return {StatusCode::kMalformed, std::move(m)}; }
 
 // A value or the Status that explains why there is none.
 template <typename T>

@@ -154,6 +154,7 @@ Status Broker::Submit(Job job) {
                               " waiting); retry shortly");
     }
     job.request.id = next_id_++;
+    job.submitted = Clock::now();
     inbox_.push_back(std::move(job));
   }
   Wake();
@@ -283,6 +284,7 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
   ++it->second.served;
   InFlight answered = std::move(job->second);
   in_flight_.erase(job);
+  reply.queue_seconds = std::chrono::duration<double>(answered.job.dispatched - answered.job.submitted).count();
   Publish();                            // before the answer leaves: a client that asks /v1/workers next sees it counted
   answered.job.done(std::move(reply));  // the payload moves on to the HTTP answer
 }
@@ -348,6 +350,7 @@ void Broker::Dispatch() {
     }
     chosen->jobs.insert(job->job.request.id);
     job->job.request.max_reply_bytes = options_.max_reply_bytes;
+    job->job.dispatched = Clock::now();
     SendTo(chosen->identity, EncodeRequest(job->job.request));
     InFlight in_flight{std::move(job->job), chosen->identity, job->attempts + 1};
     in_flight_.emplace(in_flight.job.request.id, std::move(in_flight));

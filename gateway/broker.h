@@ -60,6 +60,9 @@ struct Job {
   std::function<void(JobReply)> done;
   // True once the client has gone away: the job is dropped before it reaches a worker.
   std::function<bool()> abandoned;
+  // Set by the broker: when it was submitted and last sent to a worker (the reply's queue_seconds).
+  Clock::time_point submitted;
+  Clock::time_point dispatched;
 };
 
 struct WorkerSnapshot {

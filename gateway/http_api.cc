@@ -66,6 +66,34 @@ std::string Printf(const char* format, double value) {
   return buffer;
 }
 
+// An attribution's time, stage by stage, in seconds: reading the request
+// and its images (decode), waiting for a worker (queue) and in the worker's
+// queue (wait), the worker's part (compute: prepare, attribute, copy to the
+// host, encode, gzip), and the rest in the gateway (the ZeroMQ hops, writing
+// the answer): together, `total`.
+std::vector<std::pair<std::string, double>> Stages(const JobReply& reply, double decode, double total) {
+  return {
+      {"decode", decode},
+      {"queue", reply.queue_seconds},
+      {"wait", reply.wait_seconds},
+      {"prepare", reply.prepare_seconds},
+      {"attribute", reply.attribute_seconds},
+      {"copy", reply.copy_seconds},
+      {"encode", reply.encode_seconds},
+      {"gzip", reply.compress_seconds},
+      {"compute", reply.compute_seconds},
+      {"gateway", std::max(0.0, total - decode - reply.queue_seconds - reply.wait_seconds - reply.compute_seconds)}};
+}
+
+// The Server-Timing header of those stages (durations in ms).
+std::string ServerTiming(const std::vector<std::pair<std::string, double>>& stages) {
+  std::string header;
+  for (const auto& [name, seconds] : stages) {
+    header += (header.empty() ? "" : ", ") + name + ";dur=" + Printf("%.3f", 1000.0 * seconds);
+  }
+  return header;
+}
+
 }  // namespace
 
 // A socket of our own (a dup of a connection's), closed with the last copy.
@@ -185,6 +213,7 @@ class Exchange {
 int HttpStatusOf(const Status& status) {
   switch (status.code()) {
     case StatusCode::kOk: return 200;
+    case StatusCode::kMalformed: return 400;
     case StatusCode::kInvalid: return 422;
     case StatusCode::kNotFound: return 404;
     case StatusCode::kTooLarge: return 413;
@@ -399,24 +428,17 @@ void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::
   job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
   job.abandoned = [exchange] { return exchange->gone(); };
   const int n_steps = parsed->n_steps;
-  job.done = [this, exchange, n_steps](JobReply reply) {
+  const double decode = std::chrono::duration<double>(Clock::now() - exchange->received()).count();
+  job.done = [this, exchange, n_steps, decode](JobReply reply) {
     if (reply.status != 200) {
       exchange->Error(reply.status, reply.error);
       return;
     }
     metrics_.AddAttribution(n_steps);
-    // The gateway's own share: from the handler's start to here, less the
-    // worker's time on the request (validation, the ZeroMQ hops, queueing).
-    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - exchange->received()).count();
-    // The worker's time, and its parts (protocol.h).
-    char timing[256];
-    std::snprintf(timing, sizeof(timing),
-                  "gateway;dur=%.3f, compute;dur=%.3f, prepare;dur=%.3f, attribute;dur=%.3f, encode;dur=%.3f, "
-                  "gzip;dur=%.3f",
-                  total_ms - 1000.0 * reply.compute_seconds, 1000.0 * reply.compute_seconds,
-                  1000.0 * reply.prepare_seconds, 1000.0 * reply.attribute_seconds, 1000.0 * reply.encode_seconds,
-                  1000.0 * reply.compress_seconds);
-    exchange->Header("Server-Timing", timing);
+    const auto stages =
+        Stages(reply, decode, std::chrono::duration<double>(Clock::now() - exchange->received()).count());
+    metrics_.RecordStages(stages);
+    exchange->Header("Server-Timing", ServerTiming(stages));
     exchange->Header("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
     exchange->Header("X-Convergence-Delta", Printf("%.9g", reply.convergence_delta));
     exchange->Header("X-Compute-Seconds", Printf("%.6f", reply.compute_seconds));
@@ -438,6 +460,7 @@ struct Gathering {
   std::vector<std::string> classes;
   Negotiated negotiated;
   int n_steps = 0;
+  double decode = 0.0;  // seconds to read the request and decode its images
 
   // Keeps job i's reply; true for the last one.
   bool Add(size_t i, JobReply reply) {
@@ -503,7 +526,11 @@ void Answer(Exchange& exchange, Gathering& g, Metrics& metrics) {
     results.push_back({&g.replies[i], i});
     for (const JobReply& other : g.replies[i].others) results.push_back({&other, i});
   }
-  for (const Result& r : results) metrics.AddAttribution(r.reply->n_steps > 0 ? r.reply->n_steps : g.n_steps);
+  const double total = std::chrono::duration<double>(Clock::now() - exchange.received()).count();
+  for (const Result& r : results) {
+    metrics.AddAttribution(r.reply->n_steps > 0 ? r.reply->n_steps : g.n_steps);
+    if (r.reply == &g.replies[r.image]) metrics.RecordStages(Stages(*r.reply, g.decode, total));
+  }
   const PayloadFormat& format = *g.negotiated.format;
   if (results.size() == 1 && !g.negotiated.zip) {
     JobReply& r = g.replies.front();
@@ -516,6 +543,7 @@ void Answer(Exchange& exchange, Gathering& g, Metrics& metrics) {
     exchange.Header("X-Convergence-Delta", Printf("%.9g", r.convergence_delta));
     exchange.Header("X-Compute-Seconds", Printf("%.6f", r.compute_seconds));
     exchange.Header("X-N-Steps", std::to_string(r.n_steps));
+    exchange.Header("Server-Timing", ServerTiming(Stages(r, g.decode, total)));
     if (!r.tolerance_met) exchange.Header("X-Tolerance-Met", "false");
     const std::string stem = SafeStem(g.names.front());
     exchange.Header("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
@@ -563,7 +591,15 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
   call->body = TakeBody(request);
   if (!BodyWithinLimit(call->body, *exchange)) return;
   for (auto it = request.query().parameters_begin(); it != request.query().parameters_end(); ++it) {
-    call->query.emplace_back(it->first, it->second);
+    // Pistache splits the query at '&' and '=' and decodes nothing.
+    const std::optional<std::string> name = DecodeQueryComponent(it->first);
+    const std::optional<std::string> value = DecodeQueryComponent(it->second);
+    if (!name || !value) {
+      exchange->Error(400, "query: '" + Shorten(it->first + "=" + it->second, 80) +
+                               "' is not percent-encoded (a '%' takes two hexadecimal digits)");
+      return;
+    }
+    call->query.emplace_back(*name, *value);
   }
   std::sort(call->query.begin(), call->query.end());  // Pistache keeps them unordered
   call->content_type = HeaderText<Pistache::Http::Header::ContentType>(request);
@@ -660,6 +696,7 @@ void HttpApi::AnswerAttributions(const std::shared_ptr<Exchange>& exchange, cons
   }
   gathering->replies.resize(jobs.size());
   gathering->remaining = jobs.size();
+  gathering->decode = std::chrono::duration<double>(Clock::now() - exchange->received()).count();
   for (size_t i = 0; i < jobs.size(); ++i) {
     Status submitted = broker_.Submit(std::move(jobs[i]));
     if (submitted.ok()) continue;

@@ -1,5 +1,6 @@
 #include "gateway/metrics.h"
 
+#include <array>
 #include <cstdio>
 #include <initializer_list>
 #include <string_view>
@@ -34,6 +35,20 @@ std::string Number(double v) {
   return buffer;
 }
 
+// One histogram's lines: its buckets (counts per bucket, summed here), sum and count.
+template <size_t N>
+void Histogram(std::string& out, std::string_view name, const std::string& labels, const std::array<double, N>& bounds,
+               const std::array<uint64_t, N>& buckets, uint64_t count, double sum) {
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b < N; ++b) {
+    cumulative += buckets[b];
+    Line(out, {name, "_bucket{", labels, ",le=\"", Number(bounds[b]), "\"} ", std::to_string(cumulative)});
+  }
+  Line(out, {name, "_bucket{", labels, ",le=\"+Inf\"} ", std::to_string(count)});
+  Line(out, {name, "_sum{", labels, "} ", Number(sum)});
+  Line(out, {name, "_count{", labels, "} ", std::to_string(count)});
+}
+
 }  // namespace
 
 void Metrics::Record(const std::string& route, int status, double seconds) {
@@ -45,6 +60,18 @@ void Metrics::Record(const std::string& route, int status, double seconds) {
   if (b < kBuckets.size()) ++l.buckets[b];
   ++l.count;
   l.sum += seconds;
+}
+
+void Metrics::RecordStages(const std::vector<std::pair<std::string, double>>& stages) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [name, seconds] : stages) {
+    Stage& stage = stages_[name];
+    size_t b = 0;
+    while (b < kStageBuckets.size() && seconds > kStageBuckets[b]) ++b;
+    if (b < kStageBuckets.size()) ++stage.buckets[b];
+    ++stage.count;
+    stage.sum += seconds;
+  }
 }
 
 void Metrics::AddAttribution(int n_steps) {
@@ -65,16 +92,14 @@ std::string Metrics::Render(const std::vector<WorkerSnapshot>& workers, size_t q
   out += "# HELP intgrads_http_request_duration_seconds Time from a request's arrival to its answer.\n";
   out += "# TYPE intgrads_http_request_duration_seconds histogram\n";
   for (const auto& [route, l] : latency_) {
-    const std::string_view name = "intgrads_http_request_duration_seconds";
-    const std::string labels = "route=\"" + Label(route) + "\"";
-    uint64_t cumulative = 0;
-    for (size_t b = 0; b < kBuckets.size(); ++b) {
-      cumulative += l.buckets[b];
-      Line(out, {name, "_bucket{", labels, ",le=\"", Number(kBuckets[b]), "\"} ", std::to_string(cumulative)});
-    }
-    Line(out, {name, "_bucket{", labels, ",le=\"+Inf\"} ", std::to_string(l.count)});
-    Line(out, {name, "_sum{", labels, "} ", Number(l.sum)});
-    Line(out, {name, "_count{", labels, "} ", std::to_string(l.count)});
+    Histogram(out, "intgrads_http_request_duration_seconds", "route=\"" + Label(route) + "\"", kBuckets, l.buckets,
+              l.count, l.sum);
+  }
+  out += "# HELP intgrads_stage_seconds Each stage of an attribution's time (Server-Timing's names).\n";
+  out += "# TYPE intgrads_stage_seconds histogram\n";
+  for (const auto& [stage, h] : stages_) {
+    Histogram(out, "intgrads_stage_seconds", "stage=\"" + Label(stage) + "\"", kStageBuckets, h.buckets, h.count,
+              h.sum);
   }
   out += "# HELP intgrads_attributions_total Attributions computed and answered.\n";
   out += "# TYPE intgrads_attributions_total counter\n";

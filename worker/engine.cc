@@ -466,9 +466,9 @@ std::vector<Attribution> Finish(const PathJob& job, const Prepared& p, const std
   };
   const torch::Tensor steps64 = torch::tensor(job.schedule.step_sizes, torch::kFloat64).view({1, p.n, 1});
   const torch::Tensor steps = steps64.to(options);
-  const torch::Tensor step_sizes =
-      (steps64.expand({p.count, p.n, 1}).reshape({p.count * p.n, 1}) / static_cast<double>(p.count))
-          .to(torch::kFloat32);
+  const torch::Tensor step_sizes64 =
+      steps64.expand({p.count, p.n, 1}).reshape({p.count * p.n, 1}) / static_cast<double>(p.count);
+  const torch::Tensor step_sizes = step_sizes64.to(torch::kFloat32);
   const torch::Tensor points_cpu = host(p.path_points);
   const torch::Tensor inputs_cpu = host(p.inputs);
   const torch::Tensor baselines_cpu = host(p.baselines);
@@ -486,6 +486,7 @@ std::vector<Attribution> Finish(const PathJob& job, const Prepared& p, const std
     torch::Tensor per_path = totals * p.differences;
     a.integrated_grads = host(p.count == 1 ? per_path : per_path.mean(0, true));
     a.step_sizes = step_sizes;
+    a.step_sizes64 = step_sizes64;
     a.path_gradients = host(g);
     a.path_points = points_cpu;
     a.path_inputs = inputs_cpu;
@@ -649,11 +650,13 @@ bool OnOriginalPath(const Attribution& a) {
 }
 
 std::string EncodeAttribution(const Attribution& a) {
+  // The original's keys, in its order, and its dtypes: IG and the step sizes
+  // in float64 (Captum's), the rest in float32.
   std::vector<SavedEntry> entries = {
-      {"integrated_grads", a.integrated_grads, 0},
       {"integrated_directional_grads", a.path_gradients, 0},
-      {"step_sizes", a.step_sizes, 0},
+      {"step_sizes", a.step_sizes64.defined() ? a.step_sizes64 : a.step_sizes.to(torch::kFloat64), 0},
       {"intermediates", a.path_points, 0},
+      {"integrated_grads", a.integrated_grads.to(torch::kFloat64), 0},
       {"output", a.logits, 0},
       {"target_class", {}, a.target},
   };

@@ -65,6 +65,7 @@ struct Attribution {
   // by path; with one, n rows as the original.
   torch::Tensor path_gradients;  // grad_k ("integrated_directional_grads")
   torch::Tensor step_sizes;      // s_k / P: IG = sum over rows of step x grad x (x_p - b_p)
+  torch::Tensor step_sizes64;    // the same in float64 (the original's payload sends them so)
   torch::Tensor path_points;     // b_p + alpha_k (x_p - b_p) ("intermediates")
   torch::Tensor path_inputs;     // P x 3 x S x S: x_p
   torch::Tensor baselines;       // P x 3 x S x S: b_p
@@ -206,10 +207,11 @@ std::vector<Attribution> AttributeToTolerance(const Classifier& model, const tor
 // (the worker logs a warning past 10%).
 bool IsIncomplete(const Attribution& attribution, double fraction);
 
-// The response of compat.md: torch.save bytes of the dict with the keys
-// integrated_grads, integrated_directional_grads, step_sizes, intermediates,
-// output, target_class (uncompressed; the worker gzips it). Unless
-// OnOriginalPath, also path_inputs and path_baselines.
+// The original server's response: torch.save bytes of the dict with its keys
+// in its order, integrated_directional_grads, step_sizes (float64),
+// intermediates, integrated_grads (float64), output, target_class
+// (uncompressed; the worker gzips it). Unless OnOriginalPath, also
+// path_inputs and path_baselines.
 std::string EncodeAttribution(const Attribution& attribution);
 
 // Whether an attribution is the original's computation: one path, from the

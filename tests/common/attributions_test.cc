@@ -177,7 +177,7 @@ TEST(AttributionsRequest, EveryMistakeIsNamed) {
   expect("image/png", {}, Png(2, 2).substr(0, 40), StatusCode::kInvalid, "PNG");
   expect("image/png", {}, "GIF89a", StatusCode::kInvalid, "PNG and JPEG");
   expect("text/csv", {}, "1,2", StatusCode::kInvalid, "Content-Type");
-  expect("application/json", {}, "{", StatusCode::kInvalid, "not valid JSON");
+  expect("application/json", {}, "{", StatusCode::kMalformed, "not valid JSON");
   expect("application/json", {}, R"({"image": 5})", StatusCode::kInvalid, "base64");
   expect("application/json", {}, R"({"image": "@@@"})", StatusCode::kInvalid, "base64");
   expect("application/json", {}, R"({"target": "cat"})", StatusCode::kInvalid, "image: missing");
@@ -185,6 +185,11 @@ TEST(AttributionsRequest, EveryMistakeIsNamed) {
   expect("application/json", {}, R"({"inputs": [{"img_data": [[1]], "colour": 1}]})", StatusCode::kInvalid,
          "inputs[0].unknown member 'colour'");
   expect("application/json", {}, std::string(20, '[') + std::string(20, ']'), StatusCode::kInvalid, "nested");
+  // An unknown member is named as one, whatever the type of its value.
+  for (const char* value : {"1", "2.5", "[1]", "{}", "true", "null", "\"x\""}) {
+    expect("application/json", {}, std::string(R"({"img_data": [[1]], "colour": )") + value + "}", StatusCode::kInvalid,
+           "unknown parameter 'colour'");
+  }
   // The image's size is checked from its header, before decoding.
   expect("image/png", {}, Png(1, 5000), StatusCode::kTooLarge, "--max-image-side");
   std::string many = R"({"inputs": [)";

@@ -58,6 +58,17 @@ TEST(ReadFlags, ReadsPairsSwitchesAndPositionals) {
   EXPECT_FALSE(p.helped);
 }
 
+TEST(ReadFlags, FlagEqualsValueIsTheFlagAndItsValue) {
+  Program p;
+  EXPECT_EQ(p.Read({"--name=x=y", "--count=7", "--quiet", "a=b.png"}), std::make_pair(-1, std::string()));
+  EXPECT_EQ(p.name, "x=y");  // split at the first '='
+  EXPECT_EQ(p.count, 7);
+  EXPECT_TRUE(p.quiet);
+  EXPECT_EQ(p.positional, (std::vector<std::string>{"a=b.png"}));  // not a flag: left whole
+  Program empty;
+  EXPECT_EQ(empty.Read({"--name="}), std::make_pair(2, std::string("prog: sub: --name must not be empty\n")));
+}
+
 TEST(ReadFlags, HelpEndsTheWalkWithZero) {
   Program p;
   EXPECT_EQ(p.Read({"--count", "1", "--help", "--count", "x"}).first, 0);

@@ -46,7 +46,7 @@ TEST(Request, AcceptsOptionsGreyRgbaAndIndices) {
 }
 
 TEST(Request, RefusesBadBodies) {
-  ExpectError("not json", "not valid JSON");
+  ExpectError("not json", "not valid JSON", StatusCode::kMalformed);  // a 400, as the original answered
   ExpectError("[1,2]", "expected a JSON object");
   ExpectError(R"({"target_class": "cat"})", "img_data: missing");
   ExpectError(R"({"img_data": [[[1,2,3]]]})", "target_class: missing");
@@ -60,7 +60,7 @@ TEST(Request, RefusesBadBodies) {
   ExpectError(R"({"img_data": [[[1,2,-1]]], "target_class": "cat"})", "outside 0..255");
   ExpectError(R"({"img_data": [[[1,2,3.5]]], "target_class": "cat"})", "non-integer");
   ExpectError(R"({"img_data": [[[1,2,"3"]]], "target_class": "cat"})", "integers 0..255");
-  ExpectError(R"({"img_data": [[[1,2,1e400]]], "target_class": "cat"})", "not valid JSON");
+  ExpectError(R"({"img_data": [[[1,2,1e400]]], "target_class": "cat"})", "not valid JSON", StatusCode::kMalformed);
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "unicorn"})", "unknown class 'unicorn'");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": 10})", "outside 0..9");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": [3]})", "target_class");
@@ -70,7 +70,8 @@ TEST(Request, RefusesBadBodies) {
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": "50"})", "n_steps");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "method": "simpson"})", "unknown method");
   ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "method": "riemann_left", "n_steps": 1})", "n_steps");
-  ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": NaN})", "not valid JSON");
+  ExpectError(R"({"img_data": [[[1,2,3]]], "target_class": "cat", "n_steps": NaN})", "not valid JSON",
+              StatusCode::kMalformed);
 }
 
 TEST(Request, RefusesDeepNestingAndHugeImages) {

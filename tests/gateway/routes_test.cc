@@ -73,6 +73,8 @@ TEST(Metrics, RendersPrometheusText) {
   metrics.Record("/model/", 422, 0.001);
   metrics.AddAttribution(50);
   metrics.AddAttribution(16);
+  metrics.RecordStages({{"queue", 0.0002}, {"attribute", 0.08}});
+  metrics.RecordStages({{"queue", 0.03}, {"attribute", 0.12}});
   WorkerSnapshot w;
   w.info.model = "default";
   w.state = "busy";
@@ -85,6 +87,11 @@ TEST(Metrics, RendersPrometheusText) {
   EXPECT_TRUE(has("intgrads_http_request_duration_seconds_bucket{route=\"/v1/attributions\",le=\"+Inf\"} 2"));
   EXPECT_TRUE(has("intgrads_http_request_duration_seconds_count{route=\"/v1/attributions\"} 2"));
   EXPECT_TRUE(has("intgrads_path_steps_total 66"));
+  EXPECT_TRUE(has("intgrads_stage_seconds_bucket{stage=\"queue\",le=\"0.0005\"} 1"));
+  EXPECT_TRUE(has("intgrads_stage_seconds_bucket{stage=\"queue\",le=\"0.05\"} 2"));
+  EXPECT_TRUE(has("intgrads_stage_seconds_bucket{stage=\"attribute\",le=\"0.1\"} 1"));
+  EXPECT_TRUE(has("intgrads_stage_seconds_sum{stage=\"attribute\"} 0.2"));
+  EXPECT_TRUE(has("intgrads_stage_seconds_count{stage=\"queue\"} 2"));
   EXPECT_TRUE(has("intgrads_queue_depth 3"));
   EXPECT_TRUE(has("intgrads_workers{model=\"default\",state=\"busy\"} 1"));
   EXPECT_TRUE(has("intgrads_workers{model=\"default\",state=\"idle\"} 0"));

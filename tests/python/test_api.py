@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unittest
@@ -20,7 +21,7 @@ from PIL import Image
 import reference_models as rm
 from service import BIN, Gateway, http, stop
 
-sys.path.insert(0, os.path.join(rm.REPO, "clients", "python"))
+sys.path.insert(0, os.path.join(rm.REPO, "clients", "python"))  # the package, as in the repository
 import intgrads_client  # noqa: E402
 
 STEPS = "8"
@@ -96,8 +97,8 @@ class Formats(unittest.TestCase):
         self.assertEqual((status, headers["Content-Type"]), (200, "application/x-npz"), body[:300])
         arrays = npz(body)
         for key in ("integrated_grads", "integrated_directional_grads", "step_sizes", "intermediates", "output"):
-            self.assertEqual(arrays[key].dtype, np.float32, key)
-            np.testing.assert_array_equal(arrays[key], original[key].numpy(), err_msg=key)
+            self.assertEqual(arrays[key].dtype, np.float32, key)  # the gzip dict's IG and steps: float64
+            np.testing.assert_array_equal(arrays[key], original[key].float().numpy(), err_msg=key)
         self.assertEqual(int(arrays["target_class"]), 3)
         np.testing.assert_allclose(arrays["probabilities"], torch.softmax(original["output"][0].double(), 0),
                                    rtol=1e-12)
@@ -394,9 +395,9 @@ class Attacks(unittest.TestCase):
             ("1 x 100000", post(body=png(np.zeros((1, 100000, 3), np.uint8))), 413, "--max-image-side"),
             ("nested JSON", post(body=b"[" * 100000 + b"]" * 100000, content_type="application/json"), 422,
              "nested"),
-            ("NaN", post(body=b'{"img_data": [[[NaN, 1, 2]]]}', content_type="application/json"), 422, "JSON"),
+            ("NaN", post(body=b'{"img_data": [[[NaN, 1, 2]]]}', content_type="application/json"), 400, "JSON"),
             ("Infinity n_steps", post(body=b'{"img_data": [[[0, 1, 2]]], "n_steps": Infinity}',
-                                      content_type="application/json"), 422, "JSON"),
+                                      content_type="application/json"), 400, "JSON"),
             ("huge n_steps", post(body=good, query="?n_steps=" + "9" * 400), 422, "n_steps"),
             ("huge target index", post(body=good, query="?target=" + "9" * 400), 422, "target"),
             ("huge seed", post(body=good, query="?seed=1e300"), 422, "seed"),
@@ -436,8 +437,8 @@ class Describe(unittest.TestCase):
             for method in item:
                 status, _, answer = http(method.upper(), GATEWAY.url + concrete, b"" if method == "post" else None,
                                          {"Content-Type": "application/json"})
-                # An empty POST is a 422 from the route's own validation, never the 404 of no route.
-                self.assertIn(status, (200, 422), f"{method} {path}: {answer[:200]}")
+                # An empty POST is a 400 or 422 from the route's own validation, never the 404 of no route.
+                self.assertIn(status, (200, 400, 422), f"{method} {path}: {answer[:200]}")
         self.assertEqual(http("GET", GATEWAY.url + "/no/such/route")[0], 404)
         docs = http("GET", GATEWAY.url + "/docs")
         self.assertEqual(docs[0], 200)
@@ -576,6 +577,61 @@ class PythonClient(unittest.TestCase):
         with self.assertRaises(intgrads_client.RequestError) as caught:
             self.client.explain(picture(15), baseline="grey")
         self.assertIn("baseline", caught.exception.message)
+
+    def test_explain_a_folder_tree_and_a_zip_with_resume_and_a_summary(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = os.path.join(tmp, "pictures")
+            for i, (label, name) in enumerate([("cat", "a.png"), ("cat", "b.png"), ("ship", "c.png")]):
+                os.makedirs(os.path.join(tree, label), exist_ok=True)
+                with open(os.path.join(tree, label, name), "wb") as f:
+                    f.write(png(picture(60 + i)))
+            archive = os.path.join(tmp, "test.zip")
+            with zipfile.ZipFile(archive, "w") as z:
+                z.writestr("test/dog/d.png", png(picture(70)))
+                z.writestr("test/notes.txt", "not an image")
+            inputs = intgrads_client.read_inputs([tree, archive])
+            self.assertEqual([name for name, _ in inputs], ["pictures/cat/a.png", "pictures/cat/b.png",
+                                                            "pictures/ship/c.png", "test/test/dog/d.png"])
+            out = os.path.join(tmp, "out")
+            progress = io.StringIO()
+            rows = intgrads_client.explain_all(self.client, inputs, out, target="cat", n_steps=int(STEPS),
+                                               progress=progress)
+            self.assertEqual([r["status"] for r in rows], ["computed"] * 4)
+            self.assertIn("img/s", progress.getvalue())
+            self.assertIn("4/4", progress.getvalue())
+            with np.load(os.path.join(out, "pictures", "cat", "a.npz")) as d:
+                self.assertEqual(d["integrated_grads"].shape, (1, 3, 32, 32))
+            with open(os.path.join(out, "summary.csv")) as f:
+                self.assertEqual(f.readline().strip().split(","), ["image", "output", "status", "target", "predicted",
+                                                                   "probability", "convergence_delta", "seconds",
+                                                                   "error"])
+            with open(os.path.join(out, "summary.json")) as f:
+                self.assertEqual(json.load(f)[0]["target"], "cat")
+            # A second run resumes: what is written is kept.
+            os.remove(os.path.join(out, "pictures", "ship", "c.npz"))
+            again = intgrads_client.explain_all(self.client, inputs, out, target="cat", n_steps=int(STEPS))
+            self.assertEqual([r["status"] for r in again], ["kept", "kept", "computed", "kept"])
+            # The command line, installed as a package the way a user would (offline, Debian's setuptools).
+            venv = os.path.join(tmp, "venv")
+            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+            source = os.path.join(tmp, "client-source")  # a copy: setuptools builds in the tree it is given
+            shutil.copytree(os.path.join(rm.REPO, "clients", "python"), source,
+                            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+            pip = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--no-index", "--no-build-isolation",
+                                  source], capture_output=True, text=True)
+            self.assertEqual(pip.returncode, 0, pip.stdout + pip.stderr)
+            for command in ([os.path.join(venv, "bin", "intgrads-client")],
+                            [os.path.join(venv, "bin", "python"), "-m", "intgrads_client"]):
+                run = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=tmp)
+                self.assertEqual(run.returncode, 0, run.stderr)
+                self.assertIn("explain", run.stdout)
+            run = subprocess.run([os.path.join(venv, "bin", "intgrads-client"), "--server", GATEWAY.url, "explain",
+                                  tree, "--out", os.path.join(tmp, "cli"), "--n-steps", STEPS, "--format", "png"],
+                                 capture_output=True, text=True, cwd=tmp, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assertIn("3 image(s), 0 failed", run.stdout)
+            self.assertEqual(Image.open(os.path.join(tmp, "cli", "pictures", "ship", "c.png")).format, "PNG")
 
     def test_errors_raise_with_the_services_message(self):
         with self.assertRaises(intgrads_client.RequestError) as caught:

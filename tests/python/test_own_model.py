@@ -87,7 +87,7 @@ class OwnModel(unittest.TestCase):
         result = torch.load(io.BytesIO(gzip.decompress(body)))
         self.assertEqual(int(result["target_class"]), 2)
         expected = captum_style_ig(self.module, self.x, 2, 20)
-        torch.testing.assert_close(result["integrated_grads"], expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(result["integrated_grads"].float(), expected, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(result["output"], self.module(self.x).detach(), rtol=1e-5, atol=1e-6)
 
     def test_the_original_route_takes_its_class_names(self):
@@ -110,7 +110,7 @@ class OwnModel(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stderr)
         with open(output, "rb") as f:
             result = torch.load(io.BytesIO(gzip.decompress(f.read())))
-        torch.testing.assert_close(result["integrated_grads"], captum_style_ig(self.module, self.x, 3, 12),
+        torch.testing.assert_close(result["integrated_grads"].float(), captum_style_ig(self.module, self.x, 3, 12),
                                    rtol=1e-4, atol=1e-6)
         # Several classes: one file each, named after the class.
         run = subprocess.run([os.path.join(BIN, "intgrads-images"), "attribute", "--model", self.path, "--input",
@@ -121,7 +121,7 @@ class OwnModel(unittest.TestCase):
             with open(os.path.join(self.dir.name, f"out-{name}.gzip"), "rb") as f:
                 result = torch.load(io.BytesIO(gzip.decompress(f.read())))
             self.assertEqual(int(result["target_class"]), index)
-            torch.testing.assert_close(result["integrated_grads"], captum_style_ig(self.module, self.x, index, 12),
+            torch.testing.assert_close(result["integrated_grads"].float(), captum_style_ig(self.module, self.x, index, 12),
                                        rtol=1e-4, atol=1e-6)
 
     def test_a_worker_refuses_a_model_without_its_sidecar(self):

@@ -117,8 +117,8 @@ class Service(unittest.TestCase):
         result = readme_curl(gateway.port, work)
         self.assertEqual(result.returncode, 0, result.stderr)
         d = rm.load_gzip_dict(os.path.join(work, "saved_file.gzip"))
-        self.assertEqual(list(d.keys()), ["integrated_grads", "integrated_directional_grads", "step_sizes",
-                                          "intermediates", "output", "target_class"])
+        self.assertEqual(list(d.keys()), ["integrated_directional_grads", "step_sizes", "intermediates",
+                                          "integrated_grads", "output", "target_class"])
         captum = torch.tensor(ref["expected_integrated_grads"]["integrated_grads_chw"]).unsqueeze(0)
         tolerance = 1e-3 if ref["family"] == "bit" else 1.5e-2  # see tests/worker/reference_test.cc
         self.assertLess((d["integrated_grads"] - captum).abs().max().item(), tolerance * captum.abs().max().item())
@@ -157,16 +157,24 @@ class Service(unittest.TestCase):
         self.assertEqual(headers["Content-Type"], "application/gzip")
         self.assertIn('filename="returned_gradients.gzip"', headers["Content-Disposition"])
         self.assertIn("X-Convergence-Delta", headers)
-        # Server-Timing: the gateway's own share and the worker's, in ms; the latter is X-Compute-Seconds,
-        # and its parts (input, passes, torch.save, gzip) add up to no more than it.
+        # Server-Timing, in ms: reading the request (decode), waiting for a worker (queue) and in its
+        # queue (wait), the worker's time (compute: X-Compute-Seconds) and its parts (input, passes, the
+        # copy to the host, torch.save, gzip), and the rest in the gateway; together, the request's time.
         timing = server_timing(headers["Server-Timing"])
-        self.assertEqual(sorted(timing), ["attribute", "compute", "encode", "gateway", "gzip", "prepare"])
+        self.assertEqual(list(timing), ["decode", "queue", "wait", "prepare", "attribute", "copy", "encode", "gzip",
+                                        "compute", "gateway"])
+        self.assertTrue(all(v >= 0.0 for v in timing.values()), timing)
         self.assertGreater(timing["gateway"], 0.0)
+        self.assertGreater(timing["decode"], 0.0)
         self.assertAlmostEqual(timing["compute"], 1000 * float(headers["X-Compute-Seconds"]), delta=0.01)
         parts = [timing[k] for k in ("prepare", "attribute", "encode", "gzip")]
         self.assertTrue(all(p > 0.0 for p in parts), timing)
-        self.assertLessEqual(sum(parts), timing["compute"] + 0.01)
+        self.assertLessEqual(sum(parts) + timing["copy"], timing["compute"] + 0.01)
         self.assertGreater(timing["attribute"], max(timing["prepare"], timing["encode"], timing["gzip"]))
+        # Each stage also in /metrics.
+        metrics = http("GET", gateway.url + "/metrics")[2].decode()
+        for stage in timing:
+            self.assertIn(f'intgrads_stage_seconds_count{{stage="{stage}"}} ', metrics)
         self.assertEqual(body[:2], b"\x1f\x8b")
 
         bad_bodies = {
@@ -191,6 +199,8 @@ class Service(unittest.TestCase):
             self.assertGreaterEqual(status, 400, body[:60])
             self.assertLess(status, 500, body[:60])
             self.assertIn(mention, json.loads(answer)["error"], body[:60])
+            # A body that is not JSON is a 400, as the original answered; valid JSON with bad fields a 422.
+            self.assertEqual(status, 400 if mention == "JSON" else 422, body[:60])
         # Grey and RGBA images are accepted (the original failed on them).
         for image in ([[7] * 5] * 6, [[[1, 2, 3, 255]] * 5] * 6):
             body = json.dumps({"img_data": image, "target_class": "cat", "n_steps": 4}).encode()

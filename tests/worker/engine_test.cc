@@ -680,9 +680,16 @@ TEST(Engine, EncodesTheResponseDict) {
   ASSERT_TRUE(root.ok()) << root.status().message();
   std::vector<std::string> keys;
   for (const auto& [k, v] : (*root)->entries) keys.push_back(k->text);
-  EXPECT_EQ(keys, (std::vector<std::string>{"integrated_grads", "integrated_directional_grads", "step_sizes",
-                                            "intermediates", "output", "target_class"}));
+  // The original's order and dtypes: IG and the step sizes in float64 (Captum's), the rest float32.
+  EXPECT_EQ(keys, (std::vector<std::string>{"integrated_directional_grads", "step_sizes", "intermediates",
+                                            "integrated_grads", "output", "target_class"}));
   EXPECT_TRUE(torch::equal((*root)->Find("integrated_directional_grads")->tensor, a.path_gradients));
+  EXPECT_EQ((*root)->Find("integrated_grads")->tensor.scalar_type(), torch::kFloat64);
+  EXPECT_TRUE(torch::equal((*root)->Find("integrated_grads")->tensor, a.integrated_grads.to(torch::kFloat64)));
+  const torch::Tensor steps = (*root)->Find("step_sizes")->tensor;
+  EXPECT_EQ(steps.scalar_type(), torch::kFloat64);
+  EXPECT_NEAR(steps[1].item<double>(), 4.0 / 9.0, 1e-15);  // Gauss-Legendre's middle weight at 3 points, in float64
+  EXPECT_EQ((*root)->Find("intermediates")->tensor.scalar_type(), torch::kFloat32);
   EXPECT_EQ((*root)->Find("target_class")->integer, 1);
 }
 

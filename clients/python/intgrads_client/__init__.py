@@ -14,11 +14,15 @@ a 503 Unavailable, anything else ServiceError.
 """
 
 import base64
+import concurrent.futures
+import csv
 import http.client
 import io
 import json
 import os
 import struct
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +31,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["Client", "Explanation", "ServiceError", "RequestError", "Unavailable"]
+__all__ = ["Client", "Explanation", "ServiceError", "RequestError", "Unavailable", "read_inputs", "explain_all"]
 
 ARRAYS = ("integrated_grads", "integrated_directional_grads", "step_sizes", "intermediates", "output", "probabilities")
 
@@ -165,6 +169,20 @@ class Client:
         except (ConnectionError, http.client.HTTPException, TimeoutError) as e:
             raise ServiceError(0, f"lost the connection to {url}: {e}") from None
 
+    def workers(self):
+        """The pool: each worker's id, model, device, state (GET /v1/workers)."""
+        body, _ = self._request("GET", "/v1/workers")
+        return json.loads(body)["workers"]
+
+    def attribute_bytes(self, image, target="predicted", format="npz", **options):
+        """One image's answer as the service sends it (bytes, headers): `image`
+        as a path, PNG/JPEG bytes or an array; the body holds the format asked
+        for (npz, gzip, json or png)."""
+        data, _ = image_bytes(image)
+        kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
+        query = {"target": target, "format": format, **{k: v for k, v in options.items() if v is not None}}
+        return self._request("POST", self._model_path("/attributions"), data, {"Content-Type": kind}, query)
+
     def _model_path(self, suffix):
         return f"/v1/models/{urllib.parse.quote(self.model_name)}{suffix}" if self.model_name else f"/v1{suffix}"
 
@@ -265,3 +283,120 @@ def _options(options):
 
 def _b64(data):
     return base64.b64encode(data).decode("ascii")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_inputs(paths):
+    """The images to explain, as (name, reader) pairs in a stable order: each
+    file; each image under a folder (recursively; the name is its path below
+    the folder's parent); each image in a zip (a CIFAR-style archive:
+    test/cat/0001.png; the name is its path in the zip, under the zip's stem).
+    A reader returns the image's bytes when called."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            base = os.path.dirname(os.path.abspath(path))
+            for folder, _, files in sorted(os.walk(path)):
+                for name in sorted(files):
+                    if name.lower().endswith(IMAGE_SUFFIXES):
+                        full = os.path.join(folder, name)
+                        found.append((os.path.relpath(os.path.abspath(full), base), _file_reader(full)))
+        elif path.lower().endswith(".zip"):
+            archive = zipfile.ZipFile(path)
+            lock = threading.Lock()
+            stem = os.path.splitext(os.path.basename(path))[0]
+            for member in sorted(archive.namelist()):
+                if member.lower().endswith(IMAGE_SUFFIXES):
+                    found.append((os.path.join(stem, member), _zip_reader(archive, member, lock)))
+        elif os.path.isfile(path):
+            found.append((os.path.basename(path), _file_reader(path)))
+        else:
+            raise ValueError(f"{path}: no such file, folder or zip")
+    return found
+
+
+def _file_reader(path):
+    def read():
+        with open(path, "rb") as f:
+            return f.read()
+    return read
+
+
+def _zip_reader(archive, member, lock):
+    def read():
+        with lock:
+            return archive.read(member)
+    return read
+
+
+def explain_all(client, inputs, out, target="predicted", format="npz", concurrency=None, resume=True,
+                progress=None, **options):
+    """Explains every (name, reader) of `inputs` (read_inputs) through
+    `client`, `concurrency` requests at a time (default: the pool's worker
+    count), writing out/<name's stem>.<format>; with `resume`, an output that
+    exists is not computed again. Writes out/summary.csv and out/summary.json
+    and returns their rows (dicts: image, output, status, target, predicted,
+    probability, convergence_delta, seconds, error). With `progress` (a
+    file), a line of progress, rate and time left is kept on it."""
+    if concurrency is None:
+        concurrency = max(1, len(client.workers()))
+    extension = {"npz": ".npz", "gzip": ".gzip", "json": ".json", "png": ".png"}[format]
+    os.makedirs(out, exist_ok=True)
+    rows = [None] * len(inputs)
+    lock = threading.Lock()
+    state = {"done": 0, "computed": 0, "started": time.time()}
+
+    def report(name):
+        if progress is None:
+            return
+        elapsed = time.time() - state["started"]
+        rate = state["computed"] / elapsed if elapsed > 0 and state["computed"] else 0.0
+        left = (len(inputs) - state["done"]) / rate if rate > 0 else float("nan")
+        progress.write(f"\r[{state['done']:>{len(str(len(inputs)))}}/{len(inputs)}] {rate:.2f} img/s, "
+                       f"{left:.0f} s left: {name[-40:]:<40}")
+        progress.flush()
+
+    def one(index):
+        name, read = inputs[index]
+        output = os.path.join(out, os.path.splitext(name)[0] + extension)
+        row = {"image": name, "output": output, "status": "", "target": "", "predicted": "", "probability": "",
+               "convergence_delta": "", "seconds": "", "error": ""}
+        if resume and os.path.exists(output) and os.path.getsize(output) > 0:
+            row["status"] = "kept"
+        else:
+            started = time.time()
+            try:
+                answer, headers = client.attribute_bytes(read(), target=target, format=format, **options)
+                os.makedirs(os.path.dirname(output), exist_ok=True)
+                with open(output + ".part", "wb") as f:
+                    f.write(answer)
+                os.replace(output + ".part", output)  # a killed run leaves no half-written output to keep
+                row.update(status="computed", target=headers.get("X-Target-Name", ""),
+                           predicted=headers.get("X-Predicted-Name", ""),
+                           probability=headers.get("X-Probability", ""),
+                           convergence_delta=headers.get("X-Convergence-Delta", ""),
+                           seconds=f"{time.time() - started:.3f}")
+            except (ServiceError, OSError) as e:
+                row.update(status="error", error=str(e))
+        with lock:
+            rows[index] = row
+            state["done"] += 1
+            state["computed"] += row["status"] == "computed"
+            report(name)
+        return row
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(len(inputs))))
+    if progress is not None:
+        progress.write("\n")
+    fields = ["image", "output", "status", "target", "predicted", "probability", "convergence_delta", "seconds",
+              "error"]
+    with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
