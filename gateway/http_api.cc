@@ -239,11 +239,12 @@ HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options
   for (const RouteSpec& route : HttpRoutes()) {
     const Handler handler = HandlerFor(route.method, route.path);
     const std::string label = route.path;
-    auto serve = [this, handler, label](bool head_only) {
-      return [this, handler, label, head_only](const Pistache::Rest::Request& request, ResponseWriter writer) {
+    const bool open = route.open;
+    auto serve = [this, handler, label, open](bool head_only) {
+      return [this, handler, label, open, head_only](const Pistache::Rest::Request& request, ResponseWriter writer) {
         auto exchange = std::make_shared<Exchange>(std::move(writer), label, metrics_);
         if (head_only) exchange->HeadOnly();
-        if (label == "/healthz" || Authorized(request, *exchange)) (this->*handler)(request, exchange);
+        if (open || Authorized(request, *exchange)) (this->*handler)(request, exchange);
         return Pistache::Rest::Route::Result::Ok;
       };
     };
@@ -754,6 +755,7 @@ void HttpApi::GetModel(const Pistache::Rest::Request& request, const std::shared
                 {"classes", info->classes},
                 {"input_size", info->input_size},
                 {"normalization", {{"mean", info->mean}, {"std", info->std}}},
+                {"ready", true},  // a worker serves it (else the 503 above)
                 {"devices", devices},
                 {"workers", std::count_if(workers.begin(), workers.end(),
                                           [info](const WorkerSnapshot& w) { return w.info.model == info->model; })},

@@ -35,7 +35,7 @@ struct HttpOptions {
   size_t max_body_bytes = size_t{32} * 1024 * 1024;
   int request_timeout_ms = 300000;  // a request's deadline, waiting and computing
   int client_timeout_ms = 30000;    // for a client to send a request's head and body
-  std::string token;                // when set, every route but /healthz needs "Authorization: Bearer <token>"
+  std::string token;                // when set, every route not marked open needs "Authorization: Bearer <token>"
   RequestLimits limits;
   int max_images = 16;                                     // images in one /v1/attributions request
   int64_t max_request_pixels = int64_t{16} * 1024 * 1024;  // pixels of all of one request's images

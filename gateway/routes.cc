@@ -12,7 +12,7 @@ namespace intgrads {
 
 const std::vector<RouteSpec>& HttpRoutes() {
   static const std::vector<RouteSpec> routes = {
-      {"GET", "/"},
+      {"GET", "/", true},
       {"POST", "/model/"},
       {"POST", "/models/{name}/model"},
       {"POST", "/v1/attributions"},
@@ -21,11 +21,11 @@ const std::vector<RouteSpec>& HttpRoutes() {
       {"GET", "/v1/models"},
       {"GET", "/v1/models/{name}"},
       {"GET", "/v1/workers"},
-      {"GET", "/healthz"},
-      {"GET", "/readyz"},
+      {"GET", "/healthz", true},
+      {"GET", "/readyz", true},
       {"GET", "/metrics"},
-      {"GET", "/openapi.json"},
-      {"GET", "/docs"},
+      {"GET", "/openapi.json", true},
+      {"GET", "/docs", true},
   };
   return routes;
 }

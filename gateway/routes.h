@@ -12,6 +12,7 @@ namespace intgrads {
 struct RouteSpec {
   std::string method;  // "GET" | "POST"
   std::string path;    // OpenAPI form: /v1/models/{name}/attributions
+  bool open = false;   // answered without the token: the pages and health (liveness, readiness)
 };
 
 const std::vector<RouteSpec>& HttpRoutes();

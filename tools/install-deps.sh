@@ -3,7 +3,8 @@
 # Used by the README's set-up commands, .ci/run and the Dockerfiles.
 #   --web    also Chromium, Node.js and npm, and Playwright (playwright-core,
 #            pinned in tests/web/package-lock.json, without its own browsers),
-#            for the web page's test (tests/python/test_web.py)
+#            for the web page's test (tests/python/test_web.py), and the OpenAPI
+#            validator (@seriousme/openapi-schema-validator) for openapi.json's test
 #   --build  only what building the programs needs, no test packages (the
 #            Dockerfile's build stage); --build --no-torch without libtorch-dev
 #            (a CUDA LibTorch comes from elsewhere)
@@ -43,6 +44,6 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-if ((web)) && [[ ! -d tests/web/node_modules/playwright-core ]]; then
+if ((web)) && [[ ! -d tests/web/node_modules/playwright-core || ! -d tests/web/node_modules/@seriousme/openapi-schema-validator ]]; then
   (cd tests/web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi

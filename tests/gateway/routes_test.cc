@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -17,6 +18,12 @@ namespace {
 using nlohmann::json;
 
 json Spec() { return json::parse(OpenApiDocument()); }
+
+// A "$ref" of the document followed to what it names.
+const json& Resolve(const json& spec, const json& item) {
+  if (!item.contains("$ref")) return item;
+  return spec.at(json::json_pointer(item["$ref"].get<std::string>().substr(1)));
+}
 
 TEST(OpenApi, DescribesExactlyTheRoutesServed) {
   std::set<std::pair<std::string, std::string>> served, described;
@@ -37,11 +44,12 @@ TEST(OpenApi, AttributionParametersFormatsAndMethodsMatchTheCode) {
   const json spec = Spec();
   const json& post = spec["paths"]["/v1/attributions"]["post"];
   std::vector<std::string> parameters;
-  for (const json& p : post["parameters"]) parameters.push_back(p["name"]);
+  for (const json& p : post["parameters"]) parameters.push_back(Resolve(spec, p)["name"]);
   EXPECT_EQ(parameters, AttributionParameters());
   std::vector<std::string> formats, methods;
   for (const PayloadFormat& f : PayloadFormats()) formats.push_back(f.name);
-  for (const json& p : post["parameters"]) {
+  for (const json& ref : post["parameters"]) {
+    const json& p = Resolve(spec, ref);
     if (p["name"] == "format") {
       EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), formats);
     }
@@ -53,9 +61,36 @@ TEST(OpenApi, AttributionParametersFormatsAndMethodsMatchTheCode) {
   for (const auto& [type, body] : post["responses"]["200"]["content"].items()) answered.insert(type);
   for (const PayloadFormat& f : PayloadFormats()) EXPECT_EQ(answered.count(f.content_type), 1U) << f.content_type;
   EXPECT_EQ(answered.count("application/zip"), 1U);
-  // The name-scoped route takes the same parameters and the model's name.
+  // The name-scoped route takes the same parameters, the model's name in its path for ?model=.
   const json& scoped = spec["paths"]["/v1/models/{name}/attributions"]["post"];
-  EXPECT_EQ(scoped["parameters"].size(), parameters.size() + 1);
+  std::vector<std::string> scoped_parameters;
+  for (const json& p : scoped["parameters"]) scoped_parameters.push_back(Resolve(spec, p)["name"]);
+  std::vector<std::string> expected = parameters;
+  expected.erase(std::find(expected.begin(), expected.end(), "model"));
+  expected.insert(expected.begin(), "name");
+  EXPECT_EQ(scoped_parameters, expected);
+}
+
+// Generated clients name their calls by operationId and group them by tag;
+// the routes open without the token say so (security: []), the others
+// inherit the bearer scheme.
+TEST(OpenApi, OperationsAreNamedTaggedAndSecuredAsServed) {
+  const json spec = Spec();
+  EXPECT_EQ(spec["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+  EXPECT_EQ(spec["security"], json::parse(R"([{"bearerAuth": []}])"));
+  std::set<std::string> ids, tags;
+  for (const json& tag : spec["tags"]) tags.insert(tag["name"].get<std::string>());
+  for (const RouteSpec& r : HttpRoutes()) {
+    std::string method = r.method;
+    for (char& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const json& operation = spec["paths"][r.path][method];
+    ASSERT_TRUE(operation.contains("operationId")) << r.path;
+    EXPECT_TRUE(ids.insert(operation["operationId"].get<std::string>()).second) << r.path;
+    ASSERT_EQ(operation["tags"].size(), 1U) << r.path;
+    EXPECT_EQ(tags.count(operation["tags"][0].get<std::string>()), 1U) << r.path;
+    EXPECT_EQ(operation.contains("security") && operation["security"].empty(), r.open) << r.path;
+    EXPECT_EQ(operation["responses"].contains("401"), !r.open) << r.path;
+  }
 }
 
 TEST(OpenApi, RouterPathsArePistaches) {

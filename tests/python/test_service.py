@@ -619,8 +619,17 @@ class Service(unittest.TestCase):
             self.assertEqual(status, 401, headers)
             self.assertEqual(answer_headers.get("WWW-Authenticate"), "Bearer")
             self.assertIn("Bearer", json.loads(answer)["error"])
-        self.assertEqual(http("GET", gateway.url + "/v1/workers")[0], 401)
-        self.assertEqual(http("GET", gateway.url + "/healthz")[0], 200)  # health stays open
+        # Data and attributions need the token; the pages and health do not
+        # (the web page shows its token field, a health check needs no secret).
+        for path in ("/v1/workers", "/v1/model", "/v1/models", "/metrics"):
+            self.assertEqual(http("GET", gateway.url + path)[0], 401, path)
+        for path in ("/", "/docs", "/openapi.json", "/healthz", "/readyz"):
+            self.assertEqual(http("GET", gateway.url + path)[0], 200, path)
+        self.assertEqual(http("HEAD", gateway.url + "/readyz")[0], 200)
+        document = json.loads(http("GET", gateway.url + "/openapi.json")[2])
+        scheme = document["components"]["securitySchemes"]["bearerAuth"]
+        self.assertEqual((scheme["type"], scheme["scheme"]), ("http", "bearer"))
+        self.assertEqual(document["paths"]["/readyz"]["get"]["security"], [])
         # The scheme in any case, as RFC 9110 (11.1) has it.
         for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
             self.assertEqual(http("POST", gateway.url + "/model/", body, {"Authorization": scheme + " s3cret"})[0],

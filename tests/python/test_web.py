@@ -21,6 +21,17 @@ ARTIFACTS = os.path.join(os.path.dirname(BIN), "test-artifacts")
 
 
 class WebPage(unittest.TestCase):
+    def test_openapi_document_is_valid_openapi_3_0(self):
+        """gateway/web/openapi.json against the official OpenAPI 3.0 schema,
+        by a maintained validator (npm @seriousme/openapi-schema-validator)."""
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is missing: run tools/install-deps.sh --web")
+        document = os.path.join(rm.REPO, "gateway", "web", "openapi.json")
+        run = subprocess.run([node, os.path.join(WEB, "openapi_test.mjs"), document], capture_output=True, text=True,
+                             timeout=120, cwd=WEB)
+        self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-3000:])
+        self.assertEqual(json.loads(run.stdout), {"valid": True, "version": "3.0", "errors": []})
+
     def test_upload_heatmap_and_slider(self):
         node = shutil.which("node")
         self.assertIsNotNone(node, "node is missing: run tools/install-deps.sh --web")
