@@ -299,7 +299,7 @@ Status ReadMultipartBody(std::string_view content_type, std::string_view body, c
                          AttributionsRequest* request, TargetLists* targets) {
   ASSIGN_OR_RETURN(std::vector<FormPart> parts, ParseMultipart(content_type, body));
   for (const FormPart& part : parts) {
-    if (part.name == "image") {
+    if (part.name == "image" || part.name == "data") {  // "data": TorchServe's name for it
       if (request->inputs.size() >= static_cast<size_t>(limits.max_images)) {
         return TooLargeError("image: more than " + std::to_string(limits.max_images) +
                              " images in one request (raise with --max-images)");
@@ -317,6 +317,24 @@ Status ReadMultipartBody(std::string_view content_type, std::string_view body, c
     }
   }
   if (request->inputs.empty()) return InvalidError("image: missing (send the file as -F image=@cat.jpg)");
+  return Status::Ok();
+}
+
+// The checks of a request's options once read, its images not yet decoded.
+Status ValidateOptions(const AttributionsRequest& request, const AttributionLimits& limits) {
+  RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits.request));
+  // The baseline image is checked for being there; its pixels come with DecodeUploads.
+  PathRequest paths = request.paths;
+  if (request.baseline_upload) paths.baseline_image = Image{1, 1, 1, {0}};
+  RETURN_IF_ERROR(ValidatePathRequest(paths, request.method, limits.request));
+  if (!request.format.empty() && FindPayloadFormat(request.format) == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& f : PayloadFormats()) names.push_back(f.name);
+    return InvalidError("format: '" + request.format + "' is not one of " + Join(names));
+  }
+  if (request.heatmap != "signed" && request.heatmap != "absolute") {
+    return InvalidError("heatmap: '" + request.heatmap + "' is not signed or absolute");
+  }
   return Status::Ok();
 }
 
@@ -473,26 +491,49 @@ StatusOr<AttributionsRequest> ReadAttributionsRequest(std::string_view content_t
                          " pixels in all (the baseline image once per image) is over the " + "limit of " +
                          std::to_string(limits.max_request_pixels) + " per request (raise with --max-request-pixels)");
   }
-  RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits.request));
-  // The baseline image is checked for being there; its pixels come with DecodeUploads.
-  PathRequest paths = request.paths;
-  if (request.baseline_upload) paths.baseline_image = Image{1, 1, 1, {0}};
-  RETURN_IF_ERROR(ValidatePathRequest(paths, request.method, limits.request));
-  if (!request.format.empty() && FindPayloadFormat(request.format) == nullptr) {
-    std::vector<std::string> names;
-    for (const auto& f : PayloadFormats()) names.push_back(f.name);
-    return InvalidError("format: '" + request.format + "' is not one of " + Join(names));
+  RETURN_IF_ERROR(ValidateOptions(request, limits));
+  return request;
+}
+
+StatusOr<AttributionsRequest> ReadGivenInputs(const QueryParams& options, std::vector<GivenInput> given,
+                                              const AttributionLimits& limits) {
+  AttributionsRequest request;
+  TargetLists targets;
+  for (const auto& [key, value] : options) RETURN_IF_ERROR(SetOption(key, value, &request, &targets));
+  if (targets.size() > 1) return InvalidError("target: given more than once");
+  if (given.empty()) return InvalidError("inputs: none given");
+  if (given.size() > static_cast<size_t>(limits.max_images)) {
+    return TooLargeError(std::to_string(given.size()) + " inputs is over the limit of " +
+                         std::to_string(limits.max_images) + " per request (raise with --max-images)");
   }
-  if (request.heatmap != "signed" && request.heatmap != "absolute") {
-    return InvalidError("heatmap: '" + request.heatmap + "' is not signed or absolute");
+  for (size_t i = 0; i < given.size(); ++i) {
+    AttributionInput input;
+    if (!targets.empty()) input.targets = targets.front();  // the request's parameters apply to each input
+    if (given[i].side > 0) {
+      const auto side = static_cast<size_t>(given[i].side);
+      if (given[i].bytes.size() != 3 * side * side * sizeof(float)) {
+        return InvalidError("inputs: a tensor of " + std::to_string(given[i].bytes.size()) +
+                            " bytes is not float32 3 x " + std::to_string(side) + " x " + std::to_string(side));
+      }
+      input.tensor = std::move(given[i].bytes);
+      input.image = Image{given[i].side, given[i].side, 3, {}};
+    } else {
+      ASSIGN_OR_RETURN(input.upload, ReadUpload(std::move(given[i].bytes), "input " + std::to_string(i), limits));
+    }
+    request.inputs.push_back(std::move(input));
   }
+  if (const int64_t pixels = RequestPixels(request); pixels > limits.max_request_pixels) {
+    return TooLargeError("inputs: " + std::to_string(pixels) + " pixels in all is over the limit of " +
+                         std::to_string(limits.max_request_pixels) + " per request (raise with --max-request-pixels)");
+  }
+  RETURN_IF_ERROR(ValidateOptions(request, limits));
   return request;
 }
 
 uint64_t RequestImageBytes(const AttributionsRequest& request) {
   uint64_t bytes = 0;
   for (const AttributionInput& input : request.inputs) {
-    bytes += input.upload ? input.upload->header.decode_bytes : input.image.pixels.size();
+    bytes += input.upload ? input.upload->header.decode_bytes : input.image.pixels.size() + input.tensor.size();
     if (request.baseline_upload) bytes += request.baseline_upload->header.decode_bytes;
   }
   return bytes;

@@ -5,7 +5,8 @@
 //                 application/octet-stream), options in the query:
 //                 ?target=cat&n_steps=50&format=npz
 //   multipart     curl -F image=@cat.jpg -F target=cat; several `image`
-//                 parts with one `target` part each, in order
+//                 parts with one `target` part each, in order (`data`, as
+//                 TorchServe calls it, is the same as `image`)
 //   JSON          {"image": "<base64 PNG or JPEG>" | "img_data": H x W x 3,
 //                  "target": "cat", ...}, or {"inputs": [{"image": ...,
 //                  "target": ...}, ...], "n_steps": ...} for several images
@@ -56,6 +57,9 @@ struct AttributionInput {
   // (ResolveTargets).
   std::vector<std::string> targets = {"predicted"};
   std::string name;  // the file name or the client's label, for outputs; may be empty
+  // The model's normalized input itself, float32 3 x S x S (`image` then
+  // has its height and width, no pixels): KServe v2's FP32 input.
+  std::string tensor;
 };
 
 struct AttributionsRequest {
@@ -90,6 +94,17 @@ StatusOr<bool> SetRegionOption(const std::string& name, const std::string& value
 // all its images together) is refused before any pixel is decoded.
 StatusOr<AttributionsRequest> ReadAttributionsRequest(std::string_view content_type, const QueryParams& query,
                                                       std::string_view body, const AttributionLimits& limits);
+// The inputs of a protocol's request (gateway/protocols.h), given apart from
+// the options: an encoded PNG or JPEG, or with `side` > 0 the model's
+// normalized input, float32 3 x side x side. One target among the options
+// applies to every input.
+struct GivenInput {
+  std::string bytes;
+  int side = 0;
+};
+StatusOr<AttributionsRequest> ReadGivenInputs(const QueryParams& options, std::vector<GivenInput> inputs,
+                                              const AttributionLimits& limits);
+
 // The bytes a request's images take, decoded (uploads by their headers:
 // ImageHeader::decode_bytes), the baseline image once for each input, as
 // each input's job carries it.

@@ -138,6 +138,20 @@ std::vector<float> NormalizeChw(const Image& rgb, const Normalization& norm) {
   return out;
 }
 
+Image DenormalizeChw(const float* chw, int height, int width, const Normalization& norm) {
+  Image rgb{height, width, 3, {}};
+  const size_t plane = static_cast<size_t>(height) * width;
+  rgb.pixels.resize(plane * 3);
+  for (int c = 0; c < 3; ++c) {
+    for (size_t i = 0; i < plane; ++i) {
+      const double unit = static_cast<double>(chw[c * plane + i]) * norm.std[c] + norm.mean[c];
+      const double value = std::isfinite(unit) ? std::clamp(std::round(unit * 255.0), 0.0, 255.0) : 0.0;
+      rgb.pixels[i * 3 + c] = static_cast<uint8_t>(value);
+    }
+  }
+  return rgb;
+}
+
 namespace {
 
 Status CheckSize(int64_t width, int64_t height, const ImageLimits& limits) {

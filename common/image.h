@@ -39,6 +39,9 @@ Image ResizeBilinear(const Image& image, int out_width, int out_height);
 
 // RGB image -> 3 x H x W floats, (pixel / 255 - mean) / std.
 std::vector<float> NormalizeChw(const Image& rgb, const Normalization& norm);
+// Its inverse, to the nearest pixel value and clamped to 0..255: the picture
+// of a normalized input (a client's tensor, drawn under a heatmap).
+Image DenormalizeChw(const float* chw, int height, int width, const Normalization& norm);
 
 // What a decoder may be asked to produce; checked from the image header
 // before any pixel is decoded (a decompression bomb costs nothing).

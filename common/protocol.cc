@@ -88,6 +88,17 @@ Status CheckImageFrame(int64_t height, int64_t width, int64_t channels, size_t f
   return Status::Ok();
 }
 
+// A tensor frame is float32 3 x height x width.
+Status CheckTensorFrame(int64_t height, int64_t width, int64_t channels, size_t frame_bytes) {
+  constexpr int64_t kMaxSide = 1 << 14;
+  if (height <= 0 || width <= 0 || height > kMaxSide || width > kMaxSide || channels != 3 ||
+      static_cast<uint64_t>(height * width * channels) * sizeof(float) != frame_bytes) {
+    return InvalidError("protocol: tensor frame of " + std::to_string(frame_bytes) +
+                        " bytes does not match the header's 3 x height x width float32");
+  }
+  return Status::Ok();
+}
+
 // The header fields of each message, listed once for both directions:
 // visit(key, member, presence), with the struct const when encoding. A peer
 // may omit an optional field (an older peer did not know it): the member
@@ -133,6 +144,8 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("segments", r.regions.segments, Presence::kOptional);
   visit("top_regions", r.regions.top, Presence::kOptional);
   visit("max_reply_bytes", r.max_reply_bytes, Presence::kOptional);
+  visit("input", r.input, Presence::kOptional);
+  visit("predict", r.predict, Presence::kOptional);
 }
 
 template <typename ImageT, typename Visit>
@@ -296,7 +309,13 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     FieldReader read(h);
     RequestFields(r, read);
     RETURN_IF_ERROR(read.status());
-    RETURN_IF_ERROR(CheckImageFrame(r.height, r.width, r.channels, frames[1].size(), "image"));
+    if (r.input == "tensor") {
+      RETURN_IF_ERROR(CheckTensorFrame(r.height, r.width, r.channels, frames[1].size()));
+    } else if (r.input == "image") {
+      RETURN_IF_ERROR(CheckImageFrame(r.height, r.width, r.channels, frames[1].size(), "image"));
+    } else {
+      return InvalidError("protocol: input '" + r.input.substr(0, 32) + "' is not image or tensor");
+    }
     r.pixels = std::move(frames[1]);
     if (frames.size() == 3) {
       Image& b = r.paths.baseline_image;

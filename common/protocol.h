@@ -6,7 +6,7 @@
 //   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,mean,std,slots}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
-//                                         baseline,...,targets,top_k,regions,...,max_reply_bytes},
+//                                         baseline,...,targets,top_k,regions,...,max_reply_bytes,input,predict},
 //                                  pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
 //                                         attribute_seconds,encode_seconds,compress_seconds,target,
@@ -60,7 +60,12 @@ struct JobRequest {
   int height = 0;
   int width = 0;
   int channels = 3;
-  std::string pixels;              // height * width * channels bytes, HWC
+  std::string pixels;  // height * width * channels bytes, HWC (input "image")
+  // "image": `pixels` is an image, made the model's input by the worker;
+  // "tensor": `pixels` is the model's normalized input itself, float32
+  // (little-endian) 3 x height x width, height and width the model's input size.
+  std::string input = "image";
+  bool predict = false;            // the forward pass alone: logits and probabilities, no attribution
   std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
   std::string heatmap = "signed";  // png only: signed | absolute
   PathRequest paths;               // baseline, SmoothGrad, tolerance; the image baseline in a third frame

@@ -11,6 +11,11 @@
 //   GET  /v1/model, /v1/models, /v1/models/NAME   what is served
 //   GET  /healthz, /readyz, /v1/workers, /metrics  the service's state
 //   GET  /, /docs, /openapi.json                   the web page and the API's description
+//   KServe v1, Open Inference Protocol v2, TorchServe  gateway/protocols.h
+//
+// Its code: gateway/http_api.cc (serving, the token, what is served and the
+// service's state), gateway/attribution_routes.cc (the attributions) and
+// gateway/protocol_routes.cc (the protocols' routes).
 #pragma once
 
 #include <pistache/endpoint.h>
@@ -23,6 +28,7 @@
 #include "common/request.h"
 #include "gateway/broker.h"
 #include "gateway/decode_pool.h"
+#include "gateway/gathering.h"
 #include "gateway/metrics.h"
 #include "gateway/request_head.h"
 
@@ -57,25 +63,54 @@ class HttpApi {
   StatusOr<uint16_t> Start();
   void Shutdown();
 
+  // How RunAttributions answers.
+  struct RunOptions {
+    std::string accept;    // the /v1 answer's format, by Accept
+    std::string model;     // named by the route's path; else the request's, or the default
+    bool predict = false;  // the forward pass alone (JobRequest::predict)
+    Renderer render;       // a protocol's answer from the replies; unset: the /v1 answer
+  };
+
  private:
-  using Handler = void (HttpApi::*)(const Pistache::Rest::Request&, const std::shared_ptr<Exchange>&);
-  void PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetModels(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetHealth(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetReady(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetWorkers(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetMetrics(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  void GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  Handler HandlerFor(const std::string& method, const std::string& path) const;
+  using Request = Pistache::Rest::Request;
+  using Handler = void (HttpApi::*)(const Request&, const std::shared_ptr<Exchange>&);
+  // gateway/attribution_routes.cc
+  void PostModel(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void PostAttributions(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  // gateway/protocol_routes.cc
+  void KServeV1(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2Server(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2Live(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2Ready(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2Model(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2ModelReady(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void V2Infer(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void TorchServeExplain(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void TorchServePredict(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void TorchServePing(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void TorchServe(const Request& request, const std::shared_ptr<Exchange>& exchange, bool predict);
+  // gateway/http_api.cc
+  void GetModel(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetModels(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetHealth(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetReady(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetWorkers(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetMetrics(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  void GetPage(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  // The handler of each route of HttpRoutes(), by "METHOD path".
+  static Handler HandlerOf(const std::string& method, const std::string& path);
   // A request no route of its method serves: 405 (with Allow) when another
   // method's route serves its path, else 404; in JSON, as every answer.
-  void NoRoute(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange);
-  // The work of PostModel and PostAttributions once off the I/O thread (DecodePool).
+  void NoRoute(const Request& request, const std::shared_ptr<Exchange>& exchange);
+  // The original's request once off the I/O thread (DecodePool).
   void AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::string& name, const std::string& body);
-  struct AttributionsCall;
-  void AnswerAttributions(const std::shared_ptr<Exchange>& exchange, const AttributionsCall& call);
+  // A request's inputs as jobs, one per image (or tensor), answered together
+  // once the last reply is in: the /v1 answer, or run.render's. Runs on the
+  // decode pool: decodes the images, checks the classes, submits.
+  void RunAttributions(const std::shared_ptr<Exchange>& exchange, AttributionsRequest request, const RunOptions& run);
+  AttributionLimits Limits() const;
+  // The worker that serves `model` (a name the broker knows), if one does.
+  std::optional<WorkerInfo> ModelInfo(const std::string& model) const;
   // `bytes` of the decode pool's budget; nullptr (and a 503 sent) when it is spent.
   std::shared_ptr<DecodePool::Reservation> Reserve(uint64_t bytes, Exchange& exchange);
   // Runs `work` on the decode pool with `bytes` of its budget held meanwhile;

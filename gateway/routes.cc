@@ -26,6 +26,22 @@ const std::vector<RouteSpec>& HttpRoutes() {
       {"GET", "/metrics"},
       {"GET", "/openapi.json", true},
       {"GET", "/docs", true},
+      // KServe v1
+      {"POST", "/v1/models/{name}:explain"},
+      {"POST", "/v1/models/{name}:predict"},
+      // Open Inference Protocol v2
+      {"GET", "/v2"},
+      {"GET", "/v2/health/live", true},
+      {"GET", "/v2/health/ready", true},
+      {"GET", "/v2/models/{name}"},
+      {"GET", "/v2/models/{name}/ready", true},
+      {"POST", "/v2/models/{name}/infer"},
+      // TorchServe (curl -T sends PUT)
+      {"POST", "/explanations/{name}"},
+      {"PUT", "/explanations/{name}"},
+      {"POST", "/predictions/{name}"},
+      {"PUT", "/predictions/{name}"},
+      {"GET", "/ping", true},
   };
   return routes;
 }
@@ -35,7 +51,9 @@ std::string RouterPath(const std::string& path) {
   for (size_t i = 0; i < path.size(); ++i) {
     if (path[i] == '{') {
       out += ':';
-    } else if (path[i] != '}') {
+    } else if (path[i] == '}') {
+      while (i + 1 < path.size() && path[i + 1] != '/') ++i;  // a verb after the parameter
+    } else {
       out += path[i];
     }
   }
@@ -64,19 +82,42 @@ std::vector<std::string_view> Segments(std::string_view path) {
 
 }  // namespace
 
-std::string RouteOf(std::string_view method, std::string_view target) {
+namespace {
+
+// Whether a request's segment fills a route's: the same text, or any text
+// for a parameter ({name}), or any text ending in the verb ({name}:explain).
+bool Fills(std::string_view pattern, std::string_view segment) {
+  if (pattern.empty() || pattern.front() != '{') return pattern == segment;
+  const std::string_view verb = pattern.substr(pattern.find('}') + 1);
+  return segment.size() > verb.size() && segment.substr(segment.size() - verb.size()) == verb;
+}
+
+}  // namespace
+
+const RouteSpec* FindRoute(std::string_view method, std::string_view target) {
   const std::vector<std::string_view> requested = Segments(target);
   for (const RouteSpec& route : HttpRoutes()) {
     if (route.method != method) continue;
     const std::vector<std::string_view> pattern = Segments(route.path);
     if (pattern.size() != requested.size()) continue;
     bool same = true;
-    for (size_t i = 0; i < pattern.size() && same; ++i) {
-      same = pattern[i] == requested[i] || (pattern[i].front() == '{' && pattern[i].back() == '}');
-    }
-    if (same) return route.path;
+    for (size_t i = 0; i < pattern.size() && same; ++i) same = Fills(pattern[i], requested[i]);
+    if (same) return &route;
   }
-  return "(none)";
+  return nullptr;
+}
+
+std::string RouteOf(std::string_view method, std::string_view target) {
+  const RouteSpec* route = FindRoute(method, target);
+  return route != nullptr ? route->path : "(none)";
+}
+
+std::string ParameterOf(std::string_view route_path, std::string_view segment) {
+  const size_t close = route_path.find('}');
+  if (close == std::string_view::npos) return std::string(segment);
+  const size_t end = std::min(route_path.find('/', close), route_path.size());
+  const size_t verb = end - close - 1;
+  return std::string(segment.substr(0, segment.size() >= verb ? segment.size() - verb : 0));
 }
 
 std::string_view OpenApiDocument() {

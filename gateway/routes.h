@@ -10,20 +10,29 @@
 namespace intgrads {
 
 struct RouteSpec {
-  std::string method;  // "GET" | "POST"
-  std::string path;    // OpenAPI form: /v1/models/{name}/attributions
-  bool open = false;   // answered without the token: the pages and health (liveness, readiness)
+  std::string method;  // "GET" | "POST" | "PUT"
+  // OpenAPI form: /v1/models/{name}/attributions; a segment may end in a
+  // verb after its parameter, as KServe's /v1/models/{name}:explain.
+  std::string path;
+  bool open = false;  // answered without the token: the pages and health (liveness, readiness)
 };
 
 const std::vector<RouteSpec>& HttpRoutes();
 
-// Pistache's form of a path: {name} -> :name, no trailing slash.
+// Pistache's form of a path: {name} -> :name, no trailing slash. A verb
+// after a parameter is left off ({name}:explain -> :name): Pistache matches
+// whole segments, and FindRoute tells such routes apart.
 std::string RouterPath(const std::string& path);
 
-// The route (its path as in HttpRoutes) that serves a request line's method
-// and target, or "(none)": what the metrics count a request under when it
-// is answered before Pistache's router has seen it.
+// The route that serves a request line's method and target, or nullptr.
+const RouteSpec* FindRoute(std::string_view method, std::string_view target);
+// Its path as in HttpRoutes, or "(none)": what the metrics count a request
+// under (also one answered before Pistache's router has seen it).
 std::string RouteOf(std::string_view method, std::string_view target);
+
+// The value of a path's parameter segment, its verb left off:
+// "resnet:explain" -> "resnet" for {name}:explain; `segment` itself otherwise.
+std::string ParameterOf(std::string_view route_path, std::string_view segment);
 
 // Files compiled into the gateway (gateway/web/).
 std::string_view OpenApiDocument();  // openapi.json

@@ -69,10 +69,6 @@ std::string NestedOf(const torch::Tensor& tensor) {
   return out;
 }
 
-int Predicted(const std::vector<double>& probabilities) {
-  return static_cast<int>(std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin());
-}
-
 // Rows of 5 pixels, the leftmost in bit 4.
 struct Glyph {
   char c;
@@ -146,6 +142,22 @@ std::string Short(double v) {
 }
 
 }  // namespace
+
+int Predicted(const std::vector<double>& probabilities) {
+  return static_cast<int>(std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin());
+}
+
+std::string EncodePrediction(const torch::Tensor& logits, const std::vector<double>& probabilities,
+                             const std::vector<std::string>& classes) {
+  const int predicted = Predicted(probabilities);
+  nlohmann::json head = {{"predicted_class", predicted},
+                         {"predicted_name", classes.at(static_cast<size_t>(predicted))},
+                         {"probabilities", probabilities},
+                         {"classes", classes}};
+  std::string out = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out.pop_back();  // '}': the logits follow
+  return out + ",\"output\":" + NestedOf(logits) + "}";
+}
 
 std::vector<double> Probabilities(const torch::Tensor& logits) {
   const torch::Tensor p = torch::softmax(logits.to(torch::kCPU).to(torch::kFloat64).reshape({-1}), 0).contiguous();

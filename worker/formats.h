@@ -35,8 +35,14 @@ struct Explanation {
   const Regions* regions = nullptr;  // IDG for regions, when asked: json carries it, png draws it
 };
 
-// softmax(logits[0]) in double precision.
+// softmax(logits[0]) in double precision, and the most probable class.
 std::vector<double> Probabilities(const torch::Tensor& logits);
+int Predicted(const std::vector<double>& probabilities);
+
+// A prediction (JobRequest::predict) in JSON: predicted_class,
+// predicted_name, probabilities, classes and output (the logits, 1 x classes).
+std::string EncodePrediction(const torch::Tensor& logits, const std::vector<double>& probabilities,
+                             const std::vector<std::string>& classes);
 
 std::string EncodeNpz(const Explanation& explanation);
 std::string EncodeJson(const Explanation& explanation);

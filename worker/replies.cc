@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "common/gzip.h"
 #include "worker/formats.h"
@@ -31,6 +32,10 @@ void WarnIfIncomplete(const Attribution& a, const JobRequest& request) {
 // The request's format, validated with everything else a worker checks
 // before any work; nullptr with *error set when the request is refused.
 const PayloadFormat* Validate(const JobRequest& request, int num_classes, const WorkerOptions& options, Status* error) {
+  if (request.predict) {  // the forward pass alone: no path, no class to attribute
+    *error = Status::Ok();
+    return FindPayloadFormat("json");
+  }
   const PayloadFormat* format = FindPayloadFormat(request.format);
   Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
   if (valid.ok() && format == nullptr)
@@ -98,13 +103,37 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
     return;
   }
   Clock::time_point mark = Clock::now();
-  Image image;
-  image.height = request.height;
-  image.width = request.width;
-  image.channels = request.channels;
-  image.pixels.assign(request.pixels.begin(), request.pixels.end());
-  w->seen = ModelInputImage(image, model.info());
-  torch::Tensor input = NormalizedTensor(w->seen, model.info()).to(device);
+  torch::Tensor input;
+  if (request.input == "tensor") {
+    const int side = model.info().input_size;
+    if (request.height != side || request.width != side || request.channels != 3) {
+      Refuse(w, 422,
+             "input: a tensor is the model's normalized input, 3 x " + std::to_string(side) + " x " +
+                 std::to_string(side));
+      return;
+    }
+    std::vector<float> chw(request.pixels.size() / sizeof(float));
+    std::memcpy(chw.data(), request.pixels.data(), chw.size() * sizeof(float));
+    if (!std::all_of(chw.begin(), chw.end(), [](float v) { return std::isfinite(v); })) {
+      Refuse(w, 422, "input: the tensor holds NaN or infinity");
+      return;
+    }
+    w->seen = DenormalizeChw(chw.data(), side, side, model.info().normalization);
+    input = torch::tensor(chw).view({1, 3, side, side}).to(device);
+  } else {
+    Image image;
+    image.height = request.height;
+    image.width = request.width;
+    image.channels = request.channels;
+    image.pixels.assign(request.pixels.begin(), request.pixels.end());
+    w->seen = ModelInputImage(image, model.info());
+    input = NormalizedTensor(w->seen, model.info()).to(device);
+  }
+  if (request.predict) {
+    w->job.input = input;
+    w->prepare = Since(&mark);
+    return;
+  }
   Targets targets{request.targets, request.top_k};
   if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
   if (request.method == "scan") {
@@ -140,6 +169,18 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
   const PayloadFormat* format = w->format;
   Clock::time_point mark = Clock::now();
   JobReply& reply = w->reply;
+  if (request.predict) {
+    reply.probabilities = Probabilities(w->logits);
+    reply.target = Predicted(reply.probabilities);
+    reply.payload = EncodePrediction(w->logits, reply.probabilities, model.info().classes);
+    reply.content_type = format->content_type;
+    reply.status = 200;
+    reply.prepare_seconds = w->prepare;
+    reply.attribute_seconds = w->attribute;
+    reply.encode_seconds = Since(&mark);
+    w->answered = true;
+    return;
+  }
   const std::vector<Attribution>& attributions = w->attributions;
   std::vector<double> probabilities = Probabilities(attributions.front().logits);
   for (size_t i = 0; i < attributions.size(); ++i) {
@@ -205,6 +246,34 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
   w->answered = true;
 }
 
+// The predictions among the work: one forward pass for all, no gradients.
+void Predict(const Classifier& model, std::vector<Work>* work) {
+  std::vector<size_t> predicted;
+  std::vector<torch::Tensor> inputs;
+  for (size_t i = 0; i < work->size(); ++i) {
+    if ((*work)[i].answered || !(*work)[i].request.predict) continue;
+    predicted.push_back(i);
+    inputs.push_back((*work)[i].job.input);
+  }
+  if (predicted.empty()) return;
+  Clock::time_point mark = Clock::now();
+  try {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor logits = model.Forward(torch::cat(inputs).to(model.dtype())).to(torch::kCPU);
+    const double seconds = Since(&mark);
+    for (size_t k = 0; k < predicted.size(); ++k) {
+      Work& w = (*work)[predicted[k]];
+      w.logits = logits.narrow(0, static_cast<int64_t>(k), 1).to(torch::kFloat32).contiguous();
+      w.attribute = seconds;
+    }
+  } catch (...) {
+    for (size_t i : predicted) {
+      (*work)[i].reply = FailureReply((*work)[i].request.id);
+      (*work)[i].answered = true;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device& device,
@@ -222,12 +291,13 @@ std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device
       fail(i);
     }
   }
+  Predict(model, &work);
   // Requests with a fixed schedule share their passes; adaptive steps
   // (a tolerance) run alone, as each try depends on the one before.
   std::vector<size_t> shared;
   std::vector<PathJob> jobs;
   for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].answered || work[i].request.paths.tolerance > 0.0) continue;
+    if (work[i].answered || work[i].request.predict || work[i].request.paths.tolerance > 0.0) continue;
     shared.push_back(i);
     jobs.push_back(work[i].job);
   }
@@ -246,7 +316,7 @@ std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device
   }
   for (size_t i = 0; i < work.size(); ++i) {
     Work& w = work[i];
-    if (w.answered || w.request.paths.tolerance <= 0.0) continue;
+    if (w.answered || w.request.predict || w.request.paths.tolerance <= 0.0) continue;
     try {
       Clock::time_point mark = Clock::now();
       int spent = 0;

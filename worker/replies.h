@@ -2,7 +2,8 @@
 // sockets (worker/worker_loop.h): validated and prepared (the image to the
 // model's input, the paths, the targets, the schedule), attributed (requests
 // with a fixed schedule sharing their forward and backward passes), encoded
-// (torch.save and gzip, npz, JSON, a PNG). The passes and the encoding are
+// (torch.save and gzip, npz, JSON, a PNG). Predictions (JobRequest::predict)
+// share one forward pass and answer JSON. The passes and the encoding are
 // two calls, so that a worker can run them on different threads.
 #pragma once
 
@@ -29,6 +30,7 @@ struct Work {
   Image seen;  // the image at the model's input size
   PathJob job;
   std::vector<Attribution> attributions;  // on a GPU, maybe with their copies to the host in flight
+  torch::Tensor logits;                   // a prediction's (JobRequest::predict), 1 x classes on the host
   double prepare = 0.0, attribute = 0.0, copy = 0.0, encode = 0.0, compress = 0.0;  // seconds
 };
 

@@ -106,6 +106,42 @@ TEST(AttributionsRequest, MultipartImagesEachWithItsTarget) {
   EXPECT_EQ(predicted->inputs[1].targets.front(), "predicted");
 }
 
+// TorchServe's clients send the image as a `data` field.
+TEST(AttributionsRequest, DataIsTheImageAsTorchServeCallsIt) {
+  auto r = ParseAttributionsRequest("multipart/form-data; boundary=XyZ", {},
+                                    Multipart({{"data", "kitten.png", Png(3, 5)}}), {});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->inputs.size(), 1U);
+  EXPECT_EQ(r->inputs[0].image.width, 5);
+}
+
+// A protocol's inputs, given apart from the options: images, or the model's
+// input as float32; the options' one target applies to each.
+TEST(GivenInputs, ImagesAndTensorsWithTheOptions) {
+  const std::string tensor(size_t{3} * 2 * 2 * sizeof(float), '\0');
+  auto r = ReadGivenInputs({{"n_steps", "7"}, {"target", "cat"}}, {{Png(3, 3), 0}, {tensor, 2}}, {});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->inputs.size(), 2U);
+  EXPECT_EQ(r->n_steps, 7);
+  EXPECT_EQ(r->inputs[0].targets, std::vector<std::string>{"cat"});
+  EXPECT_EQ(r->inputs[1].targets, std::vector<std::string>{"cat"});
+  EXPECT_TRUE(r->inputs[0].upload.has_value());
+  EXPECT_EQ(r->inputs[1].tensor.size(), 48U);
+  EXPECT_EQ(r->inputs[1].image.height, 2);
+  EXPECT_EQ(RequestImageBytes(*r), 3U * 3 * 3 + 48);
+  EXPECT_TRUE(DecodeUploads(&r.value(), {}).ok());
+  EXPECT_EQ(r->inputs[0].image.pixels.size(), 27U);
+  // Mistakes are named: a tensor of the wrong size, a broken image, an unknown option, too many inputs.
+  EXPECT_EQ(ReadGivenInputs({}, {{"abc", 2}}, {}).status().code(), StatusCode::kInvalid);
+  EXPECT_NE(ReadGivenInputs({}, {{"junk", 0}}, {}).status().message().find("input 0"), std::string::npos);
+  EXPECT_NE(ReadGivenInputs({{"colour", "red"}}, {{Png(3, 3), 0}}, {}).status().message().find("colour"),
+            std::string::npos);
+  AttributionLimits one;
+  one.max_images = 1;
+  EXPECT_EQ(ReadGivenInputs({}, {{Png(3, 3), 0}, {Png(3, 3), 0}}, one).status().code(), StatusCode::kTooLarge);
+  EXPECT_EQ(ReadGivenInputs({}, {}, {}).status().code(), StatusCode::kInvalid);
+}
+
 TEST(AttributionsRequest, SeveralTargetsForOneImage) {
   auto listed = ParseAttributionsRequest("image/png", {{"target", "cat,dog, 3"}}, Png(2, 2), {});
   ASSERT_TRUE(listed.ok()) << listed.status().message();

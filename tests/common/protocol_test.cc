@@ -97,6 +97,31 @@ TEST(Protocol, EveryFieldKeepsItsValue) {
   EXPECT_EQ(ready->ready.slots, 3);
 }
 
+// A tensor input is float32 3 x height x width, and says so; a prediction travels as a flag.
+TEST(Protocol, TensorInputsAndPredictionsTravel) {
+  JobRequest r = OnePixelRequest();
+  r.input = "tensor";
+  r.predict = true;
+  r.height = r.width = 2;
+  r.channels = 3;
+  r.pixels.assign(size_t{3} * 2 * 2 * sizeof(float), '\0');
+  auto decoded = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->request.input, "tensor");
+  EXPECT_TRUE(decoded->request.predict);
+  EXPECT_EQ(decoded->request.pixels.size(), 48U);
+  // As an image the same frame would be 12 bytes; as a tensor, 12 floats or nothing.
+  r.pixels.resize(12);
+  EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());
+  r.input = "text";
+  EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());
+  r.input = "image";
+  r.predict = false;
+  auto image = DecodeMessage(EncodeRequest(r));
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_FALSE(image->request.predict);
+}
+
 TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   JobReply reply;
   reply.id = 7;

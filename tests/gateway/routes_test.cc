@@ -97,6 +97,9 @@ TEST(OpenApi, RouterPathsArePistaches) {
   EXPECT_EQ(RouterPath("/v1/models/{name}/attributions"), "/v1/models/:name/attributions");
   EXPECT_EQ(RouterPath("/model/"), "/model");
   EXPECT_EQ(RouterPath("/"), "/");
+  EXPECT_EQ(RouterPath("/v1/models/{name}:explain"), "/v1/models/:name");  // Pistache matches whole segments
+  EXPECT_EQ(ParameterOf("/v1/models/{name}:explain", "cifar:explain"), "cifar");
+  EXPECT_EQ(ParameterOf("/v1/models/{name}/attributions", "cifar"), "cifar");
   EXPECT_NE(DocsPage().find("openapi.json"), std::string_view::npos);
   EXPECT_NE(WebPage().find("/v1/attributions"), std::string_view::npos);
 }
@@ -140,6 +143,12 @@ TEST(Routes, RouteOfARequestLineMatchesTheTable) {
   EXPECT_EQ(RouteOf("GET", "/v1/models/lanet"), "/v1/models/{name}");
   EXPECT_EQ(RouteOf("GET", "/"), "/");
   EXPECT_EQ(RouteOf("GET", "/model/"), "(none)");
+  EXPECT_EQ(RouteOf("POST", "/v1/models/lanet:explain"), "/v1/models/{name}:explain");
+  EXPECT_EQ(RouteOf("POST", "/v1/models/lanet:predict"), "/v1/models/{name}:predict");
+  EXPECT_EQ(RouteOf("POST", "/v1/models/lanet:train"), "(none)");
+  EXPECT_EQ(RouteOf("POST", "/v1/models/:explain"), "(none)");  // no name before the verb
+  EXPECT_EQ(RouteOf("PUT", "/predictions/lanet"), "/predictions/{name}");
+  EXPECT_EQ(RouteOf("GET", "/v2/models/lanet/ready"), "/v2/models/{name}/ready");
   EXPECT_EQ(RouteOf("POST", "/models//model"), "(none)");
   EXPECT_EQ(RouteOf("", ""), "(none)");
 }

@@ -9,13 +9,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "common/protocol.h"
 #include "tests/worker/reference.h"
 #include "worker/max_pool_kernel.h"
 #include "worker/model_flags.h"
+#include "worker/replies.h"
 
 namespace intgrads {
 namespace {
@@ -977,6 +980,83 @@ TEST(Allocator, MallocIsTcmallocWhereBuiltWithIt) {
 #else
   GTEST_SKIP() << "built without tcmalloc";
 #endif
+}
+
+}  // namespace
+}  // namespace intgrads
+
+namespace intgrads {
+namespace {
+
+JobRequest ImageRequest(const Image& image) {
+  JobRequest request;
+  request.target = 1;
+  request.n_steps = 4;
+  request.format = "json";
+  request.height = image.height;
+  request.width = image.width;
+  request.channels = image.channels;
+  request.pixels.assign(image.pixels.begin(), image.pixels.end());
+  return request;
+}
+
+// A prediction is the forward pass the attribution makes at x, alone; a
+// tensor input (the model's normalized input, as KServe v2's FP32 input
+// sends it) is attributed as the image it came from.
+TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
+  auto model = LoadModel(ModelFamily::kLanet, RandomStateDict(LanetKeys({8, 5, false, 3})));
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  const Classifier& lanet = **model;
+  torch::manual_seed(4);
+  Image image{40, 36, 3, {}};
+  const torch::Tensor noise = torch::randint(0, 256, {40 * 36 * 3}, torch::kUInt8);
+  image.pixels.assign(noise.data_ptr<uint8_t>(), noise.data_ptr<uint8_t>() + noise.numel());
+  const WorkerOptions options;
+  const torch::Device cpu(torch::kCPU);
+  const JobRequest attribute = ImageRequest(image);
+  const JobReply attributed = ComputeReply(lanet, cpu, attribute, options);
+  ASSERT_EQ(attributed.status, 200) << attributed.error;
+  const auto ig = nlohmann::json::parse(attributed.payload);
+
+  JobRequest predict = attribute;
+  predict.predict = true;
+  predict.n_steps = 0;  // not read: no path
+  predict.format = "png";
+  const JobReply predicted = ComputeReply(lanet, cpu, predict, options);
+  ASSERT_EQ(predicted.status, 200) << predicted.error;
+  EXPECT_EQ(predicted.content_type, "application/json");
+  const auto p = nlohmann::json::parse(predicted.payload);
+  // The same pass up to float rounding (the attribution's ran in a batch with the path points).
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(p["output"][0][c].get<double>(), ig["output"][0][c].get<double>(), 1e-5) << c;
+    EXPECT_NEAR(p["probabilities"][c].get<double>(), ig["probabilities"][c].get<double>(), 1e-6) << c;
+  }
+  EXPECT_EQ(p["predicted_class"], ig["predicted_class"]);
+  EXPECT_EQ(predicted.target, ig["predicted_class"].get<int>());
+  EXPECT_EQ(p["classes"], (nlohmann::json{"class_0", "class_1", "class_2"}));
+
+  const torch::Tensor input = NormalizedTensor(ModelInputImage(image, lanet.info()), lanet.info()).contiguous();
+  JobRequest tensor = attribute;
+  tensor.input = "tensor";
+  tensor.height = tensor.width = 32;
+  tensor.pixels.assign(reinterpret_cast<const char*>(input.data_ptr<float>()), input.numel() * sizeof(float));
+  const JobReply from_tensor = ComputeReply(lanet, cpu, tensor, options);
+  ASSERT_EQ(from_tensor.status, 200) << from_tensor.error;
+  const auto t = nlohmann::json::parse(from_tensor.payload);
+  EXPECT_EQ(t["integrated_grads"], ig["integrated_grads"]);
+  EXPECT_EQ(t["input"], ig["input"]);
+
+  // Poison and a tensor of another size are refused, not computed.
+  JobRequest poisoned = tensor;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(poisoned.pixels.data() + 40, &nan, sizeof(nan));
+  const JobReply refused = ComputeReply(lanet, cpu, poisoned, options);
+  EXPECT_EQ(refused.status, 422);
+  EXPECT_NE(refused.error.find("NaN"), std::string::npos) << refused.error;
+  JobRequest small = tensor;
+  small.height = small.width = 16;
+  small.pixels.resize(size_t{3} * 16 * 16 * sizeof(float));
+  EXPECT_EQ(ComputeReply(lanet, cpu, small, options).status, 422);
 }
 
 }  // namespace

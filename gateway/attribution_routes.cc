@@ -1,0 +1,356 @@
+// The attribution routes (gateway/http_api.h): the original's POST /model/
+// and POST /v1/attributions, and RunAttributions, which the protocols'
+// routes (gateway/protocol_routes.cc) share: a request's inputs as jobs, one
+// per image, answered together once the last reply is in.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+
+#include "common/text.h"
+#include "common/zip.h"
+#include "gateway/exchange.h"
+#include "gateway/http_api.h"
+
+namespace intgrads {
+
+using nlohmann::json;
+using Pistache::Http::Mime::MediaType;
+
+void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  auto body = std::make_shared<std::string>(TakeBody(request));
+  if (!BodyWithinLimit(*body, *exchange)) return;
+  std::string name = request.hasParam(":name") ? request.param(":name").as<std::string>() : "";
+  Offload(exchange, body->size() * kJsonMemoryFactor,
+          [this, exchange, name = std::move(name), body] { AnswerModel(exchange, name, *body); });
+}
+
+void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::string& name, const std::string& body) {
+  auto model = ResolveModel(name);
+  if (!model.ok()) {
+    exchange->Error(HttpStatusOf(model.status()), model.status().message());
+    return;
+  }
+  // Validate against the model's classes (CIFAR-10 until a worker has announced one).
+  const std::vector<std::string> classes = broker_.Classes(*model).value_or(Cifar10Classes());
+  auto parsed = ParseModelRequest(body, classes, options_.limits);
+  if (!parsed.ok()) {
+    exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
+    return;
+  }
+  // The pixels stay in the job until it is answered: a share of the budget until then.
+  auto held = Reserve(parsed->image.pixels.size(), *exchange);
+  if (held == nullptr) return;
+  exchange->Hold(std::move(held));
+  Job job;
+  job.model = *model;
+  job.request.target = parsed->target;
+  job.request.n_steps = parsed->n_steps;
+  job.request.method = parsed->method;
+  job.request.height = parsed->image.height;
+  job.request.width = parsed->image.width;
+  job.request.channels = parsed->image.channels;
+  job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
+  job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
+  job.abandoned = [exchange] { return exchange->gone(); };
+  const int n_steps = parsed->n_steps;
+  const double decode = std::chrono::duration<double>(Clock::now() - exchange->received()).count();
+  job.done = [this, exchange, n_steps, decode](JobReply reply) {
+    if (reply.status != 200) {
+      exchange->Error(reply.status, reply.error);
+      return;
+    }
+    metrics_.AddAttribution(n_steps);
+    const auto stages =
+        Stages(reply, decode, std::chrono::duration<double>(Clock::now() - exchange->received()).count());
+    metrics_.RecordStages(stages);
+    exchange->Header("Server-Timing", ServerTiming(stages));
+    exchange->Header("Content-Disposition", "attachment; filename=\"returned_gradients.gzip\"");
+    exchange->Header("X-Convergence-Delta", Printf("%.9g", reply.convergence_delta));
+    exchange->Header("X-Compute-Seconds", Printf("%.6f", reply.compute_seconds));
+    exchange->Send(200, std::move(reply.payload), MediaType::fromString(reply.content_type));
+  };
+  Status submitted = broker_.Submit(std::move(job));
+  if (!submitted.ok()) exchange->Error(503, submitted.message());
+}
+
+namespace {
+
+// A file name's stem, safe in a zip or a header: "my cat.jpg" -> "my_cat".
+std::string SafeStem(const std::string& name) {
+  std::string safe;
+  for (char c : name.substr(0, name.rfind('.')).substr(0, 64)) {
+    const bool plain = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    safe += plain ? c : '_';
+  }
+  return safe;
+}
+
+// The file of image `index` in a zip: 000-cat.npz, 001.npz.
+std::string ZipStem(const std::string& name, size_t index) {
+  char number[24];
+  std::snprintf(number, sizeof(number), "%03zu", index);
+  const std::string stem = SafeStem(name);
+  return std::string(number) + (stem.empty() ? "" : "-" + stem);
+}
+
+json Summary(const JobReply& reply, const std::vector<std::string>& classes, size_t index, const std::string& name) {
+  // (index: the image's, in the request's order.)
+  const auto& p = reply.probabilities;
+  const int predicted = p.empty() ? -1 : static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+  auto class_name = [&classes](int i) { return i >= 0 && i < static_cast<int>(classes.size()) ? classes[i] : ""; };
+  const double probability = reply.target >= 0 && reply.target < static_cast<int>(p.size()) ? p[reply.target] : 0.0;
+  return json{{"index", index},
+              {"name", name},
+              {"target_class", reply.target},
+              {"target_name", class_name(reply.target)},
+              {"probability", probability},
+              {"predicted_class", predicted},
+              {"predicted_name", class_name(predicted)},
+              {"convergence_delta", reply.convergence_delta},
+              {"n_steps", reply.n_steps},
+              {"tolerance_met", reply.tolerance_met},
+              {"compute_seconds", reply.compute_seconds}};
+}
+
+// False (and the first failure sent) unless every reply succeeded; then
+// each result is counted in the metrics.
+bool AllSucceeded(Exchange& exchange, const Gathering& g, Metrics& metrics) {
+  const size_t images = g.replies.size();
+  for (size_t i = 0; i < images; ++i) {
+    const JobReply& r = g.replies[i];
+    if (r.status != 200) {
+      exchange.Error(r.status, (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
+      return false;
+    }
+  }
+  const double total = std::chrono::duration<double>(Clock::now() - exchange.received()).count();
+  for (const JobReply& r : g.replies) {
+    metrics.RecordStages(Stages(r, g.decode, total));
+    if (g.predict) continue;
+    metrics.AddAttribution(r.n_steps > 0 ? r.n_steps : g.n_steps);
+    for (const JobReply& other : r.others) metrics.AddAttribution(other.n_steps > 0 ? other.n_steps : g.n_steps);
+  }
+  exchange.Header("Server-Timing", ServerTiming(Stages(g.replies.front(), g.decode, total)));
+  return true;
+}
+
+// The /v1 answer: one result in its format, several in a zip (or one JSON document).
+void Answer(Exchange& exchange, Gathering& g) {
+  const size_t images = g.replies.size();
+  // Every result in order: image by image, each image's targets in turn.
+  struct Result {
+    const JobReply* reply;
+    size_t image;
+  };
+  std::vector<Result> results;
+  for (size_t i = 0; i < images; ++i) {
+    results.push_back({&g.replies[i], i});
+    for (const JobReply& other : g.replies[i].others) results.push_back({&other, i});
+  }
+  const PayloadFormat& format = *g.negotiated.format;
+  if (results.size() == 1 && !g.negotiated.zip) {
+    JobReply& r = g.replies.front();
+    const json summary = Summary(r, g.classes, 0, g.names.front());
+    exchange.Header("X-Target-Class", std::to_string(r.target));
+    exchange.Header("X-Target-Name", summary["target_name"].get<std::string>());
+    exchange.Header("X-Probability", Printf("%.6g", summary["probability"].get<double>()));
+    exchange.Header("X-Predicted-Class", std::to_string(summary["predicted_class"].get<int>()));
+    exchange.Header("X-Predicted-Name", summary["predicted_name"].get<std::string>());
+    exchange.Header("X-Convergence-Delta", Printf("%.9g", r.convergence_delta));
+    exchange.Header("X-Compute-Seconds", Printf("%.6f", r.compute_seconds));
+    exchange.Header("X-N-Steps", std::to_string(r.n_steps));
+    if (!r.tolerance_met) exchange.Header("X-Tolerance-Met", "false");
+    const std::string stem = SafeStem(g.names.front());
+    exchange.Header("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
+                                               "attribution" + format.extension + "\"");
+    exchange.Send(200, std::move(r.payload), MediaType::fromString(r.content_type));
+    return;
+  }
+  json summaries = json::array();
+  for (const Result& r : results) summaries.push_back(Summary(*r.reply, g.classes, r.image, g.names[r.image]));
+  if (!g.negotiated.zip) {  // JSON: one document, the results in order
+    std::string body = "{\"summary\":" + DumpJson(summaries) + ",\"results\":[";
+    for (size_t i = 0; i < results.size(); ++i) body += (i > 0 ? "," : "") + results[i].reply->payload;
+    body += "]}";
+    exchange.Send(200, std::move(body), kJsonType);
+    return;
+  }
+  ZipWriter zip;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    // 000-cat.npz; with several targets per image, 000-cat-dog.npz.
+    std::string file = ZipStem(g.names[r.image], r.image);
+    if (!g.replies[r.image].others.empty()) file += "-" + SafeStem(summaries[i]["target_name"].get<std::string>());
+    file += format.extension;
+    summaries[i]["file"] = file;
+    zip.Add(file, r.reply->payload);
+  }
+  zip.Add("summary.json", DumpJson(summaries));
+  exchange.Header("Content-Disposition", "attachment; filename=\"attributions.zip\"");
+  exchange.Send(200, zip.Finish(), MediaType::fromString("application/zip"));
+}
+
+}  // namespace
+
+bool ReadQuery(const Pistache::Rest::Request& request, Exchange& exchange, QueryParams* query) {
+  for (auto it = request.query().parameters_begin(); it != request.query().parameters_end(); ++it) {
+    // Pistache splits the query at '&' and '=' and decodes nothing.
+    const std::optional<std::string> name = DecodeQueryComponent(it->first);
+    const std::optional<std::string> value = DecodeQueryComponent(it->second);
+    if (!name || !value) {
+      exchange.Error(400, "query: '" + Shorten(it->first + "=" + it->second, 80) +
+                              "' is not percent-encoded (a '%' takes two hexadecimal digits)");
+      return false;
+    }
+    query->emplace_back(*name, *value);
+  }
+  std::sort(query->begin(), query->end());  // Pistache keeps them unordered
+  return true;
+}
+
+// What PostAttributions reads off the request on the I/O thread, for its work on the decode pool.
+struct AttributionsCall {
+  std::string body;
+  std::string content_type;
+  QueryParams query;
+  HttpApi::RunOptions run;
+};
+
+void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
+  auto call = std::make_shared<AttributionsCall>();
+  call->body = TakeBody(request);
+  if (!BodyWithinLimit(call->body, *exchange) || !ReadQuery(request, *exchange, &call->query)) return;
+  call->content_type = HeaderText<Pistache::Http::Header::ContentType>(request);
+  call->run.accept = HeaderText<Pistache::Http::Header::Accept>(request);
+  if (request.hasParam(":name")) call->run.model = request.param(":name").as<std::string>();
+  // The body while it is read, as JSON at worst; the images' pixels come after.
+  Offload(exchange, call->body.size() * kJsonMemoryFactor, [this, exchange, call] {
+    auto parsed = ReadAttributionsRequest(call->content_type, call->query, call->body, Limits());
+    if (!parsed.ok()) {
+      exchange->Error(HttpStatusOf(parsed.status()), parsed.status().message());
+      return;
+    }
+    RunAttributions(exchange, std::move(parsed).value(), call->run);
+  });
+}
+
+AttributionLimits HttpApi::Limits() const {
+  return AttributionLimits{options_.limits, options_.max_images, options_.max_request_pixels};
+}
+
+void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, AttributionsRequest request,
+                              const RunOptions& run) {
+  // The images' pixels, decoded and then held in the jobs until answered:
+  // reserved from their headers before any is decoded.
+  auto held = Reserve(RequestImageBytes(request), *exchange);
+  if (held == nullptr) return;
+  exchange->Hold(std::move(held));
+  if (Status decoded = DecodeUploads(&request, Limits()); !decoded.ok()) {
+    exchange->Error(HttpStatusOf(decoded), decoded.message());
+    return;
+  }
+  auto model = ResolveModel(!run.model.empty() ? run.model : request.model);
+  if (!model.ok()) {
+    exchange->Error(HttpStatusOf(model.status()), model.status().message());
+    return;
+  }
+  auto gathering = std::make_shared<Gathering>();
+  gathering->model = *model;
+  gathering->classes = broker_.Classes(*model).value_or(Cifar10Classes());
+  gathering->n_steps = request.n_steps;
+  gathering->predict = run.predict;
+  // Each image's classes, checked before any work (a prediction has none).
+  std::vector<std::vector<int>> targets;
+  size_t results = 0;
+  for (size_t i = 0; i < request.inputs.size() && !run.predict; ++i) {
+    const std::string where = request.inputs.size() > 1 ? "image " + std::to_string(i) + ": " : "";
+    const std::vector<std::string>& given = request.inputs[i].targets;
+    auto resolved = ResolveTargets(given, gathering->classes);
+    if (resolved.ok() && request.top_k > 0 && given == std::vector<std::string>{"predicted"}) resolved->clear();
+    Status valid = resolved.status();
+    if (valid.ok()) {
+      valid = ValidateTargets(*resolved, request.top_k, static_cast<int>(gathering->classes.size()), request.method,
+                              options_.limits);
+    }
+    if (!valid.ok()) {
+      exchange->Error(HttpStatusOf(valid), where + valid.message());
+      return;
+    }
+    results +=
+        request.top_k > 0 ? std::min(gathering->classes.size(), static_cast<size_t>(request.top_k)) : resolved->size();
+    targets.push_back(std::move(resolved).value());
+  }
+  // A protocol's answer is built from JSON, whatever the request says.
+  const bool protocol = run.render != nullptr;
+  auto negotiated = NegotiateFormat(protocol ? "" : run.accept, protocol ? "json" : request.format, results);
+  if (!negotiated.ok()) {
+    exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
+    return;
+  }
+  gathering->negotiated = *negotiated;
+  if (Status regions = ValidateRegionRequest(request.regions, negotiated->format->name); !regions.ok()) {
+    exchange->Error(HttpStatusOf(regions), regions.message());
+    return;
+  }
+  auto answer = [this, exchange, gathering, render = run.render] {
+    if (!AllSucceeded(*exchange, *gathering, metrics_)) return;
+    if (render == nullptr) {
+      Answer(*exchange, *gathering);
+      return;
+    }
+    StatusOr<std::string> body = render(*gathering);
+    if (!body.ok()) {
+      exchange->Error(HttpStatusOf(body.status()), body.status().message());
+      return;
+    }
+    exchange->Send(200, std::move(body).value(), kJsonType);
+  };
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    AttributionInput& input = request.inputs[i];
+    Job job;
+    job.model = *model;
+    if (run.predict) {
+      job.request.predict = true;
+      job.request.target = kPredictedTarget;
+    } else if (targets[i].size() == 1 && request.top_k == 0) {
+      job.request.target = targets[i].front();  // one class: the request every worker version reads
+    } else {
+      job.request.targets = targets[i];
+      job.request.top_k = request.top_k;
+    }
+    job.request.n_steps = request.n_steps;
+    job.request.method = request.method;
+    job.request.format = negotiated->format->name;
+    job.request.heatmap = request.heatmap;
+    job.request.paths = request.paths;
+    job.request.regions = request.regions;
+    job.request.height = input.image.height;
+    job.request.width = input.image.width;
+    job.request.channels = input.image.channels;
+    if (!input.tensor.empty()) {
+      job.request.input = "tensor";
+      job.request.pixels = std::move(input.tensor);
+    } else {
+      job.request.pixels.assign(input.image.pixels.begin(), input.image.pixels.end());
+    }
+    job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
+    job.abandoned = [exchange] { return exchange->gone(); };
+    job.done = [gathering, i, answer](JobReply reply) {
+      if (gathering->Add(i, std::move(reply))) answer();
+    };
+    jobs.push_back(std::move(job));
+    gathering->names.push_back(input.name);
+  }
+  gathering->replies.resize(jobs.size());
+  gathering->remaining = jobs.size();
+  gathering->decode = std::chrono::duration<double>(Clock::now() - exchange->received()).count();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Status submitted = broker_.Submit(std::move(jobs[i]));
+    if (submitted.ok()) continue;
+    // The broker will not call this job's done: it is answered with the refusal.
+    if (gathering->Add(i, ErrorReply(0, 503, submitted.message()))) answer();
+  }
+}
+
+}  // namespace intgrads
