@@ -97,6 +97,12 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
     request->format = Shorten(value, 64);
   } else if (name == "heatmap") {
     request->heatmap = Shorten(value, 64);
+  } else if (name == "sign") {
+    request->sign = Shorten(value, 64);
+  } else if (name == "outlier_perc") {
+    double perc = 0.0;
+    RETURN_IF_ERROR(Number(name, value, 0.0, 100.0, &perc));
+    request->outlier_perc = perc;
   } else if (name == "model") {
     request->model = Shorten(value, 128);
   } else if (name == "name") {
@@ -133,8 +139,8 @@ Status SetJsonOption(const std::string& name, const json& value, AttributionsReq
     return Status::Ok();
   }
   static const std::vector<std::string> numeric = {
-      "blur_sigma", "baseline_count", "smoothgrad_samples", "smoothgrad_sigma", "seed",
-      "tolerance",  "top_k",          "region_min_side",    "segments",         "top_regions"};
+      "blur_sigma", "baseline_count",  "smoothgrad_samples", "smoothgrad_sigma", "seed",        "tolerance",
+      "top_k",      "region_min_side", "segments",           "top_regions",      "outlier_perc"};
   if (value.is_number() && std::find(numeric.begin(), numeric.end(), name) != numeric.end()) {
     const std::string text =
         value.is_number_integer() ? std::to_string(value.get<int64_t>()) : Printf17(value.get<double>());
@@ -332,8 +338,11 @@ Status ValidateOptions(const AttributionsRequest& request, const AttributionLimi
     for (const auto& f : PayloadFormats()) names.push_back(f.name);
     return InvalidError("format: '" + request.format + "' is not one of " + Join(names));
   }
-  if (request.heatmap != "signed" && request.heatmap != "absolute") {
-    return InvalidError("heatmap: '" + request.heatmap + "' is not signed or absolute");
+  RETURN_IF_ERROR(ValidateHeatmap(request.heatmap, request.sign, request.outlier_perc.value_or(2.0)));
+  if (request.outlier_perc && request.sign.empty()) {
+    return InvalidError(
+        "outlier_perc: goes with Captum's look; give sign too (all, positive, negative or "
+        "absolute_value)");
   }
   return Status::Ok();
 }
@@ -395,7 +404,7 @@ const std::vector<std::string>& AttributionParameters() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> all = {"target", "top_k"};
     all.insert(all.end(), RegionParameters().begin(), RegionParameters().end());
-    all.insert(all.end(), {"n_steps", "method", "format", "heatmap", "model", "name"});
+    all.insert(all.end(), {"n_steps", "method", "format", "heatmap", "sign", "outlier_perc", "model", "name"});
     all.insert(all.end(), PathParameters().begin(), PathParameters().end());
     return all;
   }();

@@ -68,8 +68,10 @@ struct AttributionsRequest {
   std::string method = "gausslegendre";
   std::string format;  // empty: chosen from Accept (NegotiateFormat)
   std::string heatmap = "signed";
-  std::string model;      // empty: the default or only model
-  int top_k = 0;          // > 0: explain each image's top_k classes (instead of targets)
+  std::string sign;                    // Captum's look (ValidateHeatmap); empty: ours
+  std::optional<double> outlier_perc;  // with sign (2 when not given)
+  std::string model;                   // empty: the default or only model
+  int top_k = 0;                       // > 0: explain each image's top_k classes (instead of targets)
   PathRequest paths;      // baseline (baseline_image: a file part or a base64 JSON field), SmoothGrad, tolerance
   RegionRequest regions;  // IDG for regions: regions, region_min_side, segments, top_regions
   std::optional<EncodedImage> baseline_upload;  // paths.baseline_image until DecodeUploads

@@ -146,6 +146,8 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("max_reply_bytes", r.max_reply_bytes, Presence::kOptional);
   visit("input", r.input, Presence::kOptional);
   visit("predict", r.predict, Presence::kOptional);
+  visit("sign", r.sign, Presence::kOptional);
+  visit("outlier_perc", r.outlier_perc, Presence::kOptional);
 }
 
 template <typename ImageT, typename Visit>

@@ -6,7 +6,8 @@
 //   ready      worker -> gateway  [header{model,family,variant,device,classes,input_size,mean,std,slots}]
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
-//                                         baseline,...,targets,top_k,regions,...,max_reply_bytes,input,predict},
+//                                         baseline,...,targets,top_k,regions,...,max_reply_bytes,input,predict,
+//                                         sign,outlier_perc},
 //                                  pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
 //                                         attribute_seconds,encode_seconds,compress_seconds,target,
@@ -67,7 +68,9 @@ struct JobRequest {
   std::string input = "image";
   bool predict = false;            // the forward pass alone: logits and probabilities, no attribution
   std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
-  std::string heatmap = "signed";  // png only: signed | absolute
+  std::string heatmap = "signed";  // png only: signed | absolute (ValidateHeatmap)
+  std::string sign;                // png only: Captum's look when set: all | positive | negative | absolute_value
+  double outlier_perc = 2.0;       // png only, with sign
   PathRequest paths;               // baseline, SmoothGrad, tolerance; the image baseline in a third frame
   // Several targets: `targets` (when not empty, `target` is ignored), or the
   // top_k classes at the input; one reply carries them all (JobReply::others).

@@ -108,6 +108,28 @@ Status ValidateRegionRequest(const RegionRequest& r, const std::string& format) 
   return Status::Ok();
 }
 
+const std::vector<std::string>& HeatmapSigns() {
+  static const std::vector<std::string> signs = {"all", "positive", "negative", "absolute_value"};
+  return signs;
+}
+
+Status ValidateHeatmap(const std::string& heatmap, const std::string& sign, double outlier_perc) {
+  if (heatmap != "signed" && heatmap != "absolute") {
+    return InvalidError("heatmap: '" + Shorten(heatmap, 32) + "' is not signed or absolute");
+  }
+  const auto& signs = HeatmapSigns();
+  if (!sign.empty() && std::find(signs.begin(), signs.end(), sign) == signs.end()) {
+    return InvalidError("sign: '" + Shorten(sign, 32) + "' is not all, positive, negative or absolute_value");
+  }
+  if (!sign.empty() && heatmap == "absolute") {
+    return InvalidError("heatmap: absolute is our look; with sign (Captum's look) ask for sign=absolute_value");
+  }
+  if (!(outlier_perc >= 0.0 && outlier_perc < 100.0)) {
+    return InvalidError("outlier_perc: expected a percentage in [0, 100)");
+  }
+  return Status::Ok();
+}
+
 Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
                        const RequestLimits& limits) {
   const std::string raise = " (raise with --max-targets)";

@@ -66,6 +66,15 @@ constexpr int kMaxTopRegions = 64;
 // back in json, the top regions drawn in png.
 Status ValidateRegionRequest(const RegionRequest& regions, const std::string& format);
 
+// A PNG heatmap's look: ours, `heatmap` signed (red positive, blue
+// negative) or absolute; or Captum's (visualize_image_attr's
+// blended_heat_map) when `sign` is set: all (red negative, white, green
+// positive), positive (Greens), negative (Reds) or absolute_value (Blues),
+// scaled so that `outlier_perc` percent of the |IG| mass lies past the
+// scale's end (Captum's cumulative-sum threshold, 0 <= outlier_perc < 100).
+Status ValidateHeatmap(const std::string& heatmap, const std::string& sign, double outlier_perc);
+const std::vector<std::string>& HeatmapSigns();
+
 // Checks the classes to explain for one image: indices within 0..classes-1
 // or -1 (predicted), none twice, at most limits.max_targets; or top_k in
 // 1..max_targets. `top_k` 0 and one target is the original's request. The

@@ -323,6 +323,8 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     job.request.method = request.method;
     job.request.format = negotiated->format->name;
     job.request.heatmap = request.heatmap;
+    job.request.sign = request.sign;
+    job.request.outlier_perc = request.outlier_perc.value_or(2.0);
     job.request.paths = request.paths;
     job.request.regions = request.regions;
     job.request.height = input.image.height;

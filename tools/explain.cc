@@ -39,6 +39,8 @@ const char kExplainHelp[] =
     "  --method M         gausslegendre (default), riemann_left, riemann_right, riemann_middle,\n"
     "                     riemann_trapezoid, scan\n"
     "  --heatmap H        png only: signed (default) or absolute\n"
+    "  --sign S           png only, Captum's look: all, positive, negative or absolute_value\n"
+    "  --outlier-perc P   with --sign: the percent of the attribution left past the scale (default 2)\n"
     "  --model NAME       when the service serves several models\n"
     "  --token TOKEN      for a service started with --token (default: $INTGRADS_TOKEN)\n"
     "  --timeout S        seconds to wait for each image (default 600)\n"
@@ -96,6 +98,7 @@ std::string Header(const HttpAnswer& answer, const std::string& name) {
 int RunExplain(const std::vector<std::string>& args) {
   std::vector<std::string> inputs;
   std::string out_dir, target = "predicted", format = "gzip", n_steps, method, heatmap, model, token, top_k;
+  std::string sign, outlier_perc;
   const char* env_server = std::getenv("INTGRADS_SERVER");
   const char* env_token = std::getenv("INTGRADS_TOKEN");
   std::string server = env_server != nullptr ? env_server : "http://localhost:8888";
@@ -132,6 +135,10 @@ int RunExplain(const std::vector<std::string>& args) {
       method = v;
     } else if (a == "--heatmap") {
       heatmap = v;
+    } else if (a == "--sign") {
+      sign = v;
+    } else if (a == "--outlier-perc") {
+      outlier_perc = v;
     } else if (a == "--model") {
       model = v;
     } else if (a == "--token") {
@@ -169,6 +176,8 @@ int RunExplain(const std::vector<std::string>& args) {
   if (!n_steps.empty()) query += "&n_steps=" + UrlEncode(n_steps);
   if (!method.empty()) query += "&method=" + UrlEncode(method);
   if (!heatmap.empty()) query += "&heatmap=" + UrlEncode(heatmap);
+  if (!sign.empty()) query += "&sign=" + UrlEncode(sign);
+  if (!outlier_perc.empty()) query += "&outlier_perc=" + UrlEncode(outlier_perc);
   query += path_query;
   std::string baseline_image;
   if (!baseline_image_path.empty()) {

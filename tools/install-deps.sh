@@ -28,7 +28,7 @@ packages=(
 )
 ((torch)) && packages+=(libtorch-dev)
 ((tests)) && packages+=(git curl libgtest-dev python3-torch python3-numpy python3-pil python3-yaml python3-zmq
-                        python3-venv python3-pip python3-setuptools python-is-python3 iproute2)
+                        python3-venv python3-pip python3-setuptools python3-matplotlib python-is-python3 iproute2)
 if ((web)); then
   packages+=(chromium)
   # Node.js may come from elsewhere (NodeSource's bundles npm): only install Debian's when none is there.

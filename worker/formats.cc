@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/zip.h"
+#include "worker/heatmap.h"
 
 namespace intgrads {
 
@@ -238,24 +239,41 @@ void DrawText(Image& canvas, int x, int y, const std::string& text, int scale, c
   }
 }
 
-StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input, const std::string& heatmap) {
+StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input, const HeatmapStyle& style) {
   const Attribution& a = *e.attribution;
-  const bool is_signed = heatmap != "absolute";
+  const bool captum = !style.sign.empty();
+  const bool is_signed = style.heatmap != "absolute";
   const torch::Tensor ig = a.integrated_grads.to(torch::kCPU).to(torch::kFloat64).reshape({3, -1});
   const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(ig.size(1)))));
   if (input.width != side || input.height != side || input.channels != 3) {
     return InvalidError("heatmap: the input is not the model's " + std::to_string(side) + " x " + std::to_string(side) +
                         " RGB");
   }
-  // Per pixel, the sum over channels (as Captum's visualize_image_attr); the
-  // scale is the 99th percentile of |value| so that one outlier cannot wash
-  // the map out.
-  torch::Tensor per_pixel = ig.sum(0);
-  if (!is_signed) per_pixel = per_pixel.abs();
-  const torch::Tensor magnitude = std::get<0>(per_pixel.abs().sort());
-  const double scale = std::max(
-      magnitude[static_cast<int64_t>(0.99 * static_cast<double>(magnitude.size(0) - 1))].item<double>(), 1e-30);
-  const std::vector<double> values(per_pixel.data_ptr<double>(), per_pixel.data_ptr<double>() + per_pixel.numel());
+  // Per pixel, the sum over channels (as Captum's visualize_image_attr).
+  // Our look scales by the 99th percentile of |value|, so that one outlier
+  // cannot wash the map out; Captum's by its cumulative-sum threshold.
+  const torch::Tensor summed = ig.sum(0).contiguous();
+  std::vector<double> values(summed.data_ptr<double>(), summed.data_ptr<double>() + summed.numel());
+  double scale = 0.0;
+  std::vector<double> grey;
+  if (captum) {
+    values = NormalizeBySign(values, style.sign, style.outlier_perc, &scale);
+    grey = GreyUnder(input.pixels);
+  } else {
+    if (!is_signed) {
+      for (double& v : values) v = std::fabs(v);
+    }
+    std::vector<double> magnitude(values.size());
+    std::transform(values.begin(), values.end(), magnitude.begin(), [](double v) { return std::fabs(v); });
+    std::sort(magnitude.begin(), magnitude.end());
+    scale = std::max(magnitude[static_cast<size_t>(0.99 * static_cast<double>(magnitude.size() - 1))], 1e-30);
+    for (double& v : values) v = std::clamp(v / scale, -1.0, 1.0);
+  }
+  // Captum's blended_heat_map: the colour map at half opacity over the input in grey.
+  auto captum_pixel = [&style](double normalized, double under, uint8_t out[3]) {
+    const Rgb colour = CaptumColour(style.sign, ColourMapPosition(style.sign, normalized));
+    for (int c = 0; c < 3; ++c) out[c] = static_cast<uint8_t>(std::lround(255.0 * (0.5 * colour[c] + 0.5 * under)));
+  };
 
   const int zoom = std::max(1, 256 / side);
   const int panel = side * zoom;
@@ -263,36 +281,46 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input,
   const int margin = 4;
   const int bar = 12;
   const int line = 9 * text;
+  const int captions = captum ? 3 : 2;
   Image canvas;
   canvas.width = std::max(panel, 160) + 2 * margin;
-  canvas.height = margin + panel + margin + bar + 2 + line + margin + 2 * line + margin;
+  canvas.height = margin + panel + margin + bar + 2 + line + margin + captions * line + margin;
   canvas.channels = 3;
   canvas.pixels.assign(static_cast<size_t>(canvas.width) * canvas.height * 3, 255);
-  // The input in grey, dimmed, under the attribution's colour with opacity |v|.
   for (int y = 0; y < side; ++y) {
     for (int x = 0; x < side; ++x) {
-      const double v = std::clamp(values[static_cast<size_t>(y) * side + x] / scale, -1.0, 1.0);
-      const double luminance = 0.299 * input.at(y, x, 0) + 0.587 * input.at(y, x, 1) + 0.114 * input.at(y, x, 2);
+      const size_t i = static_cast<size_t>(y) * side + x;
       uint8_t mixed[3];
-      Overlay(v, is_signed, luminance, mixed);
+      if (captum) {
+        captum_pixel(values[i], grey[i], mixed);
+      } else {
+        // The input in grey, dimmed, under the attribution's colour with opacity |v|.
+        const double luminance = 0.299 * input.at(y, x, 0) + 0.587 * input.at(y, x, 1) + 0.114 * input.at(y, x, 2);
+        Overlay(values[i], is_signed, luminance, mixed);
+      }
       for (int dy = 0; dy < zoom; ++dy) {
         for (int dx = 0; dx < zoom; ++dx) SetPixel(canvas, margin + x * zoom + dx, margin + y * zoom + dy, mixed);
       }
     }
   }
-  // The colour scale and its ends.
+  // The colour scale and its ends (Captum's: the colour map itself, as its colour bar).
   const int bar_top = margin + panel + margin;
   const int bar_width = canvas.width - 2 * margin;
   for (int x = 0; x < bar_width; ++x) {
     const double t = static_cast<double>(x) / std::max(1, bar_width - 1);
-    const double v = is_signed ? 2.0 * t - 1.0 : t;
     uint8_t mixed[3];
-    Overlay(v, is_signed, 255.0, mixed);
+    if (captum) {
+      const Rgb colour = CaptumColour(style.sign, t);
+      for (int c = 0; c < 3; ++c) mixed[c] = static_cast<uint8_t>(std::lround(255.0 * colour[c]));
+    } else {
+      Overlay(is_signed ? 2.0 * t - 1.0 : t, is_signed, 255.0, mixed);
+    }
     for (int y = 0; y < bar; ++y) SetPixel(canvas, margin + x, bar_top + y, mixed);
   }
   const uint8_t ink[3] = {20, 20, 20};
   const int labels = bar_top + bar + 2;
-  const std::string low = is_signed ? Short(-scale) : "0";
+  const bool two_sided = captum ? style.sign == "all" : is_signed;
+  const std::string low = two_sided ? Short(-scale) : "0";
   const std::string high = Short(scale);
   DrawText(canvas, margin, labels, low, text, ink);
   DrawText(canvas, canvas.width - margin - static_cast<int>(high.size()) * 6 * text, labels, high, text, ink);
@@ -300,6 +328,10 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input,
   const double probability = e.probabilities.empty() ? 0.0 : e.probabilities[a.target];
   DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
   DrawText(canvas, margin, caption + line, "delta " + Short(a.convergence_delta), text, ink);
+  if (captum) {
+    DrawText(canvas, margin, caption + 2 * line, style.sign + " outliers " + Short(style.outlier_perc) + "%", text,
+             ink);
+  }
   return EncodePng(canvas);
 }
 

@@ -9,8 +9,9 @@
 //         the predicted class and the method (about 10 bytes per number,
 //         several times the gzip's size; docs/API.md)
 //   png   the IG heatmap over the input at the model's input size, with a
-//         colour scale and a caption naming the class and the delta; with
-//         regions, the top regions by IDG instead (EncodeRegionsPng)
+//         colour scale and a caption naming the class and the delta, in our
+//         colours or Captum's; with regions, the top regions by IDG instead
+//         (EncodeRegionsPng)
 // Off the original path (OnOriginalPath), gzip, npz and json also carry
 // path_inputs and path_baselines.
 #pragma once
@@ -46,9 +47,17 @@ std::string EncodePrediction(const torch::Tensor& logits, const std::vector<doub
 
 std::string EncodeNpz(const Explanation& explanation);
 std::string EncodeJson(const Explanation& explanation);
-// `input` is the RGB image the model saw (input_size x input_size); heatmap:
-// "signed" (red positive, blue negative) or "absolute" (|IG|, black to yellow).
-StatusOr<std::string> EncodeHeatmapPng(const Explanation& explanation, const Image& input, const std::string& heatmap);
+// How the heatmap draws (common/request.h, ValidateHeatmap): ours, `heatmap`
+// "signed" (red positive, blue negative) or "absolute" (|IG|, black to
+// yellow); or, with `sign`, Captum's (worker/heatmap.h).
+struct HeatmapStyle {
+  std::string heatmap = "signed";
+  std::string sign;
+  double outlier_perc = 2.0;
+};
+// `input` is the RGB image the model saw (input_size x input_size).
+StatusOr<std::string> EncodeHeatmapPng(const Explanation& explanation, const Image& input,
+                                       const HeatmapStyle& style = {});
 
 // The `top` regions with the largest IDG dividends over the input (RGB, the
 // model's input size), outlined and numbered by rank, green where IDG is

@@ -40,9 +40,7 @@ const PayloadFormat* Validate(const JobRequest& request, int num_classes, const 
   Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
   if (valid.ok() && format == nullptr)
     valid = InvalidError("format: '" + request.format.substr(0, 32) + "' is not one");
-  if (valid.ok() && request.heatmap != "signed" && request.heatmap != "absolute") {
-    valid = InvalidError("heatmap: '" + request.heatmap.substr(0, 32) + "' is not signed or absolute");
-  }
+  if (valid.ok()) valid = ValidateHeatmap(request.heatmap, request.sign, request.outlier_perc);
   if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
   if (valid.ok()) valid = ValidateRegionRequest(request.regions, request.format);
   if (valid.ok() && request.top_k == 0 && request.targets.empty()) {
@@ -210,7 +208,7 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
     } else if (explanation.regions != nullptr) {
       payload = EncodeRegionsPng(explanation, w->seen, request.regions.top);
     } else {
-      payload = EncodeHeatmapPng(explanation, w->seen, request.heatmap);
+      payload = EncodeHeatmapPng(explanation, w->seen, {request.heatmap, request.sign, request.outlier_perc});
     }
     if (!payload.ok()) throw std::runtime_error(payload.status().message());
     w->encode += Since(&mark);

@@ -139,6 +139,68 @@ class Formats(unittest.TestCase):
         self.assertEqual(headers["X-Target-Class"], headers["X-Predicted-Class"])
 
 
+def captum_blended_heat_map(ig, rgb, sign, outlier_perc):
+    """Captum's visualize_image_attr(method="blended_heat_map") pixel by
+    pixel, as its code does it (_normalize_attr, its colour map for the
+    sign, the input's channel mean under it in matplotlib's gray at alpha
+    0.5), with matplotlib's own colour maps: uint8 H x W x 3."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LinearSegmentedColormap
+
+    attr = ig.sum(axis=0).astype(np.float64)  # Captum sums over channels (reduction_axis=2 of H x W x C)
+
+    def threshold(values, percentile):
+        ordered = np.sort(values.flatten())
+        sums = np.cumsum(ordered)
+        return ordered[np.where(sums >= sums[-1] * 0.01 * percentile)[0][0]]
+
+    if sign == "all":
+        norm = attr / threshold(np.abs(attr), 100 - outlier_perc)
+        cmap, position = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"]), None
+    elif sign == "positive":
+        kept = (attr > 0) * attr
+        norm, cmap = kept / threshold(kept, 100 - outlier_perc), colormaps["Greens"]
+    elif sign == "negative":
+        kept = (attr < 0) * attr
+        norm, cmap = kept / (-threshold(np.abs(kept), 100 - outlier_perc)), colormaps["Reds"]
+    else:
+        kept = np.abs(attr)
+        norm, cmap = kept / threshold(kept, 100 - outlier_perc), colormaps["Blues"]
+    norm = np.clip(norm, -1, 1)
+    position = (norm + 1) / 2 if sign == "all" else norm
+    colour = cmap(position)[..., :3]
+    mean = rgb.astype(np.float64).mean(axis=2)
+    grey = colormaps["gray"]((mean - mean.min()) / (mean.max() - mean.min()))[..., :3]
+    return np.rint(255 * (0.5 * colour + 0.5 * grey)).astype(np.uint8)
+
+
+class CaptumHeatmap(unittest.TestCase):
+    def test_sign_and_outlier_perc_draw_as_captum(self):
+        image = png(picture(7, 32, 32))
+        query = f"?target=cat&n_steps={STEPS}"
+        status, _, body = post(body=image, query=query + "&format=json")
+        self.assertEqual(status, 200, body[:300])
+        doc = json.loads(body)
+        ig = np.array(doc["integrated_grads"][0], dtype=np.float32)
+        rgb = np.array(Image.open(io.BytesIO(image)).convert("RGB"))  # 32 x 32: the model's input as it is
+        for sign, perc in (("all", 2), ("positive", 2), ("negative", 5), ("absolute_value", 0)):
+            status, headers, body = post(body=image, query=query + f"&format=png&sign={sign}&outlier_perc={perc}")
+            self.assertEqual((status, headers["Content-Type"]), (200, "image/png"), body[:300])
+            drawn = np.array(Image.open(io.BytesIO(body)).convert("RGB"))
+            zoom, margin = 8, 4
+            panel = drawn[margin + zoom // 2:margin + 32 * zoom:zoom, margin + zoom // 2:margin + 32 * zoom:zoom]
+            expected = captum_blended_heat_map(ig, rgb, sign, perc)
+            # Half-way blends round half up here, half to even in numpy: one level apart at most.
+            off = np.abs(panel.astype(int) - expected.astype(int)).max(axis=2)
+            self.assertLessEqual(off.max(), 1, sign)
+        # Our look is still the default; the two do not mix; outlier_perc goes with a sign.
+        for bad, named in (("&sign=both", "sign"), ("&heatmap=absolute&sign=all", "heatmap"),
+                           ("&outlier_perc=2", "outlier_perc"), ("&sign=all&outlier_perc=100", "outlier_perc")):
+            status, _, body = post(body=image, query=query + "&format=png" + bad)
+            self.assertEqual(status, 422, bad)
+            self.assertIn(named, json.loads(body)["error"])
+
+
 class Shapes(unittest.TestCase):
     def test_multipart_batch_comes_back_as_a_zip_with_a_summary(self):
         content_type, body = multipart([("image", "first cat.png", png(picture(4))),

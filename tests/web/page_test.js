@@ -48,6 +48,33 @@ function colouredPixels(id) {
     assert.ok(first.startsWith("step 1 of 8"), first);
     assert.notStrictEqual(first, last);
     assert.notStrictEqual(partialAtStart, partialAtEnd, "the IG so far did not change with the slider");
+    // Captum's look: the page's heatmap is the API's PNG for the same request, pixel by pixel.
+    await page.selectOption("#look", "all");
+    await page.fill("#outliers", "2");
+    const captum = await page.evaluate(async () => {
+      const query = "format=png&sign=all&outlier_perc=2&target=cat&n_steps=8";
+      const answer = await fetch("/v1/attributions?" + query, { method: "POST", body: document.getElementById("file").files[0],
+                                                                headers: { "Content-Type": "image/png" } });
+      const png = await createImageBitmap(await answer.blob());
+      const drawn = document.createElement("canvas");
+      drawn.width = png.width;
+      drawn.height = png.height;
+      drawn.getContext("2d").drawImage(png, 0, 0);
+      const api = drawn.getContext("2d").getImageData(0, 0, png.width, png.height);
+      const heatmap = document.getElementById("heatmap");
+      const side = heatmap.width, zoom = Math.max(1, Math.floor(256 / side)), margin = 4;
+      const shown = heatmap.getContext("2d").getImageData(0, 0, side, side).data;
+      let worst = 0, off = 0;
+      for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) {
+        const a = ((margin + y * zoom + 1) * api.width + margin + x * zoom + 1) * 4, b = (y * side + x) * 4;
+        const d = Math.max(...[0, 1, 2].map(c => Math.abs(api.data[a + c] - shown[b + c])));
+        worst = Math.max(worst, d);
+        if (d > 1) off++;
+      }
+      return { worst, off, pixels: side * side, legend: document.getElementById("legend-low").textContent };
+    });
+    assert.ok(captum.worst <= 3 && captum.off <= captum.pixels / 100, JSON.stringify(captum));
+    assert.ok(captum.legend.startsWith("-"), "the legend of sign all runs from minus the scale");
     await page.screenshot({ path: path.join(artifacts, "web-page.png"), fullPage: true });
     assert.deepStrictEqual(errors, []);
     console.log(JSON.stringify({
@@ -57,6 +84,7 @@ function colouredPixels(id) {
       heatmap,
       first,
       last,
+      captum,
     }));
   } finally {
     await browser.close();

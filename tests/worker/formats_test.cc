@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/zip.h"
+#include "worker/heatmap.h"
 
 namespace intgrads {
 namespace {
@@ -98,7 +99,7 @@ TEST(Formats, HeatmapIsAPngWithTheOverlayAndCaption) {
   Image input;
   input.height = input.width = 4;
   input.pixels.assign(48, 128);
-  auto png = EncodeHeatmapPng(e, input, "signed");
+  auto png = EncodeHeatmapPng(e, input, {"signed", "", 2.0});
   ASSERT_TRUE(png.ok()) << png.status().message();
   auto image = DecodeImage(*png);
   ASSERT_TRUE(image.ok());
@@ -116,9 +117,51 @@ TEST(Formats, HeatmapIsAPngWithTheOverlayAndCaption) {
     for (int x = 0; x < image->width; ++x) dark += pixel(y, x, 0) < 60 ? 1 : 0;
   }
   EXPECT_GT(dark, 200);
-  EXPECT_TRUE(EncodeHeatmapPng(e, input, "absolute").ok());
+  EXPECT_TRUE(EncodeHeatmapPng(e, input, {"absolute", "", 2.0}).ok());
   input.width = 3;
-  EXPECT_FALSE(EncodeHeatmapPng(e, input, "signed").ok());
+  EXPECT_FALSE(EncodeHeatmapPng(e, input, {"signed", "", 2.0}).ok());
+}
+
+// Captum's look: its colour maps blended half and half over the input in grey.
+TEST(Formats, CaptumsLookIsItsColourMapOverTheGreyInput) {
+  Attribution a = Example();
+  a.integrated_grads.zero_();
+  a.integrated_grads[0][0][1][2] = 1.0F;
+  a.integrated_grads[0][1][3][0] = -1.0F;
+  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), "gausslegendre", 5};
+  Image input;
+  input.height = input.width = 4;
+  input.pixels.assign(48, 128);
+  input.pixels[0] = input.pixels[1] = input.pixels[2] = 255;  // one white pixel: the grey map's top
+  const int zoom = 64, margin = 4;
+  for (const char* sign : {"all", "positive", "negative", "absolute_value"}) {
+    auto png = EncodeHeatmapPng(e, input, {"signed", sign, 2.0});
+    ASSERT_TRUE(png.ok()) << png.status().message();
+    auto image = DecodeImage(*png);
+    ASSERT_TRUE(image.ok());
+    auto pixel = [&](int y, int x) {
+      const int py = margin + y * zoom + 5, px = margin + x * zoom + 5;
+      return std::array<int, 3>{image->at(py, px, 0), image->at(py, px, 1), image->at(py, px, 2)};
+    };
+    auto expected = [&](double normalized, double grey) {
+      const Rgb c = CaptumColour(sign, ColourMapPosition(sign, normalized));
+      std::array<int, 3> out{};
+      for (int k = 0; k < 3; ++k) out[k] = static_cast<int>(std::lround(255 * (0.5 * c[k] + 0.5 * grey)));
+      return out;
+    };
+    const std::string s = sign;
+    const double positive = s == "negative" ? 0.0 : 1.0;
+    const double negative = s == "all" ? -1.0 : s == "positive" ? 0.0 : 1.0;
+    EXPECT_EQ(pixel(1, 2), expected(positive, 0.0)) << sign;  // grey 128 is the image's darkest: black
+    EXPECT_EQ(pixel(3, 0), expected(negative, 0.0)) << sign;
+    EXPECT_EQ(pixel(0, 0), expected(0.0, 1.0)) << sign;  // the white pixel, no attribution
+  }
+  // all: green for positive, red for negative.
+  auto image = DecodeImage(EncodeHeatmapPng(e, input, {"signed", "all", 2.0}).value()).value();
+  EXPECT_GT(image.at(margin + 1 * zoom + 5, margin + 2 * zoom + 5, 1),
+            image.at(margin + 1 * zoom + 5, margin + 2 * zoom + 5, 0));
+  EXPECT_GT(image.at(margin + 3 * zoom + 5, margin + 0 * zoom + 5, 0),
+            image.at(margin + 3 * zoom + 5, margin + 0 * zoom + 5, 1));
 }
 
 }  // namespace
