@@ -78,7 +78,7 @@ StatusOr<std::vector<ZipEntry>> ReadZip(std::string_view archive) {
     }
     if (method != 0 || compressed != uncompressed) {
       return UnimplementedError("zip: entry '" + name + "' is compressed (method " + std::to_string(method) +
-                                "); torch.save writes stored entries only");
+                                "); only stored entries are read, as torch.save writes them (zip -0)");
     }
     if (static_cast<uint64_t>(local_offset) + kLocalHeaderSize > archive.size() ||
         Read32(archive, local_offset) != kLocalHeaderSig) {

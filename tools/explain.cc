@@ -3,37 +3,52 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/file.h"
-#include "common/http_client.h"
 #include "common/image.h"
 #include "common/protocol.h"
+#include "common/zip.h"
 #include "tools/cli.h"
+#include "tools/curl_client.h"
 
 namespace intgrads {
 
 namespace {
 
 namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
 
 const char kExplainHelp[] =
-    "usage: intgrads-images explain IMAGE_OR_FOLDER... --out DIR [--target CLASS] [--server URL] [options]\n\n"
-    "Sends each image (for a folder: its .png, .jpg and .jpeg files) to a running service's\n"
-    "POST /v1/attributions and writes one output per image into DIR, named after the image.\n"
-    "A progress bar goes to stderr, a summary table (target, predicted class, probability,\n"
-    "convergence delta) to stdout. Exits 1 if any image failed (its row says why).\n\n"
+    "usage: intgrads-images explain IMAGE_FOLDER_OR_ZIP... --out DIR [--target CLASS] [--server URL] [options]\n\n"
+    "Sends each image to a running service's POST /v1/attributions, several at a time, and writes one\n"
+    "output per image into DIR: a file as DIR/NAME.EXT, a folder's images (all of its tree) as\n"
+    "DIR/FOLDER/PATH.EXT, a zip's (a CIFAR-style archive: test/cat/0001.jpg) as DIR/ZIPSTEM/PATH.EXT.\n"
+    "An output already there is kept, not computed again (a run resumes where one stopped);\n"
+    "DIR/summary.csv and DIR/summary.json list every image. Progress, with the rate and the time\n"
+    "left, goes to stderr; a table (target, predicted class, probability, convergence delta) to\n"
+    "stdout. Exits 1 if any image failed (its row says why).\n\n"
     "  --out DIR          where the outputs go (created if missing)\n"
     "  --target CLASS     a class name, an index, or predicted (default: predicted); several,\n"
-    "                     comma-separated (cat,dog), give one output each, in IMAGE.zip\n"
-    "  --top-k K          the K most probable classes instead, in IMAGE.zip\n"
-    "  --server URL       the service (default http://localhost:8888, or $INTGRADS_SERVER); several gateways\n"
-    "                     of one pool comma-separated: an image whose gateway cannot be reached (or answers\n"
-    "                     503) goes to the next\n"
+    "                     comma-separated (cat,dog), give one output each, in NAME.zip\n"
+    "  --top-k K          the K most probable classes instead, in NAME.zip\n"
+    "  --server URL       the service, http:// or https:// (default http://localhost:8888, or\n"
+    "                     $INTGRADS_SERVER); several gateways of one pool comma-separated: an image\n"
+    "                     whose gateway cannot be reached (or answers 503) goes to the next\n"
+    "  --concurrency N    images in flight at once (default: the pool's workers, from /v1/workers)\n"
+    "  --no-resume        compute every image, even those whose output is there\n"
+    "  --cacert FILE      certificates to trust for https:// (default: the system's)\n"
     "  --format F         gzip (the original's dict, default), npz, json or png (the heatmap)\n"
     "  --n-steps N        path points (default 50)\n"
     "  --method M         gausslegendre (default), riemann_left, riemann_right, riemann_middle,\n"
@@ -46,218 +61,411 @@ const char kExplainHelp[] =
     "  --timeout S        seconds to wait for each image (default 600)\n"
     "the options beyond the original (docs/API.md):\n";
 
-// The image files named: files as given, folders' image files sorted.
-StatusOr<std::vector<fs::path>> ListImages(const std::vector<std::string>& inputs) {
-  std::vector<fs::path> files;
-  for (const std::string& input : inputs) {
+// One image to explain: its name (which names its output) and how to read it.
+struct Input {
+  std::string name;
+  std::function<StatusOr<std::string>()> read;
+};
+
+std::string Slashed(const fs::path& path) { return path.generic_string(); }
+
+// Files as given (named by their file name), folders' image files in all
+// their tree (named by their path from the folder's parent), zips' image
+// members (named by the zip's stem and their path in it); sorted within each.
+StatusOr<std::vector<Input>> ListInputs(const std::vector<std::string>& given) {
+  std::vector<Input> inputs;
+  for (const std::string& arg : given) {
     std::error_code error;
-    if (fs::is_directory(input, error)) {
+    const fs::path path(arg);
+    if (fs::is_directory(path, error)) {
+      const fs::path base = fs::absolute(path).lexically_normal().parent_path();
       std::vector<fs::path> found;
-      for (const auto& entry : fs::directory_iterator(input, error)) {
-        if (entry.is_regular_file() && HasImageExtension(entry.path().string())) found.push_back(entry.path());
+      for (auto it = fs::recursive_directory_iterator(path, error); !error && it != fs::recursive_directory_iterator();
+           it.increment(error)) {
+        if (it->is_regular_file() && HasImageExtension(it->path().string())) found.push_back(it->path());
       }
+      if (error) return InvalidError("explain: cannot list " + arg + ": " + error.message());
+      if (found.empty()) return InvalidError("explain: no .png or .jpg files in " + arg);
       std::sort(found.begin(), found.end());
-      if (found.empty()) return InvalidError("explain: no .png or .jpg files in " + input);
-      files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::is_regular_file(input, error)) {
-      files.emplace_back(input);
+      for (const fs::path& file : found) {
+        const std::string name = Slashed(fs::absolute(file).lexically_normal().lexically_relative(base));
+        inputs.push_back({name, [file] { return ReadWholeFile(file.string()); }});
+      }
+    } else if (fs::is_regular_file(path, error) && path.extension() == ".zip") {
+      auto bytes = ReadWholeFile(arg);
+      if (!bytes.ok()) return bytes.status();
+      auto archive = std::make_shared<const std::string>(std::move(bytes).value());
+      auto entries = ReadZip(*archive);
+      if (!entries.ok()) return InvalidError("explain: " + arg + ": " + entries.status().message());
+      std::vector<ZipEntry> images;
+      for (const ZipEntry& entry : *entries) {
+        if (HasImageExtension(entry.name) && entry.name.back() != '/') images.push_back(entry);
+      }
+      if (images.empty()) return InvalidError("explain: no .png or .jpg members in " + arg);
+      std::sort(images.begin(), images.end(), [](const ZipEntry& a, const ZipEntry& b) { return a.name < b.name; });
+      for (const ZipEntry& entry : images) {
+        const std::string name = Slashed(path.stem() / fs::path(entry.name).lexically_normal());
+        if (name.find("..") != std::string::npos || fs::path(entry.name).is_absolute()) {
+          return InvalidError("explain: " + arg + ": member '" + entry.name + "' leaves the archive's folder");
+        }
+        const std::string_view data = entry.data;
+        inputs.push_back({name, [archive, data]() -> StatusOr<std::string> { return std::string(data); }});
+      }
+    } else if (fs::is_regular_file(path, error)) {
+      inputs.push_back({path.filename().string(), [arg] { return ReadWholeFile(arg); }});
     } else {
-      return NotFoundError("explain: no such file or folder: " + input);
+      return NotFoundError("explain: no such file, folder or zip: " + arg);
     }
   }
-  if (files.empty()) return InvalidError("explain: name at least one image or folder");
-  return files;
+  if (inputs.empty()) return InvalidError("explain: name at least one image, folder or zip");
+  return inputs;
 }
 
-void Progress(size_t done, size_t total, const std::string& current) {
-  if (!isatty(STDERR_FILENO) && done < total) return;  // a log gets the final line only
-  constexpr int kWidth = 30;
-  const int filled = static_cast<int>(kWidth * done / std::max<size_t>(total, 1));
-  std::fprintf(stderr, "\r[%s%s] %zu/%zu %-40.40s", std::string(filled, '#').c_str(),
-               std::string(kWidth - filled, '.').c_str(), done, total, current.c_str());
-  if (done == total) std::fprintf(stderr, "\n");
-  std::fflush(stderr);
-}
-
+// A row of the summary (summary.csv, summary.json) and of the table.
 struct Row {
-  std::string image;
-  std::string target = "-";
-  std::string predicted = "-";
-  std::string probability = "-";
-  std::string delta = "-";
-  std::string output;  // the file written, or the error
+  std::string image, output, status, target, predicted, probability, convergence_delta, seconds, error;
+};
+const std::vector<std::string> kColumns = {
+    "image", "output", "status", "target", "predicted", "probability", "convergence_delta", "seconds", "error"};
+std::vector<std::string*> Fields(Row& r) {
+  return {&r.image,   &r.output, &r.status, &r.target, &r.predicted, &r.probability, &r.convergence_delta,
+          &r.seconds, &r.error};
+}
+
+std::string CsvField(const std::string& value) {
+  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
+  std::string quoted = "\"";
+  for (char c : value) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+void WriteSummary(const std::string& dir, std::vector<Row> rows) {
+  std::ofstream csv(fs::path(dir) / "summary.csv");
+  for (size_t i = 0; i < kColumns.size(); ++i) csv << (i ? "," : "") << kColumns[i];
+  csv << "\n";
+  nlohmann::ordered_json doc = nlohmann::ordered_json::array();
+  for (Row& row : rows) {
+    const std::vector<std::string*> fields = Fields(row);
+    nlohmann::ordered_json entry;
+    for (size_t i = 0; i < fields.size(); ++i) {
+      csv << (i ? "," : "") << CsvField(*fields[i]);
+      entry[kColumns[i]] = *fields[i];
+    }
+    csv << "\n";
+    doc.push_back(std::move(entry));
+  }
+  std::ofstream json(fs::path(dir) / "summary.json");
+  json << doc.dump(1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+}
+
+// The rows of an earlier run's summary.json, by image: what a kept output was.
+std::map<std::string, Row> EarlierRows(const std::string& dir) {
+  std::map<std::string, Row> rows;
+  auto text = ReadWholeFile((fs::path(dir) / "summary.json").string());
+  if (!text.ok()) return rows;
+  const auto doc = nlohmann::json::parse(*text, nullptr, false);
+  if (!doc.is_array()) return rows;
+  for (const auto& entry : doc) {
+    if (!entry.is_object()) continue;
+    Row row;
+    const std::vector<std::string*> fields = Fields(row);
+    for (size_t i = 0; i < fields.size(); ++i) {
+      if (entry.contains(kColumns[i]) && entry[kColumns[i]].is_string()) *fields[i] = entry[kColumns[i]];
+    }
+    if (row.status == "computed" || row.status == "kept") rows[row.image] = row;
+  }
+  return rows;
+}
+
+// The progress line: done of total, the rate of those computed, the time left.
+class Progress {
+ public:
+  explicit Progress(size_t total) : total_(total), started_(Clock::now()), tty_(isatty(STDERR_FILENO) != 0) {}
+
+  void Done(bool computed, const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++done_;
+    computed_ += computed ? 1 : 0;
+    const Clock::time_point now = Clock::now();
+    // A log gets a line every 10 s and the last; a terminal every change.
+    if (!tty_ && done_ < total_ && now - last_ < std::chrono::seconds(10)) return;
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - started_).count();
+    const double rate = computed_ > 0 && elapsed > 0 ? static_cast<double>(computed_) / elapsed : 0.0;
+    std::string left = "-";
+    if (rate > 0) {
+      const auto seconds = static_cast<long>(static_cast<double>(total_ - done_) / rate + 0.5);
+      char buffer[32];
+      std::snprintf(buffer, sizeof(buffer), "%ld:%02ld", seconds / 60, seconds % 60);
+      left = buffer;
+    }
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(kWidth * done_ / std::max<size_t>(total_, 1));
+    std::fprintf(stderr, "%s[%s%s] %zu/%zu  %.2f img/s  %s left  %-32.32s%s", tty_ ? "\r" : "",
+                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done_, total_, rate,
+                 left.c_str(), name.c_str(), tty_ && done_ < total_ ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::mutex mutex_;
+  size_t total_;
+  size_t done_ = 0;
+  size_t computed_ = 0;
+  Clock::time_point started_;
+  Clock::time_point last_{};
+  bool tty_;
 };
 
 std::string Header(const HttpAnswer& answer, const std::string& name) {
   const auto it = answer.headers.find(name);
-  return it == answer.headers.end() ? "-" : it->second;
+  return it == answer.headers.end() ? "" : it->second;
+}
+
+std::string MultipartPart(const std::string& boundary, const std::string& name, std::string filename,
+                          const std::string& data) {
+  std::replace(filename.begin(), filename.end(), '"', '_');
+  return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name + "\"; filename=\"" + filename +
+         "\"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + "\r\n";
+}
+
+// What every image's request shares.
+struct Plan {
+  std::vector<std::string> servers;
+  std::string route, query, token, baseline_image, out_dir, extension, target, top_k;
+  CurlOptions curl;
+  bool resume = true;
+};
+
+// One image, start to end: kept, computed or failed.
+Row ExplainOne(const Input& input, const Plan& plan, std::atomic<size_t>* server) {
+  Row row;
+  row.image = input.name;
+  const fs::path stem = fs::path(plan.out_dir) / fs::path(input.name).replace_extension("");
+  const std::string output = stem.string() + plan.extension;
+  const std::string several = stem.string() + ".zip";
+  for (const std::string& existing : {output, several}) {
+    std::error_code error;
+    if (plan.resume && fs::is_regular_file(existing, error) && fs::file_size(existing, error) > 0) {
+      row.output = existing;
+      row.status = "kept";
+      return row;
+    }
+  }
+  const Clock::time_point started = Clock::now();
+  auto fail = [&row](const std::string& message) {
+    row.status = "error";
+    row.error = message;
+    return row;
+  };
+  auto bytes = input.read();
+  if (!bytes.ok()) return fail(bytes.status().message());
+  const std::string boundary = "intgrads-explain-7d1f3a9c";
+  std::string form = MultipartPart(boundary, "image", fs::path(input.name).filename().string(), *bytes);
+  if (!plan.baseline_image.empty()) form += MultipartPart(boundary, "baseline_image", "baseline", plan.baseline_image);
+  form += "--" + boundary + "--\r\n";
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Type", "multipart/form-data; boundary=" + boundary}};
+  if (!plan.token.empty()) headers.emplace_back("Authorization", "Bearer " + plan.token);
+  // Attributions are deterministic, so a request whose gateway cannot be
+  // reached (or is shutting down: 503) is sent to the next one.
+  StatusOr<HttpAnswer> answer = UnavailableError("no server");
+  for (size_t tries = 0; tries < plan.servers.size(); ++tries) {
+    const size_t at = server->load() % plan.servers.size();
+    answer = CurlRequest("POST", plan.servers[at] + plan.route + plan.query, headers, form, plan.curl);
+    if (answer.ok() && answer->status != 503) break;
+    size_t expected = at;
+    server->compare_exchange_strong(expected, at + 1);
+  }
+  if (!answer.ok()) return fail(answer.status().message());
+  if (answer->status != 200) {
+    const auto doc = nlohmann::json::parse(answer->body, nullptr, false);
+    const std::string message = doc.is_object() && doc.contains("error") && doc["error"].is_string()
+                                    ? doc["error"].get<std::string>()
+                                    : answer->body.substr(0, 200);
+    return fail("error " + std::to_string(answer->status) + ": " + message);
+  }
+  // Several classes come back as a zip with summary.json, one file each.
+  const bool zip = Header(*answer, "content-type") == "application/zip";
+  const std::string written = zip ? several : output;
+  std::error_code error;
+  fs::create_directories(fs::path(written).parent_path(), error);
+  {
+    // Written aside and renamed: a run killed mid-write leaves no half output to keep.
+    std::ofstream out(written + ".part", std::ios::binary);
+    out.write(answer->body.data(), static_cast<std::streamsize>(answer->body.size()));
+    if (!out) return fail("cannot write " + written);
+  }
+  fs::rename(written + ".part", written, error);
+  if (error) return fail("cannot write " + written + ": " + error.message());
+  row.status = "computed";
+  row.output = written;
+  row.target = zip ? (plan.top_k.empty() ? plan.target : "top " + plan.top_k) : Header(*answer, "x-target-name");
+  row.predicted = Header(*answer, "x-predicted-name");
+  row.probability = Header(*answer, "x-probability");
+  row.convergence_delta = Header(*answer, "x-convergence-delta");
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%.3f", std::chrono::duration<double>(Clock::now() - started).count());
+  row.seconds = seconds;
+  return row;
+}
+
+// The pool's worker count (GET /v1/workers) of the first server that answers; 1 if none does.
+int PoolWorkers(const Plan& plan) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!plan.token.empty()) headers.emplace_back("Authorization", "Bearer " + plan.token);
+  CurlOptions quick = plan.curl;
+  quick.timeout_seconds = 10;
+  for (const std::string& server : plan.servers) {
+    auto answer = CurlRequest("GET", server + "/v1/workers", headers, "", quick);
+    if (!answer.ok() || answer->status != 200) continue;
+    const auto doc = nlohmann::json::parse(answer->body, nullptr, false);
+    if (doc.is_object() && doc.contains("workers") && doc["workers"].is_array()) {
+      return std::max<int>(1, static_cast<int>(doc["workers"].size()));
+    }
+  }
+  return 1;
 }
 
 }  // namespace
 
 int RunExplain(const std::vector<std::string>& args) {
-  std::vector<std::string> inputs;
-  std::string out_dir, target = "predicted", format = "gzip", n_steps, method, heatmap, model, token, top_k;
-  std::string sign, outlier_perc;
+  std::vector<std::string> given;
+  Plan plan;
+  plan.target = "predicted";
+  std::string format = "gzip", n_steps, method, heatmap, sign, outlier_perc, model, concurrency;
   const char* env_server = std::getenv("INTGRADS_SERVER");
   const char* env_token = std::getenv("INTGRADS_TOKEN");
   std::string server = env_server != nullptr ? env_server : "http://localhost:8888";
-  if (env_token != nullptr) token = env_token;
-  int timeout = 600;
-  std::string path_query, baseline_image_path;
+  if (env_token != nullptr) plan.token = env_token;
+  std::string option_query, baseline_image_path;
   FlagReader reader;
   reader.program = "intgrads-images: explain";
   reader.help_flags = {"--help", "-h"};
   reader.print_help = [] { std::printf("%s%s", kExplainHelp, kPathFlagsHelp); };
-  reader.take = [&inputs](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+  reader.take = [&given, &plan](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
+    if (all[*i] == "--no-resume") {
+      plan.resume = false;
+      return true;
+    }
     if (all[*i].rfind('-', 0) == 0) return false;
-    inputs.push_back(all[*i]);  // an image, a folder or a zip
+    given.push_back(all[*i]);  // an image, a folder or a zip
     return true;
   };
+  std::map<std::string, std::string*> values = {{"--out", &plan.out_dir},
+                                                {"--target", &plan.target},
+                                                {"--top-k", &plan.top_k},
+                                                {"--server", &server},
+                                                {"--format", &format},
+                                                {"--n-steps", &n_steps},
+                                                {"--method", &method},
+                                                {"--heatmap", &heatmap},
+                                                {"--sign", &sign},
+                                                {"--outlier-perc", &outlier_perc},
+                                                {"--model", &model},
+                                                {"--token", &plan.token},
+                                                {"--concurrency", &concurrency},
+                                                {"--cacert", &plan.curl.ca_file},
+                                                {"--baseline-image", &baseline_image_path}};
+  std::string timeout;
+  values["--timeout"] = &timeout;
   reader.set = [&](const std::string& a, const std::string& v) -> StatusOr<bool> {
     if (const std::string name = OptionFlagParameter(a); !name.empty()) {
-      path_query += "&" + name + "=" + UrlEncode(v);
-    } else if (a == "--baseline-image") {
-      baseline_image_path = v;
-    } else if (a == "--out") {
-      out_dir = v;
-    } else if (a == "--target") {
-      target = v;
-    } else if (a == "--top-k") {
-      top_k = v;
-    } else if (a == "--server") {
-      server = v;
-    } else if (a == "--format") {
-      format = v;
-    } else if (a == "--n-steps") {
-      n_steps = v;
-    } else if (a == "--method") {
-      method = v;
-    } else if (a == "--heatmap") {
-      heatmap = v;
-    } else if (a == "--sign") {
-      sign = v;
-    } else if (a == "--outlier-perc") {
-      outlier_perc = v;
-    } else if (a == "--model") {
-      model = v;
-    } else if (a == "--token") {
-      token = v;
-    } else if (a == "--timeout") {
-      timeout = std::max(1, std::stoi(v));
-    } else {
-      return false;
+      option_query += "&" + name + "=" + UrlEncode(v);
+      return true;
     }
+    const auto it = values.find(a);
+    if (it == values.end()) return false;
+    *it->second = v;
     return true;
   };
   if (auto exit = ReadFlags(reader, args)) return *exit;
-  if (out_dir.empty()) return Fail("explain: --out DIR is required (see --help)");
+  if (plan.out_dir.empty()) return Fail("explain: --out DIR is required (see --help)");
   const PayloadFormat* payload = FindPayloadFormat(format);
   if (payload == nullptr) return Fail("explain: --format must be gzip, npz, json or png, not '" + format + "'");
-  auto files = ListImages(inputs);
-  if (!files.ok()) return Fail(files.status().message());
+  plan.extension = payload->extension;
+  if (!timeout.empty()) plan.curl.timeout_seconds = std::max(1, std::atoi(timeout.c_str()));
+  auto inputs = ListInputs(given);
+  if (!inputs.ok()) return Fail(inputs.status().message());
   std::error_code error;
-  fs::create_directories(out_dir, error);
-  if (error) return Fail("explain: cannot create " + out_dir + ": " + error.message());
+  fs::create_directories(plan.out_dir, error);
+  if (error) return Fail("explain: cannot create " + plan.out_dir + ": " + error.message());
   // --server: one URL, or several comma-separated (gateways of one pool).
-  std::vector<std::string> servers;
   for (size_t from = 0; from <= server.size();) {
     const size_t comma = std::min(server.find(',', from), server.size());
     std::string url = server.substr(from, comma - from);
     while (!url.empty() && url.back() == '/') url.pop_back();
-    if (!url.empty()) servers.push_back(url);
+    if (!url.empty()) plan.servers.push_back(url);
     from = comma + 1;
   }
-  if (servers.empty()) return Fail("explain: --server needs a URL");
-  size_t current = 0;
-  std::string route = model.empty() ? "/v1/attributions" : "/v1/models/" + UrlEncode(model) + "/attributions";
-  std::string query =
-      "?format=" + format + (top_k.empty() ? "&target=" + UrlEncode(target) : "&top_k=" + UrlEncode(top_k));
-  if (!n_steps.empty()) query += "&n_steps=" + UrlEncode(n_steps);
-  if (!method.empty()) query += "&method=" + UrlEncode(method);
-  if (!heatmap.empty()) query += "&heatmap=" + UrlEncode(heatmap);
-  if (!sign.empty()) query += "&sign=" + UrlEncode(sign);
-  if (!outlier_perc.empty()) query += "&outlier_perc=" + UrlEncode(outlier_perc);
-  query += path_query;
-  std::string baseline_image;
+  if (plan.servers.empty()) return Fail("explain: --server needs a URL");
+  for (const std::string& url : plan.servers) {
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      return Fail("explain: --server " + url + " is not an http:// or https:// URL");
+    }
+  }
+  plan.route = model.empty() ? "/v1/attributions" : "/v1/models/" + UrlEncode(model) + "/attributions";
+  plan.query = "?format=" + format +
+               (plan.top_k.empty() ? "&target=" + UrlEncode(plan.target) : "&top_k=" + UrlEncode(plan.top_k));
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{{"n_steps", n_steps},
+                                                                                    {"method", method},
+                                                                                    {"heatmap", heatmap},
+                                                                                    {"sign", sign},
+                                                                                    {"outlier_perc", outlier_perc}}) {
+    if (!value.empty()) plan.query += "&" + name + "=" + UrlEncode(value);
+  }
+  plan.query += option_query;
   if (!baseline_image_path.empty()) {
     auto bytes = ReadWholeFile(baseline_image_path);
     if (!bytes.ok()) return Fail("explain: --baseline-image: " + bytes.status().message());
-    baseline_image = std::move(bytes).value();
+    plan.baseline_image = std::move(bytes).value();
   }
 
-  std::vector<Row> rows;
-  int failures = 0;
-  for (size_t i = 0; i < files->size(); ++i) {
-    const fs::path& file = (*files)[i];
-    Progress(i, files->size(), file.filename().string());
-    Row row;
-    row.image = file.string();
-    auto bytes = ReadWholeFile(file.string());
-    StatusOr<HttpAnswer> answer = bytes.ok() ? StatusOr<HttpAnswer>(HttpAnswer{}) : bytes.status();
-    if (bytes.ok()) {
-      // A multipart upload: the image, and the baseline image when there is one.
-      const std::string boundary = "intgrads-explain-7d1f3a9c";
-      std::string form;
-      auto part = [&](const std::string& name, const std::string& filename, const std::string& data) {
-        for (const std::string& piece :
-             {std::string("--"), boundary, std::string("\r\nContent-Disposition: form-data; name=\""), name,
-              std::string("\"; filename=\""), filename,
-              std::string("\"\r\nContent-Type: application/octet-stream\r\n\r\n")}) {
-          form += piece;
-        }
-        form += data;
-        form += "\r\n";
-      };
-      std::string filename = file.filename().string();
-      std::replace(filename.begin(), filename.end(), '"', '_');
-      part("image", filename, *bytes);
-      if (!baseline_image.empty()) part("baseline_image", "baseline", baseline_image);
-      form += "--" + boundary + "--\r\n";
-      std::vector<std::pair<std::string, std::string>> headers = {
-          {"Content-Type", "multipart/form-data; boundary=" + boundary}};
-      if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
-      // Attributions are deterministic, so a request whose gateway cannot be
-      // reached (or is shutting down: 503) is sent to the next one.
-      for (size_t tries = 0; tries < servers.size(); ++tries) {
-        answer = HttpRequest("POST", servers[current] + route + query, headers, form, timeout);
-        if (answer.ok() && answer->status != 503) break;
-        current = (current + 1) % servers.size();
+  const CurlGlobal curl;
+  int threads = concurrency.empty() ? PoolWorkers(plan) : std::atoi(concurrency.c_str());
+  if (threads < 1) return Fail("explain: --concurrency must be 1 or more");
+  threads = std::min<int>(threads, static_cast<int>(inputs->size()));
+  const std::map<std::string, Row> earlier = EarlierRows(plan.out_dir);
+  std::vector<Row> rows(inputs->size());
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> current_server{0};
+  Progress progress(inputs->size());
+  auto work = [&] {
+    for (size_t i = next++; i < inputs->size(); i = next++) {
+      Row row = ExplainOne((*inputs)[i], plan, &current_server);
+      if (row.status == "kept") {
+        const auto found = earlier.find(row.image);
+        if (found != earlier.end() && found->second.output == row.output) row = found->second;
+        row.status = "kept";
       }
+      progress.Done(row.status == "computed", row.image);
+      rows[i] = std::move(row);
     }
-    if (!answer.ok()) {
-      row.output = "error: " + answer.status().message();
-    } else if (answer->status != 200) {
-      const auto doc = nlohmann::json::parse(answer->body, nullptr, false);
-      const std::string message = doc.is_object() && doc.contains("error") && doc["error"].is_string()
-                                      ? doc["error"].get<std::string>()
-                                      : answer->body.substr(0, 200);
-      row.output = "error " + std::to_string(answer->status) + ": " + message;
-    } else {
-      // Several classes come back as a zip with summary.json, one file each.
-      const bool several = Header(*answer, "content-type") == "application/zip";
-      const fs::path written = fs::path(out_dir) / (file.stem().string() + (several ? ".zip" : payload->extension));
-      std::ofstream out(written, std::ios::binary);
-      out.write(answer->body.data(), static_cast<std::streamsize>(answer->body.size()));
-      row.output = out ? written.string() : "error: cannot write " + written.string();
-      row.target = several ? (top_k.empty() ? target : "top " + top_k) : Header(*answer, "x-target-name");
-      row.predicted = Header(*answer, "x-predicted-name");
-      row.probability = Header(*answer, "x-probability");
-      row.delta = Header(*answer, "x-convergence-delta");
-    }
-    if (row.output.rfind("error", 0) == 0) ++failures;
-    rows.push_back(std::move(row));
-  }
-  Progress(files->size(), files->size(), "done");
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  WriteSummary(plan.out_dir, rows);
+
   size_t width = 5;
-  for (const Row& r : rows) width = std::max(width, std::min<size_t>(r.image.size(), 48));
+  int failures = 0, kept = 0;
+  for (const Row& r : rows) {
+    width = std::max(width, std::min<size_t>(r.image.size(), 48));
+    failures += r.status == "error" ? 1 : 0;
+    kept += r.status == "kept" ? 1 : 0;
+  }
+  auto dash = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
   std::printf("%-*s  %-12s  %-12s  %-11s  %-12s  %s\n", static_cast<int>(width), "image", "target", "predicted",
               "probability", "delta", "output");
   for (const Row& r : rows) {
-    std::printf("%-*s  %-12s  %-12s  %-11s  %-12s  %s\n", static_cast<int>(width), r.image.c_str(), r.target.c_str(),
-                r.predicted.c_str(), r.probability.c_str(), r.delta.c_str(), r.output.c_str());
+    const std::string output = r.status == "error" ? r.error : (r.status == "kept" ? "kept " : "") + r.output;
+    std::printf("%-*s  %-12s  %-12s  %-11s  %-12s  %s\n", static_cast<int>(width), r.image.c_str(),
+                dash(r.target).c_str(), dash(r.predicted).c_str(), dash(r.probability).c_str(),
+                dash(r.convergence_delta).c_str(), output.c_str());
   }
-  std::printf("%zu image(s), %d failed\n", rows.size(), failures);
+  std::printf("%zu image(s), %d failed, %d kept from an earlier run; summary in %s\n", rows.size(), failures, kept,
+              (fs::path(plan.out_dir) / "summary.csv").c_str());
   return failures > 0 ? 1 : 0;
 }
 

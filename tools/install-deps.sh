@@ -22,6 +22,8 @@ done
 packages=(
   build-essential cmake ca-certificates
   libpistache-dev cppzmq-dev libzmq3-dev nlohmann-json3-dev zlib1g-dev libpng-dev libjpeg-dev
+  # the explain command's HTTP(S) client
+  libcurl4-openssl-dev
   # the allocator of the programs that run the passes (CMake's INTGRADS_TCMALLOC)
   # and of the Python baselines in benchmarks/compare.py
   libtcmalloc-minimal4

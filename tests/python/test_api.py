@@ -540,8 +540,9 @@ class CommandLineClient(unittest.TestCase):
                                   "--baseline", "blur", "--blur-sigma", "2"],
                                  capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 1, run.stderr)  # c.png failed
-            self.assertEqual(sorted(os.listdir(out)), ["a.npz", "b.npz"])
-            with open(os.path.join(out, "a.npz"), "rb") as f:
+            self.assertEqual(sorted(os.listdir(out)), ["photos", "summary.csv", "summary.json"])
+            self.assertEqual(sorted(os.listdir(os.path.join(out, "photos"))), ["a.npz", "b.npz"])
+            with open(os.path.join(out, "photos", "a.npz"), "rb") as f:
                 arrays = npz(f.read())
             self.assertEqual(int(arrays["target_class"]), 3)
             self.assertIn("path_baselines", arrays)  # the blur baseline went along
@@ -554,6 +555,7 @@ class CommandLineClient(unittest.TestCase):
             self.assertIn("error 422", next(line for line in table if "c.png" in line))
             self.assertIn("3 image(s), 1 failed", run.stdout)
             self.assertIn("3/3", run.stderr)  # the progress bar's last state
+            self.assertIn("img/s", run.stderr)
 
     def test_explain_top_k_writes_a_zip_per_image(self):
         import tempfile
@@ -565,16 +567,122 @@ class CommandLineClient(unittest.TestCase):
                                   GATEWAY.url, "--top-k", "2", "--n-steps", STEPS, "--format", "npz"],
                                  capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 0, run.stderr)
-            self.assertEqual(os.listdir(out), ["a.zip"])
+            self.assertEqual(sorted(os.listdir(out)), ["a.zip", "summary.csv", "summary.json"])
             with zipfile.ZipFile(os.path.join(out, "a.zip")) as archive:
                 self.assertEqual(len(json.loads(archive.read("summary.json"))), 2)
             self.assertIn("top 2", run.stdout)
             run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", path, "--out", out, "--server",
                                   GATEWAY.url, "--n-steps", STEPS, "--format", "json", "--regions", "superpixels",
-                                  "--segments", "4"], capture_output=True, text=True, timeout=300)
+                                  "--segments", "4", "--no-resume"], capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 0, run.stderr)
             with open(os.path.join(out, "a.json")) as f:
                 self.assertEqual(json.load(f)["regions"]["kind"], "superpixels")
+
+
+    def test_explain_a_tree_and_a_zip_several_at_a_time_resuming_with_a_summary(self):
+        import csv
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = os.path.join(tmp, "pictures")
+            for i, (label, name) in enumerate([("cat", "0001.png"), ("ship", "0001.png"), ("ship", "0002.jpg")]):
+                os.makedirs(os.path.join(tree, label), exist_ok=True)
+                Image.fromarray(picture(80 + i)).save(os.path.join(tree, label, name))
+            archive = os.path.join(tmp, "test.zip")
+            with zipfile.ZipFile(archive, "w") as z:  # stored, as CIFAR-10's zips are
+                z.writestr("test/dog/0001.png", png(picture(90)))
+                z.writestr("test/readme.txt", "not an image")
+            out = os.path.join(tmp, "out")
+            command = [os.path.join(BIN, "intgrads-images"), "explain", tree, archive, "--out", out, "--server",
+                       GATEWAY.url, "--n-steps", STEPS, "--format", "npz"]
+            run = subprocess.run(command + ["--concurrency", "3"], capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            names = ["pictures/cat/0001.npz", "pictures/ship/0001.npz", "pictures/ship/0002.npz", "test/test/dog/0001.npz"]
+            for name in names:  # the same file names in two classes: kept apart by their folders
+                self.assertTrue(os.path.isfile(os.path.join(out, name)), name)
+            with open(os.path.join(out, "summary.csv")) as f:
+                rows = list(csv.DictReader(f))
+            self.assertEqual([r["image"] for r in rows], ["pictures/cat/0001.png", "pictures/ship/0001.png",
+                                                          "pictures/ship/0002.jpg", "test/test/dog/0001.png"])
+            self.assertEqual({r["status"] for r in rows}, {"computed"})
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            self.assertEqual(list(summary[0]), ["image", "output", "status", "target", "predicted", "probability",
+                                                "convergence_delta", "seconds", "error"])
+            with open(os.path.join(out, names[3]), "rb") as f:
+                arrays = npz(f.read())
+            self.assertAlmostEqual(float(summary[3]["convergence_delta"]), float(arrays["convergence_delta"]),
+                                   places=5)
+            # Again, one output gone: it alone is computed; the others keep their rows.
+            os.remove(os.path.join(out, names[1]))
+            run = subprocess.run(command, capture_output=True, text=True, timeout=300)  # concurrency from /v1/workers
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assertIn("3 kept from an earlier run", run.stdout)
+            with open(os.path.join(out, "summary.json")) as f:
+                again = json.load(f)
+            self.assertEqual([r["status"] for r in again], ["kept", "computed", "kept", "kept"])
+            self.assertEqual(again[3]["convergence_delta"], summary[3]["convergence_delta"])
+            # A zip with compressed members says so.
+            deflated = os.path.join(tmp, "deflated.zip")
+            with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("a.png", png(picture(91)))
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", deflated, "--out", out],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(run.returncode, 2)
+            self.assertIn("compressed", run.stderr)
+
+    def test_explain_over_https(self):
+        """The README puts TLS in front of the gateway: explain speaks https
+        (libcurl), trusting the proxy's certificate with --cacert."""
+        import ssl
+        import tempfile
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True)
+
+            class Proxy(BaseHTTPRequestHandler):  # TLS in, plain HTTP to the gateway
+                def forward(self):
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    status, answer_headers, answer = http(self.command, GATEWAY.url + self.path, body or None, headers)
+                    self.send_response(status)
+                    for name, value in answer_headers.items():
+                        if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+
+                do_GET = do_POST = forward
+
+                def log_message(self, *args):
+                    pass
+
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.addCleanup(server.server_close)
+            self.addCleanup(server.shutdown)
+            url = f"https://127.0.0.1:{server.server_address[1]}"
+            path = os.path.join(tmp, "a.png")
+            Image.fromarray(picture(92)).save(path)
+            out = os.path.join(tmp, "out")
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", path, "--out", out, "--server", url,
+                                  "--cacert", cert, "--n-steps", STEPS, "--format", "npz"],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            with open(os.path.join(out, "a.npz"), "rb") as f:
+                self.assertEqual(npz(f.read())["integrated_grads"].shape, (1, 3, 32, 32))
+            # Without trusting the certificate, TLS fails, and says so.
+            run = subprocess.run([os.path.join(BIN, "intgrads-images"), "explain", path, "--out", out, "--server", url,
+                                  "--no-resume", "--concurrency", "1"], capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 1)
+            self.assertIn("certificate", run.stdout)
 
 
 class PythonClient(unittest.TestCase):
@@ -674,6 +782,7 @@ class PythonClient(unittest.TestCase):
             os.remove(os.path.join(out, "pictures", "ship", "c.npz"))
             again = intgrads_client.explain_all(self.client, inputs, out, target="cat", n_steps=int(STEPS))
             self.assertEqual([r["status"] for r in again], ["kept", "kept", "computed", "kept"])
+            self.assertEqual(again[0]["convergence_delta"], rows[0]["convergence_delta"])  # kept with its row
             # The command line, installed as a package the way a user would (offline, Debian's setuptools).
             venv = os.path.join(tmp, "venv")
             subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)

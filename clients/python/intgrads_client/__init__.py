@@ -345,6 +345,12 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
     extension = {"npz": ".npz", "gzip": ".gzip", "json": ".json", "png": ".png"}[format]
     os.makedirs(out, exist_ok=True)
     rows = [None] * len(inputs)
+    earlier = {}  # an earlier run's rows, for the outputs it left
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            earlier = {r["image"]: r for r in json.load(f) if r.get("status") in ("computed", "kept")}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     lock = threading.Lock()
     state = {"done": 0, "computed": 0, "started": time.time()}
 
@@ -364,6 +370,8 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
         row = {"image": name, "output": output, "status": "", "target": "", "predicted": "", "probability": "",
                "convergence_delta": "", "seconds": "", "error": ""}
         if resume and os.path.exists(output) and os.path.getsize(output) > 0:
+            if earlier.get(name, {}).get("output") == output:
+                row.update(earlier[name])
             row["status"] = "kept"
         else:
             started = time.time()
