@@ -24,6 +24,8 @@ import threading
 import time
 import unittest
 
+import torch
+
 import reference_models as rm
 from service import BIN, free_port, http, wait_until
 
@@ -70,10 +72,20 @@ def start_dockerd(*flags, host=None, netns=None):
     """A dockerd in the background (in `netns` if given), once it answers."""
     command = ["dockerd", *flags]
     if netns:
-        command = ["ip", "netns", "exec", netns, *command]
+        # Only the network namespace: `ip netns exec` would also mount a /sys of
+        # its own, without the cgroup hierarchies dockerd needs.
+        command = ["nsenter", f"--net=/var/run/netns/{netns}", *command]
     log = open(os.path.join(tempfile.gettempdir(), f"dockerd-{netns or 'main'}.log"), "a")
     process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-    wait_until(lambda: docker_ready(host), timeout=120, what="dockerd")
+    try:
+        wait_until(lambda: docker_ready(host) or process.poll() is not None, timeout=120, what="dockerd")
+        if process.poll() is not None:
+            with open(log.name) as f:
+                raise AssertionError("dockerd stopped: " + f.read()[-2000:])
+    except AssertionError:
+        process.terminate()
+        process.wait(60)
+        raise
     return process
 
 
@@ -223,14 +235,21 @@ class Compose(unittest.TestCase):
         offline = os.path.join(folder, "offline.gzip")
         run(os.path.join(BIN, "intgrads-images"), "attribute", "-lp", checkpoint, "--input", request, "--output",
             offline, "--threads", "1")
+        # The same checkpoint's numbers: equal to float rounding (the container's worker
+        # batches its path points by its own threads and memory budget).
         with gzip.open(offline) as f:
-            self.assertEqual(gzip.decompress(served), f.read())
+            expected = torch.load(io.BytesIO(f.read()), weights_only=True)
+        got = torch.load(io.BytesIO(gzip.decompress(served)), weights_only=True)
+        self.assertEqual(list(got), list(expected))
+        self.assertEqual(int(got["target_class"]), int(expected["target_class"]))
+        for key in ("integrated_grads", "integrated_directional_grads", "output"):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
 
     def test_the_gpu_file_is_a_valid_addition(self):
         self.assertEqual(run("docker-compose", "-f", COMPOSE, "-f", os.path.join(DEPLOY, "docker-compose.gpu.yml"),
                              "config", check=False).returncode, 0)
-        stack = run("docker", "stack", "config", "-c", COMPOSE, "-c", os.path.join(DEPLOY, "docker-stack.gpu.yml"),
-                    check=False)
+        stack = run("docker", "stack", "config", "-c", COMPOSE, "-c", os.path.join(DEPLOY, "docker-stack.yml"), "-c",
+                    os.path.join(DEPLOY, "docker-stack.gpu.yml"), check=False)
         self.assertEqual(stack.returncode, 0, stack.stderr)
         self.assertIn("NVIDIA-GPU", stack.stdout)
 
@@ -250,26 +269,24 @@ class Swarm(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         Compose.setUpClass()
+        # Each step undone in reverse order however far setting up got.
         run("ip", "netns", "add", SWARM_NS)
+        cls.addClassCleanup(run, "ip", "netns", "del", SWARM_NS, check=False)
         run("ip", "netns", "exec", SWARM_NS, "ip", "link", "set", "lo", "up")
         run("ip", "netns", "exec", SWARM_NS, "ip", "addr", "add", SWARM_ADDRESS + "/24", "dev", "lo")
         root = f"/var/lib/intgrads-{SWARM_NS}"
-        cls.dockerd = start_dockerd("-H", SWARM_SOCKET, "--data-root", root, "--exec-root", f"/run/{SWARM_NS}",
-                                    "--pidfile", f"/run/{SWARM_NS}.pid", host=SWARM_SOCKET, netns=SWARM_NS)
+        cls.addClassCleanup(shutil.rmtree, root, True)
+        dockerd = start_dockerd("-H", SWARM_SOCKET, "--data-root", root, "--exec-root", f"/run/{SWARM_NS}",
+                                "--pidfile", f"/run/{SWARM_NS}.pid", host=SWARM_SOCKET, netns=SWARM_NS)
+        cls.addClassCleanup(dockerd.wait, 60)
+        cls.addClassCleanup(dockerd.terminate)
         for image in ("intgrads-gateway:latest", "intgrads-worker:latest"):
             with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
                 subprocess.run(["docker", "-H", SWARM_SOCKET, "load"], stdin=save.stdout, check=True,
                                capture_output=True)
         run("docker", "-H", SWARM_SOCKET, "swarm", "init", "--advertise-addr", SWARM_ADDRESS)
-
-    @classmethod
-    def tearDownClass(cls):
-        run("docker", "-H", SWARM_SOCKET, "stack", "rm", "intgrads", check=False)
-        run("docker", "-H", SWARM_SOCKET, "swarm", "leave", "--force", check=False)
-        cls.dockerd.terminate()
-        cls.dockerd.wait(60)
-        run("ip", "netns", "del", SWARM_NS, check=False)
-        shutil.rmtree(f"/var/lib/intgrads-{SWARM_NS}", ignore_errors=True)
+        cls.addClassCleanup(run, "docker", "-H", SWARM_SOCKET, "swarm", "leave", "--force", check=False)
+        cls.addClassCleanup(run, "docker", "-H", SWARM_SOCKET, "stack", "rm", "intgrads", check=False)
 
     def in_namespace(self, *command, check=True):
         return run("ip", "netns", "exec", SWARM_NS, *command, check=check)
@@ -279,9 +296,10 @@ class Swarm(unittest.TestCase):
         return result.stdout
 
     def test_the_compose_file_deploys_as_a_stack(self):
-        env = dict(os.environ, DOCKER_HOST=SWARM_SOCKET, INTGRADS_PUBLISH="8888", INTGRADS_MODEL="",
+        env = dict(os.environ, DOCKER_HOST=SWARM_SOCKET, INTGRADS_MODEL="",
                    INTGRADS_MODEL_DIR=os.path.join(rm.REPO, "models"))
-        run("docker", "stack", "deploy", "-c", COMPOSE, "intgrads", env=env)
+        run("docker", "stack", "deploy", "-c", COMPOSE, "-c", os.path.join(DEPLOY, "docker-stack.yml"), "intgrads",
+            env=env)
         wait_until(lambda: len(json.loads(self.get("/v1/workers") or '{"workers": []}')["workers"]) == 2,
                    timeout=300, what="the stack's two workers (deploy: replicas)")
         body = json.dumps({"img_data": [[[1, 2, 3]] * 8] * 8, "target_class": "ship", "n_steps": 8})

@@ -51,7 +51,7 @@ class Compose(unittest.TestCase):
             return yaml.safe_load(f)
 
     def test_compose_files_parse_and_name_existing_files(self):
-        for name in ("docker-compose.yml", "docker-compose.gpu.yml", "docker-stack.gpu.yml"):
+        for name in ("docker-compose.yml", "docker-compose.gpu.yml", "docker-stack.yml", "docker-stack.gpu.yml"):
             doc = self.load(name)
             self.assertIn("services", doc, name)
             for service in doc["services"].values():
@@ -93,11 +93,17 @@ class Compose(unittest.TestCase):
         self.assertEqual(os.path.basename(check[1]), "intgrads-gateway")
         self.assertEqual(check[2], "--probe")
         url = check[3]
-        self.assertTrue(url.endswith("/readyz"), url)
+        # Liveness: a restart for a gateway that answers nothing, none for one waiting for workers.
+        self.assertTrue(url.endswith("/healthz"), url)
         with open(os.path.join(REPO, "gateway", "routes.cc")) as f:
-            self.assertIn('"/readyz"', f.read())
+            self.assertIn('{"GET", "/healthz", true}', f.read())  # open: no token needed
         command = self.load("docker-compose.yml")["services"]["gateway"]["command"]
         self.assertEqual(command[command.index("--port") + 1], url.split(":")[2].split("/")[0])
+
+    def test_the_stack_reaches_the_gateway_without_the_routing_mesh(self):
+        gateway = self.load("docker-stack.yml")["services"]["gateway"]
+        self.assertEqual(gateway["deploy"]["endpoint_mode"], "dnsrr")
+        self.assertEqual([(p["target"], p["mode"]) for p in gateway["ports"]], [(8888, "host")])
 
     def test_gpu_variants_reserve_one_gpu_per_worker(self):
         worker = self.load("docker-compose.gpu.yml")["services"]["worker"]
