@@ -11,7 +11,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kTypeNames[] = {"ready", "heartbeat", "request", "reply", "disconnect"};
+constexpr const char* kTypeNames[] = {"ready", "heartbeat", "request", "reply", "disconnect", "progress"};
 
 // Strings in headers may come from users (a class name, a model name):
 // invalid UTF-8 is replaced, never thrown on.
@@ -148,6 +148,16 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("predict", r.predict, Presence::kOptional);
   visit("sign", r.sign, Presence::kOptional);
   visit("outlier_perc", r.outlier_perc, Presence::kOptional);
+  visit("progress_ms", r.progress_ms, Presence::kOptional);
+}
+
+template <typename Progress, typename Visit>
+void ProgressFields(Progress& p, Visit&& visit) {
+  visit("id", p.id, Presence::kRequired);
+  visit("done", p.done, Presence::kRequired);
+  visit("total", p.total, Presence::kRequired);
+  visit("seconds", p.seconds, Presence::kRequired);
+  visit("side", p.side, Presence::kOptional);
 }
 
 template <typename ImageT, typename Visit>
@@ -259,6 +269,14 @@ Frames EncodeRequest(const JobRequest& r) {
   return {Dump(h), r.pixels, std::string(b.pixels.begin(), b.pixels.end())};
 }
 
+Frames EncodeProgress(JobProgress p) {
+  json h = Header(MessageType::kProgress);
+  if (p.ig.empty()) p.side = 0;
+  ProgressFields(std::as_const(p), FieldWriter{&h});
+  if (p.ig.empty()) return {Dump(h)};
+  return {Dump(h), std::move(p.ig)};
+}
+
 Frames EncodeReply(JobReply r) {
   json h = Header(MessageType::kReply);
   ReplyFields(std::as_const(r), FieldWriter{&h});
@@ -325,6 +343,18 @@ StatusOr<Message> DecodeMessage(Frames frames) {
       RETURN_IF_ERROR(read.status());
       RETURN_IF_ERROR(CheckImageFrame(b.height, b.width, b.channels, frames[2].size(), "baseline"));
       b.pixels.assign(frames[2].begin(), frames[2].end());
+    }
+  } else if (type == "progress") {
+    m.type = MessageType::kProgress;
+    if (frames.size() != 2) RETURN_IF_ERROR(ExpectFrames(frames, 1, "progress"));
+    FieldReader read(h);
+    ProgressFields(m.progress, read);
+    RETURN_IF_ERROR(read.status());
+    JobProgress& p = m.progress;
+    if (p.done < 0 || p.total < 0 || p.done > p.total) return InvalidError("protocol: progress past its total");
+    if (frames.size() == 2) {
+      RETURN_IF_ERROR(CheckTensorFrame(p.side, p.side, 3, frames[1].size()));
+      p.ig = std::move(frames[1]);
     }
   } else if (type == "reply") {
     m.type = MessageType::kReply;

@@ -7,7 +7,7 @@
 //   heartbeat  both ways          [header]
 //   request    gateway -> worker  [header{id,target,n_steps,method,height,width,channels,format,heatmap,
 //                                         baseline,...,targets,top_k,regions,...,max_reply_bytes,input,predict,
-//                                         sign,outlier_perc},
+//                                         sign,outlier_perc,progress_ms},
 //                                  pixels(, baseline pixels)]
 //   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
 //                                         attribute_seconds,encode_seconds,compress_seconds,target,
@@ -16,6 +16,7 @@
 //
 // The fields after `channels` and `compute_seconds` (and mean, std, slots) are
 // optional: a peer that omits them gets the defaults below.
+//   progress   worker -> gateway  [header{id,done,total,seconds,side}(, the IG so far)]
 //   disconnect both ways          [header]
 //
 // (The ROUTER sees the worker's identity as an extra first frame.) Decoding
@@ -35,7 +36,7 @@ constexpr int kProtocolVersion = 2;
 // The most requests a worker may ask to hold at once.
 constexpr int kMaxSlots = 256;
 
-enum class MessageType { kReady, kHeartbeat, kRequest, kReply, kDisconnect };
+enum class MessageType { kReady, kHeartbeat, kRequest, kReply, kDisconnect, kProgress };
 
 // What a worker serves, announced in its ready message.
 struct WorkerInfo {
@@ -80,6 +81,21 @@ struct JobRequest {
   // The largest payload frame the gateway reads (BrokerOptions::max_reply_bytes);
   // a larger answer is refused by the worker (413). 0: not said.
   int64_t max_reply_bytes = 0;
+  // > 0: the worker reports its progress (JobProgress) at most this often,
+  // and once the passes are done; 0: it does not.
+  int progress_ms = 0;
+};
+
+// How far a request's passes are, while they run (JobRequest::progress_ms).
+struct JobProgress {
+  uint64_t id = 0;
+  int64_t done = 0;      // path points through the passes (each target's backward pass counted once)
+  int64_t total = 0;     // all of them (adaptive steps: the most they may take)
+  double seconds = 0.0;  // since the request's batch started
+  // The first target's IG over the points done, 3 x side x side float32
+  // (little-endian) in its own frame; empty when not sent.
+  int side = 0;
+  std::string ig;
 };
 
 struct JobReply {
@@ -111,6 +127,7 @@ struct Message {
   WorkerInfo ready;
   JobRequest request;
   JobReply reply;
+  JobProgress progress;
 };
 
 // The encodings a worker writes an attribution in (worker/formats.h).
@@ -128,6 +145,7 @@ Frames EncodeReady(const WorkerInfo& info);
 Frames EncodeHeartbeat();
 Frames EncodeDisconnect();
 Frames EncodeRequest(const JobRequest& request);
+Frames EncodeProgress(JobProgress progress);
 // Moves the payloads into the frames.
 Frames EncodeReply(JobReply reply);
 

@@ -4,7 +4,12 @@
 // per image, answered together once the last reply is in.
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <optional>
 
 #include "common/text.h"
 #include "common/zip.h"
@@ -15,6 +20,13 @@ namespace intgrads {
 
 using nlohmann::json;
 using Pistache::Http::Mime::MediaType;
+
+namespace {
+
+// How often a streamed request's worker reports its progress.
+constexpr int kProgressMs = 250;
+
+}  // namespace
 
 void HttpApi::PostModel(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
   auto body = std::make_shared<std::string>(TakeBody(request));
@@ -112,30 +124,39 @@ json Summary(const JobReply& reply, const std::vector<std::string>& classes, siz
               {"compute_seconds", reply.compute_seconds}};
 }
 
-// False (and the first failure sent) unless every reply succeeded; then
-// each result is counted in the metrics.
-bool AllSucceeded(Exchange& exchange, const Gathering& g, Metrics& metrics) {
+// The first failed reply's status and message ("image N: ..." with several images), if one failed.
+std::optional<std::pair<int, std::string>> FirstFailure(const Gathering& g) {
   const size_t images = g.replies.size();
   for (size_t i = 0; i < images; ++i) {
     const JobReply& r = g.replies[i];
     if (r.status != 200) {
-      exchange.Error(r.status, (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
-      return false;
+      return std::make_pair(r.status, (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
     }
   }
-  const double total = std::chrono::duration<double>(Clock::now() - exchange.received()).count();
+  return std::nullopt;
+}
+
+// Counts the results in the metrics; the Server-Timing header of the first.
+std::string RecordResults(const Gathering& g, Metrics& metrics, Clock::time_point received) {
+  const double total = std::chrono::duration<double>(Clock::now() - received).count();
   for (const JobReply& r : g.replies) {
     metrics.RecordStages(Stages(r, g.decode, total));
     if (g.predict) continue;
     metrics.AddAttribution(r.n_steps > 0 ? r.n_steps : g.n_steps);
     for (const JobReply& other : r.others) metrics.AddAttribution(other.n_steps > 0 ? other.n_steps : g.n_steps);
   }
-  exchange.Header("Server-Timing", ServerTiming(Stages(g.replies.front(), g.decode, total)));
-  return true;
+  return ServerTiming(Stages(g.replies.front(), g.decode, total));
 }
 
+// An answer before it is sent: its headers, body and type.
+struct Composed {
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string content_type;
+};
+
 // The /v1 answer: one result in its format, several in a zip (or one JSON document).
-void Answer(Exchange& exchange, Gathering& g) {
+Composed Compose(Gathering& g) {
   const size_t images = g.replies.size();
   // Every result in order: image by image, each image's targets in turn.
   struct Result {
@@ -148,32 +169,34 @@ void Answer(Exchange& exchange, Gathering& g) {
     for (const JobReply& other : g.replies[i].others) results.push_back({&other, i});
   }
   const PayloadFormat& format = *g.negotiated.format;
+  Composed out;
   if (results.size() == 1 && !g.negotiated.zip) {
     JobReply& r = g.replies.front();
     const json summary = Summary(r, g.classes, 0, g.names.front());
-    exchange.Header("X-Target-Class", std::to_string(r.target));
-    exchange.Header("X-Target-Name", summary["target_name"].get<std::string>());
-    exchange.Header("X-Probability", Printf("%.6g", summary["probability"].get<double>()));
-    exchange.Header("X-Predicted-Class", std::to_string(summary["predicted_class"].get<int>()));
-    exchange.Header("X-Predicted-Name", summary["predicted_name"].get<std::string>());
-    exchange.Header("X-Convergence-Delta", Printf("%.9g", r.convergence_delta));
-    exchange.Header("X-Compute-Seconds", Printf("%.6f", r.compute_seconds));
-    exchange.Header("X-N-Steps", std::to_string(r.n_steps));
-    if (!r.tolerance_met) exchange.Header("X-Tolerance-Met", "false");
+    out.headers = {{"X-Target-Class", std::to_string(r.target)},
+                   {"X-Target-Name", summary["target_name"].get<std::string>()},
+                   {"X-Probability", Printf("%.6g", summary["probability"].get<double>())},
+                   {"X-Predicted-Class", std::to_string(summary["predicted_class"].get<int>())},
+                   {"X-Predicted-Name", summary["predicted_name"].get<std::string>()},
+                   {"X-Convergence-Delta", Printf("%.9g", r.convergence_delta)},
+                   {"X-Compute-Seconds", Printf("%.6f", r.compute_seconds)},
+                   {"X-N-Steps", std::to_string(r.n_steps)}};
+    if (!r.tolerance_met) out.headers.emplace_back("X-Tolerance-Met", "false");
     const std::string stem = SafeStem(g.names.front());
-    exchange.Header("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
-                                               "attribution" + format.extension + "\"");
-    exchange.Send(200, std::move(r.payload), MediaType::fromString(r.content_type));
-    return;
+    out.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
+                                                        "attribution" + format.extension + "\"");
+    out.body = std::move(r.payload);
+    out.content_type = r.content_type;
+    return out;
   }
   json summaries = json::array();
   for (const Result& r : results) summaries.push_back(Summary(*r.reply, g.classes, r.image, g.names[r.image]));
   if (!g.negotiated.zip) {  // JSON: one document, the results in order
-    std::string body = "{\"summary\":" + DumpJson(summaries) + ",\"results\":[";
-    for (size_t i = 0; i < results.size(); ++i) body += (i > 0 ? "," : "") + results[i].reply->payload;
-    body += "]}";
-    exchange.Send(200, std::move(body), kJsonType);
-    return;
+    out.body = "{\"summary\":" + DumpJson(summaries) + ",\"results\":[";
+    for (size_t i = 0; i < results.size(); ++i) out.body += (i > 0 ? "," : "") + results[i].reply->payload;
+    out.body += "]}";
+    out.content_type = "application/json";
+    return out;
   }
   ZipWriter zip;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -186,9 +209,118 @@ void Answer(Exchange& exchange, Gathering& g) {
     zip.Add(file, r.reply->payload);
   }
   zip.Add("summary.json", DumpJson(summaries));
-  exchange.Header("Content-Disposition", "attachment; filename=\"attributions.zip\"");
-  exchange.Send(200, zip.Finish(), MediaType::fromString("application/zip"));
+  out.headers.emplace_back("Content-Disposition", "attachment; filename=\"attributions.zip\"");
+  out.body = zip.Finish();
+  out.content_type = "application/zip";
+  return out;
 }
+
+// channels x side x side floats as nested JSON lists, each in its shortest
+// float32 form (non-finite ones as null, as JSON has no form for them).
+std::string NestedFloats(const std::vector<float>& values, size_t channels, size_t side) {
+  std::string out;
+  out.reserve(values.size() * 12);
+  char number[32];
+  out += '[';
+  for (size_t c = 0; c < channels; ++c) {
+    out += c > 0 ? ",[" : "[";
+    for (size_t y = 0; y < side; ++y) {
+      out += y > 0 ? ",[" : "[";
+      for (size_t x = 0; x < side; ++x) {
+        const float v = values[(c * side + y) * side + x];
+        if (x > 0) out += ',';
+        if (!std::isfinite(v)) {
+          out += "null";
+          continue;
+        }
+        const auto written = std::to_chars(number, number + sizeof(number), v);
+        out.append(number, written.ptr);
+      }
+      out += ']';
+    }
+    out += ']';
+  }
+  return out + ']';
+}
+
+// A streamed answer (RunOptions::stream): Server-Sent Events or NDJSON
+// lines, each a JSON object with an "event": progress events while the
+// passes run, then one result (or error) event. The stream starts with the
+// first event; a request that fails before then is answered as usual.
+class EventStream {
+ public:
+  EventStream(std::shared_ptr<Exchange> exchange, std::string kind, size_t images)
+      : exchange_(std::move(exchange)), kind_(std::move(kind)), images_(images) {}
+
+  void Progress(size_t image, const JobProgress& p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (ended_) return;
+    json event = {{"event", "progress"}, {"image", image},   {"images", images_},
+                  {"done", p.done},      {"total", p.total}, {"elapsed_seconds", p.seconds}};
+    if (p.done > 0) event["seconds_left"] = p.seconds * static_cast<double>(p.total - p.done) / p.done;
+    std::string text = DumpJson(event);
+    if (p.side > 0) {
+      // The IG so far, 3 x S x S, as the result's integrated_grads[0] (float32, shortest form).
+      std::vector<float> values(p.ig.size() / sizeof(float));
+      std::memcpy(values.data(), p.ig.data(), values.size() * sizeof(float));
+      text.pop_back();
+      text += ",\"integrated_grads\":" + NestedFloats(values, 3, static_cast<size_t>(p.side)) + "}";
+    }
+    SendText(text, "progress");
+  }
+
+  // The answer as the last event: headers, type and the body (JSON as it
+  // is; another format in base64).
+  void Result(const Composed& answer, const std::string& server_timing) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    json headers = json::object();
+    for (const auto& [name, value] : answer.headers) headers[name] = value;
+    headers["Server-Timing"] = server_timing;
+    json event = {{"event", "result"}, {"content_type", answer.content_type}, {"headers", headers}};
+    const std::string text = DumpJson(event);
+    std::string body;
+    if (answer.content_type == "application/json") {
+      body = text.substr(0, text.size() - 1) + ",\"result\":" + answer.body + "}";
+    } else {
+      body = text.substr(0, text.size() - 1) + ",\"base64\":\"" + EncodeBase64(answer.body) + "\"}";
+    }
+    SendText(body, "result");
+    End();
+  }
+
+  // A failure: an error event once the stream has started, else the usual answer.
+  void Failure(int status, const std::string& message) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!exchange_->streaming()) {
+      exchange_->Error(status, message);
+      ended_ = true;
+      return;
+    }
+    Send(json{{"event", "error"}, {"status", status}, {"error", message}});
+    End();
+  }
+
+ private:
+  void Send(const json& event) { SendText(DumpJson(event), event["event"].get<std::string>()); }
+  void SendText(const std::string& text, const std::string& name) {
+    if (ended_) return;
+    if (!exchange_->streaming()) {
+      exchange_->StartStream(MediaType::fromString(kind_ == "sse" ? "text/event-stream" : "application/x-ndjson"));
+    }
+    exchange_->Chunk(kind_ == "sse" ? "event: " + name + "\ndata: " + text + "\n\n" : text + "\n");
+  }
+  void End() {
+    if (ended_) return;
+    ended_ = true;
+    exchange_->EndStream();
+  }
+
+  std::mutex mutex_;
+  std::shared_ptr<Exchange> exchange_;
+  std::string kind_;
+  size_t images_;
+  bool ended_ = false;
+};
 
 }  // namespace
 
@@ -223,6 +355,9 @@ void HttpApi::PostAttributions(const Pistache::Rest::Request& request, const std
   call->content_type = HeaderText<Pistache::Http::Header::ContentType>(request);
   call->run.accept = HeaderText<Pistache::Http::Header::Accept>(request);
   if (request.hasParam(":name")) call->run.model = request.param(":name").as<std::string>();
+  // A stream of progress events, when Accept asks for one.
+  if (call->run.accept.find("text/event-stream") != std::string::npos) call->run.stream = "sse";
+  if (call->run.accept.find("application/x-ndjson") != std::string::npos) call->run.stream = "ndjson";
   // The body while it is read, as JSON at worst; the images' pixels come after.
   Offload(exchange, call->body.size() * kJsonMemoryFactor, [this, exchange, call] {
     auto parsed = ReadAttributionsRequest(call->content_type, call->query, call->body, Limits());
@@ -280,9 +415,11 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
         request.top_k > 0 ? std::min(gathering->classes.size(), static_cast<size_t>(request.top_k)) : resolved->size();
     targets.push_back(std::move(resolved).value());
   }
-  // A protocol's answer is built from JSON, whatever the request says.
+  // A protocol's answer is built from JSON, whatever the request says; a
+  // stream's is JSON unless the request names a format (Accept asked for the stream).
   const bool protocol = run.render != nullptr;
-  auto negotiated = NegotiateFormat(protocol ? "" : run.accept, protocol ? "json" : request.format, results);
+  const std::string format = protocol || (!run.stream.empty() && request.format.empty()) ? "json" : request.format;
+  auto negotiated = NegotiateFormat(protocol || !run.stream.empty() ? "" : run.accept, format, results);
   if (!negotiated.ok()) {
     exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
     return;
@@ -292,18 +429,36 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     exchange->Error(HttpStatusOf(regions), regions.message());
     return;
   }
-  auto answer = [this, exchange, gathering, render = run.render] {
-    if (!AllSucceeded(*exchange, *gathering, metrics_)) return;
-    if (render == nullptr) {
-      Answer(*exchange, *gathering);
+  std::shared_ptr<EventStream> stream;
+  if (!run.stream.empty()) stream = std::make_shared<EventStream>(exchange, run.stream, request.inputs.size());
+  auto answer = [this, exchange, gathering, stream, render = run.render] {
+    if (auto failure = FirstFailure(*gathering)) {
+      if (stream) {
+        stream->Failure(failure->first, failure->second);
+      } else {
+        exchange->Error(failure->first, failure->second);
+      }
       return;
     }
-    StatusOr<std::string> body = render(*gathering);
-    if (!body.ok()) {
-      exchange->Error(HttpStatusOf(body.status()), body.status().message());
+    const std::string timing = RecordResults(*gathering, metrics_, exchange->received());
+    if (render != nullptr) {
+      StatusOr<std::string> body = render(*gathering);
+      if (!body.ok()) {
+        exchange->Error(HttpStatusOf(body.status()), body.status().message());
+        return;
+      }
+      exchange->Header("Server-Timing", timing);
+      exchange->Send(200, std::move(body).value(), kJsonType);
       return;
     }
-    exchange->Send(200, std::move(body).value(), kJsonType);
+    Composed composed = Compose(*gathering);
+    if (stream) {
+      stream->Result(composed, timing);
+      return;
+    }
+    exchange->Header("Server-Timing", timing);
+    for (const auto& [name, value] : composed.headers) exchange->Header(name, value);
+    exchange->Send(200, std::move(composed.body), MediaType::fromString(composed.content_type));
   };
   std::vector<Job> jobs;
   for (size_t i = 0; i < request.inputs.size(); ++i) {
@@ -341,6 +496,10 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     job.done = [gathering, i, answer](JobReply reply) {
       if (gathering->Add(i, std::move(reply))) answer();
     };
+    if (stream) {
+      job.request.progress_ms = kProgressMs;
+      job.progress = [stream, i](const JobProgress& progress) { stream->Progress(i, progress); };
+    }
     jobs.push_back(std::move(job));
     gathering->names.push_back(input.name);
   }

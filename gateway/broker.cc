@@ -267,6 +267,7 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
     case MessageType::kDisconnect: DropWorker(identity, "it is shutting down"); return;
     case MessageType::kRequest: return;  // workers do not send requests
     case MessageType::kHeartbeat:
+    case MessageType::kProgress:
     case MessageType::kReply: break;
   }
   if (it == workers_.end()) {
@@ -275,6 +276,13 @@ void Broker::HandleWorkerMessage(const std::string& identity, Frames frames) {
     return;
   }
   it->second.expiry = expiry;
+  if (message->type == MessageType::kProgress) {
+    const auto job = in_flight_.find(message->progress.id);
+    if (job != in_flight_.end() && job->second.worker == identity && job->second.job.progress) {
+      job->second.job.progress(message->progress);
+    }
+    return;
+  }
   if (message->type != MessageType::kReply) return;
   JobReply& reply = message->reply;
   auto job = in_flight_.find(reply.id);

@@ -58,6 +58,8 @@ struct Job {
   std::string model;   // the model name; empty: any worker
   Clock::time_point deadline;
   std::function<void(JobReply)> done;
+  // With request.progress_ms > 0: the worker's progress reports, before `done`.
+  std::function<void(const JobProgress&)> progress;
   // True once the client has gone away: the job is dropped before it reaches a worker.
   std::function<bool()> abandoned;
   // Set by the broker: when it was submitted and last sent to a worker (the reply's queue_seconds).

@@ -125,10 +125,7 @@ Pistache::Async::Promise<ssize_t> Write(Pistache::Tcp::Peer& peer, std::string h
 
 }  // namespace
 
-Pistache::Async::Promise<ssize_t> Exchange::Send(int status, std::string body, const MediaType& type) {
-  metrics_.Record(route_, status, std::chrono::duration<double>(Clock::now() - received_).count());
-  const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
-  if (peer == nullptr) return Pistache::Async::Promise<ssize_t>::rejected(std::runtime_error("the client left"));
+std::string Exchange::Head(int status, const MediaType& type, const std::string& length_field) {
   std::ostringstream head;
   head << "HTTP/1.1 " << status << ' ' << Pistache::Http::codeString(static_cast<Code>(status)) << "\r\n";
   writer_.headers().add<Pistache::Http::Header::ContentType>(type);
@@ -137,9 +134,11 @@ Pistache::Async::Promise<ssize_t> Exchange::Send(int status, std::string body, c
     header->write(head);
     head << "\r\n";
   }
-  head << "Content-Length: " << body.size() << "\r\n\r\n";
-  if (head_only_) body.clear();
-  Pistache::Async::Promise<ssize_t> sent = Write(*peer, head.str(), std::move(body));
+  head << length_field << "\r\n\r\n";
+  return head.str();
+}
+
+Pistache::Async::Promise<ssize_t> Exchange::Finished(Pistache::Async::Promise<ssize_t> sent) {
   if (close_after_answer_ == nullptr) return sent;
   // Closed for writing once written; the dup is closed when Pistache lets
   // go of the write (also when it drops it, the client gone).
@@ -150,6 +149,45 @@ Pistache::Async::Promise<ssize_t> Exchange::Send(int status, std::string body, c
         return bytes;
       },
       [socket](const std::exception_ptr&) { socket->CloseForWriting(); });
+}
+
+Pistache::Async::Promise<ssize_t> Exchange::Send(int status, std::string body, const MediaType& type) {
+  metrics_.Record(route_, status, std::chrono::duration<double>(Clock::now() - received_).count());
+  const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
+  if (peer == nullptr) return Pistache::Async::Promise<ssize_t>::rejected(std::runtime_error("the client left"));
+  std::string head = Head(status, type, "Content-Length: " + std::to_string(body.size()));
+  if (head_only_) body.clear();
+  return Finished(Write(*peer, std::move(head), std::move(body)));
+}
+
+void Exchange::StartStream(const MediaType& type) {
+  if (streaming_) return;
+  streaming_ = true;
+  const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
+  if (peer == nullptr) return;
+  Header("Cache-Control", "no-cache");
+  Header("X-Accel-Buffering", "no");  // proxies pass each event on as it comes
+  std::string head = Head(200, type, "Transfer-Encoding: chunked");
+  const size_t size = head.size();
+  peer->send(Pistache::RawBuffer(std::move(head), size));
+}
+
+void Exchange::Chunk(const std::string& data) {
+  const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
+  if (peer == nullptr || data.empty()) return;
+  char length[24];
+  std::snprintf(length, sizeof(length), "%zx\r\n", data.size());
+  std::string chunk = length + data + "\r\n";
+  const size_t size = chunk.size();
+  peer->send(Pistache::RawBuffer(std::move(chunk), size));
+}
+
+void Exchange::EndStream() {
+  metrics_.Record(route_, 200, std::chrono::duration<double>(Clock::now() - received_).count());
+  const std::shared_ptr<Pistache::Tcp::Peer> peer = writer_.getPeer();
+  if (peer == nullptr) return;
+  std::string end = "0\r\n\r\n";
+  Finished(peer->send(Pistache::RawBuffer(std::move(end), 5)));
 }
 
 Pistache::Async::Promise<ssize_t> Exchange::Error(int status, const std::string& message) {

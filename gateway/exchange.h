@@ -94,6 +94,13 @@ class Exchange {
   // {"error": message}; a 503 says Retry-After: 1.
   Pistache::Async::Promise<ssize_t> Error(int status, const std::string& message);
   Pistache::Async::Promise<ssize_t> Unauthorized();
+  // A streamed answer (chunked): the head with the headers set so far, then
+  // each chunk as it comes, then the end. Counted in the metrics at the end,
+  // as a 200.
+  void StartStream(const Pistache::Http::Mime::MediaType& type);
+  void Chunk(const std::string& data);
+  void EndStream();
+  bool streaming() const { return streaming_; }
   bool gone() const { return writer_.getPeer() == nullptr; }
   Clock::time_point received() const { return received_; }
 
@@ -102,8 +109,14 @@ class Exchange {
   std::string route_;
   Metrics& metrics_;
   Clock::time_point received_;
+  // The status line and headers; `length_field` is Content-Length or Transfer-Encoding.
+  std::string Head(int status, const Pistache::Http::Mime::MediaType& type, const std::string& length_field);
+  // Closes a connection whose answer said Connection: Close, once `sent` is written.
+  Pistache::Async::Promise<ssize_t> Finished(Pistache::Async::Promise<ssize_t> sent);
+
   std::shared_ptr<OwnedSocket> close_after_answer_;  // when the answer says Connection: Close
   bool head_only_ = false;
+  bool streaming_ = false;
   std::vector<std::shared_ptr<void>> held_;
 };
 

@@ -69,6 +69,9 @@ class HttpApi {
     std::string model;     // named by the route's path; else the request's, or the default
     bool predict = false;  // the forward pass alone (JobRequest::predict)
     Renderer render;       // a protocol's answer from the replies; unset: the /v1 answer
+    // "sse" or "ndjson": the /v1 answer streamed, after the passes' progress
+    // (Accept: text/event-stream or application/x-ndjson); "": as one answer.
+    std::string stream;
   };
 
  private:

@@ -13,8 +13,15 @@ CurlGlobal::~CurlGlobal() { curl_global_cleanup(); }
 
 namespace {
 
+struct BodySink {
+  std::string* body;
+  const std::function<void(std::string_view)>* on_body;
+};
+
 size_t AppendBody(char* data, size_t size, size_t count, void* out) {
-  static_cast<std::string*>(out)->append(data, size * count);
+  auto* sink = static_cast<BodySink*>(out);
+  sink->body->append(data, size * count);
+  if (*sink->on_body) (*sink->on_body)(std::string_view(data, size * count));
   return size * count;
 }
 
@@ -44,7 +51,11 @@ StatusOr<HttpAnswer> CurlRequest(const std::string& method, const std::string& u
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) return UnavailableError("http: libcurl could not start a transfer");
   curl_slist* list = nullptr;
-  for (const auto& [name, value] : headers) list = curl_slist_append(list, (name + ": " + value).c_str());
+  for (const auto& [name, value] : headers) {
+    std::string line = name;
+    line.append(": ").append(value);
+    list = curl_slist_append(list, line.c_str());
+  }
   list = curl_slist_append(list, "Expect:");  // no 100-continue round trip before a body
   std::unique_ptr<curl_slist, void (*)(curl_slist*)> header_list(list, curl_slist_free_all);
   HttpAnswer answer;
@@ -59,7 +70,8 @@ StatusOr<HttpAnswer> CurlRequest(const std::string& method, const std::string& u
   }
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer.body);
+  BodySink sink{&answer.body, &options.on_body};
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, AppendHeader);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &answer.headers);
   curl_easy_setopt(c, CURLOPT_TIMEOUT, static_cast<long>(options.timeout_seconds));

@@ -4,7 +4,9 @@
 // CurlGlobal exists.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,9 @@ class CurlGlobal {
 struct CurlOptions {
   int timeout_seconds = 600;
   std::string ca_file;  // certificates to trust for https://, instead of the system's
+  // Told each piece of the body as it arrives (a streamed answer), besides
+  // its being kept in the answer.
+  std::function<void(std::string_view)> on_body;
 };
 
 // kUnavailable when the server cannot be reached or the transfer fails; an

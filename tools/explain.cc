@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,8 +16,10 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <thread>
 
+#include "common/attributions.h"
 #include "common/file.h"
 #include "common/image.h"
 #include "common/protocol.h"
@@ -177,44 +181,132 @@ std::map<std::string, Row> EarlierRows(const std::string& dir) {
   return rows;
 }
 
-// The progress line: done of total, the rate of those computed, the time left.
+// The progress line: done of total (with the path points done of the images
+// in flight, from their streamed answers), the rate of those computed, the time left.
 class Progress {
  public:
   explicit Progress(size_t total) : total_(total), started_(Clock::now()), tty_(isatty(STDERR_FILENO) != 0) {}
 
-  void Done(bool computed, const std::string& name) {
+  void Done(size_t index, bool computed, const std::string& name) {
     std::lock_guard<std::mutex> lock(mutex_);
+    partial_.erase(index);
     ++done_;
     computed_ += computed ? 1 : 0;
+    Show(name, true);
+  }
+
+  // Image `index` is `fraction` of the way through its passes.
+  void Partial(size_t index, double fraction, const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    partial_[index] = fraction;
+    Show(name, false);
+  }
+
+ private:
+  void Show(const std::string& name, bool finished) {
     const Clock::time_point now = Clock::now();
-    // A log gets a line every 10 s and the last; a terminal every change.
-    if (!tty_ && done_ < total_ && now - last_ < std::chrono::seconds(10)) return;
+    // A log gets a line every 10 s and the last; a terminal every image and every 0.2 s between.
+    const auto every = tty_ ? (finished ? Clock::duration::zero() : std::chrono::milliseconds(200))
+                            : Clock::duration(std::chrono::seconds(10));
+    if (done_ < total_ && now - last_ < every) return;
     last_ = now;
+    double in_flight = 0.0;
+    for (const auto& [index, fraction] : partial_) in_flight += fraction;
     const double elapsed = std::chrono::duration<double>(now - started_).count();
-    const double rate = computed_ > 0 && elapsed > 0 ? static_cast<double>(computed_) / elapsed : 0.0;
+    const double computed = static_cast<double>(computed_) + in_flight;
+    const double rate = computed > 0 && elapsed > 0 ? computed / elapsed : 0.0;
+    const double done = static_cast<double>(done_) + in_flight;
     std::string left = "-";
     if (rate > 0) {
-      const auto seconds = static_cast<long>(static_cast<double>(total_ - done_) / rate + 0.5);
+      const long seconds = std::lround((static_cast<double>(total_) - done) / rate);
       char buffer[32];
       std::snprintf(buffer, sizeof(buffer), "%ld:%02ld", seconds / 60, seconds % 60);
       left = buffer;
     }
     constexpr int kWidth = 24;
-    const int filled = static_cast<int>(kWidth * done_ / std::max<size_t>(total_, 1));
-    std::fprintf(stderr, "%s[%s%s] %zu/%zu  %.2f img/s  %s left  %-32.32s%s", tty_ ? "\r" : "",
-                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done_, total_, rate,
+    const int filled = static_cast<int>(kWidth * done / static_cast<double>(std::max<size_t>(total_, 1)));
+    std::fprintf(stderr, "%s[%s%s] %.1f/%zu  %.2f img/s  %s left  %-32.32s%s", tty_ ? "\r" : "",
+                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done, total_, rate,
                  left.c_str(), name.c_str(), tty_ && done_ < total_ ? "" : "\n");
     std::fflush(stderr);
   }
 
- private:
   std::mutex mutex_;
   size_t total_;
   size_t done_ = 0;
   size_t computed_ = 0;
+  std::map<size_t, double> partial_;
   Clock::time_point started_;
   Clock::time_point last_{};
   bool tty_;
+};
+
+// A streamed answer (NDJSON, asked for by Accept) read as it comes: each
+// progress event's fraction handed on; at the end, the result event made
+// back into the answer it carries (its headers, type and body), or an error
+// event into an error status.
+class StreamReader {
+ public:
+  explicit StreamReader(std::function<void(double)> on_fraction) : on_fraction_(std::move(on_fraction)) {}
+
+  void Feed(std::string_view data) {
+    pending_.append(data);
+    for (size_t end = pending_.find('\n'); end != std::string::npos; end = pending_.find('\n')) {
+      const std::string line = pending_.substr(0, end);
+      pending_.erase(0, end + 1);
+      // Progress events name themselves early; the result's long line is read once, at the end.
+      if (line.substr(0, 256).find("\"event\":\"progress\"") == std::string::npos) continue;
+      const auto event = nlohmann::json::parse(line, nullptr, false);
+      if (!event.is_object() || !event.contains("done") || !event.contains("total")) continue;
+      const double total = event["total"].is_number() ? event["total"].get<double>() : 0.0;
+      if (total > 0 && event["done"].is_number()) on_fraction_(event["done"].get<double>() / total);
+    }
+  }
+
+  // The answer the stream ended with.
+  static HttpAnswer Answer(const HttpAnswer& streamed) {
+    HttpAnswer answer;
+    const std::string& body = streamed.body;
+    const size_t end = body.find_last_not_of('\n');
+    const size_t start = end == std::string::npos ? std::string::npos : body.rfind('\n', end);
+    const std::string line = end == std::string::npos
+                                 ? ""
+                                 : body.substr(start == std::string::npos ? 0 : start + 1,
+                                               end - (start == std::string::npos ? 0 : start + 1) + 1);
+    const auto event = nlohmann::json::parse(line, nullptr, false);
+    answer.status = 502;
+    answer.body = R"({"error": "the stream ended without a result"})";
+    if (!event.is_object() || !event.contains("event") || !event["event"].is_string()) return answer;
+    if (event["event"] == "error") {
+      answer.status = event.value("status", 500);
+      answer.body = nlohmann::json{{"error", event.value("error", std::string())}}.dump();
+      return answer;
+    }
+    if (event["event"] != "result") return answer;
+    answer.status = 200;
+    if (event.contains("headers") && event["headers"].is_object()) {
+      for (const auto& [name, value] : event["headers"].items()) {
+        std::string lower = name;
+        std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (value.is_string()) answer.headers[lower] = value.get<std::string>();
+      }
+    }
+    answer.headers["content-type"] = event.value("content_type", std::string());
+    if (event.contains("base64") && event["base64"].is_string()) {
+      auto decoded = DecodeBase64(event["base64"].get<std::string>());
+      if (decoded.ok()) answer.body = std::move(decoded).value();
+    } else {
+      // The JSON answer byte for byte: the event's last member.
+      const std::string key = "\"result\":";
+      const size_t at = line.find(key);
+      answer.body = at == std::string::npos ? "" : line.substr(at + key.size(), line.size() - at - key.size() - 1);
+    }
+    return answer;
+  }
+
+ private:
+  std::function<void(double)> on_fraction_;
+  std::string pending_;
 };
 
 std::string Header(const HttpAnswer& answer, const std::string& name) {
@@ -238,7 +330,8 @@ struct Plan {
 };
 
 // One image, start to end: kept, computed or failed.
-Row ExplainOne(const Input& input, const Plan& plan, std::atomic<size_t>* server) {
+Row ExplainOne(const Input& input, const Plan& plan, std::atomic<size_t>* server,
+               const std::function<void(double)>& on_fraction) {
   Row row;
   row.image = input.name;
   const fs::path stem = fs::path(plan.out_dir) / fs::path(input.name).replace_extension("");
@@ -264,15 +357,22 @@ Row ExplainOne(const Input& input, const Plan& plan, std::atomic<size_t>* server
   std::string form = MultipartPart(boundary, "image", fs::path(input.name).filename().string(), *bytes);
   if (!plan.baseline_image.empty()) form += MultipartPart(boundary, "baseline_image", "baseline", plan.baseline_image);
   form += "--" + boundary + "--\r\n";
+  // Streamed (NDJSON), so that the progress of each image shows while it computes.
   std::vector<std::pair<std::string, std::string>> headers = {
-      {"Content-Type", "multipart/form-data; boundary=" + boundary}};
+      {"Content-Type", "multipart/form-data; boundary=" + boundary}, {"Accept", "application/x-ndjson"}};
   if (!plan.token.empty()) headers.emplace_back("Authorization", "Bearer " + plan.token);
   // Attributions are deterministic, so a request whose gateway cannot be
   // reached (or is shutting down: 503) is sent to the next one.
   StatusOr<HttpAnswer> answer = UnavailableError("no server");
   for (size_t tries = 0; tries < plan.servers.size(); ++tries) {
     const size_t at = server->load() % plan.servers.size();
-    answer = CurlRequest("POST", plan.servers[at] + plan.route + plan.query, headers, form, plan.curl);
+    StreamReader reader(on_fraction);
+    CurlOptions curl = plan.curl;
+    curl.on_body = [&reader](std::string_view data) { reader.Feed(data); };
+    answer = CurlRequest("POST", plan.servers[at] + plan.route + plan.query, headers, form, curl);
+    if (answer.ok() && answer->status == 200 && Header(*answer, "content-type") == "application/x-ndjson") {
+      answer = StreamReader::Answer(*answer);
+    }
     if (answer.ok() && answer->status != 503) break;
     size_t expected = at;
     server->compare_exchange_strong(expected, at + 1);
@@ -432,13 +532,15 @@ int RunExplain(const std::vector<std::string>& args) {
   Progress progress(inputs->size());
   auto work = [&] {
     for (size_t i = next++; i < inputs->size(); i = next++) {
-      Row row = ExplainOne((*inputs)[i], plan, &current_server);
+      const std::string& name = (*inputs)[i].name;
+      Row row = ExplainOne((*inputs)[i], plan, &current_server,
+                           [&progress, i, &name](double fraction) { progress.Partial(i, fraction, name); });
       if (row.status == "kept") {
         const auto found = earlier.find(row.image);
         if (found != earlier.end() && found->second.output == row.output) row = found->second;
         row.status = "kept";
       }
-      progress.Done(row.status == "computed", row.image);
+      progress.Done(i, row.status == "computed", row.image);
       rows[i] = std::move(row);
     }
   };

@@ -329,8 +329,9 @@ std::vector<int> ChooseTargets(const Targets& targets, const torch::Tensor& logi
 
 std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::Tensor& input,
                                           const std::vector<Path>& paths, const Targets& wanted,
-                                          const PathSchedule& schedule, const EngineOptions& options) {
-  return AttributeJobs(model, {{input, paths, wanted, schedule}}, options).front();
+                                          const PathSchedule& schedule, const EngineOptions& options,
+                                          const PassProgress& progress) {
+  return AttributeJobs(model, {{input, paths, wanted, schedule}}, options, false, progress).front();
 }
 
 // The host copies of a GPU attribution in flight: an event after the last.
@@ -350,6 +351,14 @@ struct Prepared {
   torch::Tensor path_points;                       // P n x 3 x S x S
   std::vector<int> targets;
   std::vector<torch::Tensor> gradients;  // per target, like path_points
+  torch::Tensor row_steps;               // P n: each row's step size over P, in the input's dtype
+
+  // IG of the first target over the rows [0, rows) done so far: 1 x 3 x S x S.
+  torch::Tensor IgSoFar(int64_t rows) const {
+    const torch::Tensor w = row_steps.slice(0, 0, rows).view({-1, 1, 1, 1});
+    const torch::Tensor differences_by_row = differences.repeat_interleave(n, 0).slice(0, 0, rows);
+    return (gradients.front().slice(0, 0, rows) * w * differences_by_row).sum(0, true);
+  }
 };
 
 Prepared Prepare(const Classifier& model, const PathJob& job) {
@@ -389,6 +398,9 @@ Prepared Prepare(const Classifier& model, const PathJob& job) {
   p.differences = p.inputs - p.baselines;
   p.path_points = (p.baselines.unsqueeze(1) + alphas * p.differences.unsqueeze(1)).flatten(0, 1);
   for (size_t t = 0; t < p.targets.size(); ++t) p.gradients.push_back(torch::empty_like(p.path_points));
+  p.row_steps = (torch::tensor(job.schedule.step_sizes, torch::kFloat64) / static_cast<double>(p.count))
+                    .repeat({p.count})
+                    .to(input.options());
   return p;
 }
 
@@ -403,7 +415,8 @@ struct Segment {
 // of ChunkRows rows that may mix jobs: one forward pass a batch, then one
 // backward pass per target index, whose objective sums each row's logit of
 // its own job's target (rows of a job with fewer targets sit it out).
-void RunPasses(const Classifier& model, std::vector<Prepared>& jobs, const EngineOptions& options) {
+void RunPasses(const Classifier& model, std::vector<Prepared>& jobs, const EngineOptions& options,
+               const PassProgress& progress) {
   const torch::ScalarType compute = model.dtype();
   int64_t rows = 0;
   for (const Prepared& p : jobs) rows += p.path_points.size(0);
@@ -451,6 +464,16 @@ void RunPasses(const Classifier& model, std::vector<Prepared>& jobs, const Engin
       for (const Segment& s : segments) {
         if (t >= jobs[s.job].targets.size()) continue;
         jobs[s.job].gradients[t].slice(0, s.first, s.first + s.size).copy_(grad.slice(0, s.offset, s.offset + s.size));
+      }
+    }
+    if (progress) {
+      for (const Segment& seg : segments) {
+        const Prepared& p = jobs[seg.job];
+        const int64_t done = seg.first + seg.size;
+        progress(seg.job, done, p.path_points.size(0), [&p, done] {
+          torch::NoGradGuard no_grad;
+          return p.IgSoFar(done);
+        });
       }
     }
   }
@@ -512,11 +535,12 @@ void ResolveCopies(Attribution* a) {
 }
 
 std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
-                                                    const EngineOptions& options, bool async_copies) {
+                                                    const EngineOptions& options, bool async_copies,
+                                                    const PassProgress& progress) {
   std::vector<Prepared> prepared;
   prepared.reserve(jobs.size());
   for (const PathJob& job : jobs) prepared.push_back(Prepare(model, job));
-  RunPasses(model, prepared, options);
+  RunPasses(model, prepared, options, progress);
   const torch::Device device = jobs.empty() ? torch::Device(torch::kCPU) : jobs.front().input.device();
   std::shared_ptr<PendingCopies> pending;
   if (async_copies && device.is_cuda()) pending = std::make_shared<PendingCopies>();
@@ -535,11 +559,25 @@ std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, con
 std::vector<Attribution> AttributeToTolerance(const Classifier& model, const torch::Tensor& input,
                                               const std::vector<Path>& paths, Targets targets, double tolerance,
                                               int max_n_steps, const EngineOptions& options, bool* met,
-                                              int* points_spent) {
+                                              int* points_spent, const PassProgress& progress) {
   *points_spent = 0;
+  // The most the tries may take: 8, 16, ... up to max_n_steps points per path.
+  int64_t most = 0;
   for (int n = std::min(8, max_n_steps);; n = std::min(2 * n, max_n_steps)) {
+    most += static_cast<int64_t>(n) * static_cast<int64_t>(paths.size());
+    if (n >= max_n_steps) break;
+  }
+  for (int n = std::min(8, max_n_steps);; n = std::min(2 * n, max_n_steps)) {
+    const int64_t before = *points_spent;
+    PassProgress this_try;
+    if (progress) {
+      this_try = [&progress, before, most](size_t job, int64_t done, int64_t,
+                                           const std::function<torch::Tensor()>& ig) {
+        progress(job, before + done, most, ig);
+      };
+    }
     std::vector<Attribution> a =
-        AttributeTargets(model, input, paths, targets, *MakeSchedule("gausslegendre", n), options);
+        AttributeTargets(model, input, paths, targets, *MakeSchedule("gausslegendre", n), options, this_try);
     *points_spent += n * static_cast<int>(paths.size());
     *met = std::none_of(a.begin(), a.end(), [&](const Attribution& x) { return IsIncomplete(x, tolerance); });
     if (*met || n >= max_n_steps) return a;

@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -151,6 +152,13 @@ Attribution Attribute(const Classifier& model, const torch::Tensor& input, int t
 Attribution AttributePaths(const Classifier& model, const torch::Tensor& input, const std::vector<Path>& paths,
                            int target, const PathSchedule& schedule, const EngineOptions& options);
 
+// Told after each batch of passes, for each job the batch advanced: its
+// path points done and in all (over all its paths), and the IG of its first
+// target over the points done (1 x 3 x S x S, on the model's device),
+// computed only if asked for.
+using PassProgress =
+    std::function<void(size_t job, int64_t done, int64_t total, const std::function<torch::Tensor()>& ig_so_far)>;
+
 // The classes to explain: `classes` (kPredictedTarget, or any negative, is
 // the predicted class), or with top_k > 0 the top_k classes at the input,
 // most probable first.
@@ -166,7 +174,8 @@ std::vector<int> ChooseTargets(const Targets& targets, const torch::Tensor& logi
 // backward passes instead of T x n of each. AttributePaths is this with one.
 std::vector<Attribution> AttributeTargets(const Classifier& model, const torch::Tensor& input,
                                           const std::vector<Path>& paths, const Targets& targets,
-                                          const PathSchedule& schedule, const EngineOptions& options);
+                                          const PathSchedule& schedule, const EngineOptions& options,
+                                          const PassProgress& progress = nullptr);
 
 // Several requests at once (the worker's batching of queued requests): each
 // job's path points join shared forward and backward batches of at most
@@ -185,7 +194,8 @@ struct PathJob {
 // while they travel: each result must be passed to ResolveCopies before it is
 // read. Elsewhere (the CPU) the results are complete.
 std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, const std::vector<PathJob>& jobs,
-                                                    const EngineOptions& options, bool async_copies = false);
+                                                    const EngineOptions& options, bool async_copies = false,
+                                                    const PassProgress& progress = nullptr);
 
 // MakeSchedule, or for "scan" the scan of the model along the path from
 // `baseline` (zero if undefined) to `input` and PlanFromScan.
@@ -197,11 +207,12 @@ StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor
 // `max_n_steps`) until |convergence delta| <= tolerance x |f(x) - f(baseline)|
 // for every target. Returns the last try (its n_steps is the count used);
 // *met says whether it reached the tolerance, *points_spent counts the path
-// points of all tries.
+// points of all tries. Its progress counts the points of all tries against
+// the most they may take.
 std::vector<Attribution> AttributeToTolerance(const Classifier& model, const torch::Tensor& input,
                                               const std::vector<Path>& paths, Targets targets, double tolerance,
                                               int max_n_steps, const EngineOptions& options, bool* met,
-                                              int* points_spent);
+                                              int* points_spent, const PassProgress& progress = nullptr);
 
 // Whether |convergence delta| exceeds `fraction` of |f(x) - f(baseline)|
 // (the worker logs a warning past 10%).

@@ -275,7 +275,8 @@ void Predict(const Classifier& model, std::vector<Work>* work) {
 }  // namespace
 
 std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device& device,
-                                    std::vector<JobRequest> requests, const WorkerOptions& options, bool async_copies) {
+                                    std::vector<JobRequest> requests, const WorkerOptions& options, bool async_copies,
+                                    const PassProgress& progress) {
   std::vector<Work> work(requests.size());
   auto fail = [&work](size_t i) {
     work[i].reply = FailureReply(work[i].request.id);
@@ -302,7 +303,15 @@ std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device
   if (!jobs.empty()) {
     Clock::time_point mark = Clock::now();
     try {
-      std::vector<std::vector<Attribution>> results = AttributeJobs(model, jobs, options.engine, async_copies);
+      PassProgress shared_progress;
+      if (progress) {
+        shared_progress = [&progress, &shared](size_t job, int64_t done, int64_t total,
+                                               const std::function<torch::Tensor()>& ig) {
+          progress(shared[job], done, total, ig);
+        };
+      }
+      std::vector<std::vector<Attribution>> results =
+          AttributeJobs(model, jobs, options.engine, async_copies, shared_progress);
       const double seconds = Since(&mark);
       for (size_t k = 0; k < shared.size(); ++k) {
         work[shared[k]].attributions = std::move(results[k]);
@@ -319,8 +328,14 @@ std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device
       Clock::time_point mark = Clock::now();
       int spent = 0;
       bool met = false;
+      PassProgress own_progress;
+      if (progress) {
+        own_progress = [&progress, i](size_t, int64_t done, int64_t total, const std::function<torch::Tensor()>& ig) {
+          progress(i, done, total, ig);
+        };
+      }
       w.attributions = AttributeToTolerance(model, w.job.input, w.job.paths, w.job.targets, w.request.paths.tolerance,
-                                            options.limits.max_n_steps, options.engine, &met, &spent);
+                                            options.limits.max_n_steps, options.engine, &met, &spent, own_progress);
       w.attribute = Since(&mark);
     } catch (...) {
       fail(i);

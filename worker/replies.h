@@ -38,8 +38,12 @@ struct Work {
 // GPU) the results' copies to the host are left in flight. Throws nothing: a
 // refusal or a failure is its Work's reply (one allocation failure in shared
 // passes fails all that share them).
+//
+// `progress`, if set, is told how far each request's passes are after each
+// batch (the request by its index in `requests`; PassProgress's job).
 std::vector<Work> AttributeRequests(const Classifier& model, const torch::Device& device,
-                                    std::vector<JobRequest> requests, const WorkerOptions& options, bool async_copies);
+                                    std::vector<JobRequest> requests, const WorkerOptions& options, bool async_copies,
+                                    const PassProgress& progress = nullptr);
 
 // Waits for the copies, encodes the answer: `work->reply` final. Throws nothing.
 void EncodeWork(const Classifier& model, const WorkerOptions& options, Work* work);

@@ -100,6 +100,10 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
 
   // The compute thread: the caller's, which loaded the model (worker_main.cc says why).
   auto compute = [&] {
+    // Progress reports go out through the same pair as the replies.
+    zmq::socket_t reports(context, zmq::socket_type::push);
+    reports.set(zmq::sockopt::linger, 0);
+    reports.connect("inproc://results");
     while (true) {
       std::vector<JobRequest> batch;
       std::vector<Arrival> taken;
@@ -126,9 +130,36 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
         }
       }
       batch.reserve(taken.size());
-      for (Arrival& a : taken) batch.push_back(std::move(a.request));
+      // Each request's progress, at most every progress_ms and once when its passes are done.
+      struct Reporting {
+        uint64_t id;
+        int every_ms;
+        Clock::time_point last;
+      };
+      std::vector<Reporting> reporting;
+      for (Arrival& a : taken) {
+        reporting.push_back({a.request.id, a.request.progress_ms, Clock::time_point{}});
+        batch.push_back(std::move(a.request));
+      }
       const Clock::time_point started = Clock::now();
-      std::vector<Work> work = AttributeRequests(model, device, std::move(batch), options, async_copies);
+      auto report = [&](size_t i, int64_t done, int64_t total, const std::function<torch::Tensor()>& ig_so_far) {
+        Reporting& r = reporting[i];
+        const Clock::time_point now = Clock::now();
+        if (r.every_ms <= 0 || (done < total && now - r.last < std::chrono::milliseconds(r.every_ms))) return;
+        r.last = now;
+        JobProgress progress;
+        progress.id = r.id;
+        progress.done = done;
+        progress.total = total;
+        progress.seconds = Seconds(now - started);
+        const torch::Tensor ig = ig_so_far().to(torch::kCPU).to(torch::kFloat32).contiguous();
+        progress.side = static_cast<int>(ig.size(-1));
+        progress.ig.assign(static_cast<const char*>(ig.data_ptr()), static_cast<size_t>(ig.numel()) * sizeof(float));
+        Frames frames = EncodeProgress(std::move(progress));
+        frames.insert(frames.begin(), std::to_string(taken[i].gateway));
+        Send(reports, std::move(frames));
+      };
+      std::vector<Work> work = AttributeRequests(model, device, std::move(batch), options, async_copies, report);
       {
         std::lock_guard<std::mutex> lock(pipe.mutex);
         for (size_t i = 0; i < work.size(); ++i) {

@@ -163,6 +163,43 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   EXPECT_EQ(DecodeMessage(EncodeDisconnect())->type, MessageType::kDisconnect);
 }
 
+// Progress travels with the IG so far in its own frame, or without it; a
+// report past its total or with a frame of the wrong size is refused.
+TEST(Protocol, ProgressRoundTrip) {
+  JobProgress p;
+  p.id = 9;
+  p.done = 16;
+  p.total = 64;
+  p.seconds = 0.5;
+  p.side = 2;
+  const std::vector<float> ig = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, -12.5F};
+  p.ig.assign(reinterpret_cast<const char*>(ig.data()), ig.size() * sizeof(float));
+  auto m = DecodeMessage(EncodeProgress(p));
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->type, MessageType::kProgress);
+  EXPECT_EQ(m->progress.id, 9U);
+  EXPECT_EQ(m->progress.done, 16);
+  EXPECT_EQ(m->progress.total, 64);
+  EXPECT_DOUBLE_EQ(m->progress.seconds, 0.5);
+  EXPECT_EQ(m->progress.side, 2);
+  EXPECT_EQ(m->progress.ig, p.ig);
+  JobProgress bare = p;
+  bare.ig.clear();
+  m = DecodeMessage(EncodeProgress(bare));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->progress.side, 0);
+  EXPECT_TRUE(m->progress.ig.empty());
+  JobProgress past = p;
+  past.done = 65;
+  EXPECT_FALSE(DecodeMessage(EncodeProgress(past)).ok());
+  JobProgress wrong = p;
+  wrong.side = 3;
+  EXPECT_FALSE(DecodeMessage(EncodeProgress(wrong)).ok());
+  Frames frames = EncodeProgress(p);
+  frames.push_back("extra");
+  EXPECT_FALSE(DecodeMessage(frames).ok());
+}
+
 // The fields added over time are optional: a message without them decodes
 // with their defaults.
 TEST(Protocol, LaterFieldsAreOptional) {

@@ -127,21 +127,32 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
     if (calls++ == 0) answered.set_value(reply);
   };
   job.abandoned = [] { return false; };
+  std::atomic<int64_t> progressed{0};
+  job.request.progress_ms = 100;
+  job.progress = [&](const JobProgress& p) { progressed = p.done; };
   ASSERT_TRUE(broker_->Submit(std::move(job)).ok());
   auto request = honest.Receive(std::chrono::seconds(5));
   ASSERT_TRUE(request.has_value());
   ASSERT_EQ(request->type, MessageType::kRequest);
+  EXPECT_EQ(request->request.progress_ms, 100);
+  JobProgress progress;
+  progress.id = request->request.id;
+  progress.total = 8;
 
   // A forger (with a key the gateway does not know, with CURVE) announces
   // itself and answers the request in flight first; then a worker answers
   // without having announced itself.
   auto forger = Unknown();
   forger->Send(EncodeReady(Info()));
+  progress.done = 7;
+  forger->Send(EncodeProgress(progress));
   forger->Send(EncodeReply(Reply(request->request.id, "forged")));
   auto stranger = Admitted();
+  stranger->Send(EncodeProgress(progress));
   stranger->Send(EncodeReply(Reply(request->request.id, "forged")));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(progressed.load(), 0);  // nor their progress reports
   // A worker that never announced itself is told to announce itself.
   auto told = stranger->Receive(std::chrono::seconds(2));
   ASSERT_TRUE(told.has_value());
@@ -151,12 +162,15 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
     EXPECT_FALSE(forger->Receive(std::chrono::milliseconds(300)).has_value());
   }
 
+  progress.done = 4;
+  honest.Send(EncodeProgress(progress));
   honest.Send(EncodeReply(Reply(request->request.id, "honest")));
   auto future = answered.get_future();
   ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   const JobReply reply = future.get();
   EXPECT_EQ(reply.status, 200);
   EXPECT_EQ(reply.payload, "honest");
+  EXPECT_EQ(progressed.load(), 4);  // the assigned worker's report came first
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(calls.load(), 1);
   // With CURVE, the forger never became a member.

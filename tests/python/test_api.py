@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -524,6 +525,151 @@ class Describe(unittest.TestCase):
         self.assertGreaterEqual(values['intgrads_http_request_duration_seconds_count{route="/v1/attributions"}'], 2)
 
 
+def read_events(answer, kind):
+    """The events of a streamed answer: NDJSON lines or Server-Sent Events."""
+    events = []
+    if kind == "ndjson":
+        for line in answer.splitlines():
+            if line.strip():
+                events.append(json.loads(line))
+        return events
+    for block in answer.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        event = json.loads(fields["data"])
+        assert fields["event"] == event["event"], block[:100]
+        events.append(event)
+    return events
+
+
+class Streams(unittest.TestCase):
+    """Progress while the passes run, asked for by Accept: a gateway of its
+    own whose worker takes 4 path points a batch (so that there are many)
+    and whose answers are capped at 4 MB (so that one fails after its
+    progress)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.gateway = Gateway("--max-reply-bytes", "4000000")
+        cls.gateway.start_worker("--chunk-size", "4")
+        cls.gateway.wait_ready()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.__exit__(None, None, None)
+
+    def stream(self, accept, query, image=None):
+        return http("POST", self.gateway.url + "/v1/attributions" + query, png(image if image is not None
+                                                                                else picture(50)),
+                    {"Content-Type": "image/png", "Accept": accept})
+
+    def check_progress(self, events, total):
+        progress = [e for e in events if e["event"] == "progress"]
+        self.assertGreaterEqual(len(progress), 1)
+        done = [e["done"] for e in progress]
+        self.assertEqual(done, sorted(done))
+        self.assertEqual(done[-1], total)  # the last report: every point done
+        for e in progress:
+            self.assertEqual((e["total"], e["image"], e["images"]), (total, 0, 1))
+            self.assertGreaterEqual(e["seconds_left"], 0)
+            self.assertEqual(np.array(e["integrated_grads"]).shape, (3, 32, 32))
+        return progress
+
+    def test_ndjson_progress_builds_the_ig_and_ends_with_the_same_answer(self):
+        query = "?target=cat&n_steps=24"
+        status, headers, body = self.stream("application/x-ndjson", query)
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/x-ndjson"), body[:300])
+        self.assertEqual(headers.get("Transfer-Encoding"), "chunked")
+        events = read_events(body, "ndjson")
+        self.assertEqual([e["event"] for e in events][-1], "result")
+        progress = self.check_progress(events, 24)
+        result = events[-1]
+        self.assertEqual(result["content_type"], "application/json")
+        self.assertEqual(result["headers"]["X-Target-Name"], "cat")
+        self.assertIn("compute;dur=", result["headers"]["Server-Timing"])
+        # The same answer as without a stream, byte for byte (the result is the event's last member).
+        status, _, plain = http("POST", self.gateway.url + "/v1/attributions" + query + "&format=json",
+                                png(picture(50)), {"Content-Type": "image/png"})
+        self.assertEqual(status, 200)
+        line = body.splitlines()[-1]
+        self.assertEqual(line[line.index(b'"result":') + 9:-1], plain)
+        final = np.array(result["result"]["integrated_grads"], np.float32)[0]
+        np.testing.assert_allclose(np.array(progress[-1]["integrated_grads"], np.float32), final, rtol=1e-4,
+                                   atol=1e-6)
+
+    def test_sse_with_a_format_carries_it_in_base64_after_several_reports(self):
+        status, headers, body = self.stream("text/event-stream", "?target=cat&n_steps=128&format=npz")
+        self.assertEqual((status, headers["Content-Type"]), (200, "text/event-stream"), body[:300])
+        events = read_events(body, "sse")
+        progress = self.check_progress(events, 128)
+        self.assertGreaterEqual(len(progress), 2)  # 32 batches of 4 points, reported every 250 ms
+        self.assertEqual(events[-1]["content_type"], "application/x-npz")
+        arrays = npz(base64.b64decode(events[-1]["base64"]))
+        self.assertEqual(arrays["integrated_directional_grads"].shape[0], 128)
+        np.testing.assert_allclose(np.array(progress[-1]["integrated_grads"], np.float32),
+                                   arrays["integrated_grads"][0], rtol=1e-4, atol=1e-6)
+        # Part way, the IG so far is the sum over the points done (rebuilt from the answer's rows).
+        middle = next((e for e in progress if e["done"] < 128), None)
+        if middle is not None:
+            rows = middle["done"]
+            partial = (arrays["step_sizes"][:rows, 0, None, None, None] * arrays["integrated_directional_grads"][:rows]
+                       * arrays["input"][0]).sum(0)
+            np.testing.assert_allclose(np.array(middle["integrated_grads"], np.float32), partial, rtol=1e-3,
+                                       atol=1e-5)
+
+    def test_failures_before_and_after_the_stream_starts(self):
+        # Refused before any pass: the usual JSON answer.
+        status, headers, body = self.stream("application/x-ndjson", "?target=cat&n_steps=0")
+        self.assertEqual((status, headers["Content-Type"]), (422, "application/json"))
+        self.assertIn("n_steps", json.loads(body)["error"])
+        # Refused after the passes (a JSON answer over --max-reply-bytes): progress, then an error event.
+        status, _, body = self.stream("application/x-ndjson", "?target=cat&n_steps=64")
+        self.assertEqual(status, 200)
+        events = read_events(body, "ndjson")
+        self.check_progress(events, 64)
+        self.assertEqual((events[-1]["event"], events[-1]["status"]), ("error", 413))
+        self.assertIn("max-reply-bytes", events[-1]["error"])
+        # Without Accept asking for it, nothing changes.
+        status, headers, _ = http("POST", self.gateway.url + "/v1/attributions?target=cat&n_steps=8", png(picture(50)),
+                                  {"Content-Type": "image/png"})
+        self.assertEqual((status, headers["Content-Type"], headers.get("Transfer-Encoding")),
+                         (200, "application/gzip", None))
+
+    def test_one_long_image_shows_its_progress_in_both_command_lines(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            Image.fromarray(picture(52)).save(os.path.join(tmp, "one.png"))
+            for command in ([os.path.join(BIN, "intgrads-images"), "explain"],
+                            [sys.executable, "-m", "intgrads_client", "--server", self.gateway.url, "explain"]):
+                out = os.path.join(tmp, "out-" + str(len(command)))
+                flags = ["--server", self.gateway.url] if len(command) == 2 else []
+                run = subprocess.run([*command, os.path.join(tmp, "one.png"), "--out", out, *flags, "--target",
+                                      "cat", "--n-steps", "64", "--format", "npz"],
+                                     capture_output=True, text=True, timeout=300,
+                                     env={**os.environ, "PYTHONPATH": os.path.join(rm.REPO, "clients", "python")})
+                self.assertEqual(run.returncode, 0, run.stderr)
+                # A part of the one image, before its end (a log gets the first report and the last line).
+                fractions = [float(m) for m in re.findall(r"\[[#. ]*\]? *([0-9.]+)/1\b", run.stderr)]
+                self.assertTrue(any(0 < f < 1 for f in fractions), run.stderr)
+                self.assertEqual(fractions[-1], 1.0, run.stderr)
+                with open(os.path.join(out, "one.npz"), "rb") as f:
+                    self.assertEqual(npz(f.read())["integrated_directional_grads"].shape[0], 64)
+
+    def test_python_client_reports_progress(self):
+        client = intgrads_client.Client(self.gateway.url)
+        seen = []
+        explanation = client.explain(picture(51), target="cat", n_steps=64, on_progress=seen.append)
+        self.assertTrue(seen)
+        self.assertEqual((seen[-1].done, seen[-1].total, seen[-1].fraction), (64, 64, 1.0))
+        np.testing.assert_allclose(seen[-1].integrated_grads, explanation.integrated_grads[0], rtol=1e-4, atol=1e-6)
+        quiet = client.explain(picture(51), target="cat", n_steps=64)
+        np.testing.assert_array_equal(quiet.integrated_grads, explanation.integrated_grads)
+        with self.assertRaises(intgrads_client.RequestError) as refused:
+            client.attribute_bytes(picture(51), target="cat", format="json", n_steps=64, on_progress=seen.append)
+        self.assertEqual(refused.exception.status, 413)
+
+
 class CommandLineClient(unittest.TestCase):
     def test_explain_a_folder_writes_one_output_per_image_and_a_table(self):
         import tempfile
@@ -554,7 +700,7 @@ class CommandLineClient(unittest.TestCase):
             self.assertAlmostEqual(float(row_a[4]), float(arrays["convergence_delta"]), places=5)
             self.assertIn("error 422", next(line for line in table if "c.png" in line))
             self.assertIn("3 image(s), 1 failed", run.stdout)
-            self.assertIn("3/3", run.stderr)  # the progress bar's last state
+            self.assertIn("3.0/3", run.stderr)  # the progress bar's last state
             self.assertIn("img/s", run.stderr)
 
     def test_explain_top_k_writes_a_zip_per_image(self):
@@ -769,7 +915,7 @@ class PythonClient(unittest.TestCase):
                                                progress=progress)
             self.assertEqual([r["status"] for r in rows], ["computed"] * 4)
             self.assertIn("img/s", progress.getvalue())
-            self.assertIn("4/4", progress.getvalue())
+            self.assertIn("4.0/4", progress.getvalue())
             with np.load(os.path.join(out, "pictures", "cat", "a.npz")) as d:
                 self.assertEqual(d["integrated_grads"].shape, (1, 3, 32, 32))
             with open(os.path.join(out, "summary.csv")) as f:

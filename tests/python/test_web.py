@@ -38,7 +38,7 @@ class WebPage(unittest.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")),
                         "playwright-core is missing: run tools/install-deps.sh --web")
         gateway = Gateway()
-        worker = gateway.start_worker()
+        worker = gateway.start_worker("--chunk-size", "2")  # 32 batches: progress to show
         try:
             gateway.wait_ready()
             os.makedirs(ARTIFACTS, exist_ok=True)
@@ -52,7 +52,7 @@ class WebPage(unittest.TestCase):
             self.assertEqual(shown["probabilities"], 10)
             self.assertIn('"cat"', shown["summary"])
             # The delta the page shows is the API's for the same request.
-            status, headers, _ = http("POST", gateway.url + "/v1/attributions?target=cat&n_steps=8&format=json",
+            status, headers, _ = http("POST", gateway.url + "/v1/attributions?target=cat&n_steps=64&format=json",
                                       open(image, "rb").read(), {"Content-Type": "image/png"})
             self.assertEqual(status, 200)
             self.assertAlmostEqual(float(shown["delta"]), float(headers["X-Convergence-Delta"]),

@@ -1,5 +1,6 @@
 // The web page end to end in headless Chromium: upload a PNG, see the
-// heatmap appear, move the path slider, save a screenshot.
+// progress and the heatmap build up while it computes, then the answer,
+// move the path slider, save a screenshot.
 //   node page_test.js URL IMAGE.png ARTIFACT_DIR
 // Prints what the page showed as JSON (test_web.py checks it against the
 // API); exits non-zero on any failure or page error.
@@ -32,11 +33,27 @@ function colouredPixels(id) {
     await page.waitForFunction(() => document.getElementById("target").options.length > 1, null, { timeout: 30000 });
     await page.setInputFiles("#file", image);
     await page.selectOption("#target", "cat");
-    await page.fill("#steps", "8");
+    await page.fill("#steps", "64");
+    // What the page shows while it computes: each status with the heatmap's coloured pixels then.
+    await page.evaluate(colouredPixelsSource => {
+      const coloured = new Function(`return (${colouredPixelsSource})`)();
+      window.seen = [];
+      new MutationObserver(() => window.seen.push({
+        status: document.getElementById("status").textContent,
+        bar: document.getElementById("progress").value,
+        heatmap: coloured("heatmap"),
+      })).observe(document.getElementById("status"), { childList: true, characterData: true, subtree: true });
+    }, colouredPixels.toString());
     await page.click("#explain");
     await page.waitForFunction(() => document.getElementById("delta").textContent !== "" ||
                                      document.getElementById("error").textContent !== "", null, { timeout: 120000 });
     assert.strictEqual(await page.textContent("#error"), "");
+    const seen = await page.evaluate(() => window.seen);
+    const partway = seen.filter(s => /^Computing: \d+ of 64 path points/.test(s.status));
+    assert.ok(partway.length > 0, "no progress shown: " + JSON.stringify(seen));
+    assert.ok(partway.some(s => s.bar > 0 && s.bar < 1), "the bar never stood part way: " + JSON.stringify(seen));
+    assert.ok(partway.every(s => s.heatmap > 0), "the heatmap did not build up: " + JSON.stringify(seen));
+    assert.ok(await page.$eval("#progress", bar => bar.hidden), "the bar stayed after the answer");
     const heatmap = await page.evaluate(colouredPixels, "heatmap");
     assert.ok(heatmap > 0, "the heatmap shows no attribution");
     const probabilities = await page.$$eval("#probabilities > div", rows => rows.length);
@@ -45,14 +62,14 @@ function colouredPixels(id) {
     await page.$eval("#step", slider => { slider.value = "0"; slider.dispatchEvent(new Event("input")); });
     const first = await page.textContent("#step-label");
     const partialAtStart = await page.$eval("#partial", c => c.toDataURL());
-    assert.ok(first.startsWith("step 1 of 8"), first);
+    assert.ok(first.startsWith("step 1 of 64"), first);
     assert.notStrictEqual(first, last);
     assert.notStrictEqual(partialAtStart, partialAtEnd, "the IG so far did not change with the slider");
     // Captum's look: the page's heatmap is the API's PNG for the same request, pixel by pixel.
     await page.selectOption("#look", "all");
     await page.fill("#outliers", "2");
     const captum = await page.evaluate(async () => {
-      const query = "format=png&sign=all&outlier_perc=2&target=cat&n_steps=8";
+      const query = "format=png&sign=all&outlier_perc=2&target=cat&n_steps=64";
       const answer = await fetch("/v1/attributions?" + query, { method: "POST", body: document.getElementById("file").files[0],
                                                                 headers: { "Content-Type": "image/png" } });
       const png = await createImageBitmap(await answer.blob());
@@ -84,6 +101,7 @@ function colouredPixels(id) {
       heatmap,
       first,
       last,
+      progress: partway.length,
       captum,
     }));
   } finally {

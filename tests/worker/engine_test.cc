@@ -521,13 +521,23 @@ TEST(Chunks, BatchesAreEvenedOut) {
   }
 }
 
+// An input with two paths (zero and 0.25 baselines), 10 Gauss-Legendre
+// points each, passes of at most 6 rows.
+struct TwoPaths {
+  torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
+  std::vector<Path> paths = {{x, torch::zeros_like(x)}, {x, torch::full_like(x, 0.25)}};
+  PathSchedule schedule = *MakeSchedule("gausslegendre", 10);
+  EngineOptions chunked = [] {
+    EngineOptions options;
+    options.chunk_size = 6;
+    return options;
+  }();
+};
+
 TEST(Targets, SeveralTargetsShareTheForwardPassesAndEqualOneAtATime) {
   Counting model;
-  const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
-  const std::vector<Path> paths = {{x, torch::zeros_like(x)}, {x, torch::full_like(x, 0.25)}};
-  const PathSchedule schedule = *MakeSchedule("gausslegendre", 10);
-  EngineOptions chunked;
-  chunked.chunk_size = 6;
+  const TwoPaths two;
+  const auto& [x, paths, schedule, chunked] = two;
   const std::vector<Attribution> together = AttributeTargets(model, x, paths, {{3, 0, 2}, 0}, schedule, chunked);
   // One forward over f(x) and the 2 starts, then the 20 path points once.
   EXPECT_EQ(model.forward_rows, 3 + 20);
@@ -541,6 +551,40 @@ TEST(Targets, SeveralTargetsShareTheForwardPassesAndEqualOneAtATime) {
     EXPECT_DOUBLE_EQ(together[t].convergence_delta, alone.convergence_delta) << t;
     EXPECT_DOUBLE_EQ(together[t].baseline_logit, alone.baseline_logit) << t;
   }
+}
+
+// Progress after each batch: each job's points done rise to its total, and
+// the IG over the points done ends as the first target's IG.
+TEST(Targets, ProgressCountsPointsAndBuildsTheIg) {
+  Counting model;
+  const TwoPaths two;
+  const auto& [x, paths, schedule, chunked] = two;
+  std::vector<int64_t> done;
+  torch::Tensor last;
+  const std::vector<Attribution> together =
+      AttributeTargets(model, x, paths, {{3, 0}, 0}, schedule, chunked,
+                       [&](size_t job, int64_t points, int64_t total, const std::function<torch::Tensor()>& ig_so_far) {
+                         EXPECT_EQ(job, 0U);
+                         EXPECT_EQ(total, 20);
+                         done.push_back(points);
+                         last = ig_so_far();
+                       });
+  EXPECT_EQ(done, (std::vector<int64_t>{5, 10, 15, 20}));  // 20 points in batches of 5
+  ASSERT_TRUE(last.defined());
+  EXPECT_EQ(last.sizes(), together[0].integrated_grads.sizes());
+  EXPECT_TRUE(torch::allclose(last, together[0].integrated_grads, 1e-6, 1e-7));
+  // Adaptive steps count every try against the most they may take (8 + 16 + 20 per path).
+  std::vector<std::pair<int64_t, int64_t>> tries;
+  bool met = false;
+  int spent = 0;
+  AttributeToTolerance(model, x, {paths[0]}, {{1}, 0}, 1e-12, 20, chunked, &met, &spent,
+                       [&](size_t, int64_t points, int64_t total, const std::function<torch::Tensor()>&) {
+                         tries.emplace_back(points, total);
+                       });
+  ASSERT_FALSE(tries.empty());
+  for (const auto& [points, total] : tries) EXPECT_EQ(total, 8 + 16 + 20);
+  EXPECT_EQ(tries.back().first, spent);
+  EXPECT_TRUE(std::is_sorted(tries.begin(), tries.end()));
 }
 
 PathJob MakeJob(const torch::Tensor& input, std::vector<Path> paths, std::vector<int> classes, int top_k,

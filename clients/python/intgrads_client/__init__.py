@@ -53,6 +53,56 @@ class Unavailable(ServiceError):
     """A 503: no worker could take the request in time; retry later."""
 
 
+class Progress:
+    """How far one attribution's passes are (a streamed answer's progress
+    event): path points `done` of `total`, `elapsed_seconds`,
+    `seconds_left` (None before the first report), `image` (its index in
+    the request) and `integrated_grads`, the IG built so far (3 x S x S
+    numpy array of the first target, or None)."""
+
+    def __init__(self, event):
+        self.image = int(event.get("image", 0))
+        self.done = int(event["done"])
+        self.total = int(event["total"])
+        self.elapsed_seconds = float(event.get("elapsed_seconds", 0.0))
+        self.seconds_left = event.get("seconds_left")
+        ig = event.get("integrated_grads")
+        self.integrated_grads = None if ig is None else np.array(ig, dtype=np.float32)
+
+    @property
+    def fraction(self):
+        return self.done / self.total if self.total else 0.0
+
+    def __repr__(self):
+        return f"<Progress image {self.image}: {self.done}/{self.total} points, {self.elapsed_seconds:.1f} s>"
+
+
+def _read_stream(answer, on_progress):
+    """The (body, headers) of a streamed answer's result event, after handing
+    each progress event to on_progress; an error event raises."""
+    for line in answer:
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        kind = event.get("event")
+        if kind == "progress":
+            on_progress(Progress(event))
+        elif kind == "result":
+            if "base64" in event:
+                body = base64.b64decode(event["base64"])
+            else:  # the JSON answer, byte for byte: the event's last member
+                start = line.index(b'"result":') + len(b'"result":')
+                body = line[start:line.rstrip().rindex(b"}")]
+            headers = dict(event.get("headers", {}))
+            headers["Content-Type"] = event.get("content_type", "")
+            return body, headers
+        elif kind == "error":
+            status = int(event.get("status", 500))
+            kind = Unavailable if status == 503 else RequestError if 400 <= status < 500 else ServiceError
+            raise kind(status, event.get("error", ""))
+    raise ServiceError(0, "the stream ended without a result")
+
+
 class Explanation:
     """One image's attribution: numpy arrays with the names of the original
     server's dict, plus the class names and probabilities (and, for
@@ -134,8 +184,12 @@ class Client:
         self.timeout = timeout
         self._classes = None
 
-    def _request(self, method, path, body=None, headers=None, query=None):
+    def _request(self, method, path, body=None, headers=None, query=None, on_progress=None):
+        """(body, headers) of the answer; with `on_progress`, the answer is
+        streamed (NDJSON) and each progress event is handed to it first."""
         headers = dict(headers or {})
+        if on_progress is not None:
+            headers["Accept"] = "application/x-ndjson"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         suffix = path + ("?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -143,7 +197,7 @@ class Client:
         last = None
         for _ in range(len(self.urls)):
             try:
-                return self._request_once(self.url + suffix, method, body, headers)
+                return self._request_once(self.url + suffix, method, body, headers, on_progress)
             except (Unavailable, ServiceError) as e:
                 if e.status not in (0, 503):
                     raise
@@ -151,10 +205,12 @@ class Client:
                 self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
         raise last
 
-    def _request_once(self, url, method, body, headers):
+    def _request_once(self, url, method, body, headers, on_progress=None):
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                if on_progress is not None and answer.headers.get_content_type() == "application/x-ndjson":
+                    return _read_stream(answer, on_progress)
                 return answer.read(), dict(answer.headers)
         except urllib.error.HTTPError as e:
             text = e.read().decode("utf-8", "replace")
@@ -174,14 +230,16 @@ class Client:
         body, _ = self._request("GET", "/v1/workers")
         return json.loads(body)["workers"]
 
-    def attribute_bytes(self, image, target="predicted", format="npz", **options):
+    def attribute_bytes(self, image, target="predicted", format="npz", on_progress=None, **options):
         """One image's answer as the service sends it (bytes, headers): `image`
         as a path, PNG/JPEG bytes or an array; the body holds the format asked
-        for (npz, gzip, json or png)."""
+        for (npz, gzip, json or png). With `on_progress` (a callable), the
+        answer is streamed and it gets a Progress while the passes run."""
         data, _ = image_bytes(image)
         kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
         query = {"target": target, "format": format, **{k: v for k, v in options.items() if v is not None}}
-        return self._request("POST", self._model_path("/attributions"), data, {"Content-Type": kind}, query)
+        return self._request("POST", self._model_path("/attributions"), data, {"Content-Type": kind}, query,
+                             on_progress)
 
     def _model_path(self, suffix):
         return f"/v1/models/{urllib.parse.quote(self.model_name)}{suffix}" if self.model_name else f"/v1{suffix}"
@@ -202,21 +260,24 @@ class Client:
             self.model()
         return self._classes
 
-    def _post(self, payload, accept, **options):
+    def _post(self, payload, accept, on_progress=None, **options):
         query = {"format": accept}
         body = json.dumps({**payload, **{k: v for k, v in options.items() if v is not None}}).encode()
         return self._request("POST", self._model_path("/attributions"), body,
-                             {"Content-Type": "application/json"}, query)
+                             {"Content-Type": "application/json"}, query, on_progress)
 
-    def explain(self, image, target="predicted", n_steps=50, method="gausslegendre", **options):
+    def explain(self, image, target="predicted", n_steps=50, method="gausslegendre", on_progress=None,
+                **options):
         """The attribution of one image for `target` (a class name, an index or
         'predicted'). `options` are the service's other parameters: baseline,
         blur_sigma, baseline_count, smoothgrad_samples, smoothgrad_sigma, seed,
         tolerance (docs/API.md); a baseline image goes as baseline_image= (a
-        path, bytes or an array)."""
+        path, bytes or an array). With `on_progress` (a callable), it gets a
+        Progress (points done of total, time left, the IG so far) while the
+        passes run."""
         data, name = image_bytes(image)
-        body, _ = self._post({"image": _b64(data), "target": target}, "npz", n_steps=n_steps, method=method,
-                             **_options(options))
+        body, _ = self._post({"image": _b64(data), "target": target}, "npz", on_progress, n_steps=n_steps,
+                             method=method, **_options(options))
         return Explanation(read_npz(body), self.classes, name)
 
     def explain_many(self, images, targets=None, n_steps=50, method="gausslegendre", **options):
@@ -339,7 +400,8 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
     exists is not computed again. Writes out/summary.csv and out/summary.json
     and returns their rows (dicts: image, output, status, target, predicted,
     probability, convergence_delta, seconds, error). With `progress` (a
-    file), a line of progress, rate and time left is kept on it."""
+    file), a line of progress, rate and time left is kept on it, moving
+    while each image computes (its answer streamed)."""
     if concurrency is None:
         concurrency = max(1, len(client.workers()))
     extension = {"npz": ".npz", "gzip": ".gzip", "json": ".json", "png": ".png"}[format]
@@ -352,15 +414,19 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
     except (OSError, ValueError, KeyError, TypeError):
         pass
     lock = threading.Lock()
-    state = {"done": 0, "computed": 0, "started": time.time()}
+    # The images in flight: the fraction of their path points done (from the
+    # streamed answer), so that one long image shows progress too.
+    state = {"done": 0, "computed": 0, "started": time.time(), "partial": {}}
 
     def report(name):
         if progress is None:
             return
         elapsed = time.time() - state["started"]
-        rate = state["computed"] / elapsed if elapsed > 0 and state["computed"] else 0.0
-        left = (len(inputs) - state["done"]) / rate if rate > 0 else float("nan")
-        progress.write(f"\r[{state['done']:>{len(str(len(inputs)))}}/{len(inputs)}] {rate:.2f} img/s, "
+        computed = state["computed"] + sum(state["partial"].values())
+        rate = computed / elapsed if elapsed > 0 and computed else 0.0
+        left = (len(inputs) - state["done"] - sum(state["partial"].values())) / rate if rate > 0 else float("nan")
+        shown = state["done"] + sum(state["partial"].values())
+        progress.write(f"\r[{shown:>{len(str(len(inputs))) + 2}.1f}/{len(inputs)}] {rate:.2f} img/s, "
                        f"{left:.0f} s left: {name[-40:]:<40}")
         progress.flush()
 
@@ -375,8 +441,16 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
             row["status"] = "kept"
         else:
             started = time.time()
+
+            def advanced(p):
+                with lock:
+                    state["partial"][index] = p.fraction
+                    report(name)
+
             try:
-                answer, headers = client.attribute_bytes(read(), target=target, format=format, **options)
+                answer, headers = client.attribute_bytes(read(), target=target, format=format,
+                                                         on_progress=advanced if progress is not None else None,
+                                                         **options)
                 os.makedirs(os.path.dirname(output), exist_ok=True)
                 with open(output + ".part", "wb") as f:
                     f.write(answer)
@@ -390,6 +464,7 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
                 row.update(status="error", error=str(e))
         with lock:
             rows[index] = row
+            state["partial"].pop(index, None)
             state["done"] += 1
             state["computed"] += row["status"] == "computed"
             report(name)
