@@ -18,7 +18,7 @@ minutes), on this machine with the same threads everywhere:
   library's), which keeps freed memory for reuse where glibc's malloc returns
   every batch-sized tensor to the kernel and faults the next one in again:
   on this project's VM that made the baselines up to 2.5x slower
-  (docs/PERFORMANCE.md, "The allocator"). Our worker is linked
+  (docs/PERFORMANCE.md, "What was tried"). Our worker is linked
   with tcmalloc where the build found it;
 - service: one POST /model/ at a time to an idle gateway with one worker
   (intgrads-gateway and intgrads-worker on 127.0.0.1, the worker's default

@@ -191,7 +191,7 @@ StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const st
 // mean and std (per channel, on pixels scaled to [0, 1]) default to 0 and 1;
 // name, to "torchscript". A forward pass on a blank image at load checks the
 // number of logits against the classes. The file is code: load only files you
-// trust (README).
+// trust (docs/PROGRAMS.md).
 constexpr int kMaxModelInputSize = 1024;
 StatusOr<ModelInfo> ParseModelSidecar(const std::string& text, const std::string& source);
 StatusOr<std::unique_ptr<Classifier>> LoadTorchScript(const std::string& path);

@@ -1,7 +1,7 @@
 // A user's own model: a TorchScript file (torch.jit.script or torch.jit.trace,
 // then .save) with a JSON sidecar that says what torch.jit cannot: the input
 // size, the normalization and the class names. A TorchScript file is code: the
-// worker runs whatever its graph does (README, "Bring your own model").
+// worker runs whatever its graph does (docs/PROGRAMS.md, "Bring your own model").
 #include <torch/script.h>
 
 #include <fstream>
@@ -126,8 +126,9 @@ StatusOr<std::unique_ptr<Classifier>> LoadTorchScript(const std::string& path) {
     }
   }
   if (sidecar_path.empty()) {
-    return InvalidError(path + ": no sidecar " + SidecarCandidates(path).front() +
-                        " (a JSON object with input_size, mean, std and classes; README, \"Bring your own model\")");
+    return InvalidError(
+        path + ": no sidecar " + SidecarCandidates(path).front() +
+        " (a JSON object with input_size, mean, std and classes; docs/PROGRAMS.md, \"Bring your own model\")");
   }
   ASSIGN_OR_RETURN(std::string text, ReadWholeFile(sidecar_path));
   ASSIGN_OR_RETURN(ModelInfo info, ParseModelSidecar(text, sidecar_path));
