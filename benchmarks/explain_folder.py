@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import reference_models as rm  # noqa: E402
 from service import BIN, Gateway, stop  # noqa: E402
 
-CIFAR_TEST = os.path.join(rm.REPO, "..", "shared", "data", "cifar10", "test.zip")
+CIFAR_TEST = rm.CIFAR10_TEST_ZIP
 
 
 def main():

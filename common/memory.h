@@ -24,8 +24,8 @@ inline bool KeepFreedMemory(size_t mmap_threshold, size_t trim_threshold) {
 // attribute and explain, the engine benchmark): a pass frees and allocates
 // its activations, up to tens of MB each, every time. Blocks up to 32 MiB
 // (glibc's largest mmap threshold) from the heap, and 256 MiB of freed heap
-// kept. Measured: the default model's attribution 0.23 s -> 0.17 s, peak
-// resident memory +5% (docs/PERFORMANCE.md). Where the build linked those
+// kept: faster passes for a little more resident memory (docs/PERFORMANCE.md,
+// "What was tried"). Where the build linked those
 // programs with tcmalloc (CMake's INTGRADS_TCMALLOC), malloc is tcmalloc's,
 // which keeps freed memory by itself and ignores mallopt: this matters only
 // to a build on the C library's malloc.

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 
+#include "common/job.h"
 #include "common/text.h"
 #include "common/zip.h"
 #include "gateway/exchange.h"
@@ -53,15 +54,19 @@ void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::
   auto held = Reserve(parsed->image.pixels.size(), *exchange);
   if (held == nullptr) return;
   exchange->Hold(std::move(held));
+  // The original's request: its class, steps and rule, every other option the original's.
+  AttributionsRequest options;
+  options.n_steps = parsed->n_steps;
+  options.method = parsed->method;
+  AttributionInput input;
+  input.image = std::move(parsed->image);
   Job job;
   job.model = *model;
-  job.request.target = parsed->target;
-  job.request.n_steps = parsed->n_steps;
-  job.request.method = parsed->method;
-  job.request.height = parsed->image.height;
-  job.request.width = parsed->image.width;
-  job.request.channels = parsed->image.channels;
-  job.request.pixels.assign(parsed->image.pixels.begin(), parsed->image.pixels.end());
+  job.request = MakeJobRequest(options, {parsed->target}, "gzip", false, &input);
+  if (Status valid = ValidateJob(job.request, static_cast<int>(classes.size()), options_.limits); !valid.ok()) {
+    exchange->Error(HttpStatusOf(valid), valid.message());
+    return;
+  }
   job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
   job.abandoned = [exchange] { return exchange->gone(); };
   const int n_steps = parsed->n_steps;
@@ -465,31 +470,13 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     AttributionInput& input = request.inputs[i];
     Job job;
     job.model = *model;
-    if (run.predict) {
-      job.request.predict = true;
-      job.request.target = kPredictedTarget;
-    } else if (targets[i].size() == 1 && request.top_k == 0) {
-      job.request.target = targets[i].front();  // one class: the request every worker version reads
-    } else {
-      job.request.targets = targets[i];
-      job.request.top_k = request.top_k;
-    }
-    job.request.n_steps = request.n_steps;
-    job.request.method = request.method;
-    job.request.format = negotiated->format->name;
-    job.request.heatmap = request.heatmap;
-    job.request.sign = request.sign;
-    job.request.outlier_perc = request.outlier_perc.value_or(2.0);
-    job.request.paths = request.paths;
-    job.request.regions = request.regions;
-    job.request.height = input.image.height;
-    job.request.width = input.image.width;
-    job.request.channels = input.image.channels;
-    if (!input.tensor.empty()) {
-      job.request.input = "tensor";
-      job.request.pixels = std::move(input.tensor);
-    } else {
-      job.request.pixels.assign(input.image.pixels.begin(), input.image.pixels.end());
+    job.request = MakeJobRequest(request, run.predict ? std::vector<int>{} : targets[i], negotiated->format->name,
+                                 run.predict, &input);
+    if (Status valid = ValidateJob(job.request, static_cast<int>(gathering->classes.size()), options_.limits);
+        !valid.ok()) {
+      exchange->Error(HttpStatusOf(valid),
+                      (request.inputs.size() > 1 ? "image " + std::to_string(i) + ": " : "") + valid.message());
+      return;
     }
     job.deadline = exchange->received() + std::chrono::milliseconds(options_.request_timeout_ms);
     job.abandoned = [exchange] { return exchange->gone(); };

@@ -85,8 +85,8 @@ class Exchange {
   void Hold(std::shared_ptr<void> held) { held_.push_back(std::move(held)); }
   // Writes the answer straight to the connection, the body taken over, not
   // through ResponseWriter::send: Pistache 0.0.5 copies a body into a buffer
-  // grown by doubling from 512 bytes and then copies it once more, which
-  // took 1.8 ms of a 1.1 MB answer (docs/PERFORMANCE.md).
+  // grown by doubling from 512 bytes and then copies it once more
+  // (docs/PERFORMANCE.md, "What was tried").
   Pistache::Async::Promise<ssize_t> Send(int status, std::string body, const Pistache::Http::Mime::MediaType& type);
   Pistache::Async::Promise<ssize_t> Json(int status, const nlohmann::json& body) {
     return Send(status, DumpJson(body), kJsonType);

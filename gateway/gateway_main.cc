@@ -81,9 +81,8 @@ int main(int argc, char** argv) {
   // An answer (a megabyte or more at n_steps 50) is copied on its way out:
   // from ZeroMQ into the reply, and by Pistache into its growing response
   // buffer. Above glibc's mmap threshold every such buffer is fresh pages,
-  // each faulting in on first touch: measured, 2-5 ms of the gateway's time
-  // per answer. Kept on the heap, and the freed heap kept for reuse, the
-  // same copies cost a third of that (docs/PERFORMANCE.md).
+  // each faulting in on first touch. Kept on the heap, and the freed heap
+  // kept for reuse, the same copies cost a third of the time.
   KeepFreedMemory(16 << 20, 64 << 20);
   std::vector<std::string> args(argv + 1, argv + argc);
   BrokerOptions broker_options;

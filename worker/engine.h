@@ -123,8 +123,7 @@ constexpr int64_t kCpuChunk = 64;
 
 // The most path points per batch for `rows` of them: chunk_size if set; else
 // all at once on a GPU and at most kCpuChunk on a CPU, where much larger
-// batches run slower (256 rows of the default model: 9.6 s at once, 4.0 s in
-// chunks of 32 to 128); and no more than the memory budget holds (at least
+// batches run slower (docs/PERFORMANCE.md, "The engine alone"); and no more than the memory budget holds (at least
 // one). The passes take as few batches as this allows, evened out (50 rows at
 // most 16 a batch: 13, 13, 12, 12).
 int64_t ChunkRows(const EngineOptions& options, int64_t rows, bool cuda);

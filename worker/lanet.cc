@@ -314,9 +314,9 @@ class Lanet final : public Classifier {
 
   torch::Tensor Forward(const torch::Tensor& x) const override {
     // Channels-last on a CPU: its depthwise and small 1 x 1 convolutions,
-    // concatenations and max-pools need no layout copies there (the default
-    // model's engine 0.41 -> 0.31-0.35 s on the build machine). BiT stays
-    // NCHW: its GroupNorms are slower in channels-last (PERFORMANCE.md).
+    // concatenations and max-pools need no layout copies there. BiT stays
+    // NCHW: its GroupNorms are slower in channels-last (docs/PERFORMANCE.md,
+    // "What was tried").
     torch::Tensor s0 = torch::conv2d(ChannelsLastOnCpu(x), stem_conv_, stem_bias_, 1, 1);
     if (train_) s0 = stem_bn_(s0, train_);
     torch::Tensor s1 = s0;

@@ -133,8 +133,7 @@ torch::Tensor SpaceToDepthKernel(const torch::Tensor& weight, int64_t stride) {
 // (PackInputGradient of SpaceToDepthKernel's kernel, padding blocks - 1),
 // rearranged back into pixels and cropped to x. oneDNN's own
 // input gradient of a strided kernel over few channels is slow (BiT's root,
-// 7 x 7 of stride 2 over 3 channels: 5.6 ms of BiT-R50x1's 130, against 2
-// this way). The forward pass stays oneDNN's, so its rounding is unchanged:
+// 7 x 7 of stride 2 over 3 channels). The forward pass stays oneDNN's, so its rounding is unchanged:
 // BiT's first GroupNorm, at the path's small scales, amplifies it.
 struct SpaceToDepthGradFunction : public torch::autograd::Function<SpaceToDepthGradFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,

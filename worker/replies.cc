@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/gzip.h"
+#include "common/job.h"
 #include "worker/formats.h"
 
 namespace intgrads {
@@ -32,24 +33,9 @@ void WarnIfIncomplete(const Attribution& a, const JobRequest& request) {
 // The request's format, validated with everything else a worker checks
 // before any work; nullptr with *error set when the request is refused.
 const PayloadFormat* Validate(const JobRequest& request, int num_classes, const WorkerOptions& options, Status* error) {
-  if (request.predict) {  // the forward pass alone: no path, no class to attribute
-    *error = Status::Ok();
-    return FindPayloadFormat("json");
-  }
-  const PayloadFormat* format = FindPayloadFormat(request.format);
-  Status valid = ValidateSteps(request.n_steps, request.method, options.limits);
-  if (valid.ok() && format == nullptr)
-    valid = InvalidError("format: '" + request.format.substr(0, 32) + "' is not one");
-  if (valid.ok()) valid = ValidateHeatmap(request.heatmap, request.sign, request.outlier_perc);
-  if (valid.ok()) valid = ValidatePathRequest(request.paths, request.method, options.limits);
-  if (valid.ok()) valid = ValidateRegionRequest(request.regions, request.format);
-  if (valid.ok() && request.top_k == 0 && request.targets.empty()) {
-    valid = ValidateTargets({request.target}, 0, num_classes, request.method, options.limits);
-  } else if (valid.ok()) {
-    valid = ValidateTargets(request.targets, request.top_k, num_classes, request.method, options.limits);
-  }
-  *error = valid;
-  return valid.ok() ? format : nullptr;
+  *error = ValidateJob(request, num_classes, options.limits);
+  if (!error->ok()) return nullptr;
+  return FindPayloadFormat(request.predict ? "json" : request.format);
 }
 
 }  // namespace

@@ -174,8 +174,8 @@ int Run(int argc, char** argv) {
 
 // The worker runs on a thread of its own, which loads the model and computes
 // every request (RunWorker's socket loop gets another): passes run on a
-// thread other than the one that loaded the model took 1.5-1.8x as long on
-// this CPU build (docs/PERFORMANCE.md), and unlike the main thread's, a
+// thread other than the one that loaded the model ran markedly slower in
+// Debian's CPU build (docs/PERFORMANCE.md, "What was tried"), and unlike the main thread's, a
 // thread's stack is mapped whole at its start, so a request that exhausts the
 // memory cannot leave it unable to grow (a SIGSEGV instead of a 503).
 int main(int argc, char** argv) {

@@ -25,8 +25,8 @@ struct WorkerOptions {
   int64_t max_request_bytes = int64_t{256} << 20;
   int heartbeat_ms = 1000;
   int liveness = 3;  // heartbeats missed before a gateway counts as gone
-  // 0 (stored): on BiT-R50x1's 1.2 MB answer level 1 took 36 ms for 32% fewer
-  // bytes, which pays only on links slower than about 100 Mbit/s.
+  // 0 (stored): compression saves about a third of the bytes for tens of ms
+  // an answer, which pays only on slow links (docs/PERFORMANCE.md).
   int gzip_level = 0;
   int grace_ms = 30000;  // how long shutdown waits for the requests in hand
   // Batching across requests: up to `batch_requests` requests queued here

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -98,6 +99,23 @@ class BrokerTest : public ::testing::TestWithParam<bool> {  // whether the chann
   std::unique_ptr<FakeWorker> Unknown() {
     return std::make_unique<FakeWorker>(context_, options_.bind, GetParam() ? &stranger_ : nullptr,
                                         gateway_.public_key);
+  }
+  // The broker again, under options_ as the test changed them.
+  void Restart() {
+    broker_.reset();
+    auto broker = Broker::Create(options_);
+    ASSERT_TRUE(broker.ok()) << broker.status().message();
+    broker_ = std::move(*broker);
+  }
+  // A job of one black pixel, answered to `done`, due within `seconds`.
+  static Job OneJob(std::function<void(const JobReply&)> done, int seconds = 30) {
+    Job job;
+    job.request.height = job.request.width = 1;
+    job.request.pixels = std::string(3, '\0');
+    job.deadline = Clock::now() + std::chrono::seconds(seconds);
+    job.done = std::move(done);
+    job.abandoned = [] { return false; };
+    return job;
   }
   void WaitForWorkers(size_t n) {
     for (int i = 0; i < 200 && broker_->Workers().size() != n; ++i) {
@@ -242,23 +260,14 @@ TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
 // A frame over max_reply_bytes disconnects its sender before it is read;
 // the request it held is answered without it once the worker is dropped.
 TEST_P(BrokerTest, AFrameOverTheLimitIsNeverRead) {
-  broker_.reset();
   options_.max_reply_bytes = 4096;
   options_.heartbeat_ms = 50;
-  auto broker = Broker::Create(options_);
-  ASSERT_TRUE(broker.ok()) << broker.status().message();
-  broker_ = std::move(*broker);
+  Restart();
   auto worker = Admitted();
   worker->Send(EncodeReady(Info()));
   WaitForWorkers(1);
   std::promise<JobReply> answered;
-  Job job;
-  job.request.height = job.request.width = 1;
-  job.request.pixels = std::string(3, '\0');
-  job.deadline = Clock::now() + std::chrono::seconds(1);
-  job.done = [&](const JobReply& reply) { answered.set_value(reply); };
-  job.abandoned = [] { return false; };
-  ASSERT_TRUE(broker_->Submit(std::move(job)).ok());
+  ASSERT_TRUE(broker_->Submit(OneJob([&](const JobReply& reply) { answered.set_value(reply); }, 1)).ok());
   auto request = worker->Receive(std::chrono::seconds(5));
   ASSERT_TRUE(request.has_value());
   EXPECT_EQ(request->request.max_reply_bytes, 4096);  // so that a worker refuses a larger answer itself
@@ -268,6 +277,65 @@ TEST_P(BrokerTest, AFrameOverTheLimitIsNeverRead) {
   const JobReply reply = future.get();
   EXPECT_EQ(reply.status, 503) << reply.error;
   EXPECT_TRUE(reply.payload.empty());
+}
+
+// A worker that falls silent (dead, or its link cut) is dropped after
+// `liveness` heartbeats and the request it held goes to another.
+TEST_P(BrokerTest, ASilentWorkerIsDroppedAndItsRequestRetried) {
+  options_.heartbeat_ms = 50;
+  Restart();
+  auto silent = Admitted();
+  silent->Send(EncodeReady(Info()));
+  WaitForWorkers(1);
+  std::promise<JobReply> answered;
+  ASSERT_TRUE(broker_->Submit(OneJob([&](const JobReply& reply) { answered.set_value(reply); }, 10)).ok());
+  auto held = silent->Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(held.has_value());
+  // The silent one sends nothing more; a live one keeps its heartbeats and answers what comes.
+  auto live = Admitted();
+  live->Send(EncodeReady(Info()));
+  auto future = answered.get_future();
+  bool retried = false;
+  for (int i = 0; i < 250 && future.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready; ++i) {
+    live->Send(EncodeHeartbeat());
+    auto request = live->Receive(std::chrono::milliseconds(20));
+    if (request.has_value() && request->type == MessageType::kRequest) {
+      EXPECT_EQ(request->request.id, held->request.id);
+      retried = true;
+      live->Send(EncodeReply(Reply(request->request.id, "live")));
+    }
+  }
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(1)), std::future_status::ready);
+  EXPECT_TRUE(retried);
+  const JobReply reply = future.get();
+  EXPECT_EQ(reply.status, 200) << reply.error;
+  EXPECT_EQ(reply.payload, "live");
+  ASSERT_EQ(broker_->Workers().size(), 1u);  // the silent one is gone
+}
+
+// Past max_queued waiting jobs, Submit refuses at once (the gateway's 503);
+// those queued are served when a worker comes.
+TEST_P(BrokerTest, AFullQueueRefusesAtOnce) {
+  options_.max_queued = 2;
+  Restart();
+  std::atomic<int> served{0};
+  auto make = [&] { return OneJob([&](const JobReply& reply) { served += reply.status == 200 ? 1 : 0; }); };
+  ASSERT_TRUE(broker_->Submit(make()).ok());
+  ASSERT_TRUE(broker_->Submit(make()).ok());
+  const Status refused = broker_->Submit(make());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("queue is full"), std::string::npos) << refused.message();
+  auto worker = Admitted();
+  worker->Send(EncodeReady(Info()));
+  for (int i = 0; i < 2; ++i) {
+    auto request = worker->Receive(std::chrono::seconds(5));
+    ASSERT_TRUE(request.has_value());
+    worker->Send(EncodeReply(Reply(request->request.id, "ok")));
+  }
+  for (int i = 0; i < 200 && served.load() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(served.load(), 2);
+  EXPECT_TRUE(broker_->Submit(make()).ok());  // room again
 }
 
 INSTANTIATE_TEST_SUITE_P(Channels, BrokerTest, ::testing::Values(false, true),

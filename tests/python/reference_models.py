@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REFERENCE_DIR = os.path.join(REPO, "..", "shared", "spec", "reference")
+# The shared folder: CMake's INTGRADS_SHARED_DIR under ctest, else beside the checkout.
+SHARED_DIR = os.environ.get("INTGRADS_SHARED_DIR") or os.path.join(REPO, "..", "shared")
+REFERENCE_DIR = os.path.join(SHARED_DIR, "spec", "reference")
 # CIFAR-10's classes in their label order, and its test images (the
 # benchmarks report on them; nothing is trained on them).
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
-CIFAR10_TEST_ZIP = os.path.join(REPO, "..", "shared", "data", "cifar10", "test.zip")
+CIFAR10_TEST_ZIP = os.path.join(SHARED_DIR, "data", "cifar10", "test.zip")
 
 
 def reference(name):

@@ -1,7 +1,7 @@
 // The embedded default model (models/README.md): it is the committed file,
 // it goes through the public reader, it classifies CIFAR-10 training images
 // mostly right, and its attributions are complete (small convergence delta).
-// The images are read from ../shared/data/cifar10 at test time; without them
+// The images are read from CMake's INTGRADS_SHARED_DIR/data/cifar10 at test time; without them
 // those tests are skipped with a message.
 #include <gtest/gtest.h>
 
@@ -16,7 +16,7 @@
 namespace intgrads {
 namespace {
 
-const std::string kTrainZip = std::string(INTGRADS_SOURCE_DIR) + "/../shared/data/cifar10/train.zip";
+const std::string kTrainZip = std::string(INTGRADS_CIFAR10_DIR) + "/train.zip";
 
 TEST(DefaultModel, IsTheCommittedCheckpointReadByThePublicReader) {
   auto file = ReadWholeFile(std::string(INTGRADS_SOURCE_DIR) + "/models/default-lanet.pth");
