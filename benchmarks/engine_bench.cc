@@ -29,8 +29,8 @@
 
 #include "common/memory.h"
 #include "tests/worker/reference.h"
-#include "worker/engine.h"
-#include "worker/model_flags.h"
+#include "worker/engine/engine.h"
+#include "worker/serving/model_flags.h"
 
 namespace {
 

@@ -68,7 +68,7 @@ struct JobRequest {
   // (little-endian) 3 x height x width, height and width the model's input size.
   std::string input = "image";
   bool predict = false;            // the forward pass alone: logits and probabilities, no attribution
-  std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats.h)
+  std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats/formats.h)
   std::string heatmap = "signed";  // png only: signed | absolute (ValidateHeatmap)
   std::string sign;                // png only: Captum's look when set: all | positive | negative | absolute_value
   double outlier_perc = 2.0;       // png only, with sign
@@ -130,7 +130,7 @@ struct Message {
   JobProgress progress;
 };
 
-// The encodings a worker writes an attribution in (worker/formats.h).
+// The encodings a worker writes an attribution in (worker/formats/formats.h).
 struct PayloadFormat {
   std::string name;          // "gzip", the request's `format`
   std::string content_type;  // "application/gzip", what Accept names

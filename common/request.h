@@ -19,7 +19,7 @@ namespace intgrads {
 const std::vector<std::string>& Cifar10Classes();
 
 // The integration rules of compat.md, as Captum names them, and "scan"
-// (points placed from a forward-only scan of the path; worker/engine.h).
+// (points placed from a forward-only scan of the path; worker/engine/engine.h).
 const std::vector<std::string>& AttributionMethods();
 bool IsAttributionMethod(std::string_view method);
 
@@ -31,7 +31,7 @@ struct RequestLimits {
   int max_targets = 16;  // classes explained per image (a list, or top_k)
 };
 
-// The attribution options beyond the original (worker/engine.h, MakePaths
+// The attribution options beyond the original (worker/engine/engine.h, MakePaths
 // and AttributeToTolerance, says what each means): the baseline, SmoothGrad,
 // adaptive steps. The defaults are the original's computation.
 struct PathRequest {
@@ -52,7 +52,7 @@ const std::vector<std::string>& BaselineKinds();
 // Gauss-Legendre's; scan follows one path).
 Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);
 
-// Integrated Directional Gradients for image regions (worker/regions.h).
+// Integrated Directional Gradients for image regions (worker/engine/regions.h).
 struct RegionRequest {
   std::string kind = "none";  // none | quadtree | superpixels
   int min_side = 2;           // quadtree: patches are split while a side is longer

@@ -11,7 +11,7 @@
 
 #include "common/flags.h"
 #include "common/status.h"
-#include "worker/model_flags.h"
+#include "worker/serving/model_flags.h"
 
 namespace intgrads {
 

@@ -23,8 +23,8 @@
 #include "tools/launcher.h"
 #include "tools/path_scan.h"
 #include "tools/train.h"
-#include "worker/model_flags.h"
-#include "worker/worker_loop.h"
+#include "worker/serving/model_flags.h"
+#include "worker/serving/worker_loop.h"
 
 namespace intgrads {
 namespace {

@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "common/flags.h"
-#include "worker/model_flags.h"
+#include "worker/serving/model_flags.h"
 
 namespace intgrads {
 

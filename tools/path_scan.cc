@@ -15,8 +15,8 @@
 #include "common/file.h"
 #include "common/request.h"
 #include "tools/cli.h"
-#include "worker/engine.h"
-#include "worker/model_flags.h"
+#include "worker/engine/engine.h"
+#include "worker/serving/model_flags.h"
 
 namespace intgrads {
 

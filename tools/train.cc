@@ -17,11 +17,11 @@
 #include <numeric>
 #include <random>
 
-#include "common/torch_file.h"
+#include "common/torchio/torch_file.h"
 #include "tools/cli.h"
 #include "tools/dataset.h"
-#include "worker/model.h"
-#include "worker/model_flags.h"
+#include "worker/models/model.h"
+#include "worker/serving/model_flags.h"
 
 namespace intgrads {
 namespace {

@@ -1,6 +1,6 @@
 // The pickle reader on hand-made pickles: what it builds, what it refuses,
 // and that it runs nothing.
-#include "common/pickle.h"
+#include "common/torchio/pickle.h"
 
 #include <gtest/gtest.h>
 

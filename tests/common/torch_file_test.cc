@@ -1,7 +1,7 @@
 // The torch.save reader against files written by real torch.save (zip and
 // legacy formats; see tests/python/make_fixtures.py), and against truncated
 // and corrupted copies of them.
-#include "common/torch_file.h"
+#include "common/torchio/torch_file.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // libFuzzer target: building a model from a checkpoint the reader has loaded
-// (worker/model.h, LoadModel), the step after torch_file_fuzz. The input
+// (worker/models/model.h, LoadModel), the step after torch_file_fuzz. The input
 // picks a family and a small configuration, then edits the state dict that
 // configuration needs: keys dropped, renamed or added, sizes changed, dtypes
 // changed, ranks changed. The loader must refuse what it cannot serve with a
@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "worker/model.h"
+#include "worker/models/model.h"
 
 namespace {
 

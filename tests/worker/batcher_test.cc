@@ -1,6 +1,6 @@
-// Batch formation (worker/batcher.h) on its own: when the compute thread
+// Batch formation (worker/serving/batcher.h) on its own: when the compute thread
 // starts a batch and how many requests it takes.
-#include "worker/batcher.h"
+#include "worker/serving/batcher.h"
 
 #include <gtest/gtest.h>
 

@@ -10,8 +10,8 @@
 
 #include "common/file.h"
 #include "tools/dataset.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/engine/engine.h"
+#include "worker/models/model.h"
 
 namespace intgrads {
 namespace {

@@ -1,6 +1,6 @@
 // The engine against the mathematics: quadrature rules as Captum makes them,
 // IG of functions whose IG is known, chunking, determinism, the response.
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
 
 #include <dlfcn.h>
 #include <gtest/gtest.h>
@@ -16,9 +16,9 @@
 
 #include "common/protocol.h"
 #include "tests/worker/reference.h"
-#include "worker/max_pool_kernel.h"
-#include "worker/model_flags.h"
-#include "worker/replies.h"
+#include "worker/kernels/max_pool_kernel.h"
+#include "worker/serving/model_flags.h"
+#include "worker/serving/replies.h"
 
 namespace intgrads {
 namespace {

@@ -1,14 +1,14 @@
 // The payload formats read back: the npz's .npy headers and bytes, the
 // JSON's numbers, the heatmap PNG's pixels. (Real numpy, Pillow and torch
 // read them in tests/python/test_api.py.)
-#include "worker/formats.h"
+#include "worker/formats/formats.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "common/zip.h"
-#include "worker/heatmap.h"
+#include "worker/formats/heatmap.h"
 
 namespace intgrads {
 namespace {

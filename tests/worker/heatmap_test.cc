@@ -1,6 +1,6 @@
-// Captum's picture conventions (worker/heatmap.h) on values worked by hand;
+// Captum's picture conventions (worker/formats/heatmap.h) on values worked by hand;
 // tests/python/test_api.py holds the colours to matplotlib's own maps.
-#include "worker/heatmap.h"
+#include "worker/formats/heatmap.h"
 
 #include <gtest/gtest.h>
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "common/torch_file.h"
+#include "common/torchio/torch_file.h"
 
 namespace intgrads::testing {
 

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "tests/worker/reference.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/engine/engine.h"
+#include "worker/models/model.h"
 
 namespace intgrads {
 namespace {

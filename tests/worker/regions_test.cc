@@ -1,6 +1,6 @@
 // Integrated Directional Gradients for regions against values computed by
 // hand on a linear model with 2 x 2 inputs, and the hierarchies' shapes.
-#include "worker/regions.h"
+#include "worker/engine/regions.h"
 
 #include <gtest/gtest.h>
 

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "worker/engine.h"
-#include "worker/model_flags.h"
+#include "worker/engine/engine.h"
+#include "worker/serving/model_flags.h"
 
 namespace intgrads {
 namespace {
