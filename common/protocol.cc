@@ -171,7 +171,7 @@ void BaselineImageFields(ImageT& b, Visit&& visit) {
 template <typename Reply, typename Visit>
 void ReplyFields(Reply& r, Visit&& visit) {
   visit("id", r.id, Presence::kRequired);
-  visit("status", r.status, Presence::kRequired);
+  visit("code", r.code, Presence::kRequired);
   visit("error", r.error, Presence::kRequired);
   visit("convergence_delta", r.convergence_delta, Presence::kRequired);
   visit("compute_seconds", r.compute_seconds, Presence::kRequired);
@@ -203,6 +203,8 @@ struct FieldWriter {
   void operator()(const char* key, const T& value, Presence /*presence*/) const {
     if constexpr (std::is_same_v<T, bool>) {
       (*header)[key] = value ? 1 : 0;
+    } else if constexpr (std::is_same_v<T, StatusCode>) {
+      (*header)[key] = StatusCodeName(value);
     } else {
       (*header)[key] = value;
     }
@@ -221,6 +223,15 @@ class FieldReader {
       int value = out ? 1 : 0;
       (*this)(key, value, presence);
       out = value != 0;
+    } else if constexpr (std::is_same_v<T, StatusCode>) {
+      std::string name = StatusCodeName(out);
+      (*this)(key, name, presence);
+      const std::optional<StatusCode> code = StatusCodeFromName(name);
+      if (status_.ok() && !code.has_value()) {
+        status_ = InvalidError(std::string("protocol: '") + key + "' is no status code");
+      } else if (code.has_value()) {
+        out = *code;
+      }
     } else {
       status_ = presence == Presence::kRequired ? Field(header_, key, &out) : OptionalField(header_, key, &out);
     }

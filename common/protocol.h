@@ -9,7 +9,7 @@
 //                                         baseline,...,targets,top_k,regions,...,max_reply_bytes,input,predict,
 //                                         sign,outlier_perc,progress_ms},
 //                                  pixels(, baseline pixels)]
-//   reply      worker -> gateway  [header{id,status,error,convergence_delta,compute_seconds,prepare_seconds,
+//   reply      worker -> gateway  [header{id,code,error,convergence_delta,compute_seconds,prepare_seconds,
 //                                         attribute_seconds,encode_seconds,compress_seconds,target,
 //                                         probabilities,content_type,n_steps_used,tolerance_met,others},
 //                                  payload(, one payload per entry of others)]
@@ -32,7 +32,7 @@
 
 namespace intgrads {
 
-constexpr int kProtocolVersion = 2;
+constexpr int kProtocolVersion = 3;
 // The most requests a worker may ask to hold at once.
 constexpr int kMaxSlots = 256;
 
@@ -100,8 +100,12 @@ struct JobProgress {
 
 struct JobReply {
   uint64_t id = 0;
-  int status = 200;  // an HTTP status: 200, or the error's
+  // The outcome as a Status code (on the wire by name, StatusCodeName); the
+  // gateway alone turns it into an HTTP status.
+  StatusCode code = StatusCode::kOk;
   std::string error;
+  bool ok() const { return code == StatusCode::kOk; }
+  Status status() const { return {code, error}; }
   double convergence_delta = 0.0;
   double queue_seconds = 0.0;         // waiting for a worker (set by the gateway's broker; not on the wire)
   double wait_seconds = 0.0;          // in the worker's queue, before its batch started

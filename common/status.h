@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -23,6 +24,32 @@ enum class StatusCode {
   kNotAcceptable,  // no answer in a format the client accepts (HTTP 406)
   kMalformed,      // the request's bytes are not in the format it claims, such as a body that is not JSON (HTTP 400)
 };
+
+// The codes by name, as the worker channel carries them ("ok", "invalid",
+// "too_large", ...); an unknown name has none.
+inline const char* StatusCodeName(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kInvalid: return "invalid";
+    case StatusCode::kNotFound: return "not_found";
+    case StatusCode::kTooLarge: return "too_large";
+    case StatusCode::kUnavailable: return "unavailable";
+    case StatusCode::kDataLoss: return "data_loss";
+    case StatusCode::kUnimplemented: return "unimplemented";
+    case StatusCode::kInternal: return "internal";
+    case StatusCode::kNotAcceptable: return "not_acceptable";
+    case StatusCode::kMalformed: return "malformed";
+  }
+  return "internal";
+}
+inline std::optional<StatusCode> StatusCodeFromName(std::string_view name) {
+  for (StatusCode code : {StatusCode::kOk, StatusCode::kInvalid, StatusCode::kNotFound, StatusCode::kTooLarge,
+                          StatusCode::kUnavailable, StatusCode::kDataLoss, StatusCode::kUnimplemented,
+                          StatusCode::kInternal, StatusCode::kNotAcceptable, StatusCode::kMalformed}) {
+    if (name == StatusCodeName(code)) return code;
+  }
+  return std::nullopt;
+}
 
 class Status {
  public:

@@ -72,8 +72,8 @@ void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::
   const int n_steps = parsed->n_steps;
   const double decode = std::chrono::duration<double>(Clock::now() - exchange->received()).count();
   job.done = [this, exchange, n_steps, decode](JobReply reply) {
-    if (reply.status != 200) {
-      exchange->Error(reply.status, reply.error);
+    if (!reply.ok()) {
+      exchange->Error(HttpStatusOf(reply.status()), reply.error);
       return;
     }
     metrics_.AddAttribution(n_steps);
@@ -134,8 +134,9 @@ std::optional<std::pair<int, std::string>> FirstFailure(const Gathering& g) {
   const size_t images = g.replies.size();
   for (size_t i = 0; i < images; ++i) {
     const JobReply& r = g.replies[i];
-    if (r.status != 200) {
-      return std::make_pair(r.status, (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
+    if (!r.ok()) {
+      return std::make_pair(HttpStatusOf(r.status()),
+                            (images > 1 ? "image " + std::to_string(i) + ": " : std::string()) + r.error);
     }
   }
   return std::nullopt;
@@ -497,7 +498,7 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     Status submitted = broker_.Submit(std::move(jobs[i]));
     if (submitted.ok()) continue;
     // The broker will not call this job's done: it is answered with the refusal.
-    if (gathering->Add(i, ErrorReply(0, 503, submitted.message()))) answer();
+    if (gathering->Add(i, ErrorReply(0, submitted))) answer();
   }
 }
 

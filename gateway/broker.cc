@@ -13,11 +13,11 @@
 
 namespace intgrads {
 
-JobReply ErrorReply(uint64_t id, int status, const std::string& message) {
+JobReply ErrorReply(uint64_t id, const Status& status) {
   JobReply reply;
   reply.id = id;
-  reply.status = status;
-  reply.error = message;
+  reply.code = status.code();
+  reply.error = status.message();
   return reply;
 }
 
@@ -219,8 +219,8 @@ void Broker::Requeue(InFlight in_flight, const std::string& why) {
   const int attempts = in_flight.attempts;
   if (attempts >= options_.max_attempts || Clock::now() >= in_flight.job.deadline) {
     in_flight.job.done(
-        ErrorReply(in_flight.job.request.id, 503,
-                   "the request failed on " + std::to_string(attempts) + " worker(s) (" + why + "); retry later"));
+        ErrorReply(in_flight.job.request.id, UnavailableError("the request failed on " + std::to_string(attempts) +
+                                                              " worker(s) (" + why + "); retry later")));
     return;
   }
   Log("retrying request %llu on another worker (%s)\n", static_cast<unsigned long long>(in_flight.job.request.id),
@@ -301,11 +301,11 @@ void Broker::ExpireDeadlines() {
   const auto now = Clock::now();
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (now >= it->job.deadline) {
-      it->job.done(ErrorReply(it->job.request.id, 503,
-                              it->job.model.empty() || workers_.empty()
-                                  ? "no worker could take the request before its deadline; retry later"
-                                  : "no worker serving model '" + it->job.model +
-                                        "' could take the request before its deadline; retry later"));
+      it->job.done(ErrorReply(it->job.request.id,
+                              UnavailableError(it->job.model.empty() || workers_.empty()
+                                                   ? "no worker could take the request before its deadline; retry later"
+                                                   : "no worker serving model '" + it->job.model +
+                                                         "' could take the request before its deadline; retry later")));
       it = pending_.erase(it);
     } else {
       ++it;
@@ -337,7 +337,7 @@ void Broker::Dispatch() {
   for (auto job = pending_.begin(); job != pending_.end();) {
     if (job->job.abandoned && job->job.abandoned()) {
       Log("dropped request %llu: its client went away\n", static_cast<unsigned long long>(job->job.request.id));
-      job->job.done(ErrorReply(job->job.request.id, 503, "the client went away"));
+      job->job.done(ErrorReply(job->job.request.id, UnavailableError("the client went away")));
       job = pending_.erase(job);
       continue;
     }
@@ -406,8 +406,9 @@ void Broker::Run() {
 
 void Broker::AnswerWhatIsLeft() {
   TakeInbox();
-  for (Pending& p : pending_) p.job.done(ErrorReply(p.job.request.id, 503, "the gateway is shutting down"));
-  for (auto& [id, f] : in_flight_) f.job.done(ErrorReply(id, 503, "the gateway is shutting down"));
+  for (Pending& p : pending_)
+    p.job.done(ErrorReply(p.job.request.id, UnavailableError("the gateway is shutting down")));
+  for (auto& [id, f] : in_flight_) f.job.done(ErrorReply(id, UnavailableError("the gateway is shutting down")));
   pending_.clear();
   in_flight_.clear();
   for (const auto& [identity, w] : workers_) SendTo(identity, EncodeDisconnect());

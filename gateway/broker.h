@@ -167,6 +167,6 @@ class Broker {
 };
 
 // A reply for a job the service could not serve.
-JobReply ErrorReply(uint64_t id, int status, const std::string& message);
+JobReply ErrorReply(uint64_t id, const Status& status);
 
 }  // namespace intgrads

@@ -124,7 +124,7 @@ int RunAttribute(const std::vector<std::string>& args) {
   const auto started = std::chrono::steady_clock::now();
   JobReply reply = ComputeReply(**model, device, job, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (reply.status != 200) return Fail(reply.error);
+  if (!reply.ok()) return Fail(reply.error);
   std::vector<const JobReply*> results = {&reply};
   for (const JobReply& other : reply.others) results.push_back(&other);
   for (const JobReply* r : results) {

@@ -125,7 +125,7 @@ TEST(Protocol, TensorInputsAndPredictionsTravel) {
 TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   JobReply reply;
   reply.id = 7;
-  reply.status = 422;
+  reply.code = StatusCode::kInvalid;
   reply.error = "bad";
   reply.convergence_delta = -0.25;
   reply.compute_seconds = 1.5;
@@ -139,7 +139,7 @@ TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
   reply.content_type = "application/x-npz";
   auto m = DecodeMessage(EncodeReply(reply));
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ(m->reply.status, 422);
+  EXPECT_EQ(m->reply.code, StatusCode::kInvalid);
   EXPECT_EQ(m->reply.payload, reply.payload);
   EXPECT_DOUBLE_EQ(m->reply.convergence_delta, -0.25);
   EXPECT_DOUBLE_EQ(m->reply.compute_seconds, 1.5);
@@ -200,26 +200,52 @@ TEST(Protocol, ProgressRoundTrip) {
   EXPECT_FALSE(DecodeMessage(frames).ok());
 }
 
+// A reply carries its outcome as a status code by name; the gateway alone
+// makes it an HTTP status. A name that is no code is refused.
+TEST(Protocol, RepliesCarryStatusCodesByName) {
+  for (StatusCode code : {StatusCode::kOk, StatusCode::kInvalid, StatusCode::kTooLarge, StatusCode::kUnavailable,
+                          StatusCode::kInternal, StatusCode::kMalformed, StatusCode::kNotFound}) {
+    JobReply reply;
+    reply.id = 3;
+    reply.code = code;
+    reply.error = code == StatusCode::kOk ? "" : "why";
+    const Frames frames = EncodeReply(reply);
+    EXPECT_NE(frames.front().find(std::string("\"code\":\"") + StatusCodeName(code) + "\""), std::string::npos);
+    auto m = DecodeMessage(frames);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    EXPECT_EQ(m->reply.code, code);
+    EXPECT_EQ(m->reply.status().message(), reply.error);
+  }
+  for (const char* code : {"\"teapot\"", "418", "null"}) {
+    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 3, "type": "reply", "id": 1, "error": "", "convergence_delta": 0,
+                                   "compute_seconds": 0, "code": )") +
+                                    code + "}",
+                                ""})
+                     .ok())
+        << code;
+  }
+}
+
 // The fields added over time are optional: a message without them decodes
 // with their defaults.
 TEST(Protocol, LaterFieldsAreOptional) {
-  auto request = DecodeMessage({R"({"v": 2, "type": "request", "id": 1, "target": 2, "n_steps": 5,
+  auto request = DecodeMessage({R"({"v": 3, "type": "request", "id": 1, "target": 2, "n_steps": 5,
                                     "method": "riemann_left", "height": 1, "width": 1, "channels": 1})",
                                 std::string(1, '\x07')});
   ASSERT_TRUE(request.ok()) << request.status().message();
   EXPECT_EQ(request->request.format, "gzip");
   EXPECT_EQ(request->request.heatmap, "signed");
-  auto reply = DecodeMessage({R"({"v": 2, "type": "reply", "id": 1, "status": 200, "error": "",
+  auto reply = DecodeMessage({R"({"v": 3, "type": "reply", "id": 1, "code": "ok", "error": "",
                                   "convergence_delta": 0.5, "compute_seconds": 1.0})",
                               "payload"});
   ASSERT_TRUE(reply.ok()) << reply.status().message();
   EXPECT_EQ(reply->reply.content_type, "application/gzip");
   EXPECT_TRUE(reply->reply.probabilities.empty());
-  auto ready = DecodeMessage({R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+  auto ready = DecodeMessage({R"({"v": 3, "type": "ready", "model": "m", "family": "bit", "variant": "v",
                                   "device": "cpu", "classes": ["a"], "input_size": 32})"});
   ASSERT_TRUE(ready.ok()) << ready.status().message();
   EXPECT_EQ(ready->ready.slots, 1);  // one request at a time
-  auto bad = DecodeMessage({R"({"v": 2, "type": "reply", "id": 1, "status": 200, "error": "",
+  auto bad = DecodeMessage({R"({"v": 3, "type": "reply", "id": 1, "code": "ok", "error": "",
                                 "convergence_delta": 0.5, "compute_seconds": 1.0, "probabilities": ["x"]})",
                             "payload"});
   EXPECT_FALSE(bad.ok());
@@ -273,7 +299,7 @@ TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
   Frames missing = frames;
   missing.pop_back();
   EXPECT_FALSE(DecodeMessage(missing).ok());  // a payload short
-  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "request", "id": 1, "target": 2, "n_steps": 5, "method": "m",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "request", "id": 1, "target": 2, "n_steps": 5, "method": "m",
                                    "height": 1, "width": 1, "channels": 1, "targets": [1, "b"]})",
                               "x"})
                    .ok());
@@ -290,8 +316,8 @@ TEST(Protocol, RefusesMalformedMessages) {
   EXPECT_FALSE(DecodeMessage({"not json"}).ok());
   EXPECT_FALSE(DecodeMessage({"[1]"}).ok());
   EXPECT_FALSE(DecodeMessage({R"({"type": "heartbeat"})"}).ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "launch"})"}).ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "heartbeat"})", "extra"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "launch"})"}).ok());
+  EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "heartbeat"})", "extra"}).ok());
   JobRequest r;
   r.height = 2;
   r.width = 2;
@@ -315,15 +341,15 @@ TEST(Protocol, RefusesMalformedMessages) {
   refused = DecodeMessage(EncodeRequest(r));
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("baseline frame of 6 bytes"), std::string::npos);
-  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "reply", "id": "x", "status": 200, "error": "",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "reply", "id": "x", "code": "ok", "error": "",
                                    "convergence_delta": 0})",
                               ""})
                    .ok());
-  EXPECT_FALSE(DecodeMessage({R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+  EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "ready", "model": "m", "family": "bit", "variant": "v",
                                    "device": "cpu", "classes": [], "input_size": 32})"})
                    .ok());
   for (const char* slots : {"0", "257", "\"2\""}) {
-    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 2, "type": "ready", "model": "m", "family": "bit", "variant": "v",
+    EXPECT_FALSE(DecodeMessage({std::string(R"({"v": 3, "type": "ready", "model": "m", "family": "bit", "variant": "v",
                                    "device": "cpu", "classes": ["a"], "input_size": 32, "slots": )") +
                                 slots + "}"})
                      .ok())

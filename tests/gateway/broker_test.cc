@@ -186,7 +186,7 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
   auto future = answered.get_future();
   ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   const JobReply reply = future.get();
-  EXPECT_EQ(reply.status, 200);
+  EXPECT_TRUE(reply.ok());
   EXPECT_EQ(reply.payload, "honest");
   EXPECT_EQ(progressed.load(), 4);  // the assigned worker's report came first
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -213,7 +213,7 @@ TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
     job.deadline = Clock::now() + std::chrono::seconds(30);
     job.done = [&](const JobReply& reply) {
       std::lock_guard<std::mutex> lock(mutex);
-      answers[reply.id] = reply.status == 200 ? reply.payload : reply.error;
+      answers[reply.id] = reply.ok() ? reply.payload : reply.error;
     };
     job.abandoned = [] { return false; };
     ASSERT_TRUE(broker_->Submit(std::move(job)).ok());
@@ -275,7 +275,7 @@ TEST_P(BrokerTest, AFrameOverTheLimitIsNeverRead) {
   auto future = answered.get_future();
   ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   const JobReply reply = future.get();
-  EXPECT_EQ(reply.status, 503) << reply.error;
+  EXPECT_EQ(reply.code, StatusCode::kUnavailable) << reply.error;
   EXPECT_TRUE(reply.payload.empty());
 }
 
@@ -308,7 +308,7 @@ TEST_P(BrokerTest, ASilentWorkerIsDroppedAndItsRequestRetried) {
   ASSERT_EQ(future.wait_for(std::chrono::seconds(1)), std::future_status::ready);
   EXPECT_TRUE(retried);
   const JobReply reply = future.get();
-  EXPECT_EQ(reply.status, 200) << reply.error;
+  EXPECT_TRUE(reply.ok()) << reply.error;
   EXPECT_EQ(reply.payload, "live");
   ASSERT_EQ(broker_->Workers().size(), 1u);  // the silent one is gone
 }
@@ -319,7 +319,7 @@ TEST_P(BrokerTest, AFullQueueRefusesAtOnce) {
   options_.max_queued = 2;
   Restart();
   std::atomic<int> served{0};
-  auto make = [&] { return OneJob([&](const JobReply& reply) { served += reply.status == 200 ? 1 : 0; }); };
+  auto make = [&] { return OneJob([&](const JobReply& reply) { served += reply.ok() ? 1 : 0; }); };
   ASSERT_TRUE(broker_->Submit(make()).ok());
   ASSERT_TRUE(broker_->Submit(make()).ok());
   const Status refused = broker_->Submit(make());

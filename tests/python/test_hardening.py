@@ -277,7 +277,7 @@ class WorkerChannel(unittest.TestCase):
         with Gateway("--request-timeout-ms", "1000") as gateway:
             context = zmq.Context()
             self.addCleanup(context.destroy, 0)
-            ready = json.dumps({"v": 2, "type": "ready", "model": "default", "family": "lanet", "variant": "x",
+            ready = json.dumps({"v": 3, "type": "ready", "model": "default", "family": "lanet", "variant": "x",
                                 "device": "cpu", "classes": ["a", "b"], "input_size": 32}).encode()
             peers = []
             # No keys; keys of its own; and the admitted worker's public key without its secret key.

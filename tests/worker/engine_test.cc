@@ -1059,7 +1059,7 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   const torch::Device cpu(torch::kCPU);
   const JobRequest attribute = ImageRequest(image);
   const JobReply attributed = ComputeReply(lanet, cpu, attribute, options);
-  ASSERT_EQ(attributed.status, 200) << attributed.error;
+  ASSERT_TRUE(attributed.ok()) << attributed.error;
   const auto ig = nlohmann::json::parse(attributed.payload);
 
   JobRequest predict = attribute;
@@ -1067,7 +1067,7 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   predict.n_steps = 0;  // not read: no path
   predict.format = "png";
   const JobReply predicted = ComputeReply(lanet, cpu, predict, options);
-  ASSERT_EQ(predicted.status, 200) << predicted.error;
+  ASSERT_TRUE(predicted.ok()) << predicted.error;
   EXPECT_EQ(predicted.content_type, "application/json");
   const auto p = nlohmann::json::parse(predicted.payload);
   // The same pass up to float rounding (the attribution's ran in a batch with the path points).
@@ -1085,7 +1085,7 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   tensor.height = tensor.width = 32;
   tensor.pixels.assign(reinterpret_cast<const char*>(input.data_ptr<float>()), input.numel() * sizeof(float));
   const JobReply from_tensor = ComputeReply(lanet, cpu, tensor, options);
-  ASSERT_EQ(from_tensor.status, 200) << from_tensor.error;
+  ASSERT_TRUE(from_tensor.ok()) << from_tensor.error;
   const auto t = nlohmann::json::parse(from_tensor.payload);
   EXPECT_EQ(t["integrated_grads"], ig["integrated_grads"]);
   EXPECT_EQ(t["input"], ig["input"]);
@@ -1095,12 +1095,12 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(poisoned.pixels.data() + 40, &nan, sizeof(nan));
   const JobReply refused = ComputeReply(lanet, cpu, poisoned, options);
-  EXPECT_EQ(refused.status, 422);
+  EXPECT_EQ(refused.code, StatusCode::kInvalid);
   EXPECT_NE(refused.error.find("NaN"), std::string::npos) << refused.error;
   JobRequest small = tensor;
   small.height = small.width = 16;
   small.pixels.resize(size_t{3} * 16 * 16 * sizeof(float));
-  EXPECT_EQ(ComputeReply(lanet, cpu, small, options).status, 422);
+  EXPECT_EQ(ComputeReply(lanet, cpu, small, options).code, StatusCode::kInvalid);
 }
 
 }  // namespace

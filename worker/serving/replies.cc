@@ -57,7 +57,7 @@ JobReply FailureReply(uint64_t id) {
   try {
     throw;
   } catch (const std::bad_alloc&) {
-    reply.status = 503;
+    reply.code = StatusCode::kUnavailable;
     reply.error = out_of_memory;
   } catch (const std::exception& e) {
     const std::string what = e.what();
@@ -65,16 +65,25 @@ JobReply FailureReply(uint64_t id) {
         what.find("out of memory") != std::string::npos || what.find("DefaultCPUAllocator") != std::string::npos;
     std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(id),
                  what.substr(0, 500).c_str());
-    reply.status = memory ? 503 : 500;
+    reply.code = memory ? StatusCode::kUnavailable : StatusCode::kInternal;
     reply.error = memory ? out_of_memory : "internal error while computing the attribution";
   }
   return reply;
 }
 
-void Refuse(Work* w, int status, const std::string& message) {
-  w->reply.status = status;
-  w->reply.error = message;
+void Refuse(Work* w, const Status& status) {
+  w->reply.code = status.code();
+  w->reply.error = status.message();
   w->answered = true;
+}
+
+// An encoding that failed: logged, and answered as FailureReply answers what threw.
+void Fail(Work* w, const Status& status) {
+  std::fprintf(stderr, "intgrads-worker: request %llu failed: %s\n", static_cast<unsigned long long>(w->request.id),
+               status.message().substr(0, 500).c_str());
+  w->reply = JobReply();
+  w->reply.id = w->request.id;
+  Refuse(w, InternalError("internal error while computing the attribution"));
 }
 
 void Prepare(const Classifier& model, const torch::Device& device, const WorkerOptions& options, Work* w) {
@@ -83,7 +92,8 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
   Status invalid;
   w->format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
   if (w->format == nullptr) {
-    Refuse(w, invalid.code() == StatusCode::kTooLarge ? 413 : 422, invalid.message());
+    // Over a limit: 413; any other refusal: 422, as the gateway's own checks answer.
+    Refuse(w, invalid.code() == StatusCode::kTooLarge ? invalid : InvalidError(invalid.message()));
     return;
   }
   Clock::time_point mark = Clock::now();
@@ -91,15 +101,14 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
   if (request.input == "tensor") {
     const int side = model.info().input_size;
     if (request.height != side || request.width != side || request.channels != 3) {
-      Refuse(w, 422,
-             "input: a tensor is the model's normalized input, 3 x " + std::to_string(side) + " x " +
-                 std::to_string(side));
+      Refuse(w, InvalidError("input: a tensor is the model's normalized input, 3 x " + std::to_string(side) + " x " +
+                             std::to_string(side)));
       return;
     }
     std::vector<float> chw(request.pixels.size() / sizeof(float));
     std::memcpy(chw.data(), request.pixels.data(), chw.size() * sizeof(float));
     if (!std::all_of(chw.begin(), chw.end(), [](float v) { return std::isfinite(v); })) {
-      Refuse(w, 422, "input: the tensor holds NaN or infinity");
+      Refuse(w, InvalidError("input: the tensor holds NaN or infinity"));
       return;
     }
     w->seen = DenormalizeChw(chw.data(), side, side, model.info().normalization);
@@ -141,7 +150,7 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
                             paths->front().baseline);
   }
   if (!paths.ok() || !schedule.ok()) {
-    Refuse(w, 422, (!paths.ok() ? paths.status() : schedule.status()).message());
+    Refuse(w, InvalidError((!paths.ok() ? paths.status() : schedule.status()).message()));
     return;
   }
   w->job = PathJob{input, std::move(paths).value(), std::move(targets), std::move(schedule).value()};
@@ -158,7 +167,7 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
     reply.target = Predicted(reply.probabilities);
     reply.payload = EncodePrediction(w->logits, reply.probabilities, model.info().classes);
     reply.content_type = format->content_type;
-    reply.status = 200;
+    reply.code = StatusCode::kOk;
     reply.prepare_seconds = w->prepare;
     reply.attribute_seconds = w->attribute;
     reply.encode_seconds = Since(&mark);
@@ -172,7 +181,10 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
     StatusOr<Regions> regions = Regions();
     if (request.regions.kind != "none") {
       regions = ComputeRegions(attribution, request.regions, w->seen);
-      if (!regions.ok()) throw std::runtime_error(regions.status().message());
+      if (!regions.ok()) {
+        Fail(w, regions.status());
+        return;
+      }
     }
     Explanation explanation{&attribution,
                             &w->job.input,
@@ -196,7 +208,10 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
     } else {
       payload = EncodeHeatmapPng(explanation, w->seen, {request.heatmap, request.sign, request.outlier_perc});
     }
-    if (!payload.ok()) throw std::runtime_error(payload.status().message());
+    if (!payload.ok()) {
+      Fail(w, payload.status());
+      return;
+    }
     w->encode += Since(&mark);
     JobReply& out = i == 0 ? reply : reply.others.emplace_back();
     out.id = request.id;
@@ -215,13 +230,12 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
   if (request.max_reply_bytes > 0 && static_cast<int64_t>(largest) > request.max_reply_bytes) {
     reply = JobReply();
     reply.id = request.id;
-    Refuse(w, 413,
-           "the answer would be " + std::to_string(largest) + " bytes, over the gateway's limit of " +
-               std::to_string(request.max_reply_bytes) +
-               " (--max-reply-bytes); ask for fewer n_steps, fewer paths or another format");
+    Refuse(w, TooLargeError("the answer would be " + std::to_string(largest) + " bytes, over the gateway's limit of " +
+                            std::to_string(request.max_reply_bytes) +
+                            " (--max-reply-bytes); ask for fewer n_steps, fewer paths or another format"));
     return;
   }
-  reply.status = 200;
+  reply.code = StatusCode::kOk;
   reply.prepare_seconds = w->prepare;
   reply.attribute_seconds = w->attribute;
   reply.encode_seconds = w->encode;

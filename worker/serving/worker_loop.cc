@@ -195,8 +195,8 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
                                    : "n_steps " + std::to_string(reply.n_steps > 0 ? reply.n_steps : request.n_steps) +
                                          ", " + request.method;
       std::fprintf(
-          stderr, "intgrads-worker: request %llu: status %d, %s, %.3f s%s\n",
-          static_cast<unsigned long long>(request.id), reply.status, what.c_str(), reply.compute_seconds,
+          stderr, "intgrads-worker: request %llu: %s, %s, %.3f s%s\n", static_cast<unsigned long long>(request.id),
+          StatusCodeName(reply.code), what.c_str(), reply.compute_seconds,
           item.batch_size > 1 ? (", batched with " + std::to_string(item.batch_size - 1) + " more").c_str() : "");
       Frames frames = EncodeReply(std::move(reply));
       frames.insert(frames.begin(), std::to_string(item.gateway));
