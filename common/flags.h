@@ -1,6 +1,8 @@
-// The walk over a command line that every program shares: FLAG VALUE pairs,
-// --help, and the same errors, printed as "PROGRAM: MESSAGE" on stderr with
-// the exit status 2.
+// The walk over a command line that every program shares: FLAG VALUE pairs
+// (or FLAG=VALUE), --help, and the same errors, printed as "PROGRAM: MESSAGE"
+// on stderr with the exit status 2. Not Debian's CLI11: the original's flags
+// are single-dash names of two letters (-bp, -lp, -lb), which CLI11 refuses
+// as option names, and its -h is the host, not help.
 //
 //   FlagReader reader;
 //   reader.program = "intgrads-worker";
