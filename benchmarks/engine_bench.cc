@@ -69,8 +69,8 @@ double FmaPeak(int threads) {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") != 0;
   if (!avx512 && __builtin_cpu_supports("fma") == 0) return 0;
-  const int64_t rounds = 100'000'000;
-  const double flops_a_thread = 2.0 * (avx512 ? 16 : 8) * kChains * static_cast<double>(rounds);
+  constexpr int64_t kRounds = 100'000'000;
+  const double flops_a_thread = 2.0 * (avx512 ? 16 : 8) * kChains * static_cast<double>(kRounds);
   double best = 0;
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::vector<float> sums(static_cast<size_t>(threads));
@@ -78,8 +78,8 @@ double FmaPeak(int threads) {
     workers.reserve(static_cast<size_t>(threads));
     const auto started = Clock::now();
     for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&sums, t, avx512, rounds] {
-        sums[static_cast<size_t>(t)] = avx512 ? Chains512(rounds) : Chains256(rounds);
+      workers.emplace_back([&sums, t, avx512] {
+        sums[static_cast<size_t>(t)] = avx512 ? Chains512(kRounds) : Chains256(kRounds);
       });
     }
     for (std::thread& w : workers) w.join();
