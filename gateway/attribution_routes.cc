@@ -255,8 +255,8 @@ std::string NestedFloats(const std::vector<float>& values, size_t channels, size
 // first event; a request that fails before then is answered as usual.
 class EventStream {
  public:
-  EventStream(std::shared_ptr<Exchange> exchange, std::string kind, size_t images)
-      : exchange_(std::move(exchange)), kind_(std::move(kind)), images_(images) {}
+  EventStream(std::shared_ptr<Exchange> exchange, std::string kind, size_t images, int64_t ig_budget)
+      : exchange_(std::move(exchange)), kind_(std::move(kind)), images_(images), ig_budget_(ig_budget) {}
 
   void Progress(size_t image, const JobProgress& p) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -265,12 +265,16 @@ class EventStream {
                   {"done", p.done},      {"total", p.total}, {"elapsed_seconds", p.seconds}};
     if (p.done > 0) event["seconds_left"] = p.seconds * static_cast<double>(p.total - p.done) / p.done;
     std::string text = DumpJson(event);
-    if (p.side > 0) {
+    if (p.side > 0 && ig_sent_ < ig_budget_) {
       // The IG so far, 3 x S x S, as the result's integrated_grads[0] (float32, shortest form).
       std::vector<float> values(p.ig.size() / sizeof(float));
       std::memcpy(values.data(), p.ig.data(), values.size() * sizeof(float));
-      text.pop_back();
-      text += ",\"integrated_grads\":" + NestedFloats(values, 3, static_cast<size_t>(p.side)) + "}";
+      const std::string ig = NestedFloats(values, 3, static_cast<size_t>(p.side));
+      if (ig_sent_ + static_cast<int64_t>(ig.size()) <= ig_budget_) {
+        text.pop_back();
+        text += ",\"integrated_grads\":" + ig + "}";
+      }
+      ig_sent_ += static_cast<int64_t>(ig.size());
     }
     SendText(text, "progress");
   }
@@ -325,6 +329,8 @@ class EventStream {
   std::shared_ptr<Exchange> exchange_;
   std::string kind_;
   size_t images_;
+  int64_t ig_budget_;    // HttpOptions::max_stream_ig_bytes
+  int64_t ig_sent_ = 0;  // the IG's bytes the events have carried (or would have)
   bool ended_ = false;
 };
 
@@ -436,7 +442,9 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     return;
   }
   std::shared_ptr<EventStream> stream;
-  if (!run.stream.empty()) stream = std::make_shared<EventStream>(exchange, run.stream, request.inputs.size());
+  if (!run.stream.empty()) {
+    stream = std::make_shared<EventStream>(exchange, run.stream, request.inputs.size(), options_.max_stream_ig_bytes);
+  }
   auto answer = [this, exchange, gathering, stream, render = run.render] {
     if (auto failure = FirstFailure(*gathering)) {
       if (stream) {

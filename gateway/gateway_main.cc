@@ -52,6 +52,8 @@ void PrintHelp() {
       "  --insecure-workers       bind a tcp worker endpoint without keys: whoever reaches it joins the pool,\n"
       "                           receives requests' images and answers them\n"
       "  --max-reply-bytes N      the largest frame a worker may send, an answer's payload (default 268435456)\n"
+      "  --max-stream-ig-bytes N  a streamed answer's progress events carry the IG so far up to N bytes of it,\n"
+      "                           then the counts alone (default 8388608)\n"
       "  --grace-ms N             on SIGTERM/SIGINT, how long requests in flight may finish (default 30000)\n"
       "  --port-file PATH         write the HTTP port bound to PATH once serving\n"
       "  --probe URL              serve nothing: GET URL and exit 0 on a 200, else 1 (a container's health\n"
@@ -138,6 +140,8 @@ int main(int argc, char** argv) {
       worker_keys_path = v;
     else if (a == "--max-reply-bytes")
       broker_options.max_reply_bytes = std::stoll(v);
+    else if (a == "--max-stream-ig-bytes")
+      http_options.max_stream_ig_bytes = std::stoll(v);
     else if (a == "--port-file")
       port_file = v;
     else

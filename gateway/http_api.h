@@ -50,6 +50,10 @@ struct HttpOptions {
   // once: what their bodies take while read, and their pixels until answered.
   int decode_threads = 2;
   uint64_t decode_memory_bytes = uint64_t{512} << 20;
+  // A streamed answer's progress events carry the IG so far until they
+  // have carried this many bytes of it; later ones the counts alone, so
+  // that a client that reads slowly cannot make the gateway hold more.
+  int64_t max_stream_ig_bytes = int64_t{8} << 20;
 };
 
 class Exchange;

@@ -656,6 +656,22 @@ class Streams(unittest.TestCase):
                 with open(os.path.join(out, "one.npz"), "rb") as f:
                     self.assertEqual(npz(f.read())["integrated_directional_grads"].shape[0], 64)
 
+    def test_the_ig_so_far_stops_at_the_streams_budget(self):
+        # A gateway whose streams carry at most 50 KB of IG: one 32 x 32 IG (about 37 KB as JSON), then counts.
+        with Gateway("--max-stream-ig-bytes", "50000") as gateway:
+            gateway.start_worker("--chunk-size", "4", quiet=True)
+            gateway.wait_ready()
+            status, _, body = http("POST", gateway.url + "/v1/attributions?target=cat&n_steps=128&format=npz",
+                                   png(picture(53)), {"Content-Type": "image/png", "Accept": "application/x-ndjson"})
+            self.assertEqual(status, 200)
+            events = read_events(body, "ndjson")
+            progress = [e for e in events if e["event"] == "progress"]
+            self.assertGreaterEqual(len(progress), 2, events[:1])
+            carried = ["integrated_grads" in e for e in progress]
+            self.assertEqual(carried, [True] + [False] * (len(progress) - 1))
+            self.assertEqual(progress[-1]["done"], 128)  # the counts go on to the end
+            self.assertEqual(events[-1]["event"], "result")
+
     def test_python_client_reports_progress(self):
         client = intgrads_client.Client(self.gateway.url)
         seen = []
