@@ -25,7 +25,7 @@ import zipfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 
 import reference_models as rm  # noqa: E402
-from service import BIN, Gateway, stop  # noqa: E402
+from service import BIN, Gateway  # noqa: E402
 
 CIFAR_TEST = rm.CIFAR10_TEST_ZIP
 

@@ -118,6 +118,8 @@ class HttpApi {
   AttributionLimits Limits() const;
   // The worker that serves `model` (a name the broker knows), if one does.
   std::optional<WorkerInfo> ModelInfo(const std::string& model) const;
+  // The same, or why none: the name's refusal (ResolveModel), else not found.
+  StatusOr<WorkerInfo> ServedModel(const std::string& model) const;
   // `bytes` of the decode pool's budget; nullptr (and a 503 sent) when it is spent.
   std::shared_ptr<DecodePool::Reservation> Reserve(uint64_t bytes, Exchange& exchange);
   // Runs `work` on the decode pool with `bytes` of its budget held meanwhile;

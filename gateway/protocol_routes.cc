@@ -32,6 +32,13 @@ std::optional<WorkerInfo> HttpApi::ModelInfo(const std::string& model) const {
   return std::nullopt;
 }
 
+StatusOr<WorkerInfo> HttpApi::ServedModel(const std::string& model) const {
+  if (std::optional<WorkerInfo> info = ModelInfo(model)) return *std::move(info);
+  const StatusOr<std::string> resolved = ResolveModel(model);
+  if (!resolved.ok()) return resolved.status();
+  return NotFoundError("no worker serves model '" + model + "'");
+}
+
 void HttpApi::KServeV1(const Request& request, const std::shared_ptr<Exchange>& exchange) {
   auto body = std::make_shared<std::string>(TakeBody(request));
   if (!BodyWithinLimit(*body, *exchange)) return;
@@ -83,11 +90,9 @@ void HttpApi::V2ModelReady(const Request& request, const std::shared_ptr<Exchang
 
 void HttpApi::V2Model(const Request& request, const std::shared_ptr<Exchange>& exchange) {
   const std::string name = ModelParameter(request, "GET");
-  const std::optional<WorkerInfo> info = ModelInfo(name);
-  if (!info) {
-    const StatusOr<std::string> model = ResolveModel(name);
-    exchange->Error(model.ok() ? 404 : HttpStatusOf(model.status()),
-                    model.ok() ? "no worker serves model '" + name + "'" : model.status().message());
+  const StatusOr<WorkerInfo> info = ServedModel(name);
+  if (!info.ok()) {
+    exchange->Error(HttpStatusOf(info.status()), info.status().message());
     return;
   }
   exchange->Json(200, ModelMetadata(*info));
@@ -99,11 +104,9 @@ void HttpApi::V2Infer(const Request& request, const std::shared_ptr<Exchange>& e
   const std::string name = ModelParameter(request, "POST");
   // Its numbers as floats, its images' bytes: each under the JSON's text.
   Offload(exchange, body->size() * kJsonMemoryFactor, [this, exchange, body, name] {
-    const std::optional<WorkerInfo> info = ModelInfo(name);
-    if (!info) {
-      const StatusOr<std::string> model = ResolveModel(name);
-      exchange->Error(model.ok() ? 404 : HttpStatusOf(model.status()),
-                      model.ok() ? "no worker serves model '" + name + "'" : model.status().message());
+    const StatusOr<WorkerInfo> info = ServedModel(name);
+    if (!info.ok()) {
+      exchange->Error(HttpStatusOf(info.status()), info.status().message());
       return;
     }
     StatusOr<InferRequest> infer = ParseInferRequest(*body, info->input_size);

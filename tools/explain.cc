@@ -266,13 +266,10 @@ class StreamReader {
   // The answer the stream ended with.
   static HttpAnswer Answer(const HttpAnswer& streamed) {
     HttpAnswer answer;
-    const std::string& body = streamed.body;
-    const size_t end = body.find_last_not_of('\n');
-    const size_t start = end == std::string::npos ? std::string::npos : body.rfind('\n', end);
-    const std::string line = end == std::string::npos
-                                 ? ""
-                                 : body.substr(start == std::string::npos ? 0 : start + 1,
-                                               end - (start == std::string::npos ? 0 : start + 1) + 1);
+    // The last line: the stream's last event.
+    std::string line = streamed.body;
+    while (!line.empty() && line.back() == '\n') line.pop_back();
+    line.erase(0, line.rfind('\n') + 1);  // rfind's npos + 1 is 0: a single line stays whole
     const auto event = nlohmann::json::parse(line, nullptr, false);
     answer.status = 502;
     answer.body = R"({"error": "the stream ended without a result"})";

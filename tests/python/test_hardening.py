@@ -16,7 +16,7 @@ import zlib
 
 import zmq
 
-from service import (BIN, SLOWDOWN, Gateway, free_port, gateway_key_flags, http, keys, stop, wait_until,
+from service import (BIN, SLOWDOWN, Gateway, free_port, http, keys, stop, wait_until,
                      worker_key_flags)
 
 

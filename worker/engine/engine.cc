@@ -351,13 +351,20 @@ struct Prepared {
   torch::Tensor path_points;                       // P n x 3 x S x S
   std::vector<int> targets;
   std::vector<torch::Tensor> gradients;  // per target, like path_points
-  torch::Tensor row_steps;               // P n: each row's step size over P, in the input's dtype
+  std::vector<double> step_sizes;        // n: the schedule's, for IgSoFar
 
-  // IG of the first target over the rows [0, rows) done so far: 1 x 3 x S x S.
+  // IG of the first target over the rows [0, rows) done so far (row r is
+  // point r % n of path r / n): 1 x 3 x S x S. Made only for progress reports.
   torch::Tensor IgSoFar(int64_t rows) const {
-    const torch::Tensor w = row_steps.slice(0, 0, rows).view({-1, 1, 1, 1});
-    const torch::Tensor differences_by_row = differences.repeat_interleave(n, 0).slice(0, 0, rows);
-    return (gradients.front().slice(0, 0, rows) * w * differences_by_row).sum(0, true);
+    const torch::Tensor gradient = gradients.front();
+    const torch::Tensor w = (torch::tensor(step_sizes, torch::kFloat64) / static_cast<double>(count))
+                                .repeat({count})
+                                .slice(0, 0, rows)
+                                .to(gradient.options())
+                                .view({-1, 1, 1, 1});
+    const torch::Tensor path_of_row =
+        torch::arange(rows, torch::TensorOptions().dtype(torch::kLong).device(differences.device())).div(n, "floor");
+    return (gradient.slice(0, 0, rows) * w * differences.index_select(0, path_of_row)).sum(0, true);
   }
 };
 
@@ -398,9 +405,7 @@ Prepared Prepare(const Classifier& model, const PathJob& job) {
   p.differences = p.inputs - p.baselines;
   p.path_points = (p.baselines.unsqueeze(1) + alphas * p.differences.unsqueeze(1)).flatten(0, 1);
   for (size_t t = 0; t < p.targets.size(); ++t) p.gradients.push_back(torch::empty_like(p.path_points));
-  p.row_steps = (torch::tensor(job.schedule.step_sizes, torch::kFloat64) / static_cast<double>(p.count))
-                    .repeat({p.count})
-                    .to(input.options());
+  p.step_sizes = job.schedule.step_sizes;
   return p;
 }
 

@@ -159,7 +159,11 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
         frames.insert(frames.begin(), std::to_string(taken[i].gateway));
         Send(reports, std::move(frames));
       };
-      std::vector<Work> work = AttributeRequests(model, device, std::move(batch), options, async_copies, report);
+      // Passes report only when a request asked for it (a stream).
+      const bool wanted =
+          std::any_of(reporting.begin(), reporting.end(), [](const Reporting& r) { return r.every_ms > 0; });
+      std::vector<Work> work = AttributeRequests(model, device, std::move(batch), options, async_copies,
+                                                 wanted ? PassProgress(report) : PassProgress());
       {
         std::lock_guard<std::mutex> lock(pipe.mutex);
         for (size_t i = 0; i < work.size(); ++i) {
