@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <string>
@@ -78,9 +79,8 @@ double FmaPeak(int threads) {
     workers.reserve(static_cast<size_t>(threads));
     const auto started = Clock::now();
     for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&sums, t, avx512] {
-        sums[static_cast<size_t>(t)] = avx512 ? Chains512(kRounds) : Chains256(kRounds);
-      });
+      workers.emplace_back(
+          [&sums, t, avx512] { sums[static_cast<size_t>(t)] = avx512 ? Chains512(kRounds) : Chains256(kRounds); });
     }
     for (std::thread& w : workers) w.join();
     const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -189,16 +189,14 @@ struct OpProfile {
 };
 thread_local std::vector<OpProfile::Open> OpProfile::stack;
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   using namespace intgrads;
   KeepFreedMemoryForPasses();  // as the worker
   int threads = 2, n_steps = 50, repeats = 5, budget_mb = -1, jobs = 1;
   EngineOptions options;
   torch::Device device(torch::kCPU);
   std::vector<std::string> names;
-  std::string method = "gausslegendre";
+  Method method = Method::kGaussLegendre;
   bool bf16 = false, profile = false, fma_peak = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -212,7 +210,12 @@ int main(int argc, char** argv) {
        : a == "--jobs"       ? jobs
                              : budget_mb) = std::atoi(argv[++i]);
     } else if (a == "--method" && i + 1 < argc) {
-      method = argv[++i];
+      const auto parsed = Parse<Method>(argv[++i]);
+      if (!parsed.ok()) {
+        std::fprintf(stderr, "%s\n", parsed.status().message().c_str());
+        return 2;
+      }
+      method = *parsed;
     } else if (a == "--bf16") {
       bf16 = true;
     } else if (a == "--profile") {
@@ -259,13 +262,13 @@ int main(int argc, char** argv) {
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   options.memory_budget_bytes = MemoryBudgetBytes(budget_mb, device);
   for (const std::string& name : names) {
-    auto ref = name == "default" ? std::nullopt : testing::LoadReference(name);
-    if (name != "default" && !ref) {
-      std::fprintf(stderr, "%s: reference not found under %s\n", name.c_str(), INTGRADS_REFERENCE_DIR);
+    const nlohmann::json ref = name == "default" ? nlohmann::json() : testing::LoadReferenceKeys(name);
+    if (name != "default" && !ref.is_object()) {
+      std::fprintf(stderr, "%s: no %s/reference/%s.keys.json\n", name.c_str(), INTGRADS_TEST_DATA_DIR, name.c_str());
       return 1;
     }
     const ModelFamily family = name.rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
-    auto model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
+    auto model = ref.is_object() ? LoadModel(family, testing::DeterministicStateDict(ref)) : LoadDefaultModel();
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), model.status().message().c_str());
       return 1;
@@ -276,7 +279,7 @@ int main(int argc, char** argv) {
     const torch::Tensor input =
         torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0))).to(device);
     if (!PlanSchedule(**model, input, 3, method, n_steps, options).ok()) {
-      std::fprintf(stderr, "unknown method %s or bad n_steps %d\n", method.c_str(), n_steps);
+      std::fprintf(stderr, "bad n_steps %d for method %s\n", n_steps, Name(method).c_str());
       return 1;
     }
     std::vector<double> seconds;
@@ -299,10 +302,10 @@ int main(int argc, char** argv) {
     std::vector<double> warm(seconds.begin() + 1, seconds.end());
     std::sort(warm.begin(), warm.end());
     std::printf("| %s | %s | %d | %s | %d | %.1f | %lld | %d | %.3f | %.3f | %.3f | %.1f |\n", name.c_str(),
-                device.str().c_str(), threads, method.c_str(), n_steps,
+                device.str().c_str(), threads, Name(method).c_str(), n_steps,
                 static_cast<double>(options.point_bytes) / (1024.0 * 1024.0),
-                static_cast<long long>(ChunkRows(options, n_steps * jobs, device.is_cuda())), jobs, seconds.front(),
-                warm.front(), warm[warm.size() / 2], jobs / warm[warm.size() / 2]);
+                static_cast<long long>(ChunkRows(options, int64_t{n_steps} * jobs, device.is_cuda())), jobs,
+                seconds.front(), warm.front(), warm[warm.size() / 2], jobs / warm[warm.size() / 2]);
     if (profile) {
       const at::CallbackHandle handle =
           at::addGlobalCallback(at::RecordFunctionCallback(&OpProfile::Start, &OpProfile::End).needsInputs(true));
@@ -314,7 +317,7 @@ int main(int argc, char** argv) {
       OpProfile::Get().Print(wall);
     }
     if (bf16) {  // the error against float32: the same weights loaded afresh, the same input
-      auto full_model = ref ? LoadModel(family, testing::DeterministicStateDict(*ref)) : LoadDefaultModel();
+      auto full_model = ref.is_object() ? LoadModel(family, testing::DeterministicStateDict(ref)) : LoadDefaultModel();
       (*full_model)->To(device);
       const Attribution low =
           Attribute(**model, input, 3, *PlanSchedule(**model, input, 3, method, n_steps, options), options);
@@ -330,4 +333,14 @@ int main(int argc, char** argv) {
     }
   }
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {  // LibTorch's errors, a bad number on the command line
+    std::fprintf(stderr, "intgrads-bench-engine: %s\n", e.what());
+    return 1;
+  }
 }

@@ -92,13 +92,13 @@ Status SetOption(const std::string& name, const std::string& value, Attributions
     }
     request->n_steps = std::stoi(value);
   } else if (name == "method") {
-    request->method = Shorten(value, 64);
+    ASSIGN_OR_RETURN(request->method, Parse<Method>(value));
   } else if (name == "format") {
-    request->format = Shorten(value, 64);
+    ASSIGN_OR_RETURN(request->format, Parse<Format>(value));
   } else if (name == "heatmap") {
-    request->heatmap = Shorten(value, 64);
+    ASSIGN_OR_RETURN(request->heatmap, Parse<Heatmap>(value));
   } else if (name == "sign") {
-    request->sign = Shorten(value, 64);
+    ASSIGN_OR_RETURN(request->sign, Parse<Sign>(value));
   } else if (name == "outlier_perc") {
     double perc = 0.0;
     RETURN_IF_ERROR(Number(name, value, 0.0, 100.0, &perc));
@@ -333,13 +333,8 @@ Status ValidateOptions(const AttributionsRequest& request, const AttributionLimi
   PathRequest paths = request.paths;
   if (request.baseline_upload) paths.baseline_image = Image{1, 1, 1, {0}};
   RETURN_IF_ERROR(ValidatePathRequest(paths, request.method, limits.request));
-  if (!request.format.empty() && FindPayloadFormat(request.format) == nullptr) {
-    std::vector<std::string> names;
-    for (const auto& f : PayloadFormats()) names.push_back(f.name);
-    return InvalidError("format: '" + request.format + "' is not one of " + Join(names));
-  }
   RETURN_IF_ERROR(ValidateHeatmap(request.heatmap, request.sign, request.outlier_perc.value_or(2.0)));
-  if (request.outlier_perc && request.sign.empty()) {
+  if (request.outlier_perc && request.sign == Sign::kNone) {
     return InvalidError(
         "outlier_perc: goes with Captum's look; give sign too (all, positive, negative or "
         "absolute_value)");
@@ -358,7 +353,7 @@ const std::vector<std::string>& PathParameters() {
 StatusOr<bool> SetPathOption(const std::string& name, const std::string& value, PathRequest* paths) {
   Status set;
   if (name == "baseline") {
-    paths->baseline = Shorten(value, 32);
+    ASSIGN_OR_RETURN(paths->baseline, Parse<Baseline>(value));
   } else if (name == "blur_sigma") {
     set = Number(name, value, 0.0, 1000.0, &paths->blur_sigma);
   } else if (name == "baseline_count") {
@@ -386,7 +381,7 @@ const std::vector<std::string>& RegionParameters() {
 StatusOr<bool> SetRegionOption(const std::string& name, const std::string& value, RegionRequest* regions) {
   Status set;
   if (name == "regions") {
-    regions->kind = Shorten(value, 32);
+    ASSIGN_OR_RETURN(regions->kind, Parse<RegionKind>(value));
   } else if (name == "region_min_side") {
     set = Number(name, value, 2, 4096, &regions->min_side);
   } else if (name == "segments") {
@@ -682,7 +677,7 @@ StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view content_type, st
   }
 }
 
-StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t results) {
+StatusOr<Negotiated> NegotiateFormat(std::string_view accept, std::optional<Format> format, size_t results) {
   struct Range {
     std::string type;
     double q = 1.0;
@@ -699,44 +694,43 @@ StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string&
     if (range.q > 0) ranges.push_back(range);
   }
   std::stable_sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.q > b.q; });
-  auto matches = [](const std::string& range, const std::string& type) {
+  auto matches = [](const std::string& range, std::string_view type) {
     if (range == "*/*" || range == type) return true;
     return range.size() > 2 && range.substr(range.size() - 2) == "/*" &&
            type.compare(0, range.size() - 1, range, 0, range.size() - 1) == 0;
   };
   std::vector<std::string> offered;
-  for (const auto& f : PayloadFormats()) offered.push_back(f.content_type);
+  for (const auto& f : PayloadFormats()) offered.emplace_back(f.content_type);
   offered.emplace_back("application/zip");
   Negotiated answer;
-  if (!format.empty()) {
-    answer.format = FindPayloadFormat(format);
-    if (answer.format == nullptr) return InvalidError("format: '" + Shorten(format, 32) + "' is unknown");
-    answer.zip = results > 1 && answer.format->name != "json";
-    const std::string type = answer.zip ? "application/zip" : answer.format->content_type;
+  if (format) {
+    answer.format = &FormatEntry(*format);
+    answer.zip = results > 1 && answer.format->zips;
+    const std::string type(answer.zip ? "application/zip" : answer.format->content_type);
     if (Trim(accept).empty()) return answer;
     for (const Range& r : ranges) {
       if (matches(r.type, type)) return answer;
     }
-    return NotAcceptableError("Accept: the format '" + format + "' answers " + type +
+    return NotAcceptableError("Accept: the format '" + Name(*format) + "' answers " + type +
                               ", which Accept does not admit; offered: " + Join(offered));
   }
   if (Trim(accept).empty()) ranges.push_back({"*/*"});  // no preference (q=0 everywhere is a refusal)
   for (const Range& r : ranges) {
     if (r.type == "application/zip") {
-      answer.format = FindPayloadFormat("gzip");
+      answer.format = &FormatEntry(Format::kGzip);
       answer.zip = true;
       return answer;
     }
     for (const PayloadFormat& f : PayloadFormats()) {
       if (matches(r.type, f.content_type)) {
         answer.format = &f;
-        answer.zip = results > 1 && f.name != "json";
+        answer.zip = results > 1 && f.zips;
         return answer;
       }
     }
   }
-  return NotAcceptableError("Accept: none of '" + Shorten(std::string(accept), 128) +
-                            "' is offered; offered: " + Join(offered) + " (or set format=gzip|npz|json|png)");
+  return NotAcceptableError("Accept: none of '" + Shorten(std::string(accept), 128) + "' is offered; offered: " +
+                            Join(offered) + " (or set format=" + JoinNames(NamesOf<Format>()) + ")");
 }
 
 }  // namespace intgrads

@@ -65,10 +65,10 @@ struct AttributionInput {
 struct AttributionsRequest {
   std::vector<AttributionInput> inputs;
   int n_steps = 50;
-  std::string method = "gausslegendre";
-  std::string format;  // empty: chosen from Accept (NegotiateFormat)
-  std::string heatmap = "signed";
-  std::string sign;                    // Captum's look (ValidateHeatmap); empty: ours
+  Method method = Method::kGaussLegendre;
+  std::optional<Format> format;  // none: chosen from Accept (NegotiateFormat)
+  Heatmap heatmap = Heatmap::kSigned;
+  Sign sign = Sign::kNone;             // Captum's look (ValidateHeatmap); kNone: ours
   std::optional<double> outlier_perc;  // with sign (2 when not given)
   std::string model;                   // empty: the default or only model
   int top_k = 0;                       // > 0: explain each image's top_k classes (instead of targets)
@@ -140,8 +140,7 @@ struct FormPart {
 // multipart/form-data (RFC 7578) with the boundary of `content_type`.
 StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view content_type, std::string_view body);
 
-// The answer's encoding: `format` when set (it must be one of
-// PayloadFormats), else the first of Accept's media ranges (by q) that names
+// The answer's encoding: `format` when set, else the first of Accept's media ranges (by q) that names
 // one ("*/*" and a missing Accept: gzip). Several results (images, or
 // classes of one image) come back as a zip of one file each (JSON: one
 // document with a list), which application/zip in Accept also asks for. kNotAcceptable when Accept admits none.
@@ -149,6 +148,6 @@ struct Negotiated {
   const PayloadFormat* format = nullptr;
   bool zip = false;  // several files in one zip
 };
-StatusOr<Negotiated> NegotiateFormat(std::string_view accept, const std::string& format, size_t results);
+StatusOr<Negotiated> NegotiateFormat(std::string_view accept, std::optional<Format> format, size_t results);
 
 }  // namespace intgrads

@@ -4,8 +4,8 @@
 
 namespace intgrads {
 
-JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<int>& targets,
-                          const std::string& format, bool predict, AttributionInput* input) {
+JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<int>& targets, Format format,
+                          bool predict, AttributionInput* input) {
   JobRequest job;
   if (predict) {
     job.predict = true;
@@ -39,9 +39,6 @@ JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<
 Status ValidateJob(const JobRequest& job, int num_classes, const RequestLimits& limits) {
   if (job.predict) return Status::Ok();  // the forward pass alone: no path, no class to attribute
   RETURN_IF_ERROR(ValidateSteps(job.n_steps, job.method, limits));
-  if (FindPayloadFormat(job.format) == nullptr) {
-    return InvalidError("format: '" + Shorten(job.format, 32) + "' is not one");
-  }
   RETURN_IF_ERROR(ValidateHeatmap(job.heatmap, job.sign, job.outlier_perc));
   RETURN_IF_ERROR(ValidatePathRequest(job.paths, job.method, limits));
   RETURN_IF_ERROR(ValidateRegionRequest(job.regions, job.format));

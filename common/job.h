@@ -19,8 +19,8 @@ namespace intgrads {
 // input (one: the original's request; several: one reply for all; with
 // `predict`, none: the forward pass alone), the format negotiated, and the
 // input's pixels or tensor, moved out of `input`.
-JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<int>& targets,
-                          const std::string& format, bool predict, AttributionInput* input);
+JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<int>& targets, Format format,
+                          bool predict, AttributionInput* input);
 
 // Checks a job against the served model's class count and the limits: the
 // rule and steps, the format, the look, the paths, the regions and the

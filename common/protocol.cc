@@ -205,6 +205,8 @@ struct FieldWriter {
       (*header)[key] = value ? 1 : 0;
     } else if constexpr (std::is_same_v<T, StatusCode>) {
       (*header)[key] = StatusCodeName(value);
+    } else if constexpr (std::is_enum_v<T>) {
+      (*header)[key] = NameOf(value);
     } else {
       (*header)[key] = value;
     }
@@ -232,6 +234,16 @@ class FieldReader {
       } else if (code.has_value()) {
         out = *code;
       }
+    } else if constexpr (std::is_enum_v<T>) {
+      std::string name = Name(out);
+      (*this)(key, name, presence);
+      const std::optional<T> value = FromName<T>(name);
+      if (status_.ok() && !value.has_value()) {
+        status_ = InvalidError(std::string("protocol: '") + key + "' names no known " + std::string(Words<T>::kField) +
+                               ": '" + Shorten(name, 32) + "'");
+      } else if (value.has_value()) {
+        out = *value;
+      }
     } else {
       status_ = presence == Presence::kRequired ? Field(header_, key, &out) : OptionalField(header_, key, &out);
     }
@@ -244,23 +256,6 @@ class FieldReader {
 };
 
 }  // namespace
-
-const std::vector<PayloadFormat>& PayloadFormats() {
-  static const std::vector<PayloadFormat> formats = {
-      {"gzip", "application/gzip", ".gzip"},
-      {"npz", "application/x-npz", ".npz"},
-      {"json", "application/json", ".json"},
-      {"png", "image/png", ".png"},
-  };
-  return formats;
-}
-
-const PayloadFormat* FindPayloadFormat(const std::string& name) {
-  for (const PayloadFormat& f : PayloadFormats()) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
 
 Frames EncodeReady(const WorkerInfo& info) {
   json h = Header(MessageType::kReady);
@@ -394,6 +389,15 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     return InvalidError("protocol: unknown message type '" + type.substr(0, 32) + "'");
   }
   return m;
+}
+
+std::optional<uint64_t> RefusedRequestId(const Frames& frames) {
+  if (frames.empty()) return std::nullopt;
+  const json h = json::parse(frames[0], nullptr, /*allow_exceptions=*/false);
+  if (h.is_discarded() || !h.is_object() || h.value("type", json()) != "request") return std::nullopt;
+  uint64_t id = 0;
+  if (!Field(h, "id", &id).ok()) return std::nullopt;
+  return id;
 }
 
 }  // namespace intgrads

@@ -24,11 +24,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/request.h"
 #include "common/status.h"
+#include "common/vocabulary.h"
 
 namespace intgrads {
 
@@ -58,7 +60,7 @@ struct JobRequest {
   uint64_t id = 0;
   int target = 0;
   int n_steps = 50;
-  std::string method = "gausslegendre";
+  Method method = Method::kGaussLegendre;
   int height = 0;
   int width = 0;
   int channels = 3;
@@ -67,12 +69,12 @@ struct JobRequest {
   // "tensor": `pixels` is the model's normalized input itself, float32
   // (little-endian) 3 x height x width, height and width the model's input size.
   std::string input = "image";
-  bool predict = false;            // the forward pass alone: logits and probabilities, no attribution
-  std::string format = "gzip";     // the payload's encoding: gzip | npz | json | png (worker/formats/formats.h)
-  std::string heatmap = "signed";  // png only: signed | absolute (ValidateHeatmap)
-  std::string sign;                // png only: Captum's look when set: all | positive | negative | absolute_value
-  double outlier_perc = 2.0;       // png only, with sign
-  PathRequest paths;               // baseline, SmoothGrad, tolerance; the image baseline in a third frame
+  bool predict = false;                // the forward pass alone: logits and probabilities, no attribution
+  Format format = Format::kGzip;       // the payload's encoding (worker/formats/formats.h)
+  Heatmap heatmap = Heatmap::kSigned;  // png only (ValidateHeatmap)
+  Sign sign = Sign::kNone;             // png only: Captum's look when set
+  double outlier_perc = 2.0;           // png only, with sign
+  PathRequest paths;                   // baseline, SmoothGrad, tolerance; the image baseline in a third frame
   // Several targets: `targets` (when not empty, `target` is ignored), or the
   // top_k classes at the input; one reply carries them all (JobReply::others).
   std::vector<int> targets;
@@ -134,15 +136,6 @@ struct Message {
   JobProgress progress;
 };
 
-// The encodings a worker writes an attribution in (worker/formats/formats.h).
-struct PayloadFormat {
-  std::string name;          // "gzip", the request's `format`
-  std::string content_type;  // "application/gzip", what Accept names
-  std::string extension;     // ".gzip", for file names
-};
-const std::vector<PayloadFormat>& PayloadFormats();
-const PayloadFormat* FindPayloadFormat(const std::string& name);
-
 using Frames = std::vector<std::string>;
 
 Frames EncodeReady(const WorkerInfo& info);
@@ -155,5 +148,10 @@ Frames EncodeReply(JobReply reply);
 
 // Moves the pixel and payload frames into the message.
 StatusOr<Message> DecodeMessage(Frames frames);
+
+// The id of a request whose message DecodeMessage refuses (a word this side
+// does not know, a frame of the wrong size), when its header has one: the
+// worker answers it refused rather than leave the gateway waiting.
+std::optional<uint64_t> RefusedRequestId(const Frames& frames);
 
 }  // namespace intgrads

@@ -13,27 +13,11 @@ const std::vector<std::string>& Cifar10Classes() {
   return kClasses;
 }
 
-const std::vector<std::string>& AttributionMethods() {
-  static const std::vector<std::string> kMethods = {"gausslegendre",  "riemann_left",      "riemann_right",
-                                                    "riemann_middle", "riemann_trapezoid", "scan"};
-  return kMethods;
-}
-
-bool IsAttributionMethod(std::string_view method) {
-  const auto& methods = AttributionMethods();
-  return std::find(methods.begin(), methods.end(), method) != methods.end();
-}
-
-Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits) {
-  if (!IsAttributionMethod(method)) {
-    std::string names;
-    for (const auto& m : AttributionMethods()) names += (names.empty() ? "" : ", ") + m;
-    return InvalidError("method: unknown method '" + method + "'; expected one of " + names);
-  }
-  const int lowest = method == "gausslegendre" || method == "scan" ? 1 : 2;
+Status ValidateSteps(int n_steps, Method method, const RequestLimits& limits) {
+  const int lowest = method == Method::kGaussLegendre || method == Method::kScan ? 1 : 2;
   if (n_steps < lowest || n_steps > limits.max_n_steps) {
     return InvalidError("n_steps: expected an integer from " + std::to_string(lowest) + " to " +
-                        std::to_string(limits.max_n_steps) + " for method " + method + ", got " +
+                        std::to_string(limits.max_n_steps) + " for method " + Name(method) + ", got " +
                         std::to_string(n_steps) + " (the upper limit is set by --max-n-steps)");
   }
   return Status::Ok();
@@ -46,27 +30,16 @@ std::string Shorten(const std::string& s, size_t limit) {
   return s.substr(0, end) + "...";
 }
 
-const std::vector<std::string>& BaselineKinds() {
-  static const std::vector<std::string> kinds = {"zero", "black", "white", "blur", "uniform", "image"};
-  return kinds;
-}
-
-Status ValidatePathRequest(const PathRequest& p, const std::string& method, const RequestLimits& limits) {
-  const auto& kinds = BaselineKinds();
-  if (std::find(kinds.begin(), kinds.end(), p.baseline) == kinds.end()) {
-    std::string names;
-    for (const auto& k : kinds) names += (names.empty() ? "" : ", ") + k;
-    return InvalidError("baseline: '" + Shorten(p.baseline, 32) + "' is not one of " + names);
-  }
-  if (p.baseline == "image" && p.baseline_image.pixels.empty()) {
+Status ValidatePathRequest(const PathRequest& p, Method method, const RequestLimits& limits) {
+  if (p.baseline == Baseline::kImage && p.baseline_image.pixels.empty()) {
     return InvalidError("baseline: 'image' needs a baseline_image (a file part or a base64 field)");
   }
-  if (p.baseline != "image" && !p.baseline_image.pixels.empty()) {
-    return InvalidError("baseline_image: given, but baseline is '" + p.baseline + "' (set baseline=image)");
+  if (p.baseline != Baseline::kImage && !p.baseline_image.pixels.empty()) {
+    return InvalidError("baseline_image: given, but baseline is '" + Name(p.baseline) + "' (set baseline=image)");
   }
   if (!(p.blur_sigma > 0.0 && p.blur_sigma <= 1000.0)) return InvalidError("blur_sigma: expected (0, 1000] pixels");
   if (p.baseline_count < 1) return InvalidError("baseline_count: must be at least 1");
-  if (p.baseline_count > 1 && p.baseline != "uniform") {
+  if (p.baseline_count > 1 && p.baseline != Baseline::kUniform) {
     return InvalidError("baseline_count: only uniform baselines are drawn several times");
   }
   if (p.smoothgrad_samples < 0) return InvalidError("smoothgrad_samples: must be 0 (off) or more");
@@ -80,19 +53,16 @@ Status ValidatePathRequest(const PathRequest& p, const std::string& method, cons
                          " (raise with --max-paths)");
   }
   if (!(p.tolerance >= 0.0 && p.tolerance < 1.0)) return InvalidError("tolerance: expected [0, 1) (0: off)");
-  if (p.tolerance > 0.0 && method != "gausslegendre") {
+  if (p.tolerance > 0.0 && method != Method::kGaussLegendre) {
     return InvalidError("tolerance: adaptive steps are Gauss-Legendre's; leave method at gausslegendre");
   }
-  if (method == "scan" && paths > 1) {
+  if (method == Method::kScan && paths > 1) {
     return InvalidError("method: scan follows one path; it cannot be combined with SmoothGrad or several baselines");
   }
   return Status::Ok();
 }
 
-Status ValidateRegionRequest(const RegionRequest& r, const std::string& format) {
-  if (r.kind != "none" && r.kind != "quadtree" && r.kind != "superpixels") {
-    return InvalidError("regions: '" + Shorten(r.kind, 32) + "' is not none, quadtree or superpixels");
-  }
+Status ValidateRegionRequest(const RegionRequest& r, Format format) {
   if (r.min_side < 2 || r.min_side > 4096) {
     return InvalidError("region_min_side: expected 2..4096 pixels (pixels are a level of their own)");
   }
@@ -101,27 +71,15 @@ Status ValidateRegionRequest(const RegionRequest& r, const std::string& format) 
   }
   if (r.top < 1 || r.top > kMaxTopRegions)
     return InvalidError("top_regions: expected 1.." + std::to_string(kMaxTopRegions));
-  if (r.kind != "none" && format != "json" && format != "png") {
+  if (r.kind != RegionKind::kNone && format != Format::kJson && format != Format::kPng) {
     return InvalidError("regions: the hierarchy comes back in format json (or its top regions drawn in png), not " +
-                        Shorten(format, 16));
+                        Name(format));
   }
   return Status::Ok();
 }
 
-const std::vector<std::string>& HeatmapSigns() {
-  static const std::vector<std::string> signs = {"all", "positive", "negative", "absolute_value"};
-  return signs;
-}
-
-Status ValidateHeatmap(const std::string& heatmap, const std::string& sign, double outlier_perc) {
-  if (heatmap != "signed" && heatmap != "absolute") {
-    return InvalidError("heatmap: '" + Shorten(heatmap, 32) + "' is not signed or absolute");
-  }
-  const auto& signs = HeatmapSigns();
-  if (!sign.empty() && std::find(signs.begin(), signs.end(), sign) == signs.end()) {
-    return InvalidError("sign: '" + Shorten(sign, 32) + "' is not all, positive, negative or absolute_value");
-  }
-  if (!sign.empty() && heatmap == "absolute") {
+Status ValidateHeatmap(Heatmap heatmap, Sign sign, double outlier_perc) {
+  if (sign != Sign::kNone && heatmap == Heatmap::kAbsolute) {
     return InvalidError("heatmap: absolute is our look; with sign (Captum's look) ask for sign=absolute_value");
   }
   if (!(outlier_perc >= 0.0 && outlier_perc < 100.0)) {
@@ -130,7 +88,7 @@ Status ValidateHeatmap(const std::string& heatmap, const std::string& sign, doub
   return Status::Ok();
 }
 
-Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
+Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, Method method,
                        const RequestLimits& limits) {
   const std::string raise = " (raise with --max-targets)";
   if (top_k < 0) return InvalidError("top_k: must be 1 or more (0: off)");
@@ -156,7 +114,7 @@ Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_class
                           " appears twice");
     }
   }
-  if (method == "scan" && (top_k > 1 || targets.size() > 1)) {
+  if (method == Method::kScan && (top_k > 1 || targets.size() > 1)) {
     return InvalidError("method: scan places its points for one target; ask for one, or use gausslegendre");
   }
   return Status::Ok();
@@ -277,7 +235,7 @@ StatusOr<AttributionRequest> ReadOptions(const json& doc, Image image, const std
   }
   if (const auto m = doc.find("method"); m != doc.end() && !m->is_null()) {
     if (!m->is_string()) return InvalidError("method: expected a string, found a " + TypeName(*m));
-    request.method = Shorten(m->get<std::string>(), 64);
+    ASSIGN_OR_RETURN(request.method, Parse<Method>(m->get<std::string>()));
   }
   RETURN_IF_ERROR(ValidateSteps(request.n_steps, request.method, limits));
   return request;

@@ -12,16 +12,12 @@
 
 #include "common/image.h"
 #include "common/status.h"
+#include "common/vocabulary.h"
 
 namespace intgrads {
 
 // CIFAR-10 in index order: the classes of the original server.
 const std::vector<std::string>& Cifar10Classes();
-
-// The integration rules of compat.md, as Captum names them, and "scan"
-// (points placed from a forward-only scan of the path; worker/engine/engine.h).
-const std::vector<std::string>& AttributionMethods();
-bool IsAttributionMethod(std::string_view method);
 
 struct RequestLimits {
   int max_side = 4096;                             // pixels per image side
@@ -35,36 +31,33 @@ struct RequestLimits {
 // and AttributeToTolerance, says what each means): the baseline, SmoothGrad,
 // adaptive steps. The defaults are the original's computation.
 struct PathRequest {
-  std::string baseline = "zero";  // zero | black | white | blur | uniform | image
-  double blur_sigma = 4.0;        // pixels at the model's input size
-  int baseline_count = 1;         // uniform baselines averaged
-  int smoothgrad_samples = 0;     // 0: no SmoothGrad
+  Baseline baseline = Baseline::kZero;
+  double blur_sigma = 4.0;     // pixels at the model's input size
+  int baseline_count = 1;      // uniform baselines averaged
+  int smoothgrad_samples = 0;  // 0: no SmoothGrad
   double smoothgrad_sigma = 0.15;
   int64_t seed = 0;
   double tolerance = 0.0;  // > 0: adaptive Gauss-Legendre steps instead of n_steps
   Image baseline_image;    // for baseline "image", as sent (any size, like the image)
 };
 
-// The baseline kinds, in the order the docs list them.
-const std::vector<std::string>& BaselineKinds();
-
 // Checks a PathRequest on its own and with the method (adaptive steps are
 // Gauss-Legendre's; scan follows one path).
-Status ValidatePathRequest(const PathRequest& paths, const std::string& method, const RequestLimits& limits);
+Status ValidatePathRequest(const PathRequest& paths, Method method, const RequestLimits& limits);
 
 // Integrated Directional Gradients for image regions (worker/engine/regions.h).
 struct RegionRequest {
-  std::string kind = "none";  // none | quadtree | superpixels
-  int min_side = 2;           // quadtree: patches are split while a side is longer
-  int segments = 16;          // superpixels: about this many (SLIC)
-  int top = 5;                // png: the regions drawn
+  RegionKind kind = RegionKind::kNone;
+  int min_side = 2;   // quadtree: patches are split while a side is longer
+  int segments = 16;  // superpixels: about this many (SLIC)
+  int top = 5;        // png: the regions drawn
 };
 constexpr int kMaxSegments = 1024;
 constexpr int kMaxTopRegions = 64;
 
 // Checks a RegionRequest and the format it goes with: the hierarchy comes
 // back in json, the top regions drawn in png.
-Status ValidateRegionRequest(const RegionRequest& regions, const std::string& format);
+Status ValidateRegionRequest(const RegionRequest& regions, Format format);
 
 // A PNG heatmap's look: ours, `heatmap` signed (red positive, blue
 // negative) or absolute; or Captum's (visualize_image_attr's
@@ -72,21 +65,20 @@ Status ValidateRegionRequest(const RegionRequest& regions, const std::string& fo
 // positive), positive (Greens), negative (Reds) or absolute_value (Blues),
 // scaled so that `outlier_perc` percent of the |IG| mass lies past the
 // scale's end (Captum's cumulative-sum threshold, 0 <= outlier_perc < 100).
-Status ValidateHeatmap(const std::string& heatmap, const std::string& sign, double outlier_perc);
-const std::vector<std::string>& HeatmapSigns();
+Status ValidateHeatmap(Heatmap heatmap, Sign sign, double outlier_perc);
 
 // Checks the classes to explain for one image: indices within 0..classes-1
 // or -1 (predicted), none twice, at most limits.max_targets; or top_k in
 // 1..max_targets. `top_k` 0 and one target is the original's request. The
 // scan places its points for one target, so it takes one.
-Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, const std::string& method,
+Status ValidateTargets(const std::vector<int>& targets, int top_k, int num_classes, Method method,
                        const RequestLimits& limits);
 
 struct AttributionRequest {
   Image image;  // as sent: any size, 1, 3 or 4 channels
   int target = 0;
   int n_steps = 50;
-  std::string method = "gausslegendre";
+  Method method = Method::kGaussLegendre;
 };
 
 // `classes` are the served model's class names; target_class may be one of
@@ -110,6 +102,6 @@ StatusOr<int> ReadTargetJson(const nlohmann::json& target, const std::vector<std
 std::string Shorten(const std::string& s, size_t limit);
 
 // Checks n_steps and method together (Riemann rules need n_steps >= 2).
-Status ValidateSteps(int n_steps, const std::string& method, const RequestLimits& limits);
+Status ValidateSteps(int n_steps, Method method, const RequestLimits& limits);
 
 }  // namespace intgrads

@@ -62,7 +62,7 @@ void HttpApi::AnswerModel(const std::shared_ptr<Exchange>& exchange, const std::
   input.image = std::move(parsed->image);
   Job job;
   job.model = *model;
-  job.request = MakeJobRequest(options, {parsed->target}, "gzip", false, &input);
+  job.request = MakeJobRequest(options, {parsed->target}, Format::kGzip, false, &input);
   if (Status valid = ValidateJob(job.request, static_cast<int>(classes.size()), options_.limits); !valid.ok()) {
     exchange->Error(HttpStatusOf(valid), valid.message());
     return;
@@ -190,7 +190,7 @@ Composed Compose(Gathering& g) {
     if (!r.tolerance_met) out.headers.emplace_back("X-Tolerance-Met", "false");
     const std::string stem = SafeStem(g.names.front());
     out.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + (stem.empty() ? "" : stem + "-") +
-                                                        "attribution" + format.extension + "\"");
+                                                        "attribution" + std::string(format.extension) + "\"");
     out.body = std::move(r.payload);
     out.content_type = r.content_type;
     return out;
@@ -430,14 +430,15 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
   // A protocol's answer is built from JSON, whatever the request says; a
   // stream's is JSON unless the request names a format (Accept asked for the stream).
   const bool protocol = run.render != nullptr;
-  const std::string format = protocol || (!run.stream.empty() && request.format.empty()) ? "json" : request.format;
+  const std::optional<Format> format =
+      protocol || (!run.stream.empty() && !request.format) ? std::optional(Format::kJson) : request.format;
   auto negotiated = NegotiateFormat(protocol || !run.stream.empty() ? "" : run.accept, format, results);
   if (!negotiated.ok()) {
     exchange->Error(HttpStatusOf(negotiated.status()), negotiated.status().message());
     return;
   }
   gathering->negotiated = *negotiated;
-  if (Status regions = ValidateRegionRequest(request.regions, negotiated->format->name); !regions.ok()) {
+  if (Status regions = ValidateRegionRequest(request.regions, negotiated->format->format); !regions.ok()) {
     exchange->Error(HttpStatusOf(regions), regions.message());
     return;
   }
@@ -479,7 +480,7 @@ void HttpApi::RunAttributions(const std::shared_ptr<Exchange>& exchange, Attribu
     AttributionInput& input = request.inputs[i];
     Job job;
     job.model = *model;
-    job.request = MakeJobRequest(request, run.predict ? std::vector<int>{} : targets[i], negotiated->format->name,
+    job.request = MakeJobRequest(request, run.predict ? std::vector<int>{} : targets[i], negotiated->format->format,
                                  run.predict, &input);
     if (Status valid = ValidateJob(job.request, static_cast<int>(gathering->classes.size()), options_.limits);
         !valid.ok()) {

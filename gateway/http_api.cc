@@ -23,7 +23,6 @@
 namespace intgrads {
 
 using nlohmann::json;
-using Pistache::Http::Code;
 using Pistache::Http::ResponseWriter;
 using Pistache::Http::Mime::MediaType;
 
@@ -40,38 +39,29 @@ int HttpStatusOf(const Status& status) {
   }
 }
 
-HttpApi::Handler HttpApi::HandlerOf(const std::string& method, const std::string& path) {
-  static const std::map<std::string, Handler> handlers = {
-      {"GET /", &HttpApi::GetPage},
-      {"POST /model/", &HttpApi::PostModel},
-      {"POST /models/{name}/model", &HttpApi::PostModel},
-      {"POST /v1/attributions", &HttpApi::PostAttributions},
-      {"POST /v1/models/{name}/attributions", &HttpApi::PostAttributions},
-      {"GET /v1/model", &HttpApi::GetModel},
-      {"GET /v1/models", &HttpApi::GetModels},
-      {"GET /v1/models/{name}", &HttpApi::GetModel},
-      {"GET /v1/workers", &HttpApi::GetWorkers},
-      {"GET /healthz", &HttpApi::GetHealth},
-      {"GET /readyz", &HttpApi::GetReady},
-      {"GET /metrics", &HttpApi::GetMetrics},
-      {"GET /openapi.json", &HttpApi::GetPage},
-      {"GET /docs", &HttpApi::GetPage},
-      {"POST /v1/models/{name}:explain", &HttpApi::KServeV1},
-      {"POST /v1/models/{name}:predict", &HttpApi::KServeV1},
-      {"GET /v2", &HttpApi::V2Server},
-      {"GET /v2/health/live", &HttpApi::V2Live},
-      {"GET /v2/health/ready", &HttpApi::V2Ready},
-      {"GET /v2/models/{name}", &HttpApi::V2Model},
-      {"GET /v2/models/{name}/ready", &HttpApi::V2ModelReady},
-      {"POST /v2/models/{name}/infer", &HttpApi::V2Infer},
-      {"POST /explanations/{name}", &HttpApi::TorchServeExplain},
-      {"PUT /explanations/{name}", &HttpApi::TorchServeExplain},
-      {"POST /predictions/{name}", &HttpApi::TorchServePredict},
-      {"PUT /predictions/{name}", &HttpApi::TorchServePredict},
-      {"GET /ping", &HttpApi::TorchServePing},
-  };
-  const auto it = handlers.find(method + " " + path);
-  return it != handlers.end() ? it->second : nullptr;
+HttpApi::Handler HttpApi::HandlerFor(RouteHandler handler) {
+  switch (handler) {
+    case RouteHandler::kPage: return &HttpApi::GetPage;
+    case RouteHandler::kModel: return &HttpApi::PostModel;
+    case RouteHandler::kAttributions: return &HttpApi::PostAttributions;
+    case RouteHandler::kModelInfo: return &HttpApi::GetModel;
+    case RouteHandler::kModels: return &HttpApi::GetModels;
+    case RouteHandler::kWorkers: return &HttpApi::GetWorkers;
+    case RouteHandler::kHealth: return &HttpApi::GetHealth;
+    case RouteHandler::kReady: return &HttpApi::GetReady;
+    case RouteHandler::kMetrics: return &HttpApi::GetMetrics;
+    case RouteHandler::kKServeV1: return &HttpApi::KServeV1;
+    case RouteHandler::kV2Server: return &HttpApi::V2Server;
+    case RouteHandler::kV2Live: return &HttpApi::V2Live;
+    case RouteHandler::kV2Ready: return &HttpApi::V2Ready;
+    case RouteHandler::kV2Model: return &HttpApi::V2Model;
+    case RouteHandler::kV2ModelReady: return &HttpApi::V2ModelReady;
+    case RouteHandler::kV2Infer: return &HttpApi::V2Infer;
+    case RouteHandler::kTorchServeExplain: return &HttpApi::TorchServeExplain;
+    case RouteHandler::kTorchServePredict: return &HttpApi::TorchServePredict;
+    case RouteHandler::kTorchServePing: return &HttpApi::TorchServePing;
+  }
+  return &HttpApi::NoRoute;
 }
 
 HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options_(std::move(options)) {
@@ -80,9 +70,6 @@ HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options
   // FindRoute tells them apart.
   std::set<std::pair<std::string, std::string>> registered;
   for (const RouteSpec& route : HttpRoutes()) {
-    if (HandlerOf(route.method, route.path) == nullptr) {
-      throw std::logic_error("gateway: no handler for " + route.method + " " + route.path);
-    }
     const std::string path = RouterPath(route.path);
     if (!registered.emplace(route.method, path).second) continue;
     auto serve = [this, method = route.method](bool head_only) {
@@ -94,7 +81,7 @@ HttpApi::HttpApi(Broker& broker, HttpOptions options) : broker_(broker), options
           if (route == nullptr) {
             NoRoute(request, exchange);
           } else {
-            (this->*HandlerOf(method, route->path))(request, exchange);
+            (this->*HandlerFor(route->handler))(request, exchange);
           }
         }
         return Pistache::Rest::Route::Result::Ok;
@@ -273,9 +260,6 @@ void HttpApi::GetModel(const Pistache::Rest::Request& request, const std::shared
     exchange->Error(503, "no worker is ready yet; the model is known once one has announced itself");
     return;
   }
-  std::vector<std::string> methods = AttributionMethods();
-  std::vector<std::string> formats;
-  for (const PayloadFormat& f : PayloadFormats()) formats.push_back(f.name);
   exchange->Json(
       200, json{{"name", info->model},
                 {"family", info->family},
@@ -287,8 +271,8 @@ void HttpApi::GetModel(const Pistache::Rest::Request& request, const std::shared
                 {"devices", devices},
                 {"workers", std::count_if(workers.begin(), workers.end(),
                                           [info](const WorkerSnapshot& w) { return w.info.model == info->model; })},
-                {"methods", methods},
-                {"formats", formats},
+                {"methods", NamesOf<Method>()},
+                {"formats", NamesOf<Format>()},
                 {"limits",
                  {{"max_body_bytes", options_.max_body_bytes},
                   {"max_image_side", options_.limits.max_side},

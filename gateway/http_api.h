@@ -31,6 +31,7 @@
 #include "gateway/gathering.h"
 #include "gateway/metrics.h"
 #include "gateway/request_head.h"
+#include "gateway/routes.h"
 
 namespace intgrads {
 
@@ -104,8 +105,8 @@ class HttpApi {
   void GetWorkers(const Request& request, const std::shared_ptr<Exchange>& exchange);
   void GetMetrics(const Request& request, const std::shared_ptr<Exchange>& exchange);
   void GetPage(const Request& request, const std::shared_ptr<Exchange>& exchange);
-  // The handler of each route of HttpRoutes(), by "METHOD path".
-  static Handler HandlerOf(const std::string& method, const std::string& path);
+  // The member function a route's RouteSpec::handler names.
+  static Handler HandlerFor(RouteHandler handler);
   // A request no route of its method serves: 405 (with Allow) when another
   // method's route serves its path, else 404; in JSON, as every answer.
   void NoRoute(const Request& request, const std::shared_ptr<Exchange>& exchange);

@@ -9,11 +9,36 @@
 
 namespace intgrads {
 
+// What answers a route: one of HttpApi's handlers (gateway/http_api.h,
+// HandlerFor; one handler may serve several routes).
+enum class RouteHandler {
+  kPage,          // /, /docs, /openapi.json
+  kModel,         // the original's POST /model/
+  kAttributions,  // POST /v1/attributions
+  kModelInfo,
+  kModels,
+  kWorkers,
+  kHealth,
+  kReady,
+  kMetrics,
+  kKServeV1,
+  kV2Server,
+  kV2Live,
+  kV2Ready,
+  kV2Model,
+  kV2ModelReady,
+  kV2Infer,
+  kTorchServeExplain,
+  kTorchServePredict,
+  kTorchServePing,
+};
+
 struct RouteSpec {
   std::string method;  // "GET" | "POST" | "PUT"
   // OpenAPI form: /v1/models/{name}/attributions; a segment may end in a
   // verb after its parameter, as KServe's /v1/models/{name}:explain.
   std::string path;
+  RouteHandler handler = RouteHandler::kPage;
   bool open = false;  // answered without the token: the pages and health (liveness, readiness)
 };
 

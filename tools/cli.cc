@@ -8,7 +8,7 @@
 namespace intgrads {
 
 const char kPathFlagsHelp[] =
-    "  --baseline K         zero (default, the original), black, white, blur, uniform, image\n"
+    "  --baseline K         {baseline} (zero, the original's, by default)\n"
     "  --baseline-image P   the baseline for --baseline image (PNG or JPEG)\n"
     "  --blur-sigma S       blur: Gaussian sigma in pixels at the model's input size (default 4)\n"
     "  --baseline-count N   uniform: baselines averaged (default 1; n_steps passes each)\n"
@@ -16,10 +16,33 @@ const char kPathFlagsHelp[] =
     "  --smoothgrad-sigma S the noise's sd as a share of the input's range (default 0.15)\n"
     "  --seed N             seeds the uniform baselines and the noise (default 0)\n"
     "  --tolerance T        adaptive Gauss-Legendre steps until |delta| <= T |f(x) - f(baseline)|\n"
-    "  --regions R          IDG for image regions: quadtree or superpixels (with --format json or png)\n"
+    "  --regions R          IDG for image regions: {regions} (not none: with --format json or png)\n"
     "  --region-min-side N  quadtree: patches split while a side is longer (default 2)\n"
     "  --segments N         superpixels: about this many (default 16)\n"
     "  --top-regions N      png: the regions drawn (default 5)\n";
+
+namespace {
+
+template <typename E>
+void FillIn(std::string* text) {
+  const std::string placeholder = "{" + std::string(Words<E>::kField) + "}";
+  const std::string names = JoinNames(NamesOf<E>());
+  for (size_t at = text->find(placeholder); at != std::string::npos; at = text->find(placeholder, at + names.size())) {
+    text->replace(at, placeholder.size(), names);
+  }
+}
+
+}  // namespace
+
+std::string WithWords(std::string text) {
+  FillIn<Method>(&text);
+  FillIn<Format>(&text);
+  FillIn<Baseline>(&text);
+  FillIn<Heatmap>(&text);
+  FillIn<Sign>(&text);
+  FillIn<RegionKind>(&text);
+  return text;
+}
 
 std::string OptionFlagParameter(const std::string& flag) {
   if (flag.rfind("--", 0) != 0) return {};

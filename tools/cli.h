@@ -24,6 +24,11 @@ namespace intgrads {
 std::string OptionFlagParameter(const std::string& flag);
 extern const char kPathFlagsHelp[];
 
+// A help text with each word list filled in from its table
+// (common/vocabulary.h): "{method}" becomes "gausslegendre, riemann_left,
+// ...", and so for {format}, {baseline}, {heatmap}, {sign} and {regions}.
+std::string WithWords(std::string text);
+
 // Prints "intgrads-images: MESSAGE" on stderr; returns the exit code 2.
 int Fail(const std::string& message);
 

@@ -53,12 +53,12 @@ const char kExplainHelp[] =
     "  --concurrency N    images in flight at once (default: the pool's workers, from /v1/workers)\n"
     "  --no-resume        compute every image, even those whose output is there\n"
     "  --cacert FILE      certificates to trust for https:// (default: the system's)\n"
-    "  --format F         gzip (the original's dict, default), npz, json or png (the heatmap)\n"
+    "  --format F         {format} (default gzip, the original's dict; png: the heatmap)\n"
     "  --n-steps N        path points (default 50)\n"
-    "  --method M         gausslegendre (default), riemann_left, riemann_right, riemann_middle,\n"
-    "                     riemann_trapezoid, scan\n"
-    "  --heatmap H        png only: signed (default) or absolute\n"
-    "  --sign S           png only, Captum's look: all, positive, negative or absolute_value\n"
+    "  --method M         {method}\n"
+    "                     (default gausslegendre)\n"
+    "  --heatmap H        png only: {heatmap} (default signed)\n"
+    "  --sign S           png only, Captum's look: {sign}\n"
     "  --outlier-perc P   with --sign: the percent of the attribution left past the scale (default 2)\n"
     "  --model NAME       when the service serves several models\n"
     "  --token TOKEN      for a service started with --token (default: $INTGRADS_TOKEN)\n"
@@ -439,7 +439,7 @@ int RunExplain(const std::vector<std::string>& args) {
   FlagReader reader;
   reader.program = "intgrads-images: explain";
   reader.help_flags = {"--help", "-h"};
-  reader.print_help = [] { std::printf("%s%s", kExplainHelp, kPathFlagsHelp); };
+  reader.print_help = [] { std::printf("%s", WithWords(std::string(kExplainHelp) + kPathFlagsHelp).c_str()); };
   reader.take = [&given, &plan](const std::vector<std::string>& all, size_t* i) -> StatusOr<bool> {
     if (all[*i] == "--no-resume") {
       plan.resume = false;
@@ -478,9 +478,9 @@ int RunExplain(const std::vector<std::string>& args) {
   };
   if (auto exit = ReadFlags(reader, args)) return *exit;
   if (plan.out_dir.empty()) return Fail("explain: --out DIR is required (see --help)");
-  const PayloadFormat* payload = FindPayloadFormat(format);
-  if (payload == nullptr) return Fail("explain: --format must be gzip, npz, json or png, not '" + format + "'");
-  plan.extension = payload->extension;
+  const auto payload = Parse<Format>(format);
+  if (!payload.ok()) return Fail("explain: --" + payload.status().message());
+  plan.extension = FormatEntry(*payload).extension;
   if (!timeout.empty()) plan.curl.timeout_seconds = std::max(1, std::atoi(timeout.c_str()));
   auto inputs = ListInputs(given);
   if (!inputs.ok()) return Fail(inputs.status().message());

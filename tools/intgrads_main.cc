@@ -34,21 +34,37 @@ const char kAttributeHelp[] =
     "Computes one attribution without a server; the output is byte for byte what the service sends.\n"
     "in.json is the request body of POST /model/ (as prepare_input.py writes it); --n-steps and\n"
     "--method override its fields, --target CLASSES (comma-separated) or --top-k K its target_class:\n"
-    "with several classes, out.gzip becomes out-CLASS.gzip, one file per class. --format gzip (the\n"
-    "default, the service's bytes), npz, json or png (docs/API.md).\n\n"
-    "  --input PATH, --output PATH, --n-steps N, --method M (gausslegendre, riemann_left, riemann_right,\n"
-    "  riemann_middle, riemann_trapezoid, scan), --target CLASSES, --top-k K, --format F, --chunk-size N,\n"
-    "  --memory-budget-mb N, --threads N, --gzip-level N (as intgrads-worker's)\n"
+    "with several classes, out.gzip becomes out-CLASS.gzip, one file per class. --format: {format}\n"
+    "(default gzip, the service's bytes; docs/API.md).\n\n"
+    "  --input PATH, --output PATH, --n-steps N, --target CLASSES, --top-k K, --format F, --chunk-size N,\n"
+    "  --memory-budget-mb N, --threads N, --gzip-level N (as intgrads-worker's), --method M, one of\n"
+    "  {method}\n"
     "the options beyond the original (docs/API.md):\n";
+
+// --method or --format from its text; the refusal names the flag.
+StatusOr<bool> SetWord(const std::string& flag, const std::string& value, std::optional<Method>* method,
+                       Format* format) {
+  if (flag == "--method") {
+    auto parsed = Parse<Method>(value);
+    if (!parsed.ok()) return InvalidError("--" + parsed.status().message());
+    *method = *parsed;
+  } else {
+    auto parsed = Parse<Format>(value);
+    if (!parsed.ok()) return InvalidError("--" + parsed.status().message());
+    *format = *parsed;
+  }
+  return true;
+}
 
 int RunAttribute(const std::vector<std::string>& args) {
   ModelFlags model_flags;
   WorkerOptions options;
   std::string input_path, output_path;
   int n_steps = 0;
-  std::string method, target;
+  std::optional<Method> method;
+  std::string target;
   int top_k = 0;
-  std::string format = "gzip";
+  Format format = Format::kGzip;
   PathRequest paths;
   RegionRequest regions;
   std::string baseline_image;
@@ -68,14 +84,12 @@ int RunAttribute(const std::vector<std::string>& args) {
       output_path = v;
     else if (a == "--n-steps")
       n_steps = std::stoi(v);
-    else if (a == "--method")
-      method = v;
+    else if (a == "--method" || a == "--format")
+      return SetWord(a, v, &method, &format);
     else if (a == "--target")
       target = v;
     else if (a == "--top-k")
       top_k = std::stoi(v);
-    else if (a == "--format")
-      format = v;
     else if (a == "--chunk-size")
       options.engine.chunk_size = std::stoi(v);
     else if (a == "--memory-budget-mb")
@@ -88,7 +102,7 @@ int RunAttribute(const std::vector<std::string>& args) {
       return false;
     return true;
   };
-  const std::string help = std::string(kAttributeHelp) + kPathFlagsHelp;
+  const std::string help = WithWords(std::string(kAttributeHelp) + kPathFlagsHelp);
   if (auto exit = WalkFlags("attribute", args, help.c_str(), &model_flags, set)) return *exit;
   if (input_path.empty() || output_path.empty()) return Fail("attribute: --input and --output are required");
   if (!baseline_image.empty()) {
@@ -113,7 +127,7 @@ int RunAttribute(const std::vector<std::string>& args) {
     job.targets = *targets;
   }
   job.n_steps = n_steps > 0 ? n_steps : request->n_steps;
-  job.method = method.empty() ? request->method : method;
+  job.method = method.value_or(request->method);
   job.height = request->image.height;
   job.width = request->image.width;
   job.channels = request->image.channels;
@@ -140,7 +154,7 @@ int RunAttribute(const std::vector<std::string>& args) {
     out.write(r->payload.data(), static_cast<std::streamsize>(r->payload.size()));
     if (!out) return Fail("attribute: cannot write " + path);
     std::printf("wrote %s: target %d (%s), n_steps %d, %s, convergence delta %.6g, %.3f s\n", path.c_str(), r->target,
-                name.c_str(), r->n_steps, job.method.c_str(), r->convergence_delta, seconds);
+                name.c_str(), r->n_steps, Name(job.method).c_str(), r->convergence_delta, seconds);
   }
   return 0;
 }

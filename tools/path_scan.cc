@@ -108,14 +108,14 @@ int RunPathScan(const std::vector<std::string>& args) {
   nlohmann::json gaps = nlohmann::json::object();
   EngineOptions options;
   options.chunk_size = kScanChunk;
-  for (const std::string& method : AttributionMethods()) {
+  for (const Method method : ValuesOf<Method>()) {
     nlohmann::json row = nlohmann::json::array();
     for (int s : steps) {
       const Attribution attribution =
           Attribute(**model, x, target, *PlanSchedule(**model, x, target, method, s, options), options);
       row.push_back(std::abs(attribution.convergence_delta) / std::abs(change));
     }
-    gaps[method] = row;
+    gaps[Name(method)] = row;
   }
   result["n_steps"] = steps;
   result["gap_fraction"] = gaps;

@@ -75,7 +75,7 @@ TEST(AttributionsRequest, ARawImageWithQueryOptions) {
   EXPECT_EQ(r->inputs[0].image.pixels, Pattern(5, 6, 3).pixels);
   EXPECT_EQ(r->inputs[0].targets.front(), "cat");
   EXPECT_EQ(r->n_steps, 7);
-  EXPECT_EQ(r->format, "npz");
+  EXPECT_EQ(r->format, Format::kNpz);
   // Without a target: the predicted class.
   EXPECT_EQ(ParseAttributionsRequest("image/png", {}, Png(2, 2), {})->inputs[0].targets.front(), "predicted");
 }
@@ -92,7 +92,7 @@ TEST(AttributionsRequest, MultipartImagesEachWithItsTarget) {
   EXPECT_EQ(r->inputs[0].targets.front(), "cat");
   EXPECT_EQ(r->inputs[1].targets.front(), "2");
   EXPECT_EQ(r->inputs[1].name, "b.png");
-  EXPECT_EQ(r->method, "riemann_left");
+  EXPECT_EQ(r->method, Method::kRiemannLeft);
   // One target is never forced on several images.
   const std::string one_target =
       Multipart({{"image", "a.png", Png(3, 3)}, {"image", "b.png", Png(4, 4)}, {"target", "", "cat"}});
@@ -191,8 +191,8 @@ TEST(AttributionsRequest, JsonWithBase64ImgDataOrInputs) {
   EXPECT_EQ(batch->inputs[0].name, "x");
   EXPECT_EQ(batch->inputs[1].targets.front(), "predicted");
   EXPECT_EQ(batch->inputs[1].image.channels, 1);
-  EXPECT_EQ(batch->method, "scan");
-  EXPECT_EQ(batch->format, "json");
+  EXPECT_EQ(batch->method, Method::kScan);
+  EXPECT_EQ(batch->format, Format::kJson);
 }
 
 TEST(AttributionsRequest, EveryMistakeIsNamed) {
@@ -244,9 +244,9 @@ TEST(AttributionsRequest, TargetsResolveByNameIndexOrPrediction) {
 
 TEST(NegotiateFormat, AcceptAndFormatPickTheEncoding) {
   auto pick = [](std::string_view accept, const std::string& format, size_t images) {
-    auto n = NegotiateFormat(accept, format, images);
+    auto n = NegotiateFormat(accept, format.empty() ? std::nullopt : FromName<Format>(format), images);
     if (!n.ok()) return "error " + std::to_string(static_cast<int>(n.status().code()));
-    return n->format->name + (n->zip ? "+zip" : "");
+    return std::string(n->format->name) + (n->zip ? "+zip" : "");
   };
   EXPECT_EQ(pick("", "", 1), "gzip");
   EXPECT_EQ(pick("*/*", "", 1), "gzip");

@@ -24,23 +24,23 @@ TEST(Protocol, RequestRoundTrip) {
   r.id = 42;
   r.target = 3;
   r.n_steps = 17;
-  r.method = "riemann_trapezoid";
+  r.method = Method::kRiemannTrapezoid;
   r.height = 2;
   r.width = 3;
   r.channels = 1;
   r.pixels = std::string("\x00\x01\x02\xff\x10\x20", 6);
   r.target = kPredictedTarget;
-  r.format = "png";
-  r.heatmap = "absolute";
+  r.format = Format::kPng;
+  r.heatmap = Heatmap::kAbsolute;
   auto m = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(m.ok()) << m.status().message();
   ASSERT_EQ(m->type, MessageType::kRequest);
   EXPECT_EQ(m->request.id, 42U);
   EXPECT_EQ(m->request.target, kPredictedTarget);
-  EXPECT_EQ(m->request.format, "png");
-  EXPECT_EQ(m->request.heatmap, "absolute");
+  EXPECT_EQ(m->request.format, Format::kPng);
+  EXPECT_EQ(m->request.heatmap, Heatmap::kAbsolute);
   EXPECT_EQ(m->request.n_steps, 17);
-  EXPECT_EQ(m->request.method, "riemann_trapezoid");
+  EXPECT_EQ(m->request.method, Method::kRiemannTrapezoid);
   EXPECT_EQ(m->request.pixels, r.pixels);
 }
 
@@ -48,7 +48,7 @@ TEST(Protocol, RequestRoundTrip) {
 // that a field one direction forgets cannot pass.
 TEST(Protocol, EveryFieldKeepsItsValue) {
   JobRequest r = OnePixelRequest();
-  r.paths.baseline = "blur";
+  r.paths.baseline = Baseline::kBlur;
   r.paths.blur_sigma = 2.5;
   r.paths.baseline_count = 3;
   r.paths.smoothgrad_samples = 4;
@@ -56,11 +56,11 @@ TEST(Protocol, EveryFieldKeepsItsValue) {
   r.paths.seed = int64_t{1} << 40;
   r.paths.tolerance = 0.0625;
   r.paths.baseline_image = {1, 1, 3, {1, 2, 3}};
-  r.regions = {"quadtree", 3, 9, 2};
+  r.regions = {RegionKind::kQuadtree, 3, 9, 2};
   auto request = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(request.ok()) << request.status().message();
   const PathRequest& p = request->request.paths;
-  EXPECT_EQ(p.baseline, "blur");
+  EXPECT_EQ(p.baseline, Baseline::kBlur);
   EXPECT_DOUBLE_EQ(p.blur_sigma, 2.5);
   EXPECT_EQ(p.baseline_count, 3);
   EXPECT_EQ(p.smoothgrad_samples, 4);
@@ -71,7 +71,7 @@ TEST(Protocol, EveryFieldKeepsItsValue) {
   EXPECT_EQ(p.baseline_image.width, 1);
   EXPECT_EQ(p.baseline_image.channels, 3);
   EXPECT_EQ(p.baseline_image.pixels, r.paths.baseline_image.pixels);
-  EXPECT_EQ(request->request.regions.kind, "quadtree");
+  EXPECT_EQ(request->request.regions.kind, RegionKind::kQuadtree);
   EXPECT_EQ(request->request.regions.min_side, 3);
 
   JobReply reply;
@@ -233,8 +233,8 @@ TEST(Protocol, LaterFieldsAreOptional) {
                                     "method": "riemann_left", "height": 1, "width": 1, "channels": 1})",
                                 std::string(1, '\x07')});
   ASSERT_TRUE(request.ok()) << request.status().message();
-  EXPECT_EQ(request->request.format, "gzip");
-  EXPECT_EQ(request->request.heatmap, "signed");
+  EXPECT_EQ(request->request.format, Format::kGzip);
+  EXPECT_EQ(request->request.heatmap, Heatmap::kSigned);
   auto reply = DecodeMessage({R"({"v": 3, "type": "reply", "id": 1, "code": "ok", "error": "",
                                   "convergence_delta": 0.5, "compute_seconds": 1.0})",
                               "payload"});
@@ -260,11 +260,11 @@ TEST(Protocol, SeveralTargetsTravelInOneRequestAndOneReply) {
   EXPECT_EQ(request->request.top_k, 0);
   r.targets.clear();
   r.top_k = 3;
-  r.regions = {"superpixels", 4, 25, 7};
+  r.regions = {RegionKind::kSuperpixels, 4, 25, 7};
   auto second_request = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(second_request.ok());
   EXPECT_EQ(second_request->request.top_k, 3);
-  EXPECT_EQ(second_request->request.regions.kind, "superpixels");
+  EXPECT_EQ(second_request->request.regions.kind, RegionKind::kSuperpixels);
   EXPECT_EQ(second_request->request.regions.min_side, 4);
   EXPECT_EQ(second_request->request.regions.segments, 25);
   EXPECT_EQ(second_request->request.regions.top, 7);
@@ -309,6 +309,33 @@ TEST(Protocol, RefusesOtherVersions) {
   auto m = DecodeMessage({R"({"v": 1, "type": "heartbeat"})"});  // version 1 sent the HTTP token to the gateway
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("version 1"), std::string::npos);
+}
+
+// Words travel by name; a name this side does not know is refused naming
+// its field, and a refused request's id can still be read to answer it.
+TEST(Protocol, WordsTravelByNameAndStrangersAreRefused) {
+  JobRequest r = OnePixelRequest();
+  r.method = Method::kRiemannTrapezoid;
+  r.format = Format::kPng;
+  r.sign = Sign::kAbsoluteValue;
+  const Frames frames = EncodeRequest(r);
+  EXPECT_NE(frames.front().find(R"("method":"riemann_trapezoid")"), std::string::npos) << frames.front();
+  EXPECT_NE(frames.front().find(R"("sign":"absolute_value")"), std::string::npos) << frames.front();
+  for (const char* field : {R"("method": "simpson")", R"("format": "bmp")", R"("baseline": 0)",
+                            R"("regions": "hexagons")", R"("heatmap": "")"}) {
+    const std::string header = std::string(R"({"v": 3, "type": "request", "id": 77, "target": 2, "n_steps": 5,
+        "height": 1, "width": 1, "channels": 1, "method": "gausslegendre", )") +
+                               field + "}";
+    auto m = DecodeMessage({header, std::string(1, '\x07')});
+    ASSERT_FALSE(m.ok()) << field;
+    const std::string name = std::string(field).substr(1, std::string(field).find('"', 1) - 1);
+    EXPECT_NE(m.status().message().find("'" + name + "'"), std::string::npos) << m.status().message();
+    EXPECT_EQ(RefusedRequestId({header, std::string(1, '\x07')}), std::optional<uint64_t>(77)) << field;
+  }
+  EXPECT_EQ(RefusedRequestId({R"({"v": 3, "type": "reply", "id": 5})"}), std::nullopt);
+  EXPECT_EQ(RefusedRequestId({R"({"v": 3, "type": "request", "id": "5"})"}), std::nullopt);
+  EXPECT_EQ(RefusedRequestId({"not json"}), std::nullopt);
+  EXPECT_EQ(RefusedRequestId({}), std::nullopt);
 }
 
 TEST(Protocol, RefusesMalformedMessages) {

@@ -31,7 +31,7 @@ TEST(Request, ParsesTheOriginalBody) {
   EXPECT_EQ(r->image.pixels.back(), 255);
   EXPECT_EQ(r->target, 3);
   EXPECT_EQ(r->n_steps, 50);
-  EXPECT_EQ(r->method, "gausslegendre");
+  EXPECT_EQ(r->method, Method::kGaussLegendre);
 }
 
 TEST(Request, AcceptsOptionsGreyRgbaAndIndices) {
@@ -90,16 +90,16 @@ TEST(Request, RefusesDeepNestingAndHugeImages) {
 TEST(Request, TargetsAreCheckedTogether) {
   RequestLimits limits;
   limits.max_targets = 3;
-  auto message = [&](const std::vector<int>& targets, int top_k, const std::string& method = "gausslegendre") {
+  auto message = [&](const std::vector<int>& targets, int top_k, Method method = Method::kGaussLegendre) {
     const Status s = ValidateTargets(targets, top_k, 10, method, limits);
     return s.ok() ? std::string("ok") : s.message();
   };
   EXPECT_EQ(message({3}, 0), "ok");
   EXPECT_EQ(message({-1, 3, 9}, 0), "ok");
   EXPECT_EQ(message({}, 3), "ok");
-  EXPECT_EQ(message({4}, 0, "scan"), "ok");
-  EXPECT_EQ(message({}, 1, "scan"), "ok");
-  EXPECT_EQ(message({1, 2}, 0, "scan"),
+  EXPECT_EQ(message({4}, 0, Method::kScan), "ok");
+  EXPECT_EQ(message({}, 1, Method::kScan), "ok");
+  EXPECT_EQ(message({1, 2}, 0, Method::kScan),
             "method: scan places its points for one target; ask for one, or use gausslegendre");
   EXPECT_EQ(message({10}, 0), "target_class: index 10 is outside 0..9");
   EXPECT_EQ(message({2, 5, 2}, 0), "target: class 2 appears twice");
@@ -107,7 +107,7 @@ TEST(Request, TargetsAreCheckedTogether) {
   EXPECT_EQ(message({}, 4), "top_k: 4 is over the limit of 3 (raise with --max-targets)");
   EXPECT_EQ(message({1}, 2), "top_k: give either top_k or a list of targets, not both");
   EXPECT_EQ(message({}, -1), "top_k: must be 1 or more (0: off)");
-  EXPECT_EQ(ValidateTargets({1, 2, 3, 4}, 0, 10, "gausslegendre", limits).code(), StatusCode::kTooLarge);
+  EXPECT_EQ(ValidateTargets({1, 2, 3, 4}, 0, 10, Method::kGaussLegendre, limits).code(), StatusCode::kTooLarge);
 }
 
 TEST(Request, LongClassNamesAreCutInMessages) {

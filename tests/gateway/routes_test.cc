@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -46,20 +48,21 @@ TEST(OpenApi, AttributionParametersFormatsAndMethodsMatchTheCode) {
   std::vector<std::string> parameters;
   for (const json& p : post["parameters"]) parameters.push_back(Resolve(spec, p)["name"]);
   EXPECT_EQ(parameters, AttributionParameters());
-  std::vector<std::string> formats, methods;
-  for (const PayloadFormat& f : PayloadFormats()) formats.push_back(f.name);
+  const std::vector<std::string> formats = NamesOf<Format>();
   for (const json& ref : post["parameters"]) {
     const json& p = Resolve(spec, ref);
     if (p["name"] == "format") {
       EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), formats);
     }
     if (p["name"] == "method") {
-      EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), AttributionMethods());
+      EXPECT_EQ(p["schema"]["enum"].get<std::vector<std::string>>(), NamesOf<Method>());
     }
   }
   std::set<std::string> answered;
   for (const auto& [type, body] : post["responses"]["200"]["content"].items()) answered.insert(type);
-  for (const PayloadFormat& f : PayloadFormats()) EXPECT_EQ(answered.count(f.content_type), 1U) << f.content_type;
+  for (const PayloadFormat& f : PayloadFormats()) {
+    EXPECT_EQ(answered.count(std::string(f.content_type)), 1U) << f.content_type;
+  }
   EXPECT_EQ(answered.count("application/zip"), 1U);
   // The name-scoped route takes the same parameters, the model's name in its path for ?model=.
   const json& scoped = spec["paths"]["/v1/models/{name}/attributions"]["post"];
@@ -74,6 +77,37 @@ TEST(OpenApi, AttributionParametersFormatsAndMethodsMatchTheCode) {
 // Generated clients name their calls by operationId and group them by tag;
 // the routes open without the token say so (security: []), the others
 // inherit the bearer scheme.
+// Every list of words in the document, a parameter's or a body field's, is
+// its table's (common/vocabulary.h), in the table's order.
+TEST(OpenApi, EveryWordListIsItsTables) {
+  const std::map<std::string, std::vector<std::string>> tables = {
+      {"method", NamesOf<Method>()},   {"format", NamesOf<Format>()}, {"baseline", NamesOf<Baseline>()},
+      {"heatmap", NamesOf<Heatmap>()}, {"sign", NamesOf<Sign>()},     {"regions", NamesOf<RegionKind>()}};
+  std::map<std::string, int> seen;
+  std::function<void(const json&, const std::string&)> walk = [&](const json& node, const std::string& where) {
+    if (node.is_array()) {
+      for (const json& item : node) walk(item, where);
+      return;
+    }
+    if (!node.is_object()) return;
+    auto check = [&](const std::string& word, const json& schema) {
+      const auto table = tables.find(word);
+      if (table == tables.end() || !schema.is_object() || !schema.contains("enum")) return;
+      EXPECT_EQ(schema["enum"].get<std::vector<std::string>>(), table->second) << where << " " << word;
+      ++seen[word];
+    };
+    if (node.contains("name") && node["name"].is_string() && node.contains("schema")) {
+      check(node["name"].get<std::string>(), node["schema"]);
+    }
+    if (node.contains("properties") && node["properties"].is_object()) {
+      for (const auto& [word, schema] : node["properties"].items()) check(word, schema);
+    }
+    for (const auto& [key, child] : node.items()) walk(child, std::string(where).append("/").append(key));
+  };
+  walk(Spec(), "");
+  for (const auto& [word, names] : tables) EXPECT_GE(seen[word], 1) << word << " is listed nowhere";
+}
+
 TEST(OpenApi, OperationsAreNamedTaggedAndSecuredAsServed) {
   const json spec = Spec();
   EXPECT_EQ(spec["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");

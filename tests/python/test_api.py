@@ -945,6 +945,9 @@ class PythonClient(unittest.TestCase):
             again = intgrads_client.explain_all(self.client, inputs, out, target="cat", n_steps=int(STEPS))
             self.assertEqual([r["status"] for r in again], ["kept", "kept", "computed", "kept"])
             self.assertEqual(again[0]["convergence_delta"], rows[0]["convergence_delta"])  # kept with its row
+            # The formats are the service's own list (GET /v1/model), not the client's.
+            with self.assertRaisesRegex(ValueError, "'bmp' is not one the service writes: gzip, npz, json, png"):
+                intgrads_client.explain_all(self.client, inputs, out, format="bmp")
             # The command line, installed as a package the way a user would (offline, Debian's setuptools).
             venv = os.path.join(tmp, "venv")
             subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)

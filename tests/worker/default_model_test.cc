@@ -74,7 +74,7 @@ TEST_F(DefaultModelOnCifar, ClassifiesTrainingImagesMostlyRight) {
 TEST_F(DefaultModelOnCifar, AttributionsAreComplete) {
   LabeledImages set = Sample(1);
   const torch::Tensor inputs = NormalizeImages(set.images, model_->info().normalization);
-  const PathSchedule schedule = *MakeSchedule("gausslegendre", 50);
+  const PathSchedule schedule = *MakeSchedule(Method::kGaussLegendre, 50);
   double total_delta = 0, total_change = 0;
   for (int64_t i = 0; i < inputs.size(0); ++i) {
     const int target = static_cast<int>(set.labels[i].item<int64_t>());

@@ -98,7 +98,7 @@ const std::vector<Curve>& Curves() {
 }
 
 TEST(Schedule, GaussLegendreMatchesNumpy) {
-  auto s = MakeSchedule("gausslegendre", 50);
+  auto s = MakeSchedule(Method::kGaussLegendre, 50);
   ASSERT_TRUE(s.ok());
   // numpy.polynomial.legendre.leggauss(50), mapped to [0, 1].
   EXPECT_NEAR(s->alphas[0], 0.0005667977899644905, 1e-15);
@@ -110,27 +110,27 @@ TEST(Schedule, GaussLegendreMatchesNumpy) {
   double total = 0;
   for (double step : s->step_sizes) total += step;
   EXPECT_NEAR(total, 1.0, 1e-14);
-  auto three = MakeSchedule("gausslegendre", 3);
+  auto three = MakeSchedule(Method::kGaussLegendre, 3);
   EXPECT_NEAR(three->alphas[0], 0.5 * (1 - std::sqrt(0.6)), 1e-15);
   EXPECT_NEAR(three->alphas[1], 0.5, 1e-15);
   EXPECT_NEAR(three->step_sizes[1], 4.0 / 9.0, 1e-15);
-  auto one = MakeSchedule("gausslegendre", 1);
+  auto one = MakeSchedule(Method::kGaussLegendre, 1);
   EXPECT_NEAR(one->alphas[0], 0.5, 1e-15);
   EXPECT_NEAR(one->step_sizes[0], 1.0, 1e-15);
 }
 
 TEST(Schedule, RiemannRulesAsCaptum) {
-  auto left = MakeSchedule("riemann_left", 4);
+  auto left = MakeSchedule(Method::kRiemannLeft, 4);
   EXPECT_EQ(left->alphas, (std::vector<double>{0, 0.25, 0.5, 0.75}));
-  auto right = MakeSchedule("riemann_right", 4);
+  auto right = MakeSchedule(Method::kRiemannRight, 4);
   EXPECT_EQ(right->alphas, (std::vector<double>{0.25, 0.5, 0.75, 1}));
-  auto middle = MakeSchedule("riemann_middle", 4);
+  auto middle = MakeSchedule(Method::kRiemannMiddle, 4);
   EXPECT_EQ(middle->alphas, (std::vector<double>{0.125, 0.375, 0.625, 0.875}));
-  auto trapezoid = MakeSchedule("riemann_trapezoid", 4);
+  auto trapezoid = MakeSchedule(Method::kRiemannTrapezoid, 4);
   EXPECT_DOUBLE_EQ(trapezoid->alphas[1], static_cast<double>(1.0F / 3.0F));
   EXPECT_EQ(trapezoid->step_sizes, (std::vector<double>{0.125, 0.25, 0.25, 0.125}));  // sums to 3/4, as Captum
-  EXPECT_FALSE(MakeSchedule("riemann_left", 1).ok());
-  EXPECT_FALSE(MakeSchedule("simpson", 10).ok());
+  EXPECT_FALSE(MakeSchedule(Method::kRiemannLeft, 1).ok());
+  EXPECT_FALSE(MakeSchedule(Method::kScan, 10).ok());  // the scan's points come from the model
 }
 
 TEST(Schedule, ScanCoversThePathWithNSteps) {
@@ -153,12 +153,12 @@ TEST(Schedule, ScanCoversThePathWithNSteps) {
   // Points where f changes: below 1e-4 for the step, none there for a smooth f.
   const PathSchedule at_step = ScanSchedule(Curves()[0], 50);
   EXPECT_GT(std::count_if(at_step.alphas.begin(), at_step.alphas.end(), [](double a) { return a < 1e-4; }), 10);
-  EXPECT_LT(MakeSchedule("gausslegendre", 50)->alphas.front(), 6e-4);
+  EXPECT_LT(MakeSchedule(Method::kGaussLegendre, 50)->alphas.front(), 6e-4);
   // The change spread over [0, 1], nothing changes, or one point: plain Gauss-Legendre.
-  EXPECT_EQ(ScanSchedule(Curves()[2], 50).alphas, MakeSchedule("gausslegendre", 50)->alphas);
+  EXPECT_EQ(ScanSchedule(Curves()[2], 50).alphas, MakeSchedule(Method::kGaussLegendre, 50)->alphas);
   const PathSchedule flat = PlanFromScan(ScanAlphas(10), std::vector<double>(10, 3.0), 7);
-  EXPECT_EQ(flat.alphas, MakeSchedule("gausslegendre", 7)->alphas);
-  EXPECT_EQ(ScanSchedule(step, 1).alphas, MakeSchedule("gausslegendre", 1)->alphas);
+  EXPECT_EQ(flat.alphas, MakeSchedule(Method::kGaussLegendre, 7)->alphas);
+  EXPECT_EQ(ScanSchedule(step, 1).alphas, MakeSchedule(Method::kGaussLegendre, 1)->alphas);
 }
 
 // The table of docs/FAITHFULNESS.md: Gauss-Legendre in a misses what happens
@@ -171,7 +171,7 @@ TEST(Schedule, ScanFollowsTheIntegrandNearZero) {
     std::vector<double> gl, scan;
     std::printf("%s\n  n_steps      gausslegendre  scan\n", curve.name);
     for (int n : steps) {
-      gl.push_back(Gap(curve, *MakeSchedule("gausslegendre", n)));
+      gl.push_back(Gap(curve, *MakeSchedule(Method::kGaussLegendre, n)));
       scan.push_back(Gap(curve, ScanSchedule(curve, n)));
       std::printf("  %-12d %-14.3g %.3g\n", n, gl.back(), scan.back());
     }
@@ -179,15 +179,15 @@ TEST(Schedule, ScanFollowsTheIntegrandNearZero) {
     EXPECT_LT(scan[3], 1e-9) << curve.name;  // n_steps 100
     EXPECT_LE(scan[3], scan[1]) << curve.name;
   }
-  EXPECT_GT(Gap(Curves()[0], *MakeSchedule("gausslegendre", 50)), 0.2);
-  EXPECT_GT(Gap(Curves()[1], *MakeSchedule("gausslegendre", 50)), 0.2);
+  EXPECT_GT(Gap(Curves()[0], *MakeSchedule(Method::kGaussLegendre, 50)), 0.2);
+  EXPECT_GT(Gap(Curves()[1], *MakeSchedule(Method::kGaussLegendre, 50)), 0.2);
 }
 
 TEST(Engine, ScanOnAScaleInvariantModel) {
   ScaleInvariant model(1e-8);
   const torch::Tensor x = torch::linspace(-2, 2, 48).view({1, 3, 4, 4});
-  const auto gl = *PlanSchedule(model, x, 0, "gausslegendre", 50, {});
-  const auto scan = *PlanSchedule(model, x, 0, "scan", 50, {});
+  const auto gl = *PlanSchedule(model, x, 0, Method::kGaussLegendre, 50, {});
+  const auto scan = *PlanSchedule(model, x, 0, Method::kScan, 50, {});
   EXPECT_EQ(gl.forward_points, 0);
   EXPECT_EQ(scan.forward_points, kScanPoints);
   const Attribution by_gl = Attribute(model, x, 0, gl, {});
@@ -205,7 +205,7 @@ TEST(Engine, ScanOnAScaleInvariantModel) {
   }
   // Exact where the rule must be: a quadratic target's integrand is linear in a.
   Quadratic quadratic;
-  const Attribution q = Attribute(quadratic, x, 1, *PlanSchedule(quadratic, x, 1, "scan", 16, {}), {});
+  const Attribution q = Attribute(quadratic, x, 1, *PlanSchedule(quadratic, x, 1, Method::kScan, 16, {}), {});
   EXPECT_TRUE(torch::allclose(q.integrated_grads, quadratic.v_ * x * x, 1e-4, 1e-6));
 }
 
@@ -213,16 +213,16 @@ TEST(Engine, ExactOnKnownIntegrals) {
   Quadratic model;
   torch::Tensor x = torch::linspace(-2, 2, 48).view({1, 3, 4, 4});
   // Linear target: IG = w * x for any rule whose steps sum to 1.
-  for (const char* method : {"gausslegendre", "riemann_middle", "riemann_left"}) {
+  for (const Method method : {Method::kGaussLegendre, Method::kRiemannMiddle, Method::kRiemannLeft}) {
     Attribution a = Attribute(model, x, 0, *MakeSchedule(method, 5), {});
     EXPECT_TRUE(torch::allclose(a.integrated_grads, model.w_ * x, 1e-5, 1e-6)) << method;
     EXPECT_NEAR(a.convergence_delta, 0.0, 1e-5) << method;
   }
   // Quadratic target: IG = v x^2, exact for Gauss-Legendre with 2 points or more.
-  Attribution q = Attribute(model, x, 1, *MakeSchedule("gausslegendre", 2), {});
+  Attribution q = Attribute(model, x, 1, *MakeSchedule(Method::kGaussLegendre, 2), {});
   EXPECT_TRUE(torch::allclose(q.integrated_grads, model.v_ * x * x, 1e-5, 1e-6));
   // The per-step fields: path points, gradients at them, and IG = x * sum s_k grad_k.
-  auto schedule = *MakeSchedule("gausslegendre", 4);
+  auto schedule = *MakeSchedule(Method::kGaussLegendre, 4);
   Attribution a = Attribute(model, x, 1, schedule, {});
   ASSERT_EQ(a.path_points.sizes(), (std::vector<int64_t>{4, 3, 4, 4}));
   ASSERT_EQ(a.step_sizes.sizes(), (std::vector<int64_t>{4, 1}));
@@ -237,9 +237,8 @@ TEST(Engine, ExactOnKnownIntegrals) {
 }
 
 TEST(Engine, ChunksDeterminismAndAnUnchangedModel) {
-  auto ref = testing::LoadReference("lanet-c16-l8");
-  if (!ref) GTEST_SKIP() << "reference missing";
-  auto model = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  const nlohmann::json ref = testing::LoadReferenceKeys("lanet-c16-l8");
+  auto model = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(ref));
   ASSERT_TRUE(model.ok());
   torch::Tensor x = torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(3)));
   torch::Tensor before;
@@ -247,7 +246,7 @@ TEST(Engine, ChunksDeterminismAndAnUnchangedModel) {
     torch::NoGradGuard no_grad;
     before = (*model)->Forward(x);
   }
-  auto schedule = *MakeSchedule("gausslegendre", 12);
+  auto schedule = *MakeSchedule(Method::kGaussLegendre, 12);
   Attribution whole = Attribute(**model, x, 2, schedule, {});
   Attribution again = Attribute(**model, x, 2, schedule, {});
   EngineOptions in_chunks;
@@ -305,9 +304,8 @@ TEST(Chunks, TheProbeMeasuresWhatAPathPointKeeps) {
   const torch::Tensor big = torch::ones({1 << 20});
   EXPECT_EQ(MeasurePointBytes(model), bytes);
   // A real network: more than its input, and a batch that fits the budget.
-  auto ref = testing::LoadReference("lanet-c16-l8");
-  if (!ref) GTEST_SKIP() << "reference missing";
-  auto lanet = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  auto lanet =
+      LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(testing::LoadReferenceKeys("lanet-c16-l8")));
   ASSERT_TRUE(lanet.ok());
   const int64_t lanet_bytes = MeasurePointBytes(**lanet);
   EXPECT_GT(lanet_bytes, 10 * 3 * 32 * 32 * 4);
@@ -326,7 +324,7 @@ TEST(Engine, Bfloat16PassesStayCloseToFloat32) {
   ASSERT_TRUE(low.ok() && high.ok());
   (*low)->To(torch::TensorOptions().dtype(torch::kBFloat16));
   const torch::Tensor x = torch::randn({1, 3, 32, 32}, torch::Generator(at::detail::createCPUGenerator(0)));
-  const auto schedule = *MakeSchedule("gausslegendre", 50);
+  const auto schedule = *MakeSchedule(Method::kGaussLegendre, 50);
   EXPECT_EQ((*low)->dtype(), torch::kBFloat16);
   EXPECT_EQ((*high)->dtype(), torch::kFloat32);
   const Attribution a = Attribute(**low, x, 3, schedule, {});
@@ -358,15 +356,15 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
   Quadratic model;
   model.info_.normalization = {{0.5F, 0.4F, 0.3F}, {0.25F, 0.2F, 0.5F}};
   const torch::Tensor x = torch::linspace(-1.5, 2.0, 48).view({1, 3, 4, 4});
-  const auto schedule = *MakeSchedule("gausslegendre", 4);
-  for (const std::string& kind : BaselineKinds()) {
+  const auto schedule = *MakeSchedule(Method::kGaussLegendre, 4);
+  for (const Baseline kind : ValuesOf<Baseline>()) {
     PathRequest options;
     options.baseline = kind;
-    options.baseline_count = kind == "uniform" ? 3 : 1;
+    options.baseline_count = kind == Baseline::kUniform ? 3 : 1;
     options.blur_sigma = 1.0;
     auto paths = MakePaths(x, model.info(), options, torch::full({1, 3, 4, 4}, 0.7));
     ASSERT_TRUE(paths.ok()) << kind << ": " << paths.status().message();
-    ASSERT_EQ(paths->size(), kind == "uniform" ? 3U : 1U) << kind;
+    ASSERT_EQ(paths->size(), kind == Baseline::kUniform ? 3U : 1U) << kind;
     const Attribution a = AttributePaths(model, x, *paths, 1, schedule, {});
     torch::Tensor expected = torch::zeros_like(x);
     for (const Path& p : *paths) expected += (x - p.baseline) * model.v_ * (x + p.baseline);
@@ -385,11 +383,11 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
   }
   // What each kind is, in the normalized space.
   PathRequest black;
-  black.baseline = "black";
+  black.baseline = Baseline::kBlack;
   const torch::Tensor b = MakePaths(x, model.info(), black)->front().baseline;
   EXPECT_FLOAT_EQ(b[0][1][2][3].item<float>(), (0.0F - 0.4F) / 0.2F);
   PathRequest blur;
-  blur.baseline = "blur";
+  blur.baseline = Baseline::kBlur;
   const torch::Tensor flat = torch::full({1, 3, 4, 4}, 0.25);
   EXPECT_TRUE(torch::allclose(MakePaths(flat, model.info(), blur)->front().baseline, flat));  // a constant stays
   // A wider than high image: the kernel is cut to what both sides can reflect.
@@ -418,7 +416,7 @@ TEST(Paths, EveryBaselineKindIsExactOnAQuadratic) {
     }
   }
   PathRequest uniform;
-  uniform.baseline = "uniform";
+  uniform.baseline = Baseline::kUniform;
   const torch::Tensor u = MakePaths(x, model.info(), uniform)->front().baseline;
   const torch::Tensor pixels = u * 0.2 + 0.4;  // channel 1 back to [0, 1]
   EXPECT_GE(pixels.select(1, 1).min().item<float>(), -1e-6);
@@ -436,7 +434,7 @@ TEST(Paths, SmoothGradIsTheMeanOfIgOverTheSameNoisyInputs) {
   ASSERT_EQ(paths.size(), 5U);
   const double sd = (paths[0].input - x).std().item<double>();
   EXPECT_NEAR(sd, 0.2 * 2.0, 0.15);  // sigma x the input's range (2)
-  const auto schedule = *MakeSchedule("riemann_trapezoid", 7);
+  const auto schedule = *MakeSchedule(Method::kRiemannTrapezoid, 7);
   const Attribution together = AttributePaths(model, x, paths, 1, schedule, {});
   torch::Tensor mean = torch::zeros_like(x);
   for (const Path& p : paths) mean += AttributePaths(model, p.input, {p}, 1, schedule, {}).integrated_grads / 5.0;
@@ -468,7 +466,8 @@ TEST(Paths, AdaptiveStepsStopAtTheTolerance) {
   for (int n = 8; n <= a.n_steps; n *= 2) tries += n;
   EXPECT_EQ(spent, tries);  // every try's points are counted
   // The try before the last did not meet it.
-  const Attribution before = AttributePaths(model, x, paths, 0, *MakeSchedule("gausslegendre", a.n_steps / 2), {});
+  const Attribution before =
+      AttributePaths(model, x, paths, 0, *MakeSchedule(Method::kGaussLegendre, a.n_steps / 2), {});
   EXPECT_TRUE(IsIncomplete(before, 0.01));
   // A cap below what is needed: the cap's answer, not met.
   const Attribution capped = AttributeToTolerance(model, x, paths, {{0}, 0}, 1e-9, 12, {}, &met, &spent).front();
@@ -503,7 +502,7 @@ class Counting final : public Classifier {
 // The passes take as few batches as ChunkRows allows, their sizes evened out.
 TEST(Chunks, BatchesAreEvenedOut) {
   const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
-  const PathSchedule schedule = *MakeSchedule("gausslegendre", 50);
+  const PathSchedule schedule = *MakeSchedule(Method::kGaussLegendre, 50);
   for (const auto& [most, rows] : std::vector<std::pair<int, std::vector<int64_t>>>{{16, {13, 13, 12, 12}},
                                                                                     {8, {8, 7, 7, 7, 7, 7, 7}},
                                                                                     {50, {50}},
@@ -526,7 +525,7 @@ TEST(Chunks, BatchesAreEvenedOut) {
 struct TwoPaths {
   torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
   std::vector<Path> paths = {{x, torch::zeros_like(x)}, {x, torch::full_like(x, 0.25)}};
-  PathSchedule schedule = *MakeSchedule("gausslegendre", 10);
+  PathSchedule schedule = *MakeSchedule(Method::kGaussLegendre, 10);
   EngineOptions chunked = [] {
     EngineOptions options;
     options.chunk_size = 6;
@@ -587,8 +586,8 @@ TEST(Targets, ProgressCountsPointsAndBuildsTheIg) {
   EXPECT_TRUE(std::is_sorted(tries.begin(), tries.end()));
 }
 
-PathJob MakeJob(const torch::Tensor& input, std::vector<Path> paths, std::vector<int> classes, int top_k,
-                const std::string& method, int n_steps) {
+PathJob MakeJob(const torch::Tensor& input, std::vector<Path> paths, std::vector<int> classes, int top_k, Method method,
+                int n_steps) {
   PathJob job;
   job.input = input;
   job.paths = std::move(paths);
@@ -605,10 +604,10 @@ TEST(Batching, JobsSharingBatchesEqualEachAlone) {
   const torch::Tensor x2 = torch::linspace(2.0, -0.5, 48).view({1, 3, 4, 4});
   const torch::Tensor x3 = torch::cos(torch::linspace(0.0, 9.0, 48)).view({1, 3, 4, 4});
   std::vector<PathJob> jobs;
-  jobs.push_back(MakeJob(x1, {{x1, torch::zeros_like(x1)}}, {1}, 0, "gausslegendre", 7));
-  jobs.push_back(
-      MakeJob(x2, {{x2, torch::zeros_like(x2)}, {x2, torch::full_like(x2, 0.25)}}, {3, 0}, 0, "riemann_trapezoid", 5));
-  jobs.push_back(MakeJob(x3, {{x3, torch::zeros_like(x3)}}, {}, 2, "gausslegendre", 4));
+  jobs.push_back(MakeJob(x1, {{x1, torch::zeros_like(x1)}}, {1}, 0, Method::kGaussLegendre, 7));
+  jobs.push_back(MakeJob(x2, {{x2, torch::zeros_like(x2)}, {x2, torch::full_like(x2, 0.25)}}, {3, 0}, 0,
+                         Method::kRiemannTrapezoid, 5));
+  jobs.push_back(MakeJob(x3, {{x3, torch::zeros_like(x3)}}, {}, 2, Method::kGaussLegendre, 4));
   EngineOptions chunked;
   chunked.chunk_size = 6;  // 7 + 10 + 4 path points: batches of 6, 5, 5 and 5, mixing jobs
   Counting model;
@@ -644,10 +643,8 @@ TEST(Batching, JobsSharingBatchesEqualEachAlone) {
 class BatchingOnReferenceNetworks : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BatchingOnReferenceNetworks, MixedBatchesEqualEachAloneInFloat64) {
-  auto ref = testing::LoadReference(GetParam());
-  if (!ref) GTEST_SKIP() << "reference missing";
   const ModelFamily family = GetParam().rfind("bit", 0) == 0 ? ModelFamily::kBit : ModelFamily::kLanet;
-  auto model = LoadModel(family, testing::DeterministicStateDict(*ref));
+  auto model = LoadModel(family, testing::DeterministicStateDict(testing::LoadReferenceKeys(GetParam())));
   ASSERT_TRUE(model.ok());
   (*model)->To(torch::TensorOptions().dtype(torch::kFloat64));
   torch::Generator generator = at::detail::createCPUGenerator(5);
@@ -656,7 +653,7 @@ TEST_P(BatchingOnReferenceNetworks, MixedBatchesEqualEachAloneInFloat64) {
   const std::vector<int> classes = {2, 7, 0};
   for (size_t j = 0; j < steps.size(); ++j) {
     const torch::Tensor x = torch::randn({1, 3, 32, 32}, generator).to(torch::kFloat64);
-    jobs.push_back(MakeJob(x, {{x, torch::zeros_like(x)}}, {classes[j]}, 0, "gausslegendre", steps[j]));
+    jobs.push_back(MakeJob(x, {{x, torch::zeros_like(x)}}, {classes[j]}, 0, Method::kGaussLegendre, steps[j]));
   }
   EngineOptions chunked;
   chunked.chunk_size = 5;  // batches of 4 + 1, 5, 3 path points
@@ -687,7 +684,7 @@ TEST(Targets, TopKIsTheMostProbableFirstAndPredictedIsTheArgmax) {
   Counting model;
   const torch::Tensor x = torch::linspace(-1.0, 1.5, 48).view({1, 3, 4, 4});
   const std::vector<Attribution> top =
-      AttributeTargets(model, x, {{x, torch::zeros_like(x)}}, {{}, 2}, *MakeSchedule("gausslegendre", 4), {});
+      AttributeTargets(model, x, {{x, torch::zeros_like(x)}}, {{}, 2}, *MakeSchedule(Method::kGaussLegendre, 4), {});
   const torch::Tensor f = model.Forward(x);
   ASSERT_EQ(top.size(), 2U);
   EXPECT_EQ(top[0].target, f.argmax(1).item<int64_t>());
@@ -702,18 +699,18 @@ TEST(Paths, MistakesAreNamed) {
     return paths.ok() ? std::string("ok") : paths.status().message();
   };
   PathRequest o;
-  o.baseline = "grey";
-  EXPECT_NE(message(o).find("baseline: 'grey'"), std::string::npos);
-  o.baseline = "zero";
+  o.baseline = Baseline::kImage;  // with no image
+  EXPECT_NE(message(o).find("baseline: 'image' needs"), std::string::npos);
+  o.baseline = Baseline::kZero;
   o.baseline_count = 2;
   EXPECT_NE(message(o).find("baseline_count"), std::string::npos);
   o.baseline_count = 1;
-  o.baseline = "image";
+  o.baseline = Baseline::kImage;
   EXPECT_NE(message(o).find("baseline_image"), std::string::npos);
-  o.baseline = "blur";
+  o.baseline = Baseline::kBlur;
   o.blur_sigma = 0.0;
   EXPECT_NE(message(o).find("blur_sigma"), std::string::npos);
-  o.baseline = "zero";
+  o.baseline = Baseline::kZero;
   o.smoothgrad_samples = 2;
   o.smoothgrad_sigma = -1.0;
   EXPECT_NE(message(o).find("smoothgrad_sigma"), std::string::npos);
@@ -722,7 +719,7 @@ TEST(Paths, MistakesAreNamed) {
 TEST(Engine, EncodesTheResponseDict) {
   Quadratic model;
   torch::Tensor x = torch::ones({1, 3, 4, 4});
-  Attribution a = Attribute(model, x, 1, *MakeSchedule("gausslegendre", 3), {});
+  Attribution a = Attribute(model, x, 1, *MakeSchedule(Method::kGaussLegendre, 3), {});
   auto root = ParseTorchFile(EncodeAttribution(a), "response");
   ASSERT_TRUE(root.ok()) << root.status().message();
   std::vector<std::string> keys;
@@ -1036,7 +1033,7 @@ JobRequest ImageRequest(const Image& image) {
   JobRequest request;
   request.target = 1;
   request.n_steps = 4;
-  request.format = "json";
+  request.format = Format::kJson;
   request.height = image.height;
   request.width = image.width;
   request.channels = image.channels;
@@ -1053,7 +1050,7 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   const Classifier& lanet = **model;
   torch::manual_seed(4);
   Image image{40, 36, 3, {}};
-  const torch::Tensor noise = torch::randint(0, 256, {40 * 36 * 3}, torch::kUInt8);
+  const torch::Tensor noise = torch::randint(0, 256, {int64_t{40} * 36 * 3}, torch::kUInt8);
   image.pixels.assign(noise.data_ptr<uint8_t>(), noise.data_ptr<uint8_t>() + noise.numel());
   const WorkerOptions options;
   const torch::Device cpu(torch::kCPU);
@@ -1065,7 +1062,7 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   JobRequest predict = attribute;
   predict.predict = true;
   predict.n_steps = 0;  // not read: no path
-  predict.format = "png";
+  predict.format = Format::kPng;
   const JobReply predicted = ComputeReply(lanet, cpu, predict, options);
   ASSERT_TRUE(predicted.ok()) << predicted.error;
   EXPECT_EQ(predicted.content_type, "application/json");

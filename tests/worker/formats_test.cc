@@ -38,7 +38,7 @@ TEST(Formats, ProbabilitiesAreTheSoftmax) {
 
 TEST(Formats, NpzHoldsNpyFilesOfTheDictsKeys) {
   const Attribution a = Example();
-  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), "gausslegendre", 5};
+  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), Method::kGaussLegendre, 5};
   const std::string npz = EncodeNpz(e);
   auto entries = ReadZip(npz);
   ASSERT_TRUE(entries.ok()) << entries.status().message();
@@ -72,7 +72,7 @@ TEST(Formats, NpzHoldsNpyFilesOfTheDictsKeys) {
 TEST(Formats, JsonHoldsTheSameNumbers) {
   Attribution a = Example();
   a.path_points[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
-  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), "scan", 5};
+  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), Method::kScan, 5};
   const auto doc = nlohmann::json::parse(EncodeJson(e));
   EXPECT_EQ(doc["target_class"], 2);
   EXPECT_EQ(doc["target_name"], "c");
@@ -95,11 +95,11 @@ TEST(Formats, HeatmapIsAPngWithTheOverlayAndCaption) {
   a.integrated_grads.zero_();
   a.integrated_grads[0][0][1][2] = 1.0F;   // one strongly positive pixel
   a.integrated_grads[0][1][3][0] = -1.0F;  // one strongly negative pixel
-  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), "gausslegendre", 5};
+  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), Method::kGaussLegendre, 5};
   Image input;
   input.height = input.width = 4;
   input.pixels.assign(48, 128);
-  auto png = EncodeHeatmapPng(e, input, {"signed", "", 2.0});
+  auto png = EncodeHeatmapPng(e, input, {Heatmap::kSigned, Sign::kNone, 2.0});
   ASSERT_TRUE(png.ok()) << png.status().message();
   auto image = DecodeImage(*png);
   ASSERT_TRUE(image.ok());
@@ -117,9 +117,9 @@ TEST(Formats, HeatmapIsAPngWithTheOverlayAndCaption) {
     for (int x = 0; x < image->width; ++x) dark += pixel(y, x, 0) < 60 ? 1 : 0;
   }
   EXPECT_GT(dark, 200);
-  EXPECT_TRUE(EncodeHeatmapPng(e, input, {"absolute", "", 2.0}).ok());
+  EXPECT_TRUE(EncodeHeatmapPng(e, input, {Heatmap::kAbsolute, Sign::kNone, 2.0}).ok());
   input.width = 3;
-  EXPECT_FALSE(EncodeHeatmapPng(e, input, {"signed", "", 2.0}).ok());
+  EXPECT_FALSE(EncodeHeatmapPng(e, input, {Heatmap::kSigned, Sign::kNone, 2.0}).ok());
 }
 
 // Captum's look: its colour maps blended half and half over the input in grey.
@@ -128,14 +128,14 @@ TEST(Formats, CaptumsLookIsItsColourMapOverTheGreyInput) {
   a.integrated_grads.zero_();
   a.integrated_grads[0][0][1][2] = 1.0F;
   a.integrated_grads[0][1][3][0] = -1.0F;
-  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), "gausslegendre", 5};
+  const Explanation e{&a, &kInput, &kClasses, Probabilities(a.logits), Method::kGaussLegendre, 5};
   Image input;
   input.height = input.width = 4;
   input.pixels.assign(48, 128);
   input.pixels[0] = input.pixels[1] = input.pixels[2] = 255;  // one white pixel: the grey map's top
   const int zoom = 64, margin = 4;
-  for (const char* sign : {"all", "positive", "negative", "absolute_value"}) {
-    auto png = EncodeHeatmapPng(e, input, {"signed", sign, 2.0});
+  for (const Sign sign : {Sign::kAll, Sign::kPositive, Sign::kNegative, Sign::kAbsoluteValue}) {
+    auto png = EncodeHeatmapPng(e, input, {Heatmap::kSigned, sign, 2.0});
     ASSERT_TRUE(png.ok()) << png.status().message();
     auto image = DecodeImage(*png);
     ASSERT_TRUE(image.ok());
@@ -149,15 +149,14 @@ TEST(Formats, CaptumsLookIsItsColourMapOverTheGreyInput) {
       for (int k = 0; k < 3; ++k) out[k] = static_cast<int>(std::lround(255 * (0.5 * c[k] + 0.5 * grey)));
       return out;
     };
-    const std::string s = sign;
-    const double positive = s == "negative" ? 0.0 : 1.0;
-    const double negative = s == "all" ? -1.0 : s == "positive" ? 0.0 : 1.0;
+    const double positive = sign == Sign::kNegative ? 0.0 : 1.0;
+    const double negative = sign == Sign::kAll ? -1.0 : sign == Sign::kPositive ? 0.0 : 1.0;
     EXPECT_EQ(pixel(1, 2), expected(positive, 0.0)) << sign;  // grey 128 is the image's darkest: black
     EXPECT_EQ(pixel(3, 0), expected(negative, 0.0)) << sign;
     EXPECT_EQ(pixel(0, 0), expected(0.0, 1.0)) << sign;  // the white pixel, no attribution
   }
   // all: green for positive, red for negative.
-  auto image = DecodeImage(EncodeHeatmapPng(e, input, {"signed", "all", 2.0}).value()).value();
+  auto image = DecodeImage(EncodeHeatmapPng(e, input, {Heatmap::kSigned, Sign::kAll, 2.0}).value()).value();
   EXPECT_GT(image.at(margin + 1 * zoom + 5, margin + 2 * zoom + 5, 1),
             image.at(margin + 1 * zoom + 5, margin + 2 * zoom + 5, 0));
   EXPECT_GT(image.at(margin + 3 * zoom + 5, margin + 0 * zoom + 5, 0),

@@ -19,19 +19,19 @@ TEST(Heatmap, CumulativeSumThresholdIsCaptums) {
 TEST(Heatmap, EachSignKeepsItsPartAndScales) {
   const std::vector<double> v = {-4, 1, 2, 3};
   double scale = 0;
-  EXPECT_EQ(NormalizeBySign(v, "all", 2, &scale), (std::vector<double>{-1, 0.25, 0.5, 0.75}));
+  EXPECT_EQ(NormalizeBySign(v, Sign::kAll, 2, &scale), (std::vector<double>{-1, 0.25, 0.5, 0.75}));
   EXPECT_EQ(scale, 4);
-  const std::vector<double> positive = NormalizeBySign(v, "positive", 2, &scale);  // 0, 1, 2, 3: sums to 6
+  const std::vector<double> positive = NormalizeBySign(v, Sign::kPositive, 2, &scale);  // 0, 1, 2, 3: sums to 6
   EXPECT_EQ(scale, 3);
   EXPECT_DOUBLE_EQ(positive[1], 1.0 / 3);
   EXPECT_EQ(positive[0], 0);
-  EXPECT_EQ(NormalizeBySign(v, "negative", 2, &scale), (std::vector<double>{1, 0, 0, 0}));
+  EXPECT_EQ(NormalizeBySign(v, Sign::kNegative, 2, &scale), (std::vector<double>{1, 0, 0, 0}));
   EXPECT_EQ(scale, -4);  // Captum divides the negative part by a negative threshold
-  EXPECT_EQ(NormalizeBySign(v, "absolute_value", 2, &scale), (std::vector<double>{1, 0.25, 0.5, 0.75}));
+  EXPECT_EQ(NormalizeBySign(v, Sign::kAbsoluteValue, 2, &scale), (std::vector<double>{1, 0.25, 0.5, 0.75}));
   // 50%: the scale is the value where half the mass is reached; past it, clipped.
-  EXPECT_EQ(NormalizeBySign(v, "absolute_value", 50, &scale), (std::vector<double>{1, 1.0 / 3, 2.0 / 3, 1}));
+  EXPECT_EQ(NormalizeBySign(v, Sign::kAbsoluteValue, 50, &scale), (std::vector<double>{1, 1.0 / 3, 2.0 / 3, 1}));
   // Nothing of a sign: nothing coloured, no division by zero.
-  EXPECT_EQ(NormalizeBySign({1, 2}, "negative", 2, &scale), (std::vector<double>{0, 0}));
+  EXPECT_EQ(NormalizeBySign({1, 2}, Sign::kNegative, 2, &scale), (std::vector<double>{0, 0}));
 }
 
 TEST(Heatmap, ColourMapsAreCaptumsChoices) {
@@ -41,15 +41,15 @@ TEST(Heatmap, ColourMapsAreCaptumsChoices) {
     }
     return true;
   };
-  EXPECT_TRUE(near(CaptumColour("all", 0.0), {1, 0, 0}));                             // red
-  EXPECT_TRUE(near(CaptumColour("all", 1.0), {0, 128.0 / 255, 0}));                   // matplotlib's "green"
-  EXPECT_TRUE(near(CaptumColour("all", 0.499), {1, 254.0 / 255, 254.0 / 255}));       // entry 127 of 256: nearly white
-  EXPECT_TRUE(near(CaptumColour("positive", 1.0), {0, 0x44 / 255.0, 0x1B / 255.0}));  // Greens' darkest
-  EXPECT_TRUE(near(CaptumColour("negative", 1.0), {0x67 / 255.0, 0, 0x0D / 255.0}));  // Reds'
-  EXPECT_TRUE(near(CaptumColour("absolute_value", 0.0), {0xF7 / 255.0, 0xFB / 255.0, 1}));  // Blues' lightest
-  EXPECT_DOUBLE_EQ(ColourMapPosition("all", -1), 0);
-  EXPECT_DOUBLE_EQ(ColourMapPosition("all", 0), 0.5);
-  EXPECT_DOUBLE_EQ(ColourMapPosition("positive", 0.25), 0.25);
+  EXPECT_TRUE(near(CaptumColour(Sign::kAll, 0.0), {1, 0, 0}));                        // red
+  EXPECT_TRUE(near(CaptumColour(Sign::kAll, 1.0), {0, 128.0 / 255, 0}));              // matplotlib's "green"
+  EXPECT_TRUE(near(CaptumColour(Sign::kAll, 0.499), {1, 254.0 / 255, 254.0 / 255}));  // entry 127 of 256: nearly white
+  EXPECT_TRUE(near(CaptumColour(Sign::kPositive, 1.0), {0, 0x44 / 255.0, 0x1B / 255.0}));       // Greens' darkest
+  EXPECT_TRUE(near(CaptumColour(Sign::kNegative, 1.0), {0x67 / 255.0, 0, 0x0D / 255.0}));       // Reds'
+  EXPECT_TRUE(near(CaptumColour(Sign::kAbsoluteValue, 0.0), {0xF7 / 255.0, 0xFB / 255.0, 1}));  // Blues' lightest
+  EXPECT_DOUBLE_EQ(ColourMapPosition(Sign::kAll, -1), 0);
+  EXPECT_DOUBLE_EQ(ColourMapPosition(Sign::kAll, 0), 0.5);
+  EXPECT_DOUBLE_EQ(ColourMapPosition(Sign::kPositive, 0.25), 0.25);
 }
 
 TEST(Heatmap, GreyIsTheChannelMeanFromDarkestToLightest) {

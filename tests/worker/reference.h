@@ -1,6 +1,10 @@
-// The reference configurations of ../shared/spec/reference: their key lists,
-// and state dicts under the deterministic weights of its README, built here
-// in C++ (float64, then float32) exactly as the README states the rule.
+// The reference configurations of the shared spec/reference folder: their
+// key lists, and state dicts under the deterministic weights of its README,
+// built here in C++ (float64, then float32) exactly as the README states the
+// rule. Their key lists, normalization and zero-input logits are copied
+// into tests/data/reference (LoadReferenceKeys); what comes from their
+// CIFAR-10 image (the image, its logits, Captum's IG) is read from the
+// shared folder alone (LoadReference), since no image may be committed.
 #pragma once
 
 #include <cmath>
@@ -17,6 +21,14 @@ inline std::optional<nlohmann::json> LoadReference(const std::string& name) {
   std::ifstream in(std::string(INTGRADS_REFERENCE_DIR) + "/" + name + ".json");
   if (!in) return std::nullopt;
   return nlohmann::json::parse(in);
+}
+
+// tests/data/reference/NAME.keys.json: state_dict, normalize_mean and _std,
+// checkpoint_wrapping, num_float_params, genotype (LaNet) and
+// expected_logits_zero_input_eval (all but LaNet-128/24).
+inline nlohmann::json LoadReferenceKeys(const std::string& name) {
+  std::ifstream in(std::string(INTGRADS_TEST_DATA_DIR) + "/reference/" + name + ".keys.json");
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
 inline torch::Tensor DeterministicEntry(const std::string& key, const std::vector<int64_t>& shape) {

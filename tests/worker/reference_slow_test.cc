@@ -32,7 +32,7 @@ TEST(ReferenceSlow, BitR101x3LogitsAndIntegratedGradients) {
   }
   const auto& expected = ref->at("expected_integrated_grads");
   // All 50 path points in one batch, as Captum ran them.
-  Attribution a = Attribute(**model, input, 3, *MakeSchedule("gausslegendre", 50), {});
+  Attribution a = Attribute(**model, input, 3, *MakeSchedule(Method::kGaussLegendre, 50), {});
   std::vector<float> flat;
   for (const auto& c : expected.at("integrated_grads_chw")) {
     for (const auto& row : c) {
@@ -51,9 +51,8 @@ TEST(ReferenceSlow, BitR101x3LogitsAndIntegratedGradients) {
 }
 
 TEST(ReferenceSlow, LanetC128L24LoadsAndRuns) {
-  auto ref = testing::LoadReference("lanet-c128-l24");
-  if (!ref) GTEST_SKIP() << "lanet-c128-l24.json missing";
-  auto model = LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(*ref));
+  auto model =
+      LoadModel(ModelFamily::kLanet, testing::DeterministicStateDict(testing::LoadReferenceKeys("lanet-c128-l24")));
   ASSERT_TRUE(model.ok()) << model.status().message();
   EXPECT_EQ((*model)->info().variant, "C128-L24-aux");
   torch::NoGradGuard no_grad;

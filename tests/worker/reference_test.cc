@@ -29,10 +29,12 @@ void ExpectSameKeys(const KeyShapes& ours, const KeyShapes& reference) {
   }
 }
 
+// NOLINTBEGIN(bugprone-macro-parentheses): `var` names the reference declared
 #define LOAD_REFERENCE_OR_SKIP(var, name)                                                     \
   auto var##_or = LoadReference(name);                                                        \
   if (!var##_or) GTEST_SKIP() << "../shared/spec/reference/" << (name) << ".json is missing"; \
   const nlohmann::json& var = *var##_or
+// NOLINTEND(bugprone-macro-parentheses)
 
 TEST(ReferenceKeys, AllFourConfigurations) {
   for (const auto& [name, keys] :
@@ -40,10 +42,41 @@ TEST(ReferenceKeys, AllFourConfigurations) {
                                                       {"bit-s-r101x3", BitKeys({{3, 4, 23, 3}, 3, 10})},
                                                       {"lanet-c16-l8", LanetKeys({16, 8, true, 10})},
                                                       {"lanet-c128-l24", LanetKeys({128, 24, true, 10})}}) {
-    auto ref = LoadReference(name);
-    if (!ref) GTEST_SKIP() << name << " missing";
     SCOPED_TRACE(name);
-    ExpectSameKeys(keys, ReferenceKeys(*ref));
+    const nlohmann::json ref = testing::LoadReferenceKeys(name);
+    ASSERT_TRUE(ref.is_object()) << "tests/data/reference/" << name << ".keys.json";
+    ExpectSameKeys(keys, ReferenceKeys(ref));
+  }
+}
+
+// The logits of an all-zero input (the IG baseline) need no image: they are
+// checked from tests/data alone.
+TEST(ReferenceKeys, ZeroInputLogits) {
+  for (const auto& [name, family] : std::vector<std::pair<std::string, ModelFamily>>{
+           {"bit-m-r50x1", ModelFamily::kBit}, {"lanet-c16-l8", ModelFamily::kLanet}}) {
+    SCOPED_TRACE(name);
+    const nlohmann::json ref = testing::LoadReferenceKeys(name);
+    auto model = LoadModel(family, testing::DeterministicStateDict(ref));
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor logits = (*model)->Forward(torch::zeros({1, 3, 32, 32}));
+    const auto expected = ref.at("expected_logits_zero_input_eval").get<std::vector<double>>();
+    ASSERT_EQ(logits.numel(), static_cast<int64_t>(expected.size()));
+    for (size_t i = 0; i < expected.size(); ++i) {
+      const double ours = logits[0][static_cast<int64_t>(i)].item<double>();
+      EXPECT_NEAR(ours, expected[i], std::max(1e-5, 1e-4 * std::abs(expected[i]))) << i;
+    }
+  }
+}
+
+// The copies in tests/data are the shared reference's fields, unchanged.
+TEST(ReferenceKeys, CopiesMatchTheSharedReference) {
+  for (const char* name : {"bit-m-r50x1", "bit-s-r101x3", "lanet-c16-l8", "lanet-c128-l24"}) {
+    SCOPED_TRACE(name);
+    LOAD_REFERENCE_OR_SKIP(shared, name);
+    const nlohmann::json copy = testing::LoadReferenceKeys(name);
+    ASSERT_TRUE(copy.is_object());
+    for (const auto& [field, value] : copy.items()) EXPECT_EQ(value, shared.at(field)) << field;
   }
 }
 
@@ -82,7 +115,7 @@ void CheckReference(const nlohmann::json& ref, ModelFamily family, double ig_tol
   check_logits((*model)->Forward(torch::zeros_like(input)), ref.at("expected_logits_zero_input_eval"));
   if (!ref.contains("expected_integrated_grads")) return;
   const auto& expected = ref.at("expected_integrated_grads");
-  auto schedule = MakeSchedule("gausslegendre", 50);
+  auto schedule = MakeSchedule(Method::kGaussLegendre, 50);
   ASSERT_TRUE(schedule.ok());
   Attribution a = Attribute(**model, input, expected.at("target").get<int>(), *schedule, {});
   std::vector<float> flat;

@@ -64,9 +64,9 @@ TEST(Regions, HandComputedOnATwoByTwoLinearModel) {
   // (Rules whose weights sum to 1; Captum's riemann_trapezoid weights sum to
   // 1 - 1/n, and IDG, an integral by those weights, scales with them.)
   constexpr double kTol = 1e-6;  // step_sizes are float32, as the original returns them
-  for (const std::string method : {"gausslegendre", "riemann_middle"}) {
+  for (const Method method : {Method::kGaussLegendre, Method::kRiemannMiddle}) {
     const Attribution a = Attribute(model, x, 0, *MakeSchedule(method, 7), EngineOptions());
-    auto regions = ComputeRegions(a, RegionRequest{"quadtree", 2, 16, 5}, Grey(2));
+    auto regions = ComputeRegions(a, RegionRequest{RegionKind::kQuadtree, 2, 16, 5}, Grey(2));
     ASSERT_TRUE(regions.ok()) << regions.status().message();
     ASSERT_EQ(regions->nodes.size(), 1U);  // the image; its pixels are the level below
     const RegionNode& image = regions->nodes[0];
@@ -88,9 +88,9 @@ TEST(Regions, HandComputedOnATwoByTwoLinearModel) {
 TEST(Regions, SeveralPathsAverageTheirIdgs) {
   const auto [x, w] = HandExample();
   Linear model(w);
-  const Attribution a =
-      AttributePaths(model, x, {{x, torch::zeros_like(x)}, {x, x / 2}}, 0, *MakeSchedule("gausslegendre", 5), {});
-  auto regions = ComputeRegions(a, RegionRequest{"quadtree", 2, 16, 5}, Grey(2));
+  const Attribution a = AttributePaths(model, x, {{x, torch::zeros_like(x)}, {x, x / 2}}, 0,
+                                       *MakeSchedule(Method::kGaussLegendre, 5), {});
+  auto regions = ComputeRegions(a, RegionRequest{RegionKind::kQuadtree, 2, 16, 5}, Grey(2));
   ASSERT_TRUE(regions.ok());
   EXPECT_NEAR(regions->nodes[0].idg, 1.0 / 3.0, 1e-6);
   EXPECT_NEAR(regions->pixel_idg[2], -1.0, 1e-6);
@@ -98,10 +98,10 @@ TEST(Regions, SeveralPathsAverageTheirIdgs) {
 }
 
 TEST(Regions, AQuadtreeSplitsUntilMinSideAndValuesAddUp) {
-  Linear model(torch::linspace(-1, 1, 3 * 8 * 8, torch::kFloat64).view({1, 3, 8, 8}));
-  const torch::Tensor x = torch::linspace(2, -1, 3 * 8 * 8, torch::kFloat64).view({1, 3, 8, 8});
-  const Attribution a = Attribute(model, x, 0, *MakeSchedule("gausslegendre", 4), {});
-  auto regions = ComputeRegions(a, RegionRequest{"quadtree", 2, 16, 5}, Grey(8));
+  Linear model(torch::linspace(-1, 1, int64_t{3} * 8 * 8, torch::kFloat64).view({1, 3, 8, 8}));
+  const torch::Tensor x = torch::linspace(2, -1, int64_t{3} * 8 * 8, torch::kFloat64).view({1, 3, 8, 8});
+  const Attribution a = Attribute(model, x, 0, *MakeSchedule(Method::kGaussLegendre, 4), {});
+  auto regions = ComputeRegions(a, RegionRequest{RegionKind::kQuadtree, 2, 16, 5}, Grey(8));
   ASSERT_TRUE(regions.ok());
   ASSERT_EQ(regions->nodes.size(), 1U + 4 + 16);  // 8x8, four 4x4, sixteen 2x2
   EXPECT_EQ(regions->nodes[1].children.size(), 4U);
@@ -123,8 +123,8 @@ TEST(Regions, AQuadtreeSplitsUntilMinSideAndValuesAddUp) {
   // An odd side: 5x5 splits into 2 and 3; one-pixel parts are pixels, not nodes.
   Linear odd(torch::ones({1, 3, 5, 5}, torch::kFloat64));
   auto five = ComputeRegions(
-      Attribute(odd, torch::ones({1, 3, 5, 5}, torch::kFloat64), 0, *MakeSchedule("gausslegendre", 2), {}),
-      RegionRequest{"quadtree", 2, 16, 5}, Grey(5));
+      Attribute(odd, torch::ones({1, 3, 5, 5}, torch::kFloat64), 0, *MakeSchedule(Method::kGaussLegendre, 2), {}),
+      RegionRequest{RegionKind::kQuadtree, 2, 16, 5}, Grey(5));
   ASSERT_TRUE(five.ok());
   int64_t covered = 0;
   for (int c : five->nodes[0].children) covered += five->nodes[static_cast<size_t>(c)].pixels;
@@ -157,9 +157,9 @@ TEST(Regions, SuperpixelsFollowColourAndAreConnected) {
     EXPECT_NE(labels[static_cast<size_t>(y) * 12 + 5], labels[static_cast<size_t>(y) * 12 + 6]) << y;
   }
   Linear model(torch::ones({1, 3, 12, 12}, torch::kFloat64));
-  const torch::Tensor x = torch::linspace(-1, 1, 3 * 144, torch::kFloat64).view({1, 3, 12, 12});
-  auto regions = ComputeRegions(Attribute(model, x, 0, *MakeSchedule("gausslegendre", 3), {}),
-                                RegionRequest{"superpixels", 2, 4, 5}, image);
+  const torch::Tensor x = torch::linspace(-1, 1, int64_t{3} * 144, torch::kFloat64).view({1, 3, 12, 12});
+  auto regions = ComputeRegions(Attribute(model, x, 0, *MakeSchedule(Method::kGaussLegendre, 3), {}),
+                                RegionRequest{RegionKind::kSuperpixels, 2, 4, 5}, image);
   ASSERT_TRUE(regions.ok());
   EXPECT_GE(regions->nodes.size(), 1U + 2);
   int64_t pixels = 0;
@@ -169,13 +169,12 @@ TEST(Regions, SuperpixelsFollowColourAndAreConnected) {
 }
 
 TEST(Regions, RequestsAreChecked) {
-  EXPECT_TRUE(ValidateRegionRequest({"quadtree", 2, 16, 5}, "json").ok());
-  EXPECT_TRUE(ValidateRegionRequest({"none", 2, 16, 5}, "gzip").ok());
-  EXPECT_FALSE(ValidateRegionRequest({"quadtree", 2, 16, 5}, "gzip").ok());
-  EXPECT_FALSE(ValidateRegionRequest({"octree", 2, 16, 5}, "json").ok());
-  EXPECT_FALSE(ValidateRegionRequest({"quadtree", 1, 16, 5}, "json").ok());
-  EXPECT_FALSE(ValidateRegionRequest({"superpixels", 2, 0, 5}, "png").ok());
-  EXPECT_FALSE(ValidateRegionRequest({"superpixels", 2, 16, 0}, "png").ok());
+  EXPECT_TRUE(ValidateRegionRequest({RegionKind::kQuadtree, 2, 16, 5}, Format::kJson).ok());
+  EXPECT_TRUE(ValidateRegionRequest({RegionKind::kNone, 2, 16, 5}, Format::kGzip).ok());
+  EXPECT_FALSE(ValidateRegionRequest({RegionKind::kQuadtree, 2, 16, 5}, Format::kGzip).ok());
+  EXPECT_FALSE(ValidateRegionRequest({RegionKind::kQuadtree, 1, 16, 5}, Format::kJson).ok());
+  EXPECT_FALSE(ValidateRegionRequest({RegionKind::kSuperpixels, 2, 0, 5}, Format::kPng).ok());
+  EXPECT_FALSE(ValidateRegionRequest({RegionKind::kSuperpixels, 2, 16, 0}, Format::kPng).ok());
 }
 
 }  // namespace

@@ -25,13 +25,13 @@ class TorchScriptTest : public ::testing::Test {
   // f(x)[c] = sum(w[c] * x) + b[c], three classes, 4 x 4 inputs: IG from zero is exact.
   std::string SaveLinear(const std::string& name) {
     torch::jit::Module module("Linear");
-    module.register_parameter("w", torch::linspace(-1, 1, 3 * 3 * 4 * 4).view({3, 48}), false);
+    module.register_parameter("w", torch::linspace(-1, 1, int64_t{3} * 3 * 4 * 4).view({3, 48}), false);
     module.register_parameter("b", torch::tensor({0.5, -0.25, 1.0}), false);
     module.define(R"(
       def forward(self, x):
           return x.flatten(1).matmul(self.w.t()) + self.b
     )");
-    const std::string path = dir_ + "/" + name;
+    std::string path = dir_ + "/" + name;
     module.save(path);
     return path;
   }
@@ -68,8 +68,8 @@ TEST_F(TorchScriptTest, ServesTheModelWithTheSidecarsClassesAndExactIg) {
   EXPECT_EQ(info.num_parameters, 3 * 48 + 3);
 
   const torch::Tensor x = torch::linspace(-2, 2, 48).view({1, 3, 4, 4});
-  const torch::Tensor w = torch::linspace(-1, 1, 3 * 48).view({3, 48});
-  auto schedule = MakeSchedule("gausslegendre", 7);
+  const torch::Tensor w = torch::linspace(-1, 1, int64_t{3} * 48).view({3, 48});
+  auto schedule = MakeSchedule(Method::kGaussLegendre, 7);
   const Attribution a = Attribute(**model, x, 1, *schedule, EngineOptions());
   EXPECT_TRUE(torch::allclose(a.integrated_grads.flatten(), x.flatten() * w[1], 1e-5, 1e-6));
   EXPECT_NEAR(a.convergence_delta, 0.0, 1e-5);

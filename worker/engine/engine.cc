@@ -63,31 +63,29 @@ std::vector<double> Linspace32(double start, double end, int n) {
 
 }  // namespace
 
-StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps) {
+StatusOr<PathSchedule> MakeSchedule(Method method, int n_steps) {
   if (n_steps < 1) return InvalidError("n_steps must be at least 1");
   PathSchedule s;
-  if (method == "gausslegendre") {
-    std::vector<double> nodes, weights;
-    GaussLegendre(n_steps, &nodes, &weights);
-    for (int k = 0; k < n_steps; ++k) {
-      s.alphas.push_back(0.5 * (1.0 + nodes[static_cast<size_t>(k)]));
-      s.step_sizes.push_back(0.5 * weights[static_cast<size_t>(k)]);
-    }
-    return s;
-  }
-  if (!IsAttributionMethod(method)) return InvalidError("unknown method '" + method + "'");
-  if (n_steps < 2) return InvalidError("Riemann methods need n_steps >= 2");
   const double n = n_steps;
-  if (method == "riemann_trapezoid")
-    s.alphas = Linspace32(0.0, 1.0, n_steps);
-  else if (method == "riemann_left")
-    s.alphas = Linspace32(0.0, 1.0 - 1.0 / n, n_steps);
-  else if (method == "riemann_middle")
-    s.alphas = Linspace32(1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n), n_steps);
-  else
-    s.alphas = Linspace32(1.0 / n, 1.0, n_steps);
+  switch (method) {
+    case Method::kGaussLegendre: {
+      std::vector<double> nodes, weights;
+      GaussLegendre(n_steps, &nodes, &weights);
+      for (int k = 0; k < n_steps; ++k) {
+        s.alphas.push_back(0.5 * (1.0 + nodes[static_cast<size_t>(k)]));
+        s.step_sizes.push_back(0.5 * weights[static_cast<size_t>(k)]);
+      }
+      return s;
+    }
+    case Method::kScan: return InvalidError("method scan: its points come from the model (PlanSchedule)");
+    case Method::kRiemannTrapezoid: s.alphas = Linspace32(0.0, 1.0, n_steps); break;
+    case Method::kRiemannLeft: s.alphas = Linspace32(0.0, 1.0 - 1.0 / n, n_steps); break;
+    case Method::kRiemannMiddle: s.alphas = Linspace32(1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n), n_steps); break;
+    case Method::kRiemannRight: s.alphas = Linspace32(1.0 / n, 1.0, n_steps); break;
+  }
+  if (n_steps < 2) return InvalidError("Riemann methods need n_steps >= 2");
   s.step_sizes.assign(static_cast<size_t>(n_steps), 1.0 / n);
-  if (method == "riemann_trapezoid") {
+  if (method == Method::kRiemannTrapezoid) {
     s.step_sizes.front() /= 2.0;
     s.step_sizes.back() /= 2.0;
   }
@@ -111,7 +109,7 @@ PathSchedule PlanFromScan(const std::vector<double>& alphas, const std::vector<d
     if (alphas[j + 1] <= kScanNearZero) near_zero += change;
   }
   if (n_steps < 2 || !(variation > 0.0) || !std::isfinite(variation) || near_zero < kScanNearZeroShare * variation) {
-    return *MakeSchedule("gausslegendre", n_steps);
+    return *MakeSchedule(Method::kGaussLegendre, n_steps);
   }
   // The lower end: the last scan point before f departs from f(0).
   size_t first = 1;
@@ -142,10 +140,9 @@ PathSchedule PlanFromScan(const std::vector<double>& alphas, const std::vector<d
   return schedule;
 }
 
-StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,
-                                    const std::string& method, int n_steps, const EngineOptions& options,
-                                    const torch::Tensor& baseline) {
-  if (method != "scan") return MakeSchedule(method, n_steps);
+StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target, Method method,
+                                    int n_steps, const EngineOptions& options, const torch::Tensor& baseline) {
+  if (method != Method::kScan) return MakeSchedule(method, n_steps);
   if (n_steps < 1) return InvalidError("n_steps must be at least 1");
   const std::vector<double> alphas = ScanAlphas(kScanPoints);
   const auto n = static_cast<int64_t>(alphas.size());
@@ -582,7 +579,7 @@ std::vector<Attribution> AttributeToTolerance(const Classifier& model, const tor
       };
     }
     std::vector<Attribution> a =
-        AttributeTargets(model, input, paths, targets, *MakeSchedule("gausslegendre", n), options, this_try);
+        AttributeTargets(model, input, paths, targets, *MakeSchedule(Method::kGaussLegendre, n), options, this_try);
     *points_spent += n * static_cast<int>(paths.size());
     *met = std::none_of(a.begin(), a.end(), [&](const Attribution& x) { return IsIncomplete(x, tolerance); });
     if (*met || n >= max_n_steps) return a;
@@ -638,36 +635,36 @@ StatusOr<std::vector<Path>> MakePaths(const torch::Tensor& input, const ModelInf
                                       const torch::Tensor& baseline_image) {
   std::mt19937_64 random(static_cast<uint64_t>(options.seed));
   std::vector<torch::Tensor> baselines;
-  const std::string& kind = options.baseline;
+  const Baseline kind = options.baseline;
   if (options.baseline_count < 1) return InvalidError("baseline_count: must be at least 1");
-  if (options.baseline_count > 1 && kind != "uniform") {
+  if (options.baseline_count > 1 && kind != Baseline::kUniform) {
     return InvalidError("baseline_count: only uniform baselines are drawn several times (the others are fixed)");
   }
-  if (kind == "zero") {
-    baselines.push_back(torch::zeros_like(input));
-  } else if (kind == "black" || kind == "white") {
-    baselines.push_back(Constant(input, info, kind == "black" ? 0.0 : 1.0));
-  } else if (kind == "blur") {
-    if (!(options.blur_sigma > 0.0 && options.blur_sigma <= 1000.0)) {
-      return InvalidError("blur_sigma: expected a number of pixels in (0, 1000]");
+  switch (kind) {
+    case Baseline::kZero: baselines.push_back(torch::zeros_like(input)); break;
+    case Baseline::kBlack:
+    case Baseline::kWhite: baselines.push_back(Constant(input, info, kind == Baseline::kBlack ? 0.0 : 1.0)); break;
+    case Baseline::kBlur:
+      if (!(options.blur_sigma > 0.0 && options.blur_sigma <= 1000.0)) {
+        return InvalidError("blur_sigma: expected a number of pixels in (0, 1000]");
+      }
+      baselines.push_back(Blur(input, options.blur_sigma));
+      break;
+    case Baseline::kUniform: {
+      std::uniform_real_distribution<double> unit(0.0, 1.0);
+      const torch::Tensor black = Constant(input, info, 0.0);
+      const torch::Tensor scale = Constant(input, info, 1.0) - black;  // 1 / std per channel
+      for (int i = 0; i < options.baseline_count; ++i) {
+        baselines.push_back(black + scale * Drawn(input, [&] { return unit(random); }));
+      }
+      break;
     }
-    baselines.push_back(Blur(input, options.blur_sigma));
-  } else if (kind == "uniform") {
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    const torch::Tensor black = Constant(input, info, 0.0);
-    const torch::Tensor scale = Constant(input, info, 1.0) - black;  // 1 / std per channel
-    for (int i = 0; i < options.baseline_count; ++i) {
-      baselines.push_back(black + scale * Drawn(input, [&] { return unit(random); }));
-    }
-  } else if (kind == "image") {
-    if (!baseline_image.defined() || baseline_image.sizes() != input.sizes()) {
-      return InvalidError("baseline: 'image' needs a baseline image (baseline_image)");
-    }
-    baselines.push_back(baseline_image.to(input.options()));
-  } else {
-    std::string kinds;
-    for (const auto& k : BaselineKinds()) kinds += (kinds.empty() ? "" : ", ") + k;
-    return InvalidError("baseline: '" + kind.substr(0, 32) + "' is not one of " + kinds);
+    case Baseline::kImage:
+      if (!baseline_image.defined() || baseline_image.sizes() != input.sizes()) {
+        return InvalidError("baseline: 'image' needs a baseline image (baseline_image)");
+      }
+      baselines.push_back(baseline_image.to(input.options()));
+      break;
   }
   std::vector<torch::Tensor> inputs = {input};
   if (options.smoothgrad_samples > 0) {

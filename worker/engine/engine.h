@@ -28,9 +28,9 @@ struct PathSchedule {
 
 // The fixed rules, as Captum makes them: gausslegendre (numpy's leggauss
 // mapped to [0, 1]), riemann_left, riemann_right, riemann_middle,
-// riemann_trapezoid (float32 linspace alphas). "scan" needs the model: see
-// PlanSchedule.
-StatusOr<PathSchedule> MakeSchedule(const std::string& method, int n_steps);
+// riemann_trapezoid (float32 linspace alphas). The scan needs the model
+// (PlanSchedule); here it is refused.
+StatusOr<PathSchedule> MakeSchedule(Method method, int n_steps);
 
 // The "scan" rule, for integrands that live near a = 0 (BiT: GroupNorm makes
 // f(a x) nearly invariant to the scale a, so f changes where a is tiny). A
@@ -198,9 +198,8 @@ std::vector<std::vector<Attribution>> AttributeJobs(const Classifier& model, con
 
 // MakeSchedule, or for "scan" the scan of the model along the path from
 // `baseline` (zero if undefined) to `input` and PlanFromScan.
-StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target,
-                                    const std::string& method, int n_steps, const EngineOptions& options,
-                                    const torch::Tensor& baseline = {});
+StatusOr<PathSchedule> PlanSchedule(const Classifier& model, const torch::Tensor& input, int target, Method method,
+                                    int n_steps, const EngineOptions& options, const torch::Tensor& baseline = {});
 
 // Adaptive steps: Gauss-Legendre with n = 8, 16, 32, ... (the last try
 // `max_n_steps`) until |convergence delta| <= tolerance x |f(x) - f(baseline)|

@@ -186,7 +186,7 @@ StatusOr<Regions> ComputeRegions(const Attribution& a, const RegionRequest& requ
   regions.kind = request.kind;
   regions.side = side;
   regions.labels.assign(static_cast<size_t>(side) * side, 0);
-  if (request.kind == "superpixels") {
+  if (request.kind == RegionKind::kSuperpixels) {
     RegionNode image;
     image.height = image.width = side;
     image.pixels = int64_t{side} * side;
@@ -303,7 +303,7 @@ std::string RegionsJson(const Regions& r) {
     }
     return rows;
   };
-  return json{{"kind", r.kind},           {"normalizer", r.normalizer},     {"nodes", nodes},
+  return json{{"kind", Name(r.kind)},     {"normalizer", r.normalizer},     {"nodes", nodes},
               {"labels", grid(r.labels)}, {"pixel_idg", grid(r.pixel_idg)}, {"pixel_value", grid(r.pixel_value)}}
       .dump();
 }

@@ -46,7 +46,7 @@ struct RegionNode {
 };
 
 struct Regions {
-  std::string kind;               // "quadtree" | "superpixels"
+  RegionKind kind = RegionKind::kQuadtree;
   std::vector<RegionNode> nodes;  // nodes[0] is the whole image; a parent comes before its children
   std::vector<int> labels;        // S x S, row-major: the smallest node that holds each pixel
   std::vector<double> pixel_idg;  // S x S: IDG of each pixel (its 3 values)

@@ -1,11 +1,14 @@
 #include "worker/formats/formats.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/gzip.h"
 #include "common/zip.h"
 #include "worker/formats/heatmap.h"
 
@@ -196,7 +199,7 @@ std::string EncodeJson(const Explanation& e) {
                          {"probabilities", e.probabilities},
                          {"classes", *e.classes},
                          {"convergence_delta", a.convergence_delta},
-                         {"method", e.method},
+                         {"method", NameOf(e.method)},
                          {"n_steps", e.n_steps}};
   std::string out = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   out.pop_back();  // '}': the arrays follow
@@ -241,8 +244,8 @@ void DrawText(Image& canvas, int x, int y, const std::string& text, int scale, c
 
 StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input, const HeatmapStyle& style) {
   const Attribution& a = *e.attribution;
-  const bool captum = !style.sign.empty();
-  const bool is_signed = style.heatmap != "absolute";
+  const bool captum = style.sign != Sign::kNone;
+  const bool is_signed = style.heatmap != Heatmap::kAbsolute;
   const torch::Tensor ig = a.integrated_grads.to(torch::kCPU).to(torch::kFloat64).reshape({3, -1});
   const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(ig.size(1)))));
   if (input.width != side || input.height != side || input.channels != 3) {
@@ -319,7 +322,7 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input,
   }
   const uint8_t ink[3] = {20, 20, 20};
   const int labels = bar_top + bar + 2;
-  const bool two_sided = captum ? style.sign == "all" : is_signed;
+  const bool two_sided = captum ? style.sign == Sign::kAll : is_signed;
   const std::string low = two_sided ? Short(-scale) : "0";
   const std::string high = Short(scale);
   DrawText(canvas, margin, labels, low, text, ink);
@@ -329,8 +332,8 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& e, const Image& input,
   DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
   DrawText(canvas, margin, caption + line, "delta " + Short(a.convergence_delta), text, ink);
   if (captum) {
-    DrawText(canvas, margin, caption + 2 * line, style.sign + " outliers " + Short(style.outlier_perc) + "%", text,
-             ink);
+    DrawText(canvas, margin, caption + 2 * line, Name(style.sign) + " outliers " + Short(style.outlier_perc) + "%",
+             text, ink);
   }
   return EncodePng(canvas);
 }
@@ -414,7 +417,7 @@ StatusOr<std::string> EncodeRegionsPng(const Explanation& e, const Image& input,
   const int caption = margin + panel + margin;
   const double probability = e.probabilities.empty() ? 0.0 : e.probabilities[a.target];
   DrawText(canvas, margin, caption, "class " + e.classes->at(a.target) + " p=" + Short(probability), text, ink);
-  DrawText(canvas, margin, caption + line, "idg " + r.kind + " top " + std::to_string(chosen.size()), text, ink);
+  DrawText(canvas, margin, caption + line, "idg " + Name(r.kind) + " top " + std::to_string(chosen.size()), text, ink);
   // The dividends as shares of Z, as many as fit.
   const size_t fits = static_cast<size_t>((canvas.width - 2 * margin) / (6 * text));
   std::string shares;
@@ -427,5 +430,31 @@ StatusOr<std::string> EncodeRegionsPng(const Explanation& e, const Image& input,
   DrawText(canvas, margin, caption + 2 * line, shares, text, ink);
   return EncodePng(canvas);
 }
+
+namespace {
+
+StatusOr<std::string> GzipEncoder(const Explanation& e, const EncodeOptions& options) {
+  const std::string saved = EncodeAttribution(*e.attribution);
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::string compressed, GzipCompress(saved, options.gzip_level));
+  if (options.compress_seconds != nullptr) {
+    *options.compress_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return compressed;
+}
+StatusOr<std::string> NpzEncoder(const Explanation& e, const EncodeOptions& /*options*/) { return EncodeNpz(e); }
+StatusOr<std::string> JsonEncoder(const Explanation& e, const EncodeOptions& /*options*/) { return EncodeJson(e); }
+StatusOr<std::string> PngEncoder(const Explanation& e, const EncodeOptions& options) {
+  if (options.seen == nullptr) return InternalError("png: the image the model saw is not given");
+  if (e.regions != nullptr) return EncodeRegionsPng(e, *options.seen, options.top_regions);
+  return EncodeHeatmapPng(e, *options.seen, options.style);
+}
+
+constexpr std::array<Encoder, Words<Format>::kNames.size()> kEncoders = {GzipEncoder, NpzEncoder, JsonEncoder,
+                                                                         PngEncoder};
+
+}  // namespace
+
+Encoder EncoderOf(Format format) { return kEncoders[static_cast<size_t>(format)]; }
 
 }  // namespace intgrads

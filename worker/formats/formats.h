@@ -31,7 +31,7 @@ struct Explanation {
   const torch::Tensor* input = nullptr;  // 1 x 3 x S x S, normalized: x of the path
   const std::vector<std::string>* classes = nullptr;
   std::vector<double> probabilities;  // softmax of attribution->logits
-  std::string method;
+  Method method = Method::kGaussLegendre;
   int n_steps = 0;
   const Regions* regions = nullptr;  // IDG for regions, when asked: json carries it, png draws it
 };
@@ -48,11 +48,11 @@ std::string EncodePrediction(const torch::Tensor& logits, const std::vector<doub
 std::string EncodeNpz(const Explanation& explanation);
 std::string EncodeJson(const Explanation& explanation);
 // How the heatmap draws (common/request.h, ValidateHeatmap): ours, `heatmap`
-// "signed" (red positive, blue negative) or "absolute" (|IG|, black to
-// yellow); or, with `sign`, Captum's (worker/formats/heatmap.h).
+// signed (red positive, blue negative) or absolute (|IG|, black to yellow);
+// or, with `sign`, Captum's (worker/formats/heatmap.h).
 struct HeatmapStyle {
-  std::string heatmap = "signed";
-  std::string sign;
+  Heatmap heatmap = Heatmap::kSigned;
+  Sign sign = Sign::kNone;
   double outlier_perc = 2.0;
 };
 // `input` is the RGB image the model saw (input_size x input_size).
@@ -63,6 +63,22 @@ StatusOr<std::string> EncodeHeatmapPng(const Explanation& explanation, const Ima
 // model's input size), outlined and numbered by rank, green where IDG is
 // positive and magenta where negative, with a caption.
 StatusOr<std::string> EncodeRegionsPng(const Explanation& explanation, const Image& input, int top);
+
+// What an encoder reads besides the explanation.
+struct EncodeOptions {
+  const Image* seen = nullptr;         // png: the RGB image the model saw (input_size x input_size)
+  HeatmapStyle style;                  // png: the heatmap's look
+  int top_regions = 5;                 // png with regions: the regions drawn
+  int gzip_level = 0;                  // gzip: zlib's level (0: stored, the fastest)
+  double* compress_seconds = nullptr;  // gzip: set to the seconds spent compressing
+};
+// Writes one attribution in one format. The registry has one per Format, in
+// its order (common/vocabulary.h, PayloadFormats, names the formats):
+//   gzip  the original's torch.save dict (EncodeAttribution), gzip'd
+//   npz   EncodeNpz;  json  EncodeJson
+//   png   EncodeRegionsPng with regions, else EncodeHeatmapPng
+using Encoder = StatusOr<std::string> (*)(const Explanation& explanation, const EncodeOptions& options);
+Encoder EncoderOf(Format format);
 
 // Writes `text` into `canvas` (RGB) at (x, y) in a 5 x 7 bitmap font scaled
 // by `scale`; letters are drawn upper case, unknown characters as '?'.

@@ -34,7 +34,7 @@ std::vector<Rgb> Hexes(std::initializer_list<uint32_t> colours) {
 }
 
 // ColorBrewer's nine-class sequential schemes, as matplotlib's Greens, Reds and Blues.
-const std::array<Rgb, 256>& TableOf(const std::string& sign) {
+const std::array<Rgb, 256>& TableOf(Sign sign) {
   static const std::array<Rgb, 256> all = Table(Hexes({0xFF0000, 0xFFFFFF, 0x008000}));
   static const std::array<Rgb, 256> greens =
       Table(Hexes({0xF7FCF5, 0xE5F5E0, 0xC7E9C0, 0xA1D99B, 0x74C476, 0x41AB5D, 0x238B45, 0x006D2C, 0x00441B}));
@@ -42,9 +42,9 @@ const std::array<Rgb, 256>& TableOf(const std::string& sign) {
       Table(Hexes({0xFFF5F0, 0xFEE0D2, 0xFCBBA1, 0xFC9272, 0xFB6A4A, 0xEF3B2C, 0xCB181D, 0xA50F15, 0x67000D}));
   static const std::array<Rgb, 256> blues =
       Table(Hexes({0xF7FBFF, 0xDEEBF7, 0xC6DBEF, 0x9ECAE1, 0x6BAED6, 0x4292C6, 0x2171B5, 0x08519C, 0x08306B}));
-  if (sign == "positive") return greens;
-  if (sign == "negative") return reds;
-  if (sign == "absolute_value") return blues;
+  if (sign == Sign::kPositive) return greens;
+  if (sign == Sign::kNegative) return reds;
+  if (sign == Sign::kAbsoluteValue) return blues;
   return all;
 }
 
@@ -69,17 +69,17 @@ double CumulativeSumThreshold(std::vector<double> values, double percentile) {
   return values.back();
 }
 
-std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, const std::string& sign, double outlier_perc,
+std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, Sign sign, double outlier_perc,
                                     double* scale) {
   std::vector<double> kept(per_pixel.size());
   std::vector<double> magnitude(per_pixel.size());
   for (size_t i = 0; i < per_pixel.size(); ++i) {
     const double v = per_pixel[i];
-    if (sign == "positive") {
+    if (sign == Sign::kPositive) {
       kept[i] = v > 0 ? v : 0.0;
-    } else if (sign == "negative") {
+    } else if (sign == Sign::kNegative) {
       kept[i] = v < 0 ? v : 0.0;
-    } else if (sign == "absolute_value") {
+    } else if (sign == Sign::kAbsoluteValue) {
       kept[i] = std::fabs(v);
     } else {
       kept[i] = v;
@@ -87,7 +87,7 @@ std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, const 
     magnitude[i] = std::fabs(kept[i]);
   }
   double threshold = CumulativeSumThreshold(magnitude, 100.0 - outlier_perc);
-  if (sign == "negative") threshold = -threshold;
+  if (sign == Sign::kNegative) threshold = -threshold;
   *scale = threshold;
   std::vector<double> out(per_pixel.size(), 0.0);
   if (threshold == 0.0) return out;  // no attribution of that sign: nothing to colour
@@ -95,10 +95,10 @@ std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, const 
   return out;
 }
 
-Rgb CaptumColour(const std::string& sign, double t) { return TableOf(sign)[static_cast<size_t>(Entry(t))]; }
+Rgb CaptumColour(Sign sign, double t) { return TableOf(sign)[static_cast<size_t>(Entry(t))]; }
 
-double ColourMapPosition(const std::string& sign, double normalized) {
-  return sign == "all" ? (normalized + 1.0) / 2.0 : normalized;
+double ColourMapPosition(Sign sign, double normalized) {
+  return sign == Sign::kAll ? (normalized + 1.0) / 2.0 : normalized;
 }
 
 std::vector<double> GreyUnder(const std::vector<uint8_t>& rgb) {

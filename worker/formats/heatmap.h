@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "common/vocabulary.h"
+
 namespace intgrads {
 
 // The value at which the running sum of `values` sorted ascending first
@@ -19,10 +21,10 @@ namespace intgrads {
 double CumulativeSumThreshold(std::vector<double> values, double percentile);
 
 // The attribution of each pixel scaled as Captum's _normalize_attr: in
-// [-1, 1] for sign "all", [0, 1] for the others (negative: the magnitude
+// [-1, 1] for sign all, [0, 1] for the others (negative: the magnitude
 // of the negative part). `scale` gets the threshold divided by (negative
-// for sign "negative", as Captum's).
-std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, const std::string& sign, double outlier_perc,
+// for sign negative, as Captum's).
+std::vector<double> NormalizeBySign(const std::vector<double>& per_pixel, Sign sign, double outlier_perc,
                                     double* scale);
 
 using Rgb = std::array<double, 3>;  // 0..1
@@ -31,10 +33,10 @@ using Rgb = std::array<double, 3>;  // 0..1
 // "all", matplotlib's Greens, Reds and Blues for positive, negative and
 // absolute_value; `t` in [0, 1] as matplotlib looks it up (a table of 256
 // colours, entry min(floor(256 t), 255)).
-Rgb CaptumColour(const std::string& sign, double t);
+Rgb CaptumColour(Sign sign, double t);
 
 // Where a normalized value sits on the colour map: (v + 1) / 2 for "all", v otherwise.
-double ColourMapPosition(const std::string& sign, double normalized);
+double ColourMapPosition(Sign sign, double normalized);
 
 // The input in grey as blended_heat_map draws it: each pixel's channel
 // mean, scaled from the image's darkest to its lightest (imshow's gray map,

@@ -13,19 +13,40 @@ extern "C" const char intgrads_default_model_end[];
 
 namespace intgrads {
 
-const char* FamilyName(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kBit: return "bit";
-    case ModelFamily::kLanet: return "lanet";
-    case ModelFamily::kTorchScript: break;
-  }
-  return "torchscript";
+const std::vector<FamilySpec>& ModelFamilies() {
+  static const std::vector<FamilySpec> families = {
+      {ModelFamily::kBit, "bit", {"--bit-path", "-bp"}, {{0.5F, 0.5F, 0.5F}, {0.5F, 0.5F, 0.5F}}, LoadBit, nullptr},
+      {ModelFamily::kLanet,
+       "lanet",
+       {"--lanet-path", "-lp", "-lb"},
+       {{0.49139968F, 0.48215827F, 0.44653124F}, {0.24703233F, 0.24348505F, 0.26158768F}},
+       LoadLanet,
+       nullptr},
+      {ModelFamily::kTorchScript,
+       "torchscript",
+       {"--model"},
+       {{0.0F, 0.0F, 0.0F}, {1.0F, 1.0F, 1.0F}},
+       nullptr,
+       LoadTorchScript},
+  };
+  return families;
 }
 
-Normalization FamilyNormalization(ModelFamily family) {
-  if (family == ModelFamily::kBit) return {{0.5F, 0.5F, 0.5F}, {0.5F, 0.5F, 0.5F}};
-  return {{0.49139968F, 0.48215827F, 0.44653124F}, {0.24703233F, 0.24348505F, 0.26158768F}};
+const FamilySpec& FamilyOf(ModelFamily family) {
+  const auto& families = ModelFamilies();
+  return *std::find_if(families.begin(), families.end(), [family](const FamilySpec& f) { return f.family == family; });
 }
+
+const FamilySpec* FindFamily(std::string_view name) {
+  for (const FamilySpec& f : ModelFamilies()) {
+    if (name == f.name) return &f;
+  }
+  return nullptr;
+}
+
+const char* FamilyName(ModelFamily family) { return FamilyOf(family).name; }
+
+Normalization FamilyNormalization(ModelFamily family) { return FamilyOf(family).normalization; }
 
 std::vector<std::string> DefaultClassNames(int num_classes) {
   if (num_classes == static_cast<int>(Cifar10Classes().size())) return Cifar10Classes();
@@ -251,8 +272,11 @@ Status CheckKeys(const KeyShapes& expected, const StateDict& weights, const std:
 }
 
 StatusOr<std::unique_ptr<Classifier>> LoadModel(ModelFamily family, const StateDict& weights) {
-  if (family == ModelFamily::kTorchScript) return InvalidError("a TorchScript model is a file, not a state dict");
-  return family == ModelFamily::kBit ? LoadBit(weights) : LoadLanet(weights);
+  const FamilySpec& spec = FamilyOf(family);
+  if (spec.load_weights == nullptr) {
+    return InvalidError(std::string("a ") + spec.name + " model is a file, not a state dict");
+  }
+  return spec.load_weights(weights);
 }
 
 namespace {
@@ -270,7 +294,8 @@ StatusOr<std::unique_ptr<Classifier>> LoadParsed(ModelFamily family, const Statu
 }  // namespace
 
 StatusOr<std::unique_ptr<Classifier>> LoadModelFile(ModelFamily family, const std::string& path) {
-  if (family == ModelFamily::kTorchScript) return LoadTorchScript(path);
+  const FamilySpec& spec = FamilyOf(family);
+  if (spec.load_file != nullptr) return spec.load_file(path);
   return LoadParsed(family, LoadTorchFile(path), path);
 }
 

@@ -12,6 +12,7 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +23,25 @@
 namespace intgrads {
 
 enum class ModelFamily { kBit, kLanet, kTorchScript };
+
+class Classifier;
+
+// A model family's entry in the registry: what the flags, $INTGRADS_MODEL,
+// the ready message and the loaders read. Adding a family is a row here and
+// its own file (worker/models/bit.cc, lanet.cc, torchscript.cc).
+struct FamilySpec {
+  ModelFamily family;
+  const char* name;                // "bit": $INTGRADS_MODEL's FAMILY, the ready message
+  std::vector<const char*> flags;  // the flags naming its file, the long one first ("--bit-path", "-bp")
+  Normalization normalization;     // what its checkpoints were trained with (TorchScript: its sidecar's)
+  // A torch.save state dict to the model; nullptr for a family whose file is
+  // no state dict (TorchScript), which `load_file` reads instead.
+  StatusOr<std::unique_ptr<Classifier>> (*load_weights)(const StateDict& weights);
+  StatusOr<std::unique_ptr<Classifier>> (*load_file)(const std::string& path);
+};
+const std::vector<FamilySpec>& ModelFamilies();
+const FamilySpec& FamilyOf(ModelFamily family);
+const FamilySpec* FindFamily(std::string_view name);  // by name; nullptr for none
 
 const char* FamilyName(ModelFamily family);
 Normalization FamilyNormalization(ModelFamily family);

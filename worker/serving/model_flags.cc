@@ -5,6 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace intgrads {
@@ -17,9 +18,9 @@ StatusOr<bool> ConsumeModelFlag(const std::vector<std::string>& args, size_t* i,
     return Status::Ok();
   };
   std::optional<ModelFamily> family;
-  if (a == "-bp" || a == "--bit-path") family = ModelFamily::kBit;
-  if (a == "-lp" || a == "-lb" || a == "--lanet-path") family = ModelFamily::kLanet;
-  if (a == "--model") family = ModelFamily::kTorchScript;
+  for (const FamilySpec& f : ModelFamilies()) {
+    if (std::find(f.flags.begin(), f.flags.end(), a) != f.flags.end()) family = f.family;
+  }
   if (family) {
     if (flags->family) {
       return InvalidError("two model flags given (" + std::string(FamilyName(*flags->family)) + " " + flags->path +
@@ -64,18 +65,14 @@ Status ModelFromEnvironment(ModelFlags* flags) {
   const std::string text(value);
   const size_t colon = text.find(':');
   const std::string family = text.substr(0, colon);
+  std::string names;
+  for (const FamilySpec& f : ModelFamilies()) names += (names.empty() ? "" : ", ") + std::string(f.name);
   if (colon == std::string::npos || colon + 1 == text.size()) {
-    return InvalidError("$INTGRADS_MODEL: expected FAMILY:PATH (bit, lanet or torchscript), got '" + text + "'");
+    return InvalidError("$INTGRADS_MODEL: expected FAMILY:PATH (FAMILY one of " + names + "), got '" + text + "'");
   }
-  if (family == "bit") {
-    flags->family = ModelFamily::kBit;
-  } else if (family == "lanet") {
-    flags->family = ModelFamily::kLanet;
-  } else if (family == "torchscript") {
-    flags->family = ModelFamily::kTorchScript;
-  } else {
-    return InvalidError("$INTGRADS_MODEL: family '" + family + "' is not bit, lanet or torchscript");
-  }
+  const FamilySpec* spec = FindFamily(family);
+  if (spec == nullptr) return InvalidError("$INTGRADS_MODEL: family '" + family + "' is not one of " + names);
+  flags->family = spec->family;
   flags->path = text.substr(colon + 1);
   return Status::Ok();
 }
@@ -145,14 +142,7 @@ int64_t MemoryBudgetBytes(int64_t megabytes, const torch::Device& device) {
   return megabytes * 1024 * 1024;
 }
 
-const char* ModelFlagName(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kBit: return "--bit-path";
-    case ModelFamily::kLanet: return "--lanet-path";
-    case ModelFamily::kTorchScript: break;
-  }
-  return "--model";
-}
+const char* ModelFlagName(ModelFamily family) { return FamilyOf(family).flags.front(); }
 
 void AllowTf32(bool allow) {
   at::globalContext().setAllowTF32CuDNN(allow);

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include "common/gzip.h"
 #include "common/job.h"
 #include "worker/formats/formats.h"
 
@@ -27,15 +26,7 @@ void WarnIfIncomplete(const Attribution& a, const JobRequest& request) {
                "(docs/FAITHFULNESS.md)\n",
                static_cast<unsigned long long>(request.id), a.target, a.convergence_delta,
                100.0 * std::fabs(a.convergence_delta) / std::fabs(a.target_logit - a.baseline_logit),
-               a.target_logit - a.baseline_logit, request.method.c_str(), a.n_steps);
-}
-
-// The request's format, validated with everything else a worker checks
-// before any work; nullptr with *error set when the request is refused.
-const PayloadFormat* Validate(const JobRequest& request, int num_classes, const WorkerOptions& options, Status* error) {
-  *error = ValidateJob(request, num_classes, options.limits);
-  if (!error->ok()) return nullptr;
-  return FindPayloadFormat(request.predict ? "json" : request.format);
+               a.target_logit - a.baseline_logit, Name(request.method).c_str(), a.n_steps);
 }
 
 }  // namespace
@@ -89,9 +80,8 @@ void Fail(Work* w, const Status& status) {
 void Prepare(const Classifier& model, const torch::Device& device, const WorkerOptions& options, Work* w) {
   const JobRequest& request = w->request;
   w->reply.id = request.id;
-  Status invalid;
-  w->format = Validate(request, static_cast<int>(model.info().classes.size()), options, &invalid);
-  if (w->format == nullptr) {
+  const Status invalid = ValidateJob(request, static_cast<int>(model.info().classes.size()), options.limits);
+  if (!invalid.ok()) {
     // Over a limit: 413; any other refusal: 422, as the gateway's own checks answer.
     Refuse(w, invalid.code() == StatusCode::kTooLarge ? invalid : InvalidError(invalid.message()));
     return;
@@ -129,7 +119,7 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
   }
   Targets targets{request.targets, request.top_k};
   if (targets.classes.empty() && targets.top_k == 0) targets.classes = {request.target};
-  if (request.method == "scan") {
+  if (request.method == Method::kScan) {
     // The scan needs its target before the path; other rules let the
     // engine read predicted and top-k classes from the pass it makes at x
     // anyway.
@@ -159,14 +149,13 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
 
 void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
   const JobRequest& request = w->request;
-  const PayloadFormat* format = w->format;
   Clock::time_point mark = Clock::now();
   JobReply& reply = w->reply;
   if (request.predict) {
     reply.probabilities = Probabilities(w->logits);
     reply.target = Predicted(reply.probabilities);
     reply.payload = EncodePrediction(w->logits, reply.probabilities, model.info().classes);
-    reply.content_type = format->content_type;
+    reply.content_type = FormatEntry(Format::kJson).content_type;
     reply.code = StatusCode::kOk;
     reply.prepare_seconds = w->prepare;
     reply.attribute_seconds = w->attribute;
@@ -179,7 +168,7 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
   for (size_t i = 0; i < attributions.size(); ++i) {
     const Attribution& attribution = attributions[i];
     StatusOr<Regions> regions = Regions();
-    if (request.regions.kind != "none") {
+    if (request.regions.kind != RegionKind::kNone) {
       regions = ComputeRegions(attribution, request.regions, w->seen);
       if (!regions.ok()) {
         Fail(w, regions.status());
@@ -192,31 +181,25 @@ void Encode(const Classifier& model, const WorkerOptions& options, Work* w) {
                             probabilities,
                             request.method,
                             attribution.n_steps,
-                            request.regions.kind != "none" ? &regions.value() : nullptr};
-    StatusOr<std::string> payload = std::string();
-    if (format->name == "gzip") {
-      const std::string saved = EncodeAttribution(attribution);
-      w->encode += Since(&mark);
-      payload = GzipCompress(saved, options.gzip_level);
-      w->compress += Since(&mark);
-    } else if (format->name == "npz") {
-      payload = EncodeNpz(explanation);
-    } else if (format->name == "json") {
-      payload = EncodeJson(explanation);
-    } else if (explanation.regions != nullptr) {
-      payload = EncodeRegionsPng(explanation, w->seen, request.regions.top);
-    } else {
-      payload = EncodeHeatmapPng(explanation, w->seen, {request.heatmap, request.sign, request.outlier_perc});
-    }
+                            request.regions.kind != RegionKind::kNone ? &regions.value() : nullptr};
+    double compress = 0.0;
+    const EncodeOptions how{&w->seen,
+                            {request.heatmap, request.sign, request.outlier_perc},
+                            request.regions.top,
+                            options.gzip_level,
+                            &compress};
+    StatusOr<std::string> payload = EncoderOf(request.format)(explanation, how);
     if (!payload.ok()) {
       Fail(w, payload.status());
       return;
     }
-    w->encode += Since(&mark);
+    const double spent = Since(&mark);
+    w->encode += spent - compress;
+    w->compress += compress;
     JobReply& out = i == 0 ? reply : reply.others.emplace_back();
     out.id = request.id;
     out.payload = std::move(payload).value();
-    out.content_type = format->content_type;
+    out.content_type = FormatEntry(request.format).content_type;
     out.target = attribution.target;
     out.probabilities = probabilities;
     out.convergence_delta = attribution.convergence_delta;

@@ -24,7 +24,6 @@ namespace intgrads {
 // final: refused, failed or encoded.
 struct Work {
   JobRequest request;
-  const PayloadFormat* format = nullptr;
   bool answered = false;
   JobReply reply;
   Image seen;  // the image at the model's input size

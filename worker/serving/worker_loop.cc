@@ -197,7 +197,7 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
       const std::string what = request.predict
                                    ? "prediction"
                                    : "n_steps " + std::to_string(reply.n_steps > 0 ? reply.n_steps : request.n_steps) +
-                                         ", " + request.method;
+                                         ", " + Name(request.method);
       std::fprintf(
           stderr, "intgrads-worker: request %llu: %s, %s, %.3f s%s\n", static_cast<unsigned long long>(request.id),
           StatusCodeName(reply.code), what.c_str(), reply.compute_seconds,
@@ -288,10 +288,19 @@ int RunWorker(const Classifier& model, const torch::Device& device, const Worker
           Frames frames;
           for (auto& part : ReceiveParts(*link.socket)) frames.emplace_back(part.to_string());
           link.expiry = Clock::now() + interval * options.liveness;
+          const std::string header = frames.empty() ? std::string() : frames.front();
           auto message = DecodeMessage(std::move(frames));
           if (!message.ok()) {
-            std::fprintf(stderr, "intgrads-worker: dropped a bad message from %s: %s\n", link.endpoint.c_str(),
+            std::fprintf(stderr, "intgrads-worker: refused a bad message from %s: %s\n", link.endpoint.c_str(),
                          message.status().message().c_str());
+            // A request it cannot read is still answered, so that the gateway's client is not left waiting.
+            if (const std::optional<uint64_t> id = RefusedRequestId({header})) {
+              JobReply refusal;
+              refusal.id = *id;
+              refusal.code = StatusCode::kInvalid;
+              refusal.error = message.status().message();
+              Send(*link.socket, EncodeReply(std::move(refusal)));
+            }
           } else if (message->type == MessageType::kRequest && !stop_deadline) {
             std::lock_guard<std::mutex> lock(pipe.mutex);
             pipe.arrivals.push_back({g, std::move(message->request), Clock::now()});

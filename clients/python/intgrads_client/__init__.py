@@ -404,7 +404,10 @@ def explain_all(client, inputs, out, target="predicted", format="npz", concurren
     while each image computes (its answer streamed)."""
     if concurrency is None:
         concurrency = max(1, len(client.workers()))
-    extension = {"npz": ".npz", "gzip": ".gzip", "json": ".json", "png": ".png"}[format]
+    formats = client.model().get("formats", [])
+    if format not in formats:
+        raise ValueError(f"format {format!r} is not one the service writes: {', '.join(formats)}")
+    extension = "." + format  # the service's file names: attribution.npz, attribution.gzip, ...
     os.makedirs(out, exist_ok=True)
     rows = [None] * len(inputs)
     earlier = {}  # an earlier run's rows, for the outputs it left

@@ -28,7 +28,8 @@ def main(argv=None):
     explain.add_argument("inputs", nargs="+", help="image files, folders or zips")
     explain.add_argument("--out", required=True, help="the output folder")
     explain.add_argument("--target", default="predicted", help="class name or index, a list 'cat,dog', or 'predicted'")
-    explain.add_argument("--format", default="npz", choices=["npz", "gzip", "json", "png"])
+    explain.add_argument("--format", default="npz",
+                         help="one of the formats the service writes, as GET /v1/model lists them (default npz)")
     explain.add_argument("--n-steps", "--n_steps", type=int, default=None, dest="n_steps")
     explain.add_argument("--method", default=None)
     explain.add_argument("--concurrency", type=int, default=None,
