@@ -24,15 +24,8 @@ JobRequest MakeJobRequest(const AttributionsRequest& options, const std::vector<
   job.outlier_perc = options.outlier_perc.value_or(2.0);
   job.paths = options.paths;
   job.regions = options.regions;
-  job.height = input->image.height;
-  job.width = input->image.width;
-  job.channels = input->image.channels;
-  if (!input->tensor.empty()) {
-    job.input = "tensor";
-    job.pixels = std::move(input->tensor);
-  } else {
-    job.pixels.assign(input->image.pixels.begin(), input->image.pixels.end());
-  }
+  job.image = std::move(input->image);
+  job.tensor = std::move(input->tensor);
   return job;
 }
 

@@ -125,9 +125,9 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("target", r.target, Presence::kRequired);
   visit("n_steps", r.n_steps, Presence::kRequired);
   visit("method", r.method, Presence::kRequired);
-  visit("height", r.height, Presence::kRequired);
-  visit("width", r.width, Presence::kRequired);
-  visit("channels", r.channels, Presence::kRequired);
+  visit("height", r.image.height, Presence::kRequired);
+  visit("width", r.image.width, Presence::kRequired);
+  visit("channels", r.image.channels, Presence::kRequired);
   visit("format", r.format, Presence::kOptional);
   visit("heatmap", r.heatmap, Presence::kOptional);
   visit("baseline", r.paths.baseline, Presence::kOptional);
@@ -144,7 +144,6 @@ void RequestFields(Request& r, Visit&& visit) {
   visit("segments", r.regions.segments, Presence::kOptional);
   visit("top_regions", r.regions.top, Presence::kOptional);
   visit("max_reply_bytes", r.max_reply_bytes, Presence::kOptional);
-  visit("input", r.input, Presence::kOptional);
   visit("predict", r.predict, Presence::kOptional);
   visit("sign", r.sign, Presence::kOptional);
   visit("outlier_perc", r.outlier_perc, Presence::kOptional);
@@ -270,9 +269,12 @@ Frames EncodeRequest(const JobRequest& r) {
   json h = Header(MessageType::kRequest);
   RequestFields(r, FieldWriter{&h});
   const Image& b = r.paths.baseline_image;
-  if (b.pixels.empty()) return {Dump(h), r.pixels};
+  // "input": what the first frame holds, an image (the default) or a tensor.
+  if (!r.tensor.empty()) h["input"] = "tensor";
+  std::string first = r.tensor.empty() ? std::string(r.image.pixels.begin(), r.image.pixels.end()) : r.tensor;
+  if (b.pixels.empty()) return {Dump(h), std::move(first)};
   BaselineImageFields(b, FieldWriter{&h});
-  return {Dump(h), r.pixels, std::string(b.pixels.begin(), b.pixels.end())};
+  return {Dump(h), std::move(first), std::string(b.pixels.begin(), b.pixels.end())};
 }
 
 Frames EncodeProgress(JobProgress p) {
@@ -335,14 +337,18 @@ StatusOr<Message> DecodeMessage(Frames frames) {
     FieldReader read(h);
     RequestFields(r, read);
     RETURN_IF_ERROR(read.status());
-    if (r.input == "tensor") {
-      RETURN_IF_ERROR(CheckTensorFrame(r.height, r.width, r.channels, frames[1].size()));
-    } else if (r.input == "image") {
-      RETURN_IF_ERROR(CheckImageFrame(r.height, r.width, r.channels, frames[1].size(), "image"));
+    std::string input = "image";
+    RETURN_IF_ERROR(OptionalField(h, "input", &input));
+    Image& image = r.image;
+    if (input == "tensor") {
+      RETURN_IF_ERROR(CheckTensorFrame(image.height, image.width, image.channels, frames[1].size()));
+      r.tensor = std::move(frames[1]);
+    } else if (input == "image") {
+      RETURN_IF_ERROR(CheckImageFrame(image.height, image.width, image.channels, frames[1].size(), "image"));
+      image.pixels.assign(frames[1].begin(), frames[1].end());
     } else {
-      return InvalidError("protocol: input '" + r.input.substr(0, 32) + "' is not image or tensor");
+      return InvalidError("protocol: input '" + input.substr(0, 32) + "' is not image or tensor");
     }
-    r.pixels = std::move(frames[1]);
     if (frames.size() == 3) {
       Image& b = r.paths.baseline_image;
       BaselineImageFields(b, read);

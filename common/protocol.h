@@ -61,14 +61,13 @@ struct JobRequest {
   int target = 0;
   int n_steps = 50;
   Method method = Method::kGaussLegendre;
-  int height = 0;
-  int width = 0;
-  int channels = 3;
-  std::string pixels;  // height * width * channels bytes, HWC (input "image")
-  // "image": `pixels` is an image, made the model's input by the worker;
-  // "tensor": `pixels` is the model's normalized input itself, float32
-  // (little-endian) 3 x height x width, height and width the model's input size.
-  std::string input = "image";
+  // The image as sent (any size; 1, 3 or 4 channels), made the model's
+  // input by the worker; or, when `tensor` is set, only its height and
+  // width (the model's input size) and no pixels.
+  Image image;
+  // The model's normalized input itself, float32 (little-endian) 3 x
+  // height x width (KServe v2's FP32 input); empty for an image.
+  std::string tensor;
   bool predict = false;                // the forward pass alone: logits and probabilities, no attribution
   Format format = Format::kGzip;       // the payload's encoding (worker/formats/formats.h)
   Heatmap heatmap = Heatmap::kSigned;  // png only (ValidateHeatmap)

@@ -128,10 +128,7 @@ int RunAttribute(const std::vector<std::string>& args) {
   }
   job.n_steps = n_steps > 0 ? n_steps : request->n_steps;
   job.method = method.value_or(request->method);
-  job.height = request->image.height;
-  job.width = request->image.width;
-  job.channels = request->image.channels;
-  job.pixels.assign(request->image.pixels.begin(), request->image.pixels.end());
+  job.image = std::move(request->image);
   job.paths = paths;
   job.regions = regions;
   job.format = format;

@@ -34,9 +34,11 @@ TEST(Job, MadeFromAnyRoutesRequest) {
   EXPECT_DOUBLE_EQ(one.outlier_perc, 2.0);  // Captum's default when not given
   EXPECT_EQ(one.paths.baseline, Baseline::kBlur);
   EXPECT_EQ(one.regions.kind, RegionKind::kQuadtree);
-  EXPECT_EQ((std::vector<int>{one.height, one.width, one.channels}), (std::vector<int>{2, 3, 3}));
-  EXPECT_EQ(one.pixels, std::string(18, '\7'));
-  EXPECT_EQ(one.input, "image");
+  EXPECT_EQ((std::vector<int>{one.image.height, one.image.width, one.image.channels}), (std::vector<int>{2, 3, 3}));
+  EXPECT_EQ(one.image.pixels, std::vector<uint8_t>(18, 7));
+  EXPECT_TRUE(one.tensor.empty());
+  EXPECT_TRUE(input.image.pixels.empty());  // moved, not copied
+  input = Pixels(2, 3);
 
   JobRequest several = MakeJobRequest(options, {4, 1}, Format::kJson, false, &input);
   EXPECT_EQ(several.targets, (std::vector<int>{4, 1}));
@@ -50,8 +52,8 @@ TEST(Job, MadeFromAnyRoutesRequest) {
   JobRequest predicted = MakeJobRequest(options, {}, Format::kJson, true, &tensor);
   EXPECT_TRUE(predicted.predict);
   EXPECT_EQ(predicted.target, kPredictedTarget);
-  EXPECT_EQ(predicted.input, "tensor");
-  EXPECT_EQ(predicted.pixels.size(), 12U);
+  EXPECT_EQ(predicted.tensor.size(), 12U);
+  EXPECT_EQ(predicted.image.height, 1);
   EXPECT_TRUE(tensor.tensor.empty());  // moved
 }
 

@@ -12,10 +12,7 @@ namespace {
 // A request for one grey pixel, the rest at its defaults.
 JobRequest OnePixelRequest() {
   JobRequest r;
-  r.height = 1;
-  r.width = 1;
-  r.channels = 1;
-  r.pixels = "x";
+  r.image = {1, 1, 1, {'x'}};
   return r;
 }
 
@@ -25,10 +22,7 @@ TEST(Protocol, RequestRoundTrip) {
   r.target = 3;
   r.n_steps = 17;
   r.method = Method::kRiemannTrapezoid;
-  r.height = 2;
-  r.width = 3;
-  r.channels = 1;
-  r.pixels = std::string("\x00\x01\x02\xff\x10\x20", 6);
+  r.image = {2, 3, 1, {0x00, 0x01, 0x02, 0xff, 0x10, 0x20}};
   r.target = kPredictedTarget;
   r.format = Format::kPng;
   r.heatmap = Heatmap::kAbsolute;
@@ -41,7 +35,10 @@ TEST(Protocol, RequestRoundTrip) {
   EXPECT_EQ(m->request.heatmap, Heatmap::kAbsolute);
   EXPECT_EQ(m->request.n_steps, 17);
   EXPECT_EQ(m->request.method, Method::kRiemannTrapezoid);
-  EXPECT_EQ(m->request.pixels, r.pixels);
+  const Image& image = m->request.image;
+  EXPECT_EQ((std::vector<int>{image.height, image.width, image.channels}), (std::vector<int>{2, 3, 1}));
+  EXPECT_EQ(image.pixels, r.image.pixels);
+  EXPECT_TRUE(m->request.tensor.empty());
 }
 
 // Every field of the tables in protocol.cc, each away from its default, so
@@ -100,26 +97,31 @@ TEST(Protocol, EveryFieldKeepsItsValue) {
 // A tensor input is float32 3 x height x width, and says so; a prediction travels as a flag.
 TEST(Protocol, TensorInputsAndPredictionsTravel) {
   JobRequest r = OnePixelRequest();
-  r.input = "tensor";
   r.predict = true;
-  r.height = r.width = 2;
-  r.channels = 3;
-  r.pixels.assign(size_t{3} * 2 * 2 * sizeof(float), '\0');
-  auto decoded = DecodeMessage(EncodeRequest(r));
+  r.image = {2, 2, 3, {}};
+  r.tensor.assign(size_t{3} * 2 * 2 * sizeof(float), '\0');
+  const Frames frames = EncodeRequest(r);
+  EXPECT_NE(frames.front().find(R"("input":"tensor")"), std::string::npos) << frames.front();
+  auto decoded = DecodeMessage(frames);
   ASSERT_TRUE(decoded.ok()) << decoded.status().message();
-  EXPECT_EQ(decoded->request.input, "tensor");
   EXPECT_TRUE(decoded->request.predict);
-  EXPECT_EQ(decoded->request.pixels.size(), 48U);
+  EXPECT_EQ(decoded->request.tensor.size(), 48U);
+  EXPECT_EQ(decoded->request.image.height, 2);
+  EXPECT_TRUE(decoded->request.image.pixels.empty());
   // As an image the same frame would be 12 bytes; as a tensor, 12 floats or nothing.
-  r.pixels.resize(12);
+  r.tensor.resize(12);
   EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());
-  r.input = "text";
-  EXPECT_FALSE(DecodeMessage(EncodeRequest(r)).ok());
-  r.input = "image";
+  Frames text = frames;
+  text[0].replace(text[0].find("\"tensor\""), 8, "\"text\"");
+  EXPECT_FALSE(DecodeMessage(text).ok());
+  r.tensor.clear();
+  r.image.pixels.assign(12, 9);
   r.predict = false;
   auto image = DecodeMessage(EncodeRequest(r));
   ASSERT_TRUE(image.ok()) << image.status().message();
   EXPECT_FALSE(image->request.predict);
+  EXPECT_TRUE(image->request.tensor.empty());
+  EXPECT_EQ(image->request.image.pixels, r.image.pixels);
 }
 
 TEST(Protocol, ReplyReadyAndHeartbeatRoundTrip) {
@@ -346,17 +348,15 @@ TEST(Protocol, RefusesMalformedMessages) {
   EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "launch"})"}).ok());
   EXPECT_FALSE(DecodeMessage({R"({"v": 3, "type": "heartbeat"})", "extra"}).ok());
   JobRequest r;
-  r.height = 2;
-  r.width = 2;
-  r.pixels = "short";
+  r.image = {2, 2, 3, {'s', 'h', 'o', 'r', 't'}};
   auto refused = DecodeMessage(EncodeRequest(r));
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("image frame of 5 bytes"), std::string::npos);
   Frames frames = EncodeRequest(r);
   frames.pop_back();
   EXPECT_FALSE(DecodeMessage(frames).ok());
-  r.channels = 1;
-  r.pixels = "four";
+  r.image.channels = 1;
+  r.image.pixels = {'f', 'o', 'u', 'r'};
   r.paths.baseline_image.height = 1;
   r.paths.baseline_image.width = 2;
   r.paths.baseline_image.channels = 3;

@@ -33,8 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     at += 2;
     if (peer > 250) {
       intgrads::Job job;
-      job.request.height = job.request.width = 1;
-      job.request.pixels = std::string(3, '\0');
+      job.request.image = {1, 1, 3, {0, 0, 0}};
       job.model = peer % 2 == 0 ? "default" : "";
       job.deadline = intgrads::Clock::now() + std::chrono::seconds(peer % 3 == 0 ? 0 : 60);
       const uint64_t mine = ++submitted;

@@ -62,8 +62,7 @@ class BrokerTest : public ::testing::TestWithParam<bool> {  // whether the chann
   // A job of one black pixel, answered to `done`, due within `seconds`.
   static Job OneJob(std::function<void(const JobReply&)> done, int seconds = 30) {
     Job job;
-    job.request.height = job.request.width = 1;
-    job.request.pixels = std::string(3, '\0');
+    job.request.image = {1, 1, 3, {0, 0, 0}};
     job.deadline = Clock::now() + std::chrono::seconds(seconds);
     job.done = std::move(done);
     job.abandoned = [] { return false; };
@@ -90,8 +89,7 @@ TEST_P(BrokerTest, OnlyTheAssignedWorkerCanAnswerARequest) {
   std::promise<JobReply> answered;
   std::atomic<int> calls{0};
   Job job;
-  job.request.height = job.request.width = 1;
-  job.request.pixels = std::string(3, '\0');
+  job.request.image = {1, 1, 3, {0, 0, 0}};
   job.deadline = Clock::now() + std::chrono::seconds(30);
   job.done = [&](const JobReply& reply) {
     if (calls++ == 0) answered.set_value(reply);
@@ -160,8 +158,7 @@ TEST_P(BrokerTest, AWorkerHoldsUpToItsSlotsAndLosesNoneWhenItDies) {
   std::map<uint64_t, std::string> answers;
   auto submit = [&] {
     Job job;
-    job.request.height = job.request.width = 1;
-    job.request.pixels = std::string(3, '\0');
+    job.request.image = {1, 1, 3, {0, 0, 0}};
     job.deadline = Clock::now() + std::chrono::seconds(30);
     job.done = [&](const JobReply& reply) {
       std::lock_guard<std::mutex> lock(mutex);

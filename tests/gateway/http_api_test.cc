@@ -106,8 +106,8 @@ TEST_F(HttpApiTest, TheOriginalsRequestBecomesOneJobAndItsReplyTheAnswer) {
   EXPECT_EQ(job.n_steps, 7);
   EXPECT_EQ(job.method, Method::kRiemannLeft);
   EXPECT_EQ(job.format, Format::kGzip);
-  EXPECT_EQ((std::vector<int>{job.height, job.width, job.channels}), (std::vector<int>{1, 2, 3}));
-  EXPECT_EQ(job.pixels, std::string("\0\0\0\xff\xff\xff", 6));
+  EXPECT_EQ((std::vector<int>{job.image.height, job.image.width, job.image.channels}), (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(job.image.pixels, (std::vector<uint8_t>{0, 0, 0, 255, 255, 255}));
   const HttpAnswer got = answer.get();
   EXPECT_EQ(got.status, 200);
   EXPECT_EQ(got.body, "the worker's bytes");

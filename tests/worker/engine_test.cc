@@ -1034,10 +1034,7 @@ JobRequest ImageRequest(const Image& image) {
   request.target = 1;
   request.n_steps = 4;
   request.format = Format::kJson;
-  request.height = image.height;
-  request.width = image.width;
-  request.channels = image.channels;
-  request.pixels.assign(image.pixels.begin(), image.pixels.end());
+  request.image = image;
   return request;
 }
 
@@ -1078,9 +1075,8 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
 
   const torch::Tensor input = NormalizedTensor(ModelInputImage(image, lanet.info()), lanet.info()).contiguous();
   JobRequest tensor = attribute;
-  tensor.input = "tensor";
-  tensor.height = tensor.width = 32;
-  tensor.pixels.assign(reinterpret_cast<const char*>(input.data_ptr<float>()), input.numel() * sizeof(float));
+  tensor.image = {32, 32, 3, {}};
+  tensor.tensor.assign(reinterpret_cast<const char*>(input.data_ptr<float>()), input.numel() * sizeof(float));
   const JobReply from_tensor = ComputeReply(lanet, cpu, tensor, options);
   ASSERT_TRUE(from_tensor.ok()) << from_tensor.error;
   const auto t = nlohmann::json::parse(from_tensor.payload);
@@ -1090,13 +1086,13 @@ TEST(Replies, PredictionsAreTheForwardPassAndTensorInputsTheImagesInput) {
   // Poison and a tensor of another size are refused, not computed.
   JobRequest poisoned = tensor;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::memcpy(poisoned.pixels.data() + 40, &nan, sizeof(nan));
+  std::memcpy(poisoned.tensor.data() + 40, &nan, sizeof(nan));
   const JobReply refused = ComputeReply(lanet, cpu, poisoned, options);
   EXPECT_EQ(refused.code, StatusCode::kInvalid);
   EXPECT_NE(refused.error.find("NaN"), std::string::npos) << refused.error;
   JobRequest small = tensor;
-  small.height = small.width = 16;
-  small.pixels.resize(size_t{3} * 16 * 16 * sizeof(float));
+  small.image.height = small.image.width = 16;
+  small.tensor.resize(size_t{3} * 16 * 16 * sizeof(float));
   EXPECT_EQ(ComputeReply(lanet, cpu, small, options).code, StatusCode::kInvalid);
 }
 

@@ -84,9 +84,9 @@ class FakeGateway : public ::testing::Test {
     JobRequest r;
     r.id = id;
     r.n_steps = 4;
-    r.height = r.width = 2;
+    r.image = {2, 2, 3, {}};
     r.format = Format::kJson;
-    for (int i = 0; i < 12; ++i) r.pixels.push_back(static_cast<char>(10 * i));
+    for (int i = 0; i < 12; ++i) r.image.pixels.push_back(static_cast<uint8_t>(10 * i));
     return r;
   }
 

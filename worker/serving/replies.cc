@@ -88,15 +88,15 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
   }
   Clock::time_point mark = Clock::now();
   torch::Tensor input;
-  if (request.input == "tensor") {
+  if (!request.tensor.empty()) {
     const int side = model.info().input_size;
-    if (request.height != side || request.width != side || request.channels != 3) {
+    if (request.image.height != side || request.image.width != side || request.image.channels != 3) {
       Refuse(w, InvalidError("input: a tensor is the model's normalized input, 3 x " + std::to_string(side) + " x " +
                              std::to_string(side)));
       return;
     }
-    std::vector<float> chw(request.pixels.size() / sizeof(float));
-    std::memcpy(chw.data(), request.pixels.data(), chw.size() * sizeof(float));
+    std::vector<float> chw(request.tensor.size() / sizeof(float));
+    std::memcpy(chw.data(), request.tensor.data(), chw.size() * sizeof(float));
     if (!std::all_of(chw.begin(), chw.end(), [](float v) { return std::isfinite(v); })) {
       Refuse(w, InvalidError("input: the tensor holds NaN or infinity"));
       return;
@@ -104,12 +104,7 @@ void Prepare(const Classifier& model, const torch::Device& device, const WorkerO
     w->seen = DenormalizeChw(chw.data(), side, side, model.info().normalization);
     input = torch::tensor(chw).view({1, 3, side, side}).to(device);
   } else {
-    Image image;
-    image.height = request.height;
-    image.width = request.width;
-    image.channels = request.channels;
-    image.pixels.assign(request.pixels.begin(), request.pixels.end());
-    w->seen = ModelInputImage(image, model.info());
+    w->seen = ModelInputImage(request.image, model.info());
     input = NormalizedTensor(w->seen, model.info()).to(device);
   }
   if (request.predict) {
