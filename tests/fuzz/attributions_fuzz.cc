@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "common/attributions.h"
@@ -31,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)intgrads::ParseMultipart(type, body);
   auto decoded = intgrads::DecodeBase64(body);
   if (decoded.ok() && intgrads::DecodeBase64(intgrads::EncodeBase64(*decoded)).value() != *decoded) std::abort();
-  (void)intgrads::NegotiateFormat(body, "", 1 + data[0] % 3);
+  const auto format = (data[0] & 4) != 0 ? std::optional(static_cast<intgrads::Format>(data[0] % 4)) : std::nullopt;
+  (void)intgrads::NegotiateFormat(body, format, 1 + data[0] % 3);
   const size_t third = body.size() / 3;
   (void)intgrads::DecodeMessage({body.substr(0, third), body.substr(third, third), body.substr(2 * third)});
   return 0;
