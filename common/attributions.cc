@@ -48,15 +48,9 @@ std::string HeaderParameter(std::string_view value, std::string_view key) {
   return {};
 }
 
-std::string Join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
-  return out;
-}
-
 Status UnknownParameter(const std::string& name) {
   return InvalidError("unknown parameter '" + Shorten(name, 64) +
-                      "'; known: image, img_data, inputs, baseline_image, " + Join(AttributionParameters()));
+                      "'; known: image, img_data, inputs, baseline_image, " + JoinNames(AttributionParameters()));
 }
 
 // A number from an option's text, within [low, high].
@@ -416,7 +410,7 @@ StatusOr<int> ResolveTarget(const std::string& target, const std::vector<std::st
     return InvalidError("target: index " + target + " is outside 0.." + std::to_string(classes.size() - 1));
   }
   return InvalidError("target: unknown class '" + Shorten(target, 64) + "'; expected 'predicted', one of " +
-                      Join(classes) + ", or an index 0.." + std::to_string(classes.size() - 1));
+                      JoinNames(classes) + ", or an index 0.." + std::to_string(classes.size() - 1));
 }
 
 StatusOr<std::vector<int>> ResolveTargets(const std::vector<std::string>& targets,
@@ -712,7 +706,7 @@ StatusOr<Negotiated> NegotiateFormat(std::string_view accept, std::optional<Form
       if (matches(r.type, type)) return answer;
     }
     return NotAcceptableError("Accept: the format '" + Name(*format) + "' answers " + type +
-                              ", which Accept does not admit; offered: " + Join(offered));
+                              ", which Accept does not admit; offered: " + JoinNames(offered));
   }
   if (Trim(accept).empty()) ranges.push_back({"*/*"});  // no preference (q=0 everywhere is a refusal)
   for (const Range& r : ranges) {
@@ -730,7 +724,7 @@ StatusOr<Negotiated> NegotiateFormat(std::string_view accept, std::optional<Form
     }
   }
   return NotAcceptableError("Accept: none of '" + Shorten(std::string(accept), 128) + "' is offered; offered: " +
-                            Join(offered) + " (or set format=" + JoinNames(NamesOf<Format>()) + ")");
+                            JoinNames(offered) + " (or set format=" + JoinNames(NamesOf<Format>()) + ")");
 }
 
 }  // namespace intgrads

@@ -195,17 +195,30 @@ void OtherReplyFields(Reply& r, Visit&& visit) {
   visit("tolerance_met", r.tolerance_met, Presence::kOptional);
 }
 
-// Writes the fields a table visits into a header; a bool as 0 or 1.
+// An enum on the wire: a status code or a request's word, by name.
+std::string WireName(StatusCode code) { return StatusCodeName(code); }
+template <typename E>
+std::string WireName(E value) {
+  return Name(value);
+}
+template <typename E>
+std::optional<E> FromWireName(const std::string& name) {
+  if constexpr (std::is_same_v<E, StatusCode>) {
+    return StatusCodeFromName(name);
+  } else {
+    return FromName<E>(name);
+  }
+}
+
+// Writes the fields a table visits into a header; a bool as 0 or 1, an enum by its name.
 struct FieldWriter {
   json* header;
   template <typename T>
   void operator()(const char* key, const T& value, Presence /*presence*/) const {
     if constexpr (std::is_same_v<T, bool>) {
       (*header)[key] = value ? 1 : 0;
-    } else if constexpr (std::is_same_v<T, StatusCode>) {
-      (*header)[key] = StatusCodeName(value);
     } else if constexpr (std::is_enum_v<T>) {
-      (*header)[key] = NameOf(value);
+      (*header)[key] = WireName(value);
     } else {
       (*header)[key] = value;
     }
@@ -224,22 +237,13 @@ class FieldReader {
       int value = out ? 1 : 0;
       (*this)(key, value, presence);
       out = value != 0;
-    } else if constexpr (std::is_same_v<T, StatusCode>) {
-      std::string name = StatusCodeName(out);
-      (*this)(key, name, presence);
-      const std::optional<StatusCode> code = StatusCodeFromName(name);
-      if (status_.ok() && !code.has_value()) {
-        status_ = InvalidError(std::string("protocol: '") + key + "' is no status code");
-      } else if (code.has_value()) {
-        out = *code;
-      }
     } else if constexpr (std::is_enum_v<T>) {
-      std::string name = Name(out);
+      std::string name = WireName(out);
       (*this)(key, name, presence);
-      const std::optional<T> value = FromName<T>(name);
+      const std::optional<T> value = FromWireName<T>(name);
       if (status_.ok() && !value.has_value()) {
-        status_ = InvalidError(std::string("protocol: '") + key + "' names no known " + std::string(Words<T>::kField) +
-                               ": '" + Shorten(name, 32) + "'");
+        status_ =
+            InvalidError(std::string("protocol: '") + key + "' is none of its names: '" + Shorten(name, 32) + "'");
       } else if (value.has_value()) {
         out = *value;
       }

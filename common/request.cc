@@ -23,13 +23,6 @@ Status ValidateSteps(int n_steps, Method method, const RequestLimits& limits) {
   return Status::Ok();
 }
 
-std::string Shorten(const std::string& s, size_t limit) {
-  if (s.size() <= limit) return s;
-  size_t end = limit;
-  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
-  return s.substr(0, end) + "...";
-}
-
 Status ValidatePathRequest(const PathRequest& p, Method method, const RequestLimits& limits) {
   if (p.baseline == Baseline::kImage && p.baseline_image.pixels.empty()) {
     return InvalidError("baseline: 'image' needs a baseline_image (a file part or a base64 field)");

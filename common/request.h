@@ -12,6 +12,7 @@
 
 #include "common/image.h"
 #include "common/status.h"
+#include "common/text.h"
 #include "common/vocabulary.h"
 
 namespace intgrads {
@@ -98,8 +99,6 @@ StatusOr<AttributionRequest> ParseModelRequestGeneral(std::string_view body, con
 StatusOr<Image> ReadImageJson(const nlohmann::json& rows, const RequestLimits& limits);
 StatusOr<int> ReadTargetJson(const nlohmann::json& target, const std::vector<std::string>& classes,
                              const std::string& field = "target_class");
-// At most `limit` bytes of `s` for a message, cut on a UTF-8 character boundary.
-std::string Shorten(const std::string& s, size_t limit);
 
 // Checks n_steps and method together (Riemann rules need n_steps >= 2).
 Status ValidateSteps(int n_steps, Method method, const RequestLimits& limits);

@@ -17,6 +17,15 @@ inline std::string Lower(std::string_view text) {
   return lower;
 }
 
+// At most `limit` bytes of `s` for a message, cut on a UTF-8 character
+// boundary, with "..." when cut.
+inline std::string Shorten(std::string_view s, size_t limit) {
+  if (s.size() <= limit) return std::string(s);
+  size_t end = limit;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return std::string(s.substr(0, end)) + "...";
+}
+
 // Spaces and tabs off both ends, and a stray carriage return off the end.
 inline std::string_view Trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);

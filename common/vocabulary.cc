@@ -1,5 +1,7 @@
 #include "common/vocabulary.h"
 
+#include "common/text.h"
+
 namespace intgrads {
 
 std::string JoinNames(const std::vector<std::string>& names) {
@@ -9,14 +11,8 @@ std::string JoinNames(const std::vector<std::string>& names) {
 }
 
 Status UnknownWord(std::string_view field, std::string_view text, const std::vector<std::string>& names) {
-  constexpr size_t kShown = 64;
-  std::string shown(text.substr(0, kShown));
-  if (text.size() > kShown) {
-    while (!shown.empty() && (static_cast<unsigned char>(shown.back()) & 0xC0) == 0x80) shown.pop_back();
-    shown += "...";
-  }
-  return InvalidError(std::string(field) + ": unknown " + std::string(field) + " '" + shown + "'; expected one of " +
-                      JoinNames(names));
+  return InvalidError(std::string(field) + ": unknown " + std::string(field) + " '" + Shorten(text, 64) +
+                      "'; expected one of " + JoinNames(names));
 }
 
 const std::array<PayloadFormat, Words<Format>::kNames.size()>& PayloadFormats() {
@@ -40,10 +36,5 @@ const std::array<PayloadFormat, Words<Format>::kNames.size()>& PayloadFormats() 
 }
 
 const PayloadFormat& FormatEntry(Format format) { return PayloadFormats()[static_cast<size_t>(format)]; }
-
-const PayloadFormat* FindPayloadFormat(std::string_view name) {
-  const std::optional<Format> format = FromName<Format>(name);
-  return format ? &FormatEntry(*format) : nullptr;
-}
 
 }  // namespace intgrads

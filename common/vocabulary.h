@@ -133,6 +133,5 @@ struct PayloadFormat {
 };
 const std::array<PayloadFormat, Words<Format>::kNames.size()>& PayloadFormats();
 const PayloadFormat& FormatEntry(Format format);
-const PayloadFormat* FindPayloadFormat(std::string_view name);
 
 }  // namespace intgrads

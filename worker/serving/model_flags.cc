@@ -7,6 +7,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "common/vocabulary.h"
 
 namespace intgrads {
 
@@ -65,8 +69,9 @@ Status ModelFromEnvironment(ModelFlags* flags) {
   const std::string text(value);
   const size_t colon = text.find(':');
   const std::string family = text.substr(0, colon);
-  std::string names;
-  for (const FamilySpec& f : ModelFamilies()) names += (names.empty() ? "" : ", ") + std::string(f.name);
+  std::vector<std::string> known;
+  for (const FamilySpec& f : ModelFamilies()) known.emplace_back(f.name);
+  const std::string names = JoinNames(known);
   if (colon == std::string::npos || colon + 1 == text.size()) {
     return InvalidError("$INTGRADS_MODEL: expected FAMILY:PATH (FAMILY one of " + names + "), got '" + text + "'");
   }
