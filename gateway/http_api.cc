@@ -345,7 +345,7 @@ void HttpApi::GetMetrics(const Pistache::Rest::Request&, const std::shared_ptr<E
 void HttpApi::GetPage(const Pistache::Rest::Request& request, const std::shared_ptr<Exchange>& exchange) {
   const std::string& path = request.resource();
   if (path == "/openapi.json") {
-    exchange->Send(200, std::string(OpenApiDocument()), kJsonType);
+    exchange->Send(200, ServedOpenApiDocument(), kJsonType);
   } else if (path == "/docs" || path == "/docs/") {
     exchange->Send(200, std::string(DocsPage()), MediaType::fromString("text/html; charset=utf-8"));
   } else {

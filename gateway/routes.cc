@@ -1,6 +1,11 @@
 #include "gateway/routes.h"
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "common/vocabulary.h"
 
 extern "C" {
 extern const char intgrads_openapi_begin[], intgrads_openapi_end[];
@@ -123,6 +128,46 @@ std::string ParameterOf(std::string_view route_path, std::string_view segment) {
 std::string_view OpenApiDocument() {
   return {intgrads_openapi_begin, static_cast<size_t>(intgrads_openapi_end - intgrads_openapi_begin)};
 }
+std::string WithWordLists(std::string_view openapi) {
+  using nlohmann::json;
+  json document = json::parse(openapi, nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) return std::string(openapi);  // served as written
+  const std::map<std::string, std::vector<std::string>> words = {
+      {"method", NamesOf<Method>()},   {"format", NamesOf<Format>()}, {"baseline", NamesOf<Baseline>()},
+      {"heatmap", NamesOf<Heatmap>()}, {"sign", NamesOf<Sign>()},     {"regions", NamesOf<RegionKind>()}};
+  auto fill = [&words](const std::string& word, json& schema) {
+    const auto names = words.find(word);
+    if (names != words.end() && schema.is_object() && schema.contains("enum")) schema["enum"] = names->second;
+  };
+  std::function<void(json&)> walk = [&](json& node) {
+    if (node.is_object()) {
+      if (node.contains("name") && node["name"].is_string() && node.contains("schema")) {
+        fill(node["name"].get<std::string>(), node["schema"]);
+      }
+      if (node.contains("properties") && node["properties"].is_object()) {
+        for (auto& [word, schema] : node["properties"].items()) fill(word, schema);
+      }
+    }
+    if (node.is_structured()) {
+      for (json& child : node) walk(child);
+    }
+  };
+  walk(document);
+  for (const char* path : {"/v1/attributions", "/v1/models/{name}/attributions"}) {
+    if (!document.contains("paths") || !document["paths"].contains(path)) continue;
+    json& content = document["paths"][path]["post"]["responses"]["200"]["content"];
+    for (const PayloadFormat& f : PayloadFormats()) {
+      if (!content.contains(std::string(f.content_type))) content[std::string(f.content_type)] = json::object();
+    }
+  }
+  return document.dump(1);
+}
+
+const std::string& ServedOpenApiDocument() {
+  static const std::string served = WithWordLists(OpenApiDocument());
+  return served;
+}
+
 std::string_view DocsPage() {
   return {intgrads_docs_begin, static_cast<size_t>(intgrads_docs_end - intgrads_docs_begin)};
 }

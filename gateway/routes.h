@@ -60,8 +60,15 @@ std::string RouteOf(std::string_view method, std::string_view target);
 std::string ParameterOf(std::string_view route_path, std::string_view segment);
 
 // Files compiled into the gateway (gateway/web/).
-std::string_view OpenApiDocument();  // openapi.json
-std::string_view DocsPage();         // docs.html: renders openapi.json
-std::string_view WebPage();          // index.html: the page at /
+std::string_view OpenApiDocument();  // openapi.json as written
+// An OpenAPI document with every list of a request word (a parameter's or
+// a body field's enum named method, format, baseline, heatmap, sign or
+// regions) and the attribution routes' answer media types taken from their
+// tables (common/vocabulary.h), so that it names what the code accepts.
+std::string WithWordLists(std::string_view openapi);
+// openapi.json as /openapi.json serves it: WithWordLists of the file, made once.
+const std::string& ServedOpenApiDocument();
+std::string_view DocsPage();  // docs.html: renders openapi.json
+std::string_view WebPage();   // index.html: the page at /
 
 }  // namespace intgrads

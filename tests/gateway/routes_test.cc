@@ -69,7 +69,8 @@ TEST(OpenApi, AttributionParametersAndMediaTypesMatchTheCode) {
 // the routes open without the token say so (security: []), the others
 // inherit the bearer scheme.
 // Every list of words in the document, a parameter's or a body field's, is
-// its table's (common/vocabulary.h), in the table's order.
+// its table's (common/vocabulary.h), in the table's order: in the file as
+// written, and as served (ServedOpenApiDocument fills them in from the tables).
 TEST(OpenApi, EveryWordListIsItsTables) {
   const std::map<std::string, std::vector<std::string>> tables = {
       {"method", NamesOf<Method>()},   {"format", NamesOf<Format>()}, {"baseline", NamesOf<Baseline>()},
@@ -97,6 +98,32 @@ TEST(OpenApi, EveryWordListIsItsTables) {
   };
   walk(Spec(), "");
   for (const auto& [word, names] : tables) EXPECT_GE(seen[word], 1) << word << " is listed nowhere";
+  // What /openapi.json serves takes its lists from the tables; today the file says the same.
+  const json served = json::parse(ServedOpenApiDocument());
+  walk(served, "served");
+  EXPECT_EQ(served, Spec());
+}
+
+// A stale list is served as its table says.
+TEST(OpenApi, ServedListsComeFromTheTables) {
+  const json stale = json::parse(R"({
+    "paths": {"/v1/attributions": {"post": {
+      "parameters": [{"name": "format", "in": "query", "schema": {"type": "string", "enum": ["gzip"]}},
+                     {"name": "n_steps", "in": "query", "schema": {"type": "integer"}}],
+      "responses": {"200": {"content": {"application/gzip": {"schema": {"type": "string"}}}}}}}},
+    "components": {"schemas": {"Body": {"properties": {"method": {"type": "string", "enum": ["riemann_left"]},
+                                                       "sign": {"type": "string"}}}}}})");
+  const json served = json::parse(WithWordLists(stale.dump()));
+  const json& post = served["paths"]["/v1/attributions"]["post"];
+  EXPECT_EQ(post["parameters"][0]["schema"]["enum"].get<std::vector<std::string>>(), NamesOf<Format>());
+  EXPECT_FALSE(post["parameters"][1]["schema"].contains("enum"));
+  const json& properties = served["components"]["schemas"]["Body"]["properties"];
+  EXPECT_EQ(properties["method"]["enum"].get<std::vector<std::string>>(), NamesOf<Method>());
+  EXPECT_FALSE(properties["sign"].contains("enum"));  // a field without a list gets none
+  EXPECT_EQ(post["responses"]["200"]["content"]["application/gzip"]["schema"]["type"], "string");  // kept
+  for (const PayloadFormat& f : PayloadFormats()) {
+    EXPECT_TRUE(post["responses"]["200"]["content"].contains(std::string(f.content_type))) << f.content_type;
+  }
 }
 
 TEST(OpenApi, OperationsAreNamedTaggedAndSecuredAsServed) {
